@@ -1,0 +1,127 @@
+"""Named experiments: the paper's figures at full scale, and quick CPU demonstrations.
+
+A preset is a base spec (overrides of RunSpec's defaults) plus `vary`: the comparison the
+figure makes (e.g. norm: [none, batch]). Running a preset runs the cross product as one
+experiment, so every run shares seed and data order. Full-scale VGG presets read CIFAR-10 and
+want a GPU; `quick-*` presets show the BatchNorm effect on 2 CPU cores in about two minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.spec import RunSpec, build_spec, expand_vary
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    figures: str  # which of the paper's figures it reproduces ("" for demos)
+    description: str
+    base: dict[str, Any]
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+
+    def specs(self) -> list[RunSpec]:
+        return [build_spec(d) for d in expand_vary(self.base, self.vary)]
+
+
+# Paper VGG protocol (App. A.1): VGG-16, CIFAR-10, SGD LR 0.1, batch 128, 15k steps.
+_VGG16 = {
+    "model": "vgg", "vgg_config": 16, "width": 1.0, "dataset": "cifar10",
+    "optimizer": "sgd", "lr": 0.1, "batch_size": 128, "steps": 15000,
+    "loss": "cross_entropy", "eval_every": 500,
+    "probes": {
+        "landscape": {"every": 100, "multipliers": [0.5, 1.0, 2.0, 4.0]},
+        "ics": {"every": 100, "layers": [5, 10]},
+        "activations": {"every": 100},
+        "sharpness": {"every": 0},
+    },
+}
+# Paper DLN protocol: 25 layers of 10x10, n=1000 Gaussian inputs, full-batch GD, LR 1e-6, 10k steps.
+_DLN = {
+    "model": "dln", "depth": 25, "width": 10, "dataset": "gaussian_linear",
+    "n_samples": 1000, "input_dim": 10, "optimizer": "sgd", "lr": 1e-6, "batch_size": None,
+    "steps": 10000, "loss": "sum_squares", "eval_every": 0,
+    "probes": {
+        "landscape": {"every": 50, "multipliers": [0.01, 0.1, 1.0, 10.0, 30.0]},
+        "ics": {"every": 50, "layers": [9, 17]},
+        "activations": {"every": 50},
+        "sharpness": {"every": 0},
+    },
+}
+# Reduced VGG for CPUs: VGG-11 at width 1/4 on scikit-learn's digits (offline, 8x8).
+_QUICK_VGG = {
+    "model": "vgg", "vgg_config": 11, "width": 0.25, "dataset": "digits",
+    "optimizer": "sgd", "lr": 0.1, "batch_size": 128, "steps": 600,
+    "loss": "cross_entropy", "eval_every": 50,
+    "probes": {
+        "landscape": {"every": 20, "multipliers": [0.5, 1.0, 2.0, 4.0]},
+        "ics": {"every": 20, "layers": [3, 6]},
+        "activations": {"every": 20},
+    },
+}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**base, **changes}
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("paper-vgg16", "1, 3a, 4",
+               "VGG-16 on CIFAR-10 at LR 0.1, with and without BatchNorm: accuracy, ICS, "
+               "landscape, predictiveness, beta-smoothness.",
+               _VGG16, {"norm": ["none", "batch"]}),
+        Preset("paper-vgg16-lr0.5", "1, 12",
+               "VGG-16 at LR 0.5: BatchNorm still trains, the plain net stays at chance.",
+               _with(_VGG16, lr=0.5), {"norm": ["none", "batch"]}),
+        Preset("paper-vgg16-noisy", "2",
+               "Standard, BatchNorm and noisy BatchNorm (Algorithm 1), and the same noise "
+               "without BatchNorm: distributional stability is not what helps.",
+               _VGG16, {"norm": ["none", "batch", "noisy_batch", "noise"]}),
+        Preset("paper-vgg16-lp", "5a, 13",
+               "VGG-16 with BatchNorm and l1, l2, linf normalisation (section 3.3).",
+               _VGG16, {"norm": ["none", "batch", "l1", "l2", "linf"]}),
+        Preset("paper-dln", "9, 10, 11",
+               "Deep linear network, full-batch GD at LR 1e-6: landscape, predictiveness, "
+               "beta-smoothness, activations, with and without BatchNorm.",
+               _DLN, {"norm": ["none", "batch"]}),
+        Preset("paper-dln-ics", "3b",
+               "Deep linear network ICS (layers 9 and 17) at LR 1e-6 and 1e-7.",
+               _with(_DLN, probes={"ics": {"every": 50, "layers": [9, 17]}}),
+               {"norm": ["none", "batch"], "lr": [1e-6, 1e-7]}),
+        Preset("paper-dln-lp", "5b",
+               "Deep linear network training loss with no norm, BatchNorm and l1, l2, linf.",
+               _DLN, {"norm": ["none", "batch", "l1", "l2", "linf"]}),
+        Preset("quick-vgg", "1, 4 (reduced)",
+               "VGG-11 at width 1/4 on digits, a few hundred steps: BatchNorm's smoother "
+               "landscape in about a minute on a CPU.",
+               _QUICK_VGG, {"norm": ["none", "batch"]}),
+        Preset("quick-vgg-noisy", "2 (reduced)",
+               "Reduced Fig 2: none, batch, noisy batch on VGG-11/4 on digits.",
+               _QUICK_VGG, {"norm": ["none", "batch", "noisy_batch"]}),
+        Preset("quick-mlp", "",
+               "A 6-layer MLP on mnist1d at a high LR: without BatchNorm it struggles.",
+               {"model": "mlp", "depth": 6, "width": 128, "dataset": "mnist1d",
+                "lr": 0.5, "batch_size": 128, "steps": 800, "eval_every": 50,
+                "probes": {"landscape": {"every": 20}, "ics": {"every": 20, "layers": [3, 5]},
+                           "activations": {"every": 20}, "sharpness": {"every": 100}}},
+               {"norm": ["none", "batch"]}),
+        Preset("quick-dln", "3b, 10 (reduced)",
+               "The paper's deep linear network for 1,000 steps: predictiveness and beta "
+               "differ by orders of magnitude with and without BatchNorm.",
+               _with(_DLN, steps=1000, probes={**_DLN["probes"],
+                     "landscape": {"every": 10, "multipliers": [0.01, 0.1, 1.0, 10.0, 30.0]},
+                     "ics": {"every": 10, "layers": [9, 17]}, "activations": {"every": 10}}),
+               {"norm": ["none", "batch"]}),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None

@@ -1,0 +1,303 @@
+"""The run spec: the one contract between the CLI, the REST API, the worker and the dashboard.
+
+A spec says everything that determines a run's trajectory and its measurements, so a figure can
+always say exactly what was measured. It is plain pydantic (no torch, no FastAPI) so that every
+layer can import it. Unknown keys are errors, never silently ignored.
+
+Step numbering: step t trains on minibatch B_t from parameters w_t; every metric recorded at
+step t is measured at w_t on B_t (see docs/engine.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NormName = Literal[
+    "none", "batch", "noisy_batch", "noise", "l1", "l2", "linf", "layer", "group"
+]
+NORMS: tuple[str, ...] = NormName.__args__  # type: ignore[attr-defined]
+ModelName = Literal["vgg", "dln", "mlp"]
+DatasetName = Literal["cifar10", "gaussian_linear", "digits", "mnist1d"]
+
+# CIFAR VGG layer configs (paper-protocol.md): ints are 3x3 conv widths, "M" a 2x2 max-pool.
+VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NoiseSpec(_Strict):
+    """Algorithm 1 of the paper (noisy BatchNorm); the defaults are the paper's values."""
+
+    mean_range: float = Field(0.5, ge=0, description="mu_j ~ U(-mean_range, mean_range)")
+    scale_low: float = Field(1.0, description="sigma_j ~ U(scale_low, scale_high)")
+    scale_high: float = Field(1.25)
+    mean_jitter: float = Field(0.1, ge=0, description="m_ij ~ U(mu_j - jitter, mu_j + jitter)")
+    scale_std: float = Field(0.1, ge=0, description="s_ij ~ N(sigma_j, scale_std)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NoiseSpec:
+        if self.scale_high < self.scale_low:
+            raise ValueError("scale_high must be >= scale_low")
+        return self
+
+
+class _Every(_Strict):
+    every: int = Field(0, ge=0, description="probe every N training steps (step 0 included); 0 = off")
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+
+class LandscapeSpec(_Every):
+    """Fig 4 / 10 / 11: loss band, gradient-predictiveness band and effective beta along -g_t."""
+
+    multipliers: list[float] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0],
+        min_length=1,
+        max_length=32,
+        description="step sizes eta = multiplier x LR",
+    )
+
+    @field_validator("multipliers")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(not (m > 0 and math.isfinite(m)) for m in v):
+            raise ValueError("every multiplier must be a positive finite number")
+        return sorted(set(v))
+
+
+class IcsSpec(_Every):
+    """Definition 2.1 / Fig 3: ||G - G'|| and cos(G, G') for the chosen weight layers."""
+
+    layers: list[int] = Field(
+        default_factory=lambda: [1], min_length=1, description="weight layers, 1 = nearest the input"
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _from_one(cls, v: list[int]) -> list[int]:
+        if any(i < 1 for i in v):
+            raise ValueError("layers are counted from 1")
+        return sorted(set(v))
+
+
+class ActivationsSpec(_Every):
+    """Fig 1c, 2, 6, 8, 9: per normalised layer, histograms of the layer and of one sampled unit."""
+
+    bins: int = Field(64, ge=4, le=512)
+    range: tuple[float, float] = Field((-6.0, 6.0), description="fixed histogram range [lo, hi)")
+    point: Literal["norm_output", "layer_input"] = Field(
+        "norm_output",
+        description="norm_output: after the normalisation (and noise), before the nonlinearity, "
+        "as in the paper's figures; layer_input: what the next weight layer receives",
+    )
+
+    @field_validator("range")
+    @classmethod
+    def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError("range must be (lo, hi) with lo < hi")
+        return v
+
+
+class SharpnessSpec(_Every):
+    """Top Hessian eigenvalue by power iteration on Hessian-vector products (vs 2/LR)."""
+
+    iters: int = Field(20, ge=1, le=500)
+
+
+class ProbesSpec(_Strict):
+    mode: Literal["train", "eval"] = Field(
+        "train", description="normalisation mode during probes; the paper measures in train mode"
+    )
+    landscape: LandscapeSpec = Field(default_factory=LandscapeSpec)
+    ics: IcsSpec = Field(default_factory=IcsSpec)
+    activations: ActivationsSpec = Field(default_factory=ActivationsSpec)
+    sharpness: SharpnessSpec = Field(default_factory=SharpnessSpec)
+    grad_norm: _Every = Field(default_factory=lambda: _Every(every=1))
+    distance: _Every = Field(default_factory=lambda: _Every(every=1))
+
+
+class RunSpec(_Strict):
+    """Everything that determines one run. Defaults give a small CPU-friendly MLP on mnist1d."""
+
+    # Model
+    model: ModelName = "mlp"
+    vgg_config: Literal[11, 16] = 11
+    width: float = Field(
+        128, gt=0, description="vgg: channel multiplier (1 = paper); dln/mlp: hidden units"
+    )
+    depth: int = Field(4, ge=1, le=200, description="dln/mlp: number of linear layers")
+    norm: NormName = "none"
+    norm_groups: int = Field(8, ge=1, description="groups for group norm")
+    norm_eps: float = Field(1e-5, gt=0)
+    noise: NoiseSpec = Field(default_factory=NoiseSpec)
+
+    # Data
+    dataset: DatasetName = "mnist1d"
+    n_samples: int = Field(1000, ge=2, description="gaussian_linear: samples")
+    input_dim: int = Field(10, ge=1, description="gaussian_linear: dimension of x")
+
+    # Training
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int | None = Field(128, ge=1, description="None = full batch")
+    loss: Literal["cross_entropy", "sum_squares"] = "cross_entropy"
+    steps: int = Field(1000, ge=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    bf16: bool = Field(False, description="bf16 autocast (CUDA only)")
+    eval_every: int = Field(100, ge=0, description="test loss/accuracy every N steps; 0 = off")
+    eval_batch_size: int = Field(1000, ge=1)
+    on_nonfinite: Literal["stop", "continue"] = Field(
+        "stop", description="stop: a non-finite loss ends the run as diverged at that step"
+    )
+    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = off")
+
+    probes: ProbesSpec = Field(default_factory=ProbesSpec)
+
+    @field_validator("lr", "weight_decay", "norm_eps")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSpec:
+        if self.model in ("dln", "mlp") and self.width != int(self.width):
+            raise ValueError(f"width must be a whole number of units for model {self.model!r}")
+        if self.model == "dln" and self.loss != "sum_squares":
+            raise ValueError("model 'dln' regresses: use loss 'sum_squares'")
+        if self.dataset == "gaussian_linear" and self.loss != "sum_squares":
+            raise ValueError("dataset 'gaussian_linear' is a regression task: use loss 'sum_squares'")
+        if self.model == "vgg" and self.dataset not in ("cifar10", "digits"):
+            raise ValueError("model 'vgg' needs image data: dataset 'cifar10' or 'digits'")
+        if self.norm == "group":
+            bad_w = sorted({w for w in self.layer_widths() if w % self.norm_groups})
+            if bad_w:
+                raise ValueError(
+                    f"norm_groups={self.norm_groups} must divide every layer width; {bad_w} do not"
+                )
+        n = self.n_weight_layers()
+        bad = [i for i in self.probes.ics.layers if i > n]
+        if self.probes.ics.every and bad:
+            raise ValueError(f"probes.ics.layers {bad} exceed the model's {n} weight layers")
+        return self
+
+    def n_weight_layers(self) -> int:
+        """Weight (conv/linear) layers from input to output; the last one is never normalised."""
+        if self.model == "vgg":
+            return sum(1 for c in VGG_CONFIGS[self.vgg_config] if c != "M") + 1
+        return self.depth
+
+    def layer_widths(self) -> list[int]:
+        """Output width (units or channels) of every normalised layer, input side first."""
+        if self.model == "vgg":
+            cfg = VGG_CONFIGS[self.vgg_config]
+            return [max(1, round(c * self.width)) for c in cfg if c != "M"]
+        return [int(self.width)] * (self.depth - 1)
+
+    def name_hint(self) -> str:
+        """A short human label, e.g. 'vgg11x0.25-batch-lr0.1-s0'."""
+        arch = (
+            f"vgg{self.vgg_config}x{self.width:g}"
+            if self.model == "vgg"
+            else f"{self.model}{self.depth}x{int(self.width)}"
+        )
+        return f"{arch}-{self.norm}-lr{self.lr:g}-s{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: "key=value" strings from the CLI and {dotted.key: value} dicts from the API.
+
+
+class SpecError(ValueError):
+    """A bad override or spec: `path` names the field (dotted), `message` what is allowed."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+def parse_value(text: str) -> Any:
+    """CLI values: JSON-ish scalars and lists ('0.1', 'true', 'none', '[1,2]', '1,2' -> list)."""
+    import json
+
+    t = text.strip()
+    if t.lower() in ("none", "null"):
+        return None
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return json.loads(t)
+    except ValueError:
+        pass
+    if "," in t:
+        return [parse_value(part) for part in t.split(",")]
+    return t
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a (nested) spec dict; unknown keys raise SpecError naming the key."""
+    out = _deep_copy(base)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        model: type[BaseModel] = RunSpec
+        node = out
+        for i, part in enumerate(parts):
+            fields = model.model_fields
+            if part not in fields:
+                where = ".".join(parts[:i]) or "the run spec"
+                raise SpecError(dotted, f"unknown key; {where} has: {', '.join(sorted(fields))}")
+            if i == len(parts) - 1:
+                node[part] = value
+                break
+            sub = fields[part].annotation
+            if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+                raise SpecError(dotted, f"{'.'.join(parts[: i + 1])} is a value, not a section")
+            node = node.setdefault(part, {})
+            model = sub
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def build_spec(data: dict[str, Any]) -> RunSpec:
+    """Validate a spec dict, turning pydantic errors into one SpecError with the field path."""
+    from pydantic import ValidationError
+
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"])
+        raise SpecError(path, err["msg"]) from None
+
+
+def expand_vary(base: dict[str, Any], vary: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cross product of `vary` over `base`: one spec dict per combination, in a stable order.
+
+    Runs of one experiment differ only in the varied keys, so they share seed and data order
+    unless `seed` itself is varied.
+    """
+    for key, values in vary.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"vary.{key}", "must be a non-empty list of values")
+    keys = list(vary)
+    combos = itertools.product(*(vary[k] for k in keys)) if keys else [()]
+    return [apply_overrides(base, dict(zip(keys, combo, strict=True))) for combo in combos]
