@@ -1,0 +1,155 @@
+"""Probes on a quadratic loss, where every quantity has an exact closed form.
+
+L(w) = 1/2 (w - c)^T H (w - c), g = H (w - c). Along -g:
+    l(eta) = L(w - eta g)                     exactly
+    d(eta) = ||H (w - eta g - c) - g|| = eta ||H g||
+    beta   = ||H g|| / ||g||                  for every eta
+    sharpness = the top eigenvalue of H
+ICS on a two-block quadratic: after block 1 steps by -lr g_1, the block-2 gradient moves by
+exactly -lr H_21 g_1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from worker.engine.probes.base import ProbeContext
+from worker.engine.probes.basic import DistanceProbe, GradNormProbe
+from worker.engine.probes.ics import IcsProbe
+from worker.engine.probes.landscape import LandscapeProbe
+from worker.engine.probes.sharpness import SharpnessProbe
+
+torch.set_default_dtype(torch.float32)
+DIM = 6
+
+
+class TwoBlock(nn.Module):
+    """Parameters w1 (first DIM//2 coords) and w2 (the rest); the output is w itself."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(w[: DIM // 2].clone())
+        self.w2 = nn.Parameter(w[DIM // 2 :].clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.w1, self.w2])
+
+
+def make_problem(eigs: list[float], seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(DIM, DIM, generator=gen, dtype=torch.float64))
+    h = q @ torch.diag(torch.tensor(eigs, dtype=torch.float64)) @ q.T
+    c = torch.randn(DIM, generator=gen, dtype=torch.float64)
+    w = torch.randn(DIM, generator=gen, dtype=torch.float64)
+    return h, c, w
+
+
+def quad_loss(h: torch.Tensor):
+    def loss_fn(out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        r = out - c
+        return 0.5 * r @ h @ r
+
+    return loss_fn
+
+
+def context(h, c, w, lr: float) -> ProbeContext:
+    net = TwoBlock(w)
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    g = h @ (w - c)
+    grads = {"w1": g[: DIM // 2].clone(), "w2": g[DIM // 2 :].clone()}
+    return ProbeContext(
+        step=0, net=net, params=params, grads=grads, x=torch.zeros(1), y=c,
+        loss_fn=quad_loss(h), lr=lr, optimizer=torch.optim.SGD(net.parameters(), lr=lr),
+    )
+
+
+EIGS = [10.0, 4.0, 2.0, 1.0, 0.5, -1.5]
+
+
+def test_landscape_matches_closed_form():
+    h, c, w = make_problem(EIGS)
+    lr = 0.03
+    ctx = context(h, c, w, lr)
+    out = LandscapeProbe(every=1, multipliers=[0.5, 1.0, 2.0, 4.0]).measure(ctx)
+    g = h @ (w - c)
+    hg = float((h @ g).norm())
+    for r in out.eta_records:
+        v = w - r.eta * g - c
+        assert r.eta == pytest.approx(r.multiplier * lr, rel=1e-15)
+        assert r.loss == pytest.approx(float(0.5 * v @ h @ v), rel=1e-12)
+        assert r.grad_dist == pytest.approx(r.eta * hg, rel=1e-12)
+    assert out.scalars["landscape/beta"] == pytest.approx(hg / float(g.norm()), rel=1e-12)
+    assert out.scalars["landscape/loss_min"] == min(r.loss for r in out.eta_records)
+    assert out.scalars["landscape/loss_max"] == max(r.loss for r in out.eta_records)
+    assert out.scalars["landscape/grad_dist_max"] == pytest.approx(4 * lr * hg, rel=1e-12)
+    assert out.scalars["landscape/grad_dist_min"] == pytest.approx(0.5 * lr * hg, rel=1e-12)
+
+
+def test_sharpness_is_top_eigenvalue():
+    h, c, w = make_problem(EIGS)
+    out = SharpnessProbe(every=1, iters=200, seed=0).measure(context(h, c, w, lr=0.1))
+    assert out.scalars["sharpness/top_eig"] == pytest.approx(10.0, rel=1e-9)
+    assert out.scalars["sharpness/edge"] == pytest.approx(2 / 0.1)
+
+
+def test_sharpness_finds_a_dominant_negative_eigenvalue():
+    """Power iteration returns the eigenvalue of largest magnitude, sign included."""
+    h, c, w = make_problem([3.0, 2.0, 1.0, 0.5, 0.1, -8.0])
+    out = SharpnessProbe(every=1, iters=300, seed=1).measure(context(h, c, w, lr=0.1))
+    assert out.scalars["sharpness/top_eig"] == pytest.approx(-8.0, rel=1e-9)
+
+
+def test_ics_on_two_blocks_is_exact():
+    h, c, w = make_problem(EIGS)
+    lr = 0.05
+    ctx = context(h, c, w, lr)
+    probe = IcsProbe(every=1, layers=[1, 2], weight_names=["w1", "w2"],
+                     layer_of={"w1": 1, "w2": 2})
+    out = probe.measure(ctx)
+    g = h @ (w - c)
+    k = DIM // 2
+    g2 = g[k:]
+    g2_new = g2 - lr * h[k:, :k] @ g[:k]
+    assert out.scalars["ics/L2/l2"] == pytest.approx(float((lr * h[k:, :k] @ g[:k]).norm()),
+                                                     rel=1e-12)
+    assert out.scalars["ics/L2/cos"] == pytest.approx(
+        float(g2 @ g2_new / (g2.norm() * g2_new.norm())), rel=1e-12)
+    # Layer 1 has no earlier layers: nothing moves (up to autograd-vs-closed-form rounding).
+    assert out.scalars["ics/L1/l2"] == pytest.approx(0.0, abs=1e-12)
+    assert out.scalars["ics/L1/cos"] == pytest.approx(1.0, abs=1e-15)
+
+
+def test_grad_norm_and_distance():
+    h, c, w = make_problem(EIGS)
+    ctx = context(h, c, w, lr=0.1)
+    g = h @ (w - c)
+    assert GradNormProbe(1).measure(ctx).scalars["grad/norm"] == pytest.approx(float(g.norm()))
+    init = {"w1": torch.zeros(DIM // 2, dtype=torch.float64),
+            "w2": torch.ones(DIM - DIM // 2, dtype=torch.float64)}
+    expected = math.sqrt(float((w[: DIM // 2] ** 2).sum() + ((w[DIM // 2 :] - 1) ** 2).sum()))
+    assert DistanceProbe(1, init).measure(ctx).scalars["dist/init"] == pytest.approx(expected)
+
+
+def test_probes_leave_the_inputs_untouched():
+    h, c, w = make_problem(EIGS)
+    ctx = context(h, c, w, lr=0.1)
+    grads = {f"g.{k}": v for k, v in ctx.grads.items()}
+    before = {n: t.clone() for n, t in {**ctx.params, **grads}.items()}
+    for probe in (LandscapeProbe(1, [1.0, 2.0]), SharpnessProbe(1, 5, 0),
+                  IcsProbe(1, [2], ["w1", "w2"], {"w1": 1, "w2": 2})):
+        probe.measure(ctx)
+    after = {**ctx.params, **{f"g.{k}": v for k, v in ctx.grads.items()}}
+    for n, t in before.items():
+        assert torch.equal(t, after[n]), n
+    assert ctx.optimizer.state_dict()["state"] == {}
+
+
+def test_zero_gradient_gives_nan_beta_not_a_crash():
+    h, c, _ = make_problem(EIGS)
+    out = LandscapeProbe(1, [1.0]).measure(context(h, c, c.clone(), lr=0.1))
+    assert math.isnan(out.scalars["landscape/beta"])
+    assert out.scalars["landscape/grad_dist_max"] == 0.0

@@ -1,0 +1,175 @@
+"""The training loop: probes change nothing, resume is exact, divergence is data, stop works."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import torch
+
+from server.spec import NORMS, RunSpec
+from worker.engine.checkpoint import DirectoryCheckpointStore
+from worker.engine.sink import MemorySink
+from worker.engine.trainer import Trainer
+
+SMALL = {
+    "mlp": {"model": "mlp", "depth": 4, "width": 16, "dataset": "digits", "lr": 0.3,
+            "batch_size": 32},
+    "vgg": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits", "lr": 0.1,
+            "batch_size": 16},
+    "dln": {"model": "dln", "depth": 6, "width": 6, "dataset": "gaussian_linear",
+            "n_samples": 40, "input_dim": 6, "loss": "sum_squares", "lr": 1e-3,
+            "batch_size": None},
+}
+ALL_PROBES = {
+    "landscape": {"every": 2, "multipliers": [0.5, 2.0]},
+    "ics": {"every": 3, "layers": [2, 3]},
+    "activations": {"every": 2},
+    "sharpness": {"every": 4, "iters": 3},
+    "grad_norm": {"every": 1},
+    "distance": {"every": 1},
+}
+NO_PROBES = {k: {"every": 0} for k in ALL_PROBES}
+
+
+def spec(model: str = "mlp", **over) -> RunSpec:
+    return RunSpec.model_validate({**SMALL[model], "steps": 8, "seed": 3, "device": "cpu",
+                                   "eval_every": 3, "norm_groups": 2, **over})
+
+
+def state_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Parameters AND buffers (BatchNorm running statistics), plus the noise stream."""
+    out = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    out["<noise>"] = trainer.noise.get_state()
+    return out
+
+
+def bits(xs) -> list[bytes]:
+    """Bit patterns, so that NaN == NaN and -0.0 != 0.0: identity means bitwise."""
+    return [struct.pack("<d", x) for x in xs]
+
+
+def no_timings(series: dict) -> dict:
+    return {k: v for k, v in series.items() if not k.startswith("probe_time/")}
+
+
+@pytest.mark.parametrize("model", list(SMALL))
+@pytest.mark.parametrize("norm", NORMS)
+def test_probes_leave_the_trajectory_bit_identical(tmp_path, model, norm):
+    runs = {}
+    for name, probes in (("on", ALL_PROBES), ("off", NO_PROBES)):
+        t = Trainer(spec(model, norm=norm, probes=probes), tmp_path)
+        sink = MemorySink()
+        t.run(sink)
+        runs[name] = (t, sink)
+    (t_on, on), (t_off, off) = runs["on"], runs["off"]
+    assert bits(on.values("train/loss")) == bits(off.values("train/loss"))
+    assert bits(on.values("test/loss")) == bits(off.values("test/loss"))  # uses running stats
+    n_train = len(on.values("train/loss"))
+    assert len(on.series["landscape/beta"]) == (n_train + 1) // 2
+    assert "landscape/beta" not in off.series
+    s_on, s_off = state_of(t_on), state_of(t_off)
+    assert s_on.keys() == s_off.keys()
+    for k in s_on:
+        assert torch.equal(s_on[k], s_off[k]) or (  # NaN-aware for diverged runs
+            s_on[k].is_floating_point() and torch.equal(s_on[k].isnan(), s_off[k].isnan())
+            and torch.equal(s_on[k].nan_to_num(), s_off[k].nan_to_num())), k
+    assert t_on.optimizer.state_dict() == t_off.optimizer.state_dict()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"norm": "noisy_batch"},
+        {"norm": "batch", "momentum": 0.9, "weight_decay": 1e-3},
+        {"norm": "l2", "optimizer": "adam", "lr": 1e-3},
+    ],
+    ids=["noisy_batch", "sgd-momentum", "adam"],
+)
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, over):
+    s = spec("mlp", steps=10, checkpoint_every=4, probes=ALL_PROBES, **over)
+    whole = MemorySink()
+    Trainer(s, tmp_path).run(whole, checkpoints=DirectoryCheckpointStore(tmp_path / "a"))
+
+    store = DirectoryCheckpointStore(tmp_path / "b")
+    first = MemorySink()
+    paused = Trainer(s, tmp_path).run(first, checkpoints=store, max_steps=6)
+    assert paused.status == "paused" and paused.next_step == 6
+    assert store.latest_step() == 4  # the "crash" loses steps 4 and 5; they are redone
+    second = MemorySink()
+    resumed_trainer = Trainer(s, tmp_path)
+    done = resumed_trainer.run(second, checkpoints=store)
+    assert done.status == "succeeded" and done.next_step == 10
+
+    merged = {k: dict(v) for k, v in no_timings(first.series).items()}
+    for k, v in no_timings(second.series).items():
+        merged.setdefault(k, {}).update(v)  # what an idempotent sink keeps
+    assert merged == no_timings(whole.series)
+    assert min(second.steps("train/loss")) == 4
+    assert {**first.etas["landscape"], **second.etas["landscape"]} == whole.etas["landscape"]
+
+
+def test_checkpoint_of_another_spec_is_refused(tmp_path):
+    store = DirectoryCheckpointStore(tmp_path / "c")
+    Trainer(spec(checkpoint_every=2), tmp_path).run(MemorySink(), checkpoints=store, max_steps=2)
+    with pytest.raises(ValueError, match="different spec"):
+        Trainer(spec(checkpoint_every=2, lr=0.01), tmp_path).run(MemorySink(), checkpoints=store)
+
+
+def diverging(on_nonfinite: str) -> RunSpec:
+    return spec("dln", lr=1.0, steps=30, on_nonfinite=on_nonfinite, eval_every=0,
+                probes={"landscape": {"every": 1, "multipliers": [1.0]}})
+
+
+def test_a_nonfinite_loss_ends_the_run_as_diverged_and_is_recorded(tmp_path):
+    sink = MemorySink()
+    result = Trainer(diverging("stop"), tmp_path).run(sink)
+    losses = sink.values("train/loss")
+    assert result.status == "diverged"
+    assert result.diverged_at == len(losses) - 1 < 29
+    assert not math.isfinite(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
+    assert sink.steps("train/loss")[-1] == result.diverged_at  # the diverged step is recorded
+
+
+def test_continue_after_nonfinite_records_every_step(tmp_path):
+    sink = MemorySink()
+    result = Trainer(diverging("continue"), tmp_path).run(sink)
+    assert result.status == "diverged" and result.next_step == 30
+    assert len(sink.values("train/loss")) == 30
+    assert any(math.isnan(x) or math.isinf(x) for x in sink.values("landscape/loss_max"))
+
+
+def test_should_stop_cancels_before_the_next_step(tmp_path):
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    sink = MemorySink()
+    result = Trainer(spec(), tmp_path).run(sink, should_stop=should_stop)
+    assert result.status == "cancelled" and result.next_step == 3
+    assert sink.steps("train/loss") == [0, 1, 2]
+
+
+def test_test_metrics_at_eval_steps_and_after_the_last_step(tmp_path):
+    sink = MemorySink()
+    result = Trainer(spec(steps=7, eval_every=3), tmp_path).run(sink)
+    assert result.status == "succeeded"
+    assert sink.steps("test/acc") == [0, 3, 6, 7]
+    assert all(0.0 <= a <= 1.0 for a in sink.values("test/acc"))
+    assert len(sink.values("train/acc")) == 7
+
+
+def test_bf16_needs_cuda(tmp_path):
+    with pytest.raises(ValueError, match="CUDA"):
+        Trainer(spec(bf16=True), tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_with_bf16_keeps_data_on_the_device(tmp_path):
+    t = Trainer(spec("vgg", device="cuda", bf16=True, probes=ALL_PROBES), tmp_path)
+    assert t.data.x_train.is_cuda
+    assert t.run(MemorySink()).status == "succeeded"

@@ -1,0 +1,232 @@
+"""The training loop, with probes at their scheduled steps.
+
+One step t, in order:
+  1. B_t = the data order's batch for t; the noise stream marks where step t starts;
+  2. forward and backward at w_t (activation hooks ride on this forward at due steps): g_t;
+  3. the loss (and accuracy) at step t go to the sink; a non-finite loss ends the run as
+     diverged here unless the spec says continue;
+  4. due probes measure at (w_t, g_t, B_t), then the noise stream is put back where step 2
+     left it, so probes change nothing of the trajectory;
+  5. test evaluation at w_t when due; then the optimiser step makes w_{t+1};
+  6. a checkpoint when due.
+Every metric recorded at step t is measured at w_t. After the last step the test set is
+evaluated once more at w_T, recorded at step T.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from server.spec import RunSpec
+from worker.engine.checkpoint import CheckpointStore
+from worker.engine.data import BatchOrder, load_dataset
+from worker.engine.losses import LOSSES, correct, evaluate
+from worker.engine.models import build_model
+from worker.engine.probes import ProbeContext, build_probes
+from worker.engine.sink import MetricSink
+from worker.engine.state import NoiseStream, resolve_device
+
+Status = Literal["succeeded", "diverged", "cancelled", "paused"]
+ProgressFn = Callable[[int, int, float], None]  # (steps done, total steps, last loss)
+
+
+@dataclass
+class RunResult:
+    status: Status
+    next_step: int  # the first step not trained yet
+    last_loss: float
+    diverged_at: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Builds a run from its spec (data, model, optimiser, probes) and trains it."""
+
+    def __init__(self, spec: RunSpec, data_dir: Path, device: str | torch.device | None = None):
+        self.spec = spec
+        self.device = torch.device(device) if device is not None else resolve_device(spec.device)
+        if spec.bf16 and self.device.type != "cuda":
+            raise ValueError("bf16 autocast needs a CUDA device; set bf16=false on CPU")
+        data = load_dataset(spec, Path(data_dir))
+        self.data = data.to(self.device)
+        self.order = BatchOrder(data.n_train, spec.batch_size, spec.seed)
+        self.noise = NoiseStream(spec.seed, self.device)
+        self.net = build_model(spec, data.in_shape, data.n_outputs, self.noise.generator)
+        self.net.to(self.device).train()
+        self.loss_fn = LOSSES[spec.loss]
+        self.optimizer = self._make_optimizer()
+        self.params = dict(self.net.named_parameters())
+        self.probes = build_probes(spec, self.net, self.params)
+        self.info = {
+            "device": str(self.device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "data": data.info,
+            "model": getattr(self.net, "info", {}),
+            "n_params": sum(p.numel() for p in self.params.values()),
+        }
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        s = self.spec
+        if s.optimizer == "sgd":
+            return torch.optim.SGD(
+                self.net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+            )
+        return torch.optim.Adam(self.net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.spec.bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order.full_batch:
+            return self.data.x_train, self.data.y_train
+        idx = self.order.indices(step).to(self.device, non_blocking=True)
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        sink: MetricSink,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        checkpoints: CheckpointStore | None = None,
+        progress: ProgressFn | None = None,
+        max_steps: int | None = None,
+    ) -> RunResult:
+        """Train from the latest checkpoint (or from scratch) to the spec's last step.
+
+        `max_steps` bounds the steps taken in this call (the run is then "paused");
+        `should_stop` is checked before every step (the run is then "cancelled").
+        """
+        spec = self.spec
+        start = self._restore(checkpoints.load_latest()) if checkpoints else 0
+        end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
+        classify = self.data.task == "classification"
+        last_loss, status, diverged_at = math.nan, "paused", None
+        next_step = start  # the first step whose loss is not recorded yet
+        for step in range(start, end):
+            if should_stop is not None and should_stop():
+                status = "cancelled"
+                break
+            last_loss, due, batch = self._forward_backward(step, sink, classify)
+            next_step = step + 1
+            if not math.isfinite(last_loss):
+                diverged_at = step if diverged_at is None else diverged_at
+                if spec.on_nonfinite == "stop":
+                    status = "diverged"
+                    break
+            if due:
+                self._measure(step, due, *batch, sink)
+            if spec.eval_every and step % spec.eval_every == 0:
+                self._evaluate(step, sink)
+            self.optimizer.step()
+            if checkpoints and spec.checkpoint_every and next_step % spec.checkpoint_every == 0:
+                sink.flush()  # metrics up to the checkpoint are durable before it is
+                checkpoints.save(next_step, self._state(next_step))
+            if progress is not None:
+                progress(next_step, spec.steps, last_loss)
+        else:
+            if end == spec.steps:
+                status = "diverged" if diverged_at is not None else "succeeded"
+                if spec.eval_every:
+                    self._evaluate(spec.steps, sink)
+        sink.flush()
+        return RunResult(status, next_step, last_loss, diverged_at, self.info)
+
+    def _forward_backward(self, step: int, sink: MetricSink, classify: bool):
+        """Steps 1-3 of the docstring: g_t in the parameters' .grad, the loss in the sink."""
+        x, y = self.batch(step)
+        due = [p for p in self.probes if p.due(step)]
+        self.noise.mark_step_start()
+        with contextlib.ExitStack() as hooks:
+            for p in due:
+                hooks.enter_context(p.on_train_forward(self.net))
+            with self.autocast():
+                out = self.net(x)
+            loss = self.loss_fn(out.float() if self.spec.bf16 else out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        scalars = {"train/loss": value}
+        if classify:
+            scalars["train/acc"] = int(correct(out.detach(), y)) / len(y)
+        sink.scalars(step, scalars)
+        return value, due, (x, y)
+
+    def _measure(self, step: int, due: list, x, y, sink: MetricSink) -> None:
+        after_training_forward = self.noise.get_state()
+        ctx = ProbeContext(
+            step=step,
+            net=self.net,
+            params={n: p.detach() for n, p in self.params.items()},
+            grads={n: p.grad.detach() for n, p in self.params.items()},
+            x=x,
+            y=y,
+            loss_fn=self.loss_fn,
+            lr=self.spec.lr,
+            optimizer=self.optimizer,
+            noise=self.noise,
+            mode=self.spec.probes.mode,
+            autocast=self.autocast,
+        )
+        for probe in due:
+            started = time.perf_counter()
+            out = probe.measure(ctx)
+            out.scalars[f"probe_time/{probe.name}"] = time.perf_counter() - started
+            sink.scalars(step, out.scalars)
+            if out.eta_records:
+                sink.eta_records(step, probe.name, out.eta_records)
+            if out.distributions:
+                sink.distributions(step, out.distributions)
+        self.noise.set_state(after_training_forward)
+
+    def _evaluate(self, step: int, sink: MetricSink) -> None:
+        if self.data.x_test is None:
+            return
+        d = self.data
+        sink.scalars(
+            step,
+            evaluate(self.net, self.spec.loss, d.x_test, d.y_test, self.spec.eval_batch_size,
+                     self.autocast),
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _state(self, next_step: int) -> dict[str, Any]:
+        return {
+            "step": next_step,
+            "spec": self.spec.model_dump_json(),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
+        }
+
+    def _restore(self, state: dict[str, Any] | None) -> int:
+        if state is None:
+            return 0
+        saved = RunSpec.model_validate_json(state["spec"])
+        if saved != self.spec:
+            raise ValueError("the checkpoint belongs to a different spec; refusing to resume")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.noise.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        return int(state["step"])
+
+
+def train(spec: RunSpec, sink: MetricSink, *, data_dir: Path, **run_kwargs: Any) -> RunResult:
+    """Build and run in one call (see Trainer.run for the keyword arguments)."""
+    device = run_kwargs.pop("device", None)
+    return Trainer(spec, data_dir, device).run(sink, **run_kwargs)
