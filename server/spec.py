@@ -51,7 +51,7 @@ class NoiseSpec(_Strict):
 
 
 class _Every(_Strict):
-    every: int = Field(0, ge=0, description="probe every N training steps (step 0 included); 0 = off")
+    every: int = Field(0, ge=0, description="probe every N steps (step 0 included); 0 = off")
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -79,7 +79,9 @@ class IcsSpec(_Every):
     """Definition 2.1 / Fig 3: ||G - G'|| and cos(G, G') for the chosen weight layers."""
 
     layers: list[int] = Field(
-        default_factory=lambda: [1], min_length=1, description="weight layers, 1 = nearest the input"
+        default_factory=lambda: [1],
+        min_length=1,
+        description="weight layers, 1 = nearest the input",
     )
 
     @field_validator("layers")
@@ -167,6 +169,11 @@ class RunSpec(_Strict):
 
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _full_batch_words(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.lower() in ("none", "null", "full") else v
+
     @field_validator("lr", "weight_decay", "norm_eps")
     @classmethod
     def _finite(cls, v: float) -> float:
@@ -181,7 +188,7 @@ class RunSpec(_Strict):
         if self.model == "dln" and self.loss != "sum_squares":
             raise ValueError("model 'dln' regresses: use loss 'sum_squares'")
         if self.dataset == "gaussian_linear" and self.loss != "sum_squares":
-            raise ValueError("dataset 'gaussian_linear' is a regression task: use loss 'sum_squares'")
+            raise ValueError("dataset 'gaussian_linear' is regression: use loss 'sum_squares'")
         if self.model == "vgg" and self.dataset not in ("cifar10", "digits"):
             raise ValueError("model 'vgg' needs image data: dataset 'cifar10' or 'digits'")
         if self.norm == "group":
@@ -233,11 +240,11 @@ class SpecError(ValueError):
 
 
 def parse_value(text: str) -> Any:
-    """CLI values: JSON-ish scalars and lists ('0.1', 'true', 'none', '[1,2]', '1,2' -> list)."""
+    """CLI values: JSON-ish scalars and lists ('0.1', 'true', 'null', '[1,2]', '1,2' -> list)."""
     import json
 
     t = text.strip()
-    if t.lower() in ("none", "null"):
+    if t.lower() == "null":  # "none" stays a string: it is a normalisation's name
         return None
     if t.lower() in ("true", "false"):
         return t.lower() == "true"

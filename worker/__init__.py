@@ -1,1 +1,1 @@
-"""Landscope worker: the Celery side (later) and the pure-PyTorch experiment engine (worker.engine)."""
+"""Landscope worker: the Celery side (later) and the pure-PyTorch engine (worker.engine)."""

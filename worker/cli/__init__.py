@@ -1,0 +1,48 @@
+"""`landscope`: the command line.
+
+    landscope train --preset NAME [--set key=value ...] [--vary key=a,b ...] [--out DIR]
+    landscope presets [NAME]
+    landscope data download cifar10 [--data-dir DIR]
+
+Usage errors (an unknown key, a bad value) print what is allowed and exit with status 2.
+The CLI lives in worker/ because `train` runs the engine in-process; server/ stays torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from server.spec import SpecError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from worker.cli import data_cmd, presets_cmd, train_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="landscope",
+        description="Watch why normalisation helps training: loss-landscape probes, live.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train_cmd.add_parser(sub)
+    presets_cmd.add_parser(sub)
+    data_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SpecError as exc:
+        print(f"landscope: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nlandscope: interrupted", file=sys.stderr)
+        return 130
+
+
