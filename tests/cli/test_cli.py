@@ -14,6 +14,10 @@ from worker.cli import main
 TINY = ["--set", "steps=12", "--set", "probes.landscape.every=4", "--quiet"]
 
 
+def read_csv(path) -> list[dict]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -64,9 +68,9 @@ def test_train_writes_every_run_of_the_experiment(capsys, tmp_path):
     for name in runs:
         record = json.loads((tmp_path / name / "run.json").read_text())
         assert record["status"] == "succeeded"
-        rows = list(csv.DictReader(open(tmp_path / name / "scalars.csv")))
+        rows = read_csv(tmp_path / name / "scalars.csv")
         assert [int(r["step"]) for r in rows if r["key"] == "train/loss"] == list(range(12))
-        eta_rows = list(csv.DictReader(open(tmp_path / name / "landscape.csv")))
+        eta_rows = read_csv(tmp_path / name / "landscape.csv")
         assert {int(r["step"]) for r in eta_rows} == {0, 4, 8}
         assert len(eta_rows) == 3 * 5  # five step sizes per probe
     assert "dln25x10-batch-lr1e-06-s0" in out  # the closing summary

@@ -81,6 +81,14 @@ def brute_loss_grad(trainer: Trainer, params: dict, noise_state):
     return loss.item(), {n: p.grad.clone() for n, p in net.named_parameters()}
 
 
+def at_step(plain: Trainer):
+    """(noise state at the step's start, w_t, L(w_t), g_t) of the paused plain run."""
+    noise0 = plain.noise.get_state()
+    w = {n: p.detach().clone() for n, p in plain.net.named_parameters()}
+    loss, g = brute_loss_grad(plain, w, noise0)
+    return noise0, w, loss, g
+
+
 def flat_norm(tensors) -> float:
     return float(torch.sqrt(sum((t.double() ** 2).sum() for t in tensors)))
 
@@ -91,9 +99,7 @@ CASES = [(m, n) for m in BASE for n in NORMS]
 @pytest.mark.parametrize("model,norm", CASES)
 def test_landscape_and_gradient_probes_match_brute_force(runs, model, norm):
     sink, plain = runs(model, norm)
-    noise0 = plain.noise.get_state()
-    w = {n: p.detach().clone() for n, p in plain.net.named_parameters()}
-    loss0, g = brute_loss_grad(plain, w, noise0)
+    noise0, w, loss0, g = at_step(plain)
     assert sink.series["train/loss"][STEP] == loss0  # the probed run trained identically
 
     records = sink.etas["landscape"][STEP]
@@ -116,9 +122,7 @@ def test_landscape_and_gradient_probes_match_brute_force(runs, model, norm):
 @pytest.mark.parametrize("model,norm", CASES)
 def test_ics_matches_definition_2_1(runs, model, norm):
     sink, plain = runs(model, norm)
-    noise0 = plain.noise.get_state()
-    w = {n: p.detach().clone() for n, p in plain.net.named_parameters()}
-    _, g = brute_loss_grad(plain, w, noise0)
+    noise0, w, _, g = at_step(plain)
 
     # This step's optimiser update, made by a real optimiser step on a copy.
     net_u = copy.deepcopy(plain.net)
