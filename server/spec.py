@@ -96,7 +96,7 @@ class ActivationsSpec(_Every):
     """Fig 1c, 2, 6, 8, 9: per normalised layer, histograms of the layer and of one sampled unit."""
 
     bins: int = Field(64, ge=4, le=512)
-    range: tuple[float, float] = Field((-6.0, 6.0), description="fixed histogram range [lo, hi)")
+    range: tuple[float, float] = Field((-6.0, 6.0), description="fixed histogram range [lo, hi]")
     point: Literal["norm_output", "layer_input"] = Field(
         "norm_output",
         description="norm_output: after the normalisation (and noise), before the nonlinearity, "

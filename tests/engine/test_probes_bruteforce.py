@@ -164,19 +164,23 @@ def test_activation_histograms_match_brute_force(runs, model, norm):
             d = dists[k, scope]
             v = (a if scope == "layer" else a[:, d.unit]).double().numpy().ravel()
             counts, _ = np.histogram(v, bins=16, range=(-3.0, 3.0))
-            counts[-1] -= int((v == 3.0).sum())  # numpy's last bin is closed; ours is [lo, hi)
             assert np.abs(np.array(d.counts) - counts).sum() <= 2  # float32 vs float64 edges
-            assert d.underflow == int((v < -3).sum()) and d.overflow == int((v >= 3).sum())
+            assert d.underflow == int((v < -3).sum()) and d.overflow == int((v > 3).sum())
             assert sum(d.counts) + d.underflow + d.overflow == v.size
             assert d.mean == pytest.approx(v.mean(), rel=1e-5, abs=1e-6)
-            assert d.var == pytest.approx(v.var(), rel=1e-4, abs=1e-7)
-            assert d.quantiles["q50"] == pytest.approx(np.quantile(v, 0.5), rel=1e-4, abs=1e-5)
+            assert d.var == pytest.approx(v.var(), rel=1e-4, abs=1e-6)
+            sample = v[:: -(-v.size // (1 << 16))]  # the documented subsample (all, if small)
+            assert d.quantiles["q50"] == pytest.approx(np.quantile(sample, 0.5), rel=1e-4,
+                                                       abs=1e-5)
 
 
 @pytest.mark.parametrize("model,norm", [("mlp", "none"), ("mlp", "batch"), ("dln", "batch"),
                                         ("dln", "l2")])
 def test_sharpness_matches_full_hessian(tmp_path, model, norm):
-    spec = make_spec(model, norm, False).model_copy(update={"probes": RunSpec().probes})
+    # A narrow net keeps the full Hessian (params^2 entries) cheap to build.
+    small = {"width": 8, "depth": 3} if model == "mlp" else {"width": 4, "depth": 4,
+                                                            "input_dim": 4}
+    spec = make_spec(model, norm, False).model_copy(update={"probes": RunSpec().probes, **small})
     spec.probes.sharpness.every = 1
     spec.probes.sharpness.iters = 400
     spec.probes.grad_norm.every = 0

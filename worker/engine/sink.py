@@ -30,8 +30,10 @@ class EtaRecord:
 class Distribution:
     """A fixed-bin histogram of one normalised layer's activations, or of one sampled unit.
 
-    Bins are uniform on [lo, hi) and the same at every step, so histograms over training and
-    across runs line up; values outside land in underflow/overflow, never silently dropped.
+    Bins are uniform on [lo, hi] (the last one closed, as numpy's) and the same at every step,
+    so histograms over training and across runs line up; values outside land in underflow /
+    overflow and non-finite ones in nonfinite, never silently dropped. Quantiles come from a
+    fixed-stride subsample of at most 65,536 values.
     """
 
     layer: int  # normalised layer, 1 = nearest the input

@@ -149,10 +149,11 @@ class Trainer:
         """Steps 1-3 of the docstring: g_t in the parameters' .grad, the loss in the sink."""
         x, y = self.batch(step)
         due = [p for p in self.probes if p.due(step)]
-        self.noise.mark_step_start()
         with contextlib.ExitStack() as hooks:
-            for p in due:
-                hooks.enter_context(p.on_train_forward(self.net))
+            if due:  # only probes rewind the noise or hook the forward: skip both otherwise
+                self.noise.mark_step_start()
+                for p in due:
+                    hooks.enter_context(p.on_train_forward(self.net))
             with self.autocast():
                 out = self.net(x)
             loss = self.loss_fn(out.float() if self.spec.bf16 else out, y)

@@ -113,9 +113,10 @@ class Probe:
 
 
 def global_norm(tensors: Iterator[Tensor] | Sequence[Tensor]) -> float:
-    """||concat(tensors)||_2, accumulated in float64 so that large nets do not lose digits."""
-    norms = [torch.linalg.vector_norm(t.detach(), dtype=torch.float64) for t in tensors]
-    if not norms:
+    """||concat(tensors)||_2: per-tensor norms in one fused call, combined in float64."""
+    ts = [t.detach() for t in tensors]
+    if not ts:
         return 0.0
+    norms = torch._foreach_norm(ts)  # the fused kernel optimisers use for grad clipping
     # One device sync for the whole set, not one per tensor.
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    return float(torch.linalg.vector_norm(torch.stack(norms).double()))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from worker.engine.probes.base import Probe, ProbeContext, ProbeOutput, global_norm
 from worker.engine.sink import EtaRecord
 
@@ -26,14 +28,16 @@ class LandscapeProbe(Probe):
         return len(self.multipliers)
 
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
-        g = ctx.grads
-        g_norm = global_norm(g.values())
+        names = list(ctx.params)
+        w = [ctx.params[n] for n in names]
+        g = [ctx.grads[n] for n in names]
+        g_norm = global_norm(g)
         records = []
         for m in self.multipliers:
             eta = m * ctx.lr
-            stepped = {n: w - eta * g[n] for n, w in ctx.params.items()}
-            loss, grads = ctx.loss_and_grad(stepped)
-            d = global_norm(grads[n] - g[n] for n in grads)
+            stepped = torch._foreach_add(w, g, alpha=-eta)  # w_t - eta g_t, fused
+            loss, grads = ctx.loss_and_grad(dict(zip(names, stepped, strict=True)))
+            d = global_norm(torch._foreach_sub([grads[n] for n in names], g))
             records.append(EtaRecord(multiplier=m, eta=eta, loss=loss, grad_dist=d))
         losses = [r.loss for r in records]
         dists = [r.grad_dist for r in records]
