@@ -66,6 +66,7 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.params = dict(self.net.named_parameters())
         self.probes = build_probes(spec, self.net, self.params)
+        self._shadow = None  # the probes' copy of the net (see probes/base.py)
         self.info = {
             "device": str(self.device),
             "torch": torch.__version__,
@@ -181,7 +182,9 @@ class Trainer:
             noise=self.noise,
             mode=self.spec.probes.mode,
             autocast=self.autocast,
+            shadow=self._shadow,
         )
+        self._shadow = ctx.shadow  # made on the first probed step, reused after
         for probe in due:
             started = time.perf_counter()
             out = probe.measure(ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -122,5 +123,9 @@ def _quantiles(finite: Tensor) -> dict[str, float]:
         return {f"q{round(q * 100):02d}": float("nan") for q in QUANTILES}
     if finite.numel() > QUANTILE_SAMPLE:  # a fixed stride keeps this deterministic
         finite = finite[:: -(-finite.numel() // QUANTILE_SAMPLE)]
-    qs = torch.quantile(finite, torch.tensor(QUANTILES, device=finite.device, dtype=finite.dtype))
-    return {f"q{round(q * 100):02d}": float(x) for q, x in zip(QUANTILES, qs.tolist(), strict=True)}
+    if finite.device.type == "cpu":  # numpy's sort is ~4x torch's on CPU; same definition
+        qs = np.quantile(finite.numpy(), QUANTILES)
+    else:
+        qs = torch.quantile(finite, torch.tensor(QUANTILES, device=finite.device,
+                                                 dtype=finite.dtype)).tolist()
+    return {f"q{round(q * 100):02d}": float(x) for q, x in zip(QUANTILES, qs, strict=True)}

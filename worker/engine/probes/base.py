@@ -1,15 +1,20 @@
 """What every probe gets and gives.
 
-A probe is an evaluation, not training. It never calls the model with its live parameters and
-buffers: `ProbeContext` evaluates L at any parameter dict through torch.func.functional_call,
-with fresh copies of the buffers (so BatchNorm running statistics are untouched) and the noise
-generator rewound to where the training forward of this step started (so every probe sees the
-training step's noise, and training later continues from where it left off).
+A probe is an evaluation, not training. It never runs the live model: `ProbeContext` evaluates
+L on a shadow copy of the network (made once per run), into which it copies the parameters to
+evaluate at and the live buffers before every pass. So BatchNorm running statistics of the run
+are untouched, and the noise generator is rewound to where the training forward of this step
+started (every probe sees the training step's noise; training later continues from where it
+left off). The shadow shares the live net's random generators, nothing else.
+
+A persistent shadow rather than torch.func.functional_call on the live net: re-binding every
+parameter and buffer per pass cost ~20% of a training step (bench/README.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -48,45 +53,66 @@ class ProbeContext:
     noise: NoiseStream | None = None
     mode: Literal["train", "eval"] = "train"
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    shadow: nn.Module | None = None  # make_shadow(net), kept by the trainer across steps
+
+    def __post_init__(self) -> None:
+        if self.shadow is None:
+            self.shadow = make_shadow(self.net)
+        self.shadow.train(self.mode == "train")
+        self._shadow_params = dict(self.shadow.named_parameters())
+        self._live_buffers = list(self.net.buffers())
+        self._shadow_buffers = list(self.shadow.buffers())
 
     def loss_at(self, params: Mapping[str, Tensor]) -> float:
         """L(params) on B_t."""
         with torch.no_grad():
-            return float(self._forward_loss(params))
+            self._load(params)
+            return float(self._forward_loss(self.shadow))
 
     def loss_and_grad(
         self, params: Mapping[str, Tensor], wrt: Sequence[str] | None = None
     ) -> tuple[float, Params]:
         """L(params) on B_t and its gradient w.r.t. the parameters named in `wrt` (all: None)."""
         names = list(params) if wrt is None else list(wrt)
-        leaves = {n: t.detach().requires_grad_(n in names) for n, t in params.items()}
-        loss = self._forward_loss(leaves)
-        grads = torch.autograd.grad(loss, [leaves[n] for n in names])
+        self._load(params)
+        loss = self._forward_loss(self.shadow)
+        grads = torch.autograd.grad(loss, [self._shadow_params[n] for n in names])
         return float(loss.detach()), dict(zip(names, grads, strict=True))
 
     def differentiable_loss(self, params: Mapping[str, Tensor]) -> Tensor:
-        """L(params) with a graph, for higher-order derivatives (Hessian-vector products)."""
-        return self._forward_loss(params)
+        """L(params) with a graph to `params` themselves, for Hessian-vector products."""
+        self._load({})
+        return self._forward_loss(lambda x: functional_call(self.shadow, dict(params), (x,)))
 
-    def _forward_loss(self, params: Mapping[str, Tensor]) -> Tensor:
+    def _load(self, params: Mapping[str, Tensor]) -> None:
+        """The live buffers (train-mode BatchNorm will update the copies) and `params`."""
+        with torch.no_grad():
+            if self._live_buffers:  # a net without BatchNorm may have none
+                torch._foreach_copy_(self._shadow_buffers, self._live_buffers)
+            if params:
+                names = list(params)
+                torch._foreach_copy_([self._shadow_params[n] for n in names],
+                                     [params[n] for n in names])
+
+    def _forward_loss(self, model: Callable[[Tensor], Tensor]) -> Tensor:
         if self.noise is not None:
             self.noise.rewind()
-        # Fresh buffers: train-mode BatchNorm updates its running statistics in place.
-        buffers = {n: b.clone() for n, b in self.net.named_buffers()}
-        with self._probe_mode(), self.autocast():
-            out = functional_call(self.net, {**params, **buffers}, (self.x,))
+        with self.autocast():
+            out = model(self.x)
             if out.dtype in (torch.float16, torch.bfloat16):
                 out = out.float()  # the loss of a bf16 forward is taken in fp32, as in training
             return self.loss_fn(out, self.y)
 
-    @contextlib.contextmanager
-    def _probe_mode(self) -> Iterator[None]:
-        was_training = self.net.training
-        self.net.train(self.mode == "train")
-        try:
-            yield
-        finally:
-            self.net.train(was_training)
+
+def make_shadow(net: nn.Module) -> nn.Module:
+    """A deep copy of `net` that shares its random generators (noisy BN draws from the run's
+    noise stream, which the probes rewind) and nothing else."""
+    memo: dict[int, object] = {}
+    for module in net.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Generator):
+                memo[id(value)] = value
+    return copy.deepcopy(net, memo)
 
 
 class Probe:

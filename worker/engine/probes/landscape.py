@@ -37,7 +37,9 @@ class LandscapeProbe(Probe):
             eta = m * ctx.lr
             stepped = torch._foreach_add(w, g, alpha=-eta)  # w_t - eta g_t, fused
             loss, grads = ctx.loss_and_grad(dict(zip(names, stepped, strict=True)))
-            d = global_norm(torch._foreach_sub([grads[n] for n in names], g))
+            diff = [grads[n] for n in names]  # fresh tensors: subtract in place
+            torch._foreach_sub_(diff, g)
+            d = global_norm(diff)
             records.append(EtaRecord(multiplier=m, eta=eta, loss=loss, grad_dist=d))
         losses = [r.loss for r in records]
         dists = [r.grad_dist for r in records]
