@@ -96,14 +96,15 @@ PRESETS: dict[str, Preset] = {
                "Deep linear network training loss with no norm, BatchNorm and l1, l2, linf.",
                _DLN, {"norm": ["none", "batch", "l1", "l2", "linf"]}),
         Preset("quick-vgg", "1, 4 (reduced)",
-               "VGG-11 at width 1/4 on digits, a few hundred steps: BatchNorm's smoother "
-               "landscape in about a minute on a CPU.",
+               "VGG-11 at width 1/4 on digits, 600 steps (~25 s on 2 cores): with BatchNorm "
+               "it reaches ~99% test accuracy, without it stays at chance (cf. Fig 1).",
                _QUICK_VGG, {"norm": ["none", "batch"]}),
         Preset("quick-vgg-noisy", "2 (reduced)",
                "Reduced Fig 2: none, batch, noisy batch on VGG-11/4 on digits.",
                _QUICK_VGG, {"norm": ["none", "batch", "noisy_batch"]}),
         Preset("quick-mlp", "",
-               "A 6-layer MLP on mnist1d at a high LR: without BatchNorm it struggles.",
+               "A 6-layer MLP on mnist1d at LR 0.5 (~10 s): similar accuracy, but without "
+               "BatchNorm gradient predictiveness is ~9x and effective beta ~3x larger.",
                {"model": "mlp", "depth": 6, "width": 128, "dataset": "mnist1d",
                 "lr": 0.5, "batch_size": 128, "steps": 800, "eval_every": 50,
                 "probes": {"landscape": {"every": 20}, "ics": {"every": 20, "layers": [3, 5]},
