@@ -216,6 +216,20 @@ class RunSpec(_Strict):
             return [max(1, round(c * self.width)) for c in cfg if c != "M"]
         return [int(self.width)] * (self.depth - 1)
 
+    def probe_cost(self) -> dict[str, float]:
+        """Extra forward+backward passes per training step that the probes add, by probe, and
+        `floor`: the least slowdown against plain training (paper-protocol.md, "Cost floor").
+        Activations, gradient norm and distance ride on the training pass and cost nothing."""
+        p = self.probes
+        cost = {
+            "landscape": len(p.landscape.multipliers) / p.landscape.every if p.landscape.every
+            else 0.0,
+            "ics": len(p.ics.layers) / p.ics.every if p.ics.every else 0.0,
+            "sharpness": (1 + 2 * p.sharpness.iters) / p.sharpness.every if p.sharpness.every
+            else 0.0,
+        }
+        return {**cost, "floor": 1.0 + sum(cost.values())}
+
     def name_hint(self) -> str:
         """A short human label, e.g. 'vgg11x0.25-batch-lr0.1-s0'."""
         arch = (

@@ -48,6 +48,15 @@ def test_full_batch_words(word):
     assert build_spec({"batch_size": word}).batch_size is None
 
 
+def test_probe_cost_is_the_protocol_floor():
+    spec = build_spec({"probes": {"landscape": {"every": 16, "multipliers": [0.5, 1, 2, 4]},
+                                  "ics": {"every": 16, "layers": [1, 2]},
+                                  "activations": {"every": 1}}})
+    assert spec.probe_cost() == {"landscape": 0.25, "ics": 0.125, "sharpness": 0.0,
+                                 "floor": 1 + 6 / 16}
+    assert RunSpec(probes={"grad_norm": {"every": 0}}).probe_cost()["floor"] == 1.0
+
+
 def test_vgg_layer_counts_and_widths():
     vgg16 = RunSpec(model="vgg", vgg_config=16, dataset="cifar10", width=0.25)
     assert vgg16.n_weight_layers() == 14

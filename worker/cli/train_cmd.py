@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.preset or 'run'}-{stamp}"
     data_dir = args.data_dir or get_settings().data_dir
     print(f"landscope: {len(runs)} run(s) -> {out}", file=sys.stderr)
+    for label, spec in runs:
+        floor = spec.probe_cost()["floor"]
+        print(f"  {label}: {spec.steps} steps; probes cost at least {floor:.2f}x plain training",
+              file=sys.stderr)
     results = []
     for label, spec in runs:
         try:

@@ -126,10 +126,6 @@ class Probe:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def passes(self) -> int:
-        """Forward+backward passes one measurement costs (for the cost estimate)."""
-        return 0
-
     def on_train_forward(self, net: nn.Module) -> contextlib.AbstractContextManager:
         """Active around the training forward of a due step (activation statistics ride on it)."""
         return contextlib.nullcontext()

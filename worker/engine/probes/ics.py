@@ -59,9 +59,6 @@ class IcsProbe(Probe):
         self.weight_names = weight_names
         self.layer_of = layer_of
 
-    def passes(self) -> int:
-        return len(self.layers)
-
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
         names = {id(p): n for n, p in ctx.net.named_parameters()}
         updated = optimizer_lookahead(ctx.optimizer, ctx.params, ctx.grads, names)

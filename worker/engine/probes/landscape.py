@@ -24,9 +24,6 @@ class LandscapeProbe(Probe):
         super().__init__(every)
         self.multipliers = list(multipliers)
 
-    def passes(self) -> int:
-        return len(self.multipliers)
-
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
         names = list(ctx.params)
         w = [ctx.params[n] for n in names]

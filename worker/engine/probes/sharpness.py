@@ -23,9 +23,6 @@ class SharpnessProbe(Probe):
         self.iters = iters
         self.seed = seed
 
-    def passes(self) -> int:
-        return 1 + 2 * self.iters  # one graph-building pass, then ~2 passes per HVP
-
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
         leaves = [t.detach().requires_grad_(True) for t in ctx.params.values()]
         loss = ctx.differentiable_loss(dict(zip(ctx.params, leaves, strict=True)))
