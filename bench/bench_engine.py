@@ -331,7 +331,7 @@ def bench_suite(name: str, plan: Plan, args: argparse.Namespace, dev: torch.devi
     n = plan.suite_steps[name]
     t = interleave({"off": (off, n), "suite": (on, n)}, plan, dev)
     n_ics = len(ICS_LAYERS[name])
-    floor = 1 + (len(MULTIPLIERS) + n_ics) / SUITE_EVERY
+    floor = on.trainer.spec.probe_cost()["floor"]  # 1 + (K + n_ics)/16, from the spec
     slowdown = med(t["suite"]) / med(t["off"])
     t_step = med(t["off"]) / n
     # Where the time goes: the engine's own per-probe timers (probe_time/<name>), every point.
