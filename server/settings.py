@@ -1,11 +1,17 @@
-"""The one place that reads the environment: every setting is LANDSCOPE_<NAME>."""
+"""The one place that reads the environment: every setting is LANDSCOPE_<NAME>.
+
+With nothing set, everything lives under the data directory: a SQLite database and an
+embedded broker (kombu's SQLAlchemy transport on a second SQLite file), so one command starts
+the whole product. Real deployments point DATABASE_URL at PostgreSQL
+(postgresql+psycopg://...) and BROKER_URL at Redis (redis://...).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,8 +20,87 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".landscope",
-        description="datasets (cifar-10-python.tar.gz), the default SQLite file, checkpoints",
+        description="datasets (cifar-10-python.tar.gz), the default SQLite files, checkpoints",
     )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/landscope.db"
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker URL; default sqla+sqlite:///<data_dir>/broker.db"
+    )
+    api_token: SecretStr | None = Field(
+        None, description="when set, mutating API requests need 'Authorization: Bearer <token>'"
+    )
+    protect_reads: bool = Field(
+        False, description="with API_TOKEN: reads need the token too (GET /health stays open)"
+    )
+    cors_origins: str = Field(
+        "", description="comma-separated origins whose browser pages may call the API; "
+        "empty (the default): none, the dashboard is served from the API's own origin"
+    )
+    dev: bool = Field(
+        False, description="development mode: Dash dev tools (error pop-ups, callback graph)"
+    )
+
+    # Server-side limits: no request may exhaust a worker.
+    max_steps: int = Field(200_000, ge=1, description="most training steps one run may ask for")
+    max_width: int = Field(4096, ge=1, description="widest layer (units or channels) allowed")
+    max_batch: int = Field(8192, ge=1, description="largest minibatch allowed")
+    max_queued_runs: int = Field(200, ge=1, description="runs waiting at most, all together")
+    max_runs_per_experiment: int = Field(64, ge=1, description="cross product size at most")
+
+    # Serving (`landscope up` / `landscope api`).
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # Worker behaviour.
+    worker_device: str = Field("auto", description="device of `landscope worker`: auto|cpu|cuda:N")
+    heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker touches its rows")
+    sink_flush_seconds: float = Field(1.0, gt=0, description="metrics reach the DB this often")
+    sink_flush_points: int = Field(20_000, ge=1, description="...or once this many are buffered")
+    stale_seconds: float | None = Field(
+        None, gt=0, description="a running run's worker counts as dead after this long silent"
+    )
+    db_outage_seconds: float = Field(
+        120.0, ge=0, description="a worker retries database writes this long before failing"
+    )
+    reconcile_seconds: float = Field(
+        15.0, gt=0, description="how often the API re-sends runs the broker lost"
+    )
+
+    @model_validator(mode="after")
+    def _reads_need_a_token(self) -> Settings:
+        if self.protect_reads and self.api_token is None:
+            raise ValueError("LANDSCOPE_PROTECT_READS needs LANDSCOPE_API_TOKEN: "
+                             "there is no token to protect reads with")
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'landscope.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """Seconds without a heartbeat after which a running run's worker counts as dead:
+        STALE_SECONDS if set, else ten missed beats and never under 30 s (a slow step or a
+        database blip must not look like a death)."""
+        return self.stale_seconds or max(30.0, 10 * self.heartbeat_seconds)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker.startswith("sqla+")
 
 
 @lru_cache

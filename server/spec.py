@@ -174,7 +174,7 @@ class RunSpec(_Strict):
     def _full_batch_words(cls, v: Any) -> Any:
         return None if isinstance(v, str) and v.lower() in ("none", "null", "full") else v
 
-    @field_validator("lr", "weight_decay", "norm_eps")
+    @field_validator("lr", "weight_decay", "norm_eps", "width", "momentum")
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):

@@ -87,3 +87,10 @@ def test_expand_vary_is_the_cross_product_sharing_everything_else():
 )
 def test_parse_value(text, value):
     assert parse_value(text) == value
+
+
+@pytest.mark.parametrize("key", ["width", "lr", "momentum"])
+def test_non_finite_numbers_are_refused_with_the_field(key):
+    with pytest.raises(SpecError) as err:
+        build_spec({key: float("inf")})
+    assert err.value.path == key

@@ -1,0 +1,45 @@
+"""Alembic environment: the target is server.db.models; the URL comes from the config
+(set by server.db.migrate) or else from the settings, never from a hard-coded string."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from server.db.models import Base
+from server.db.session import make_engine
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from server.settings import get_settings
+
+    return get_settings().db_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, render_as_batch=True,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(_url())
+    with engine.connect() as connection:
+        # batch mode: SQLite cannot ALTER most things; Alembic rebuilds tables there instead.
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          render_as_batch=True, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

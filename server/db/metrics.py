@@ -1,0 +1,322 @@
+"""Metric writes and reads, in SQL, shared by the worker's sink (writes) and the API (reads).
+
+Writes are idempotent (insert-ignore on the primary key), so a redelivered task that measures
+a step again duplicates nothing. PostgreSQL takes a batch as four arrays in one
+INSERT ... SELECT FROM unnest(...) statement: one round trip and one plan per batch, which is
+what lets a single worker store hundreds of thousands of points per second (MLflow's
+row-per-statement writes were its historic bottleneck). SQLite takes an executemany in one
+transaction, which its C loop makes fast enough.
+
+Reads downsample in SQL: past `max_points`, the step range is cut into equal buckets and each
+bucket returns its mean and its min/max envelope, computed by GROUP BY in the database. To keep
+that fast on long runs, every write also refreshes the rollup buckets it touched (16, 256, 4096
+and 65536 steps wide, each level from the one below), so a read groups at most about 16 x
+max_points rollup rows plus the raw points at the edges of its range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, bindparam, delete, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from server.db.models import (
+    FINITE,
+    ROLLUP_BASE,
+    ROLLUP_LEVELS,
+    DistributionRecord,
+    Point,
+    ProbeRecord,
+    Rollup,
+    Series,
+    decode_value,
+)
+
+PointRow = tuple[int, int, float | None, int]  # (series_id, step, value or None, flag)
+
+
+def _insert(conn: Connection, table):
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return pg_insert(table)
+    if dialect == "sqlite":
+        return sqlite_insert(table)
+    raise NotImplementedError(f"metrics store: unsupported database {dialect!r}")
+
+
+# -- writes -----------------------------------------------------------------------------------
+
+
+def series_ids(conn: Connection, run_id: int, keys: Iterable[str]) -> dict[str, int]:
+    """The series id of each key of a run, creating the missing ones (race-safe)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    stmt = _insert(conn, Series).values([{"run_id": run_id, "key": k} for k in keys])
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "key"]))
+    rows = conn.execute(
+        select(Series.key, Series.id).where(Series.run_id == run_id, Series.key.in_(keys))
+    )
+    return {k: i for k, i in rows}
+
+
+def insert_points(conn: Connection, rows: Sequence[PointRow]) -> None:
+    """Store points (a (series, step) already stored is left as it is) and their rollups."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _insert_pg(conn, rows)
+        return
+    conn.exec_driver_sql(
+        "INSERT OR IGNORE INTO metric_points (series_id, step, value, flag) VALUES (?, ?, ?, ?)",
+        list(rows),
+    )
+    spans: dict[int, tuple[int, int]] = {}
+    for sid, step, _v, _f in rows:
+        lo, hi = spans.get(sid, (step, step))
+        spans[sid] = (min(lo, step), max(hi, step))
+    update_rollups(conn, spans)
+
+
+_ADD_TO_ROLLUPS = (
+    "r{level} AS (INSERT INTO metric_rollups "
+    "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) "
+    "SELECT series_id, {level}, step / {width}, count(*), count(*) - count(value), "
+    "sum(value), min(value), max(value), min(step), max(step) FROM ins "
+    "GROUP BY series_id, step / {width} "
+    "ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
+    "n = metric_rollups.n + excluded.n, n_bad = metric_rollups.n_bad + excluded.n_bad, "
+    "vsum = CASE WHEN metric_rollups.vsum IS NULL THEN excluded.vsum "
+    "WHEN excluded.vsum IS NULL THEN metric_rollups.vsum "
+    "ELSE metric_rollups.vsum + excluded.vsum END, "
+    "vmin = least(metric_rollups.vmin, excluded.vmin), "
+    "vmax = greatest(metric_rollups.vmax, excluded.vmax), "
+    "step_min = least(metric_rollups.step_min, excluded.step_min), "
+    "step_max = greatest(metric_rollups.step_max, excluded.step_max))"
+)
+_PG_INSERT = (
+    "WITH ins AS (INSERT INTO metric_points (series_id, step, value, flag) "
+    "SELECT * FROM unnest(%b::int4[], %b::int4[], %b::float8[], %b::int2[]) "
+    "ON CONFLICT DO NOTHING RETURNING series_id, step, value), "
+    + ", ".join(
+        _ADD_TO_ROLLUPS.format(level=level, width=ROLLUP_BASE**level)
+        for level in range(1, ROLLUP_LEVELS + 1)
+    )
+    + " SELECT 1"
+)
+
+
+def _insert_pg(conn: Connection, rows: Sequence[PointRow]) -> None:
+    """One statement: the points, and each rollup level incremented by the rows that were
+    really inserted. RETURNING leaves out the points that were already there, so adding
+    is exact under redelivery; binary parameters halve the cost of sending the arrays."""
+    sid, step, value, flag = (list(c) for c in zip(*rows, strict=True))
+    with conn.connection.dbapi_connection.cursor(binary=True) as cur:
+        cur.execute(_PG_INSERT, (sid, step, value, flag))
+
+
+_UPSERT = (
+    "INSERT INTO metric_rollups "
+    "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) {select} "
+    "ON CONFLICT (series_id, level, bucket) DO UPDATE SET n = excluded.n, "
+    "n_bad = excluded.n_bad, vsum = excluded.vsum, vmin = excluded.vmin, "
+    "vmax = excluded.vmax, step_min = excluded.step_min, step_max = excluded.step_max"
+)
+_FROM_POINTS = (
+    "SELECT p.series_id, 1, p.step / {base}, count(*), count(*) - count(p.value), "
+    "sum(p.value), min(p.value), max(p.value), min(p.step), max(p.step) "
+    "FROM metric_points p JOIN {spans} "
+    "ON p.series_id = r.sid AND p.step >= r.lo AND p.step < r.hi "
+    "GROUP BY p.series_id, p.step / {base}"
+)
+_FROM_BELOW = (
+    "SELECT u.series_id, {level}, u.bucket / {base}, sum(u.n), sum(u.n_bad), sum(u.vsum), "
+    "min(u.vmin), max(u.vmax), min(u.step_min), max(u.step_max) "
+    "FROM metric_rollups u JOIN {spans} "
+    "ON u.series_id = r.sid AND u.level = {below} AND u.bucket >= r.lo AND u.bucket < r.hi "
+    "GROUP BY u.series_id, u.bucket / {base}"
+)
+
+
+def update_rollups(conn: Connection, spans: dict[int, tuple[int, int]]) -> None:
+    """Recompute every rollup bucket that overlaps each series' step span [lo, hi].
+
+    SQLite's path (it cannot feed an INSERT's RETURNING rows into another statement).
+    Recomputing rather than adding keeps rollups exact under insert-ignore: a point written
+    twice is counted once because the raw table holds it once. One statement per level
+    covers every series of the batch, joined to their spans.
+    """
+    if not spans:
+        return
+    b = ROLLUP_BASE
+    # Per series, the touched buckets of the level being built, in units of the level below.
+    cur = {sid: (lo // b, hi // b) for sid, (lo, hi) in spans.items()}
+    for level in range(1, ROLLUP_LEVELS + 1):
+        ranges = [(sid, first * b, (last + 1) * b) for sid, (first, last) in cur.items()]
+        template = _FROM_POINTS if level == 1 else _FROM_BELOW
+        select_sql = template.format(base=b, level=level, below=level - 1, spans="{spans}")
+        _exec_with_spans(conn, _UPSERT.format(select=select_sql), ranges)
+        cur = {sid: (first // b, last // b) for sid, (first, last) in cur.items()}
+
+
+def _exec_with_spans(conn: Connection, sql: str, ranges: list[tuple[int, int, int]]) -> None:
+    """Run `sql` with {spans} bound to a relation r(sid, lo, hi) of the given rows."""
+    rows = ", ".join("(?, ?, ?)" for _ in ranges)
+    spans = f"(SELECT column1 AS sid, column2 AS lo, column3 AS hi FROM (VALUES {rows})) r"
+    conn.exec_driver_sql(sql.format(spans=spans), tuple(x for r in ranges for x in r))
+
+
+def delete_run_metrics(conn: Connection, run_id: int) -> None:
+    """Points and rollups of a run (they have no foreign key to cascade through)."""
+    ids = select(Series.id).where(Series.run_id == run_id).scalar_subquery()
+    conn.execute(delete(Point).where(Point.series_id.in_(ids)))
+    conn.execute(delete(Rollup).where(Rollup.series_id.in_(ids)))
+    conn.execute(delete(Series).where(Series.run_id == run_id))
+
+
+def insert_probe_records(conn: Connection, rows: Sequence[dict]) -> None:
+    """Rows with run_id, probe, step, multiplier, eta, loss, grad_dist."""
+    if rows:
+        conn.execute(_insert(conn, ProbeRecord).on_conflict_do_nothing(), list(rows))
+
+
+def insert_distributions(conn: Connection, rows: Sequence[dict]) -> None:
+    """Rows with the columns of DistributionRecord (stats already JSON-safe)."""
+    if rows:
+        conn.execute(_insert(conn, DistributionRecord).on_conflict_do_nothing(), list(rows))
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeriesData:
+    """One key's points in [since, until]. Raw when `buckets` is False; else one entry per
+    bucket: steps are the bucket's mean step, values its mean over finite points (None when
+    none is finite), lo/hi its finite min and max, counts its points and nonfinite how many
+    of them were NaN or infinite (raw values carry those as float nan/inf)."""
+
+    key: str
+    buckets: bool = False
+    steps: list[float] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+    lo: list[float | None] = field(default_factory=list)
+    hi: list[float | None] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)
+
+
+def run_keys(conn: Connection, run_id: int) -> dict[str, int]:
+    rows = conn.execute(select(Series.key, Series.id).where(Series.run_id == run_id))
+    return {k: i for k, i in rows}
+
+
+def read_series(
+    conn: Connection,
+    series_id: int,
+    key: str,
+    *,
+    since_step: int | None = None,
+    until_step: int | None = None,
+    max_points: int | None = None,
+) -> SeriesData:
+    """Points of one series in [since_step, until_step], downsampled past max_points."""
+    cond = [Point.series_id == series_id]
+    if since_step is not None:
+        cond.append(Point.step >= since_step)
+    if until_step is not None:
+        cond.append(Point.step <= until_step)
+    if max_points is not None:
+        # Two index probes give the step span; no count(*) scan needed to decide.
+        first = conn.scalar(select(Point.step).where(*cond).order_by(Point.step).limit(1))
+        if first is None:
+            return SeriesData(key)
+        last = conn.scalar(select(Point.step).where(*cond).order_by(Point.step.desc()).limit(1))
+        if last - first + 1 > max_points:
+            lo = first if since_step is None else since_step
+            hi = last if until_step is None else until_step
+            return _bucketed(conn, series_id, key, first, last, lo, hi, max_points)
+    out = SeriesData(key)
+    stmt = select(Point.step, Point.value, Point.flag).where(*cond).order_by(Point.step)
+    for step, value, flag in conn.execute(stmt):
+        out.steps.append(step)
+        out.values.append(value if flag == FINITE else decode_value(value, flag))
+    return out
+
+
+def plan_buckets(first: int, last: int, max_points: int) -> tuple[int, int]:
+    """(rollup level to read, output bucket width in steps) for points spanning [first, last].
+
+    The width is a multiple of the level's bucket width, so output buckets are unions of
+    whole rollup buckets; the level is the coarsest that still leaves output buckets at
+    least one rollup bucket wide. Output bucket b holds steps [b*width, (b+1)*width).
+    """
+    span = last - first + 1
+    level = 0
+    while level < ROLLUP_LEVELS and ROLLUP_BASE ** (level + 1) * max_points <= span:
+        level += 1
+    unit = ROLLUP_BASE**level
+    width = unit * math.ceil(span / (max_points * unit))
+    while last // width - first // width + 1 > max_points:
+        width += unit
+    return level, width
+
+
+_BUCKETS = text(
+    "SELECT b, min(smin), max(smax), sum(vsum), sum(n), sum(n_bad), min(vmin), max(vmax) "
+    "FROM ("
+    " SELECT step / :width AS b, step AS smin, step AS smax, value AS vsum, 1 AS n,"
+    " CASE WHEN value IS NULL THEN 1 ELSE 0 END AS n_bad, value AS vmin, value AS vmax"
+    " FROM metric_points WHERE series_id = :sid AND step >= :lo AND step < :a"
+    " UNION ALL"
+    " SELECT step / :width, step, step, value, 1,"
+    " CASE WHEN value IS NULL THEN 1 ELSE 0 END, value, value"
+    " FROM metric_points WHERE series_id = :sid AND step >= :z AND step <= :hi"
+    " UNION ALL"
+    " SELECT (bucket * :unit) / :width, step_min, step_max, vsum, n, n_bad, vmin, vmax"
+    " FROM metric_rollups WHERE series_id = :sid AND level = :level"
+    " AND bucket >= :ra AND bucket < :rz"
+    ") AS parts GROUP BY b ORDER BY b"
+).bindparams(bindparam("level"))
+
+
+def _bucketed(conn, series_id, key, first, last, lo, hi, max_points) -> SeriesData:
+    """Buckets over [lo, hi]: whole rollup buckets inside, raw points at the two edges."""
+    level, width = plan_buckets(first, last, max_points)
+    unit = ROLLUP_BASE**level
+    if level == 0:
+        a = z = hi + 1  # everything raw: the span is at most 16 x max_points
+        ra = rz = 0
+    else:
+        ra = -(-lo // unit)  # first rollup bucket wholly inside [lo, hi]
+        rz = (hi + 1) // unit  # one past the last
+        a, z = ra * unit, rz * unit
+        if rz <= ra:
+            ra = rz = 0
+            a = z = hi + 1
+    params = {
+        "sid": series_id,
+        "width": width,
+        "unit": unit,
+        "level": level,
+        "lo": lo,
+        "hi": hi,
+        "a": a,
+        "z": z,
+        "ra": ra,
+        "rz": rz,
+    }
+    out = SeriesData(key, buckets=True)
+    for _b, smin, smax, vsum, n, bad, vmin, vmax in conn.execute(_BUCKETS, params):
+        good = int(n) - int(bad)
+        out.steps.append((smin + smax) / 2)
+        out.values.append(float(vsum) / good if good else None)
+        out.lo.append(vmin)
+        out.hi.append(vmax)
+        out.counts.append(int(n))
+        out.nonfinite.append(int(bad))
+    return out

@@ -1,0 +1,254 @@
+"""The database: the source of truth for experiments, runs, their state and their metrics.
+
+Metrics are stored as series (one row per run and key) and points (series, step, value), keyed
+by (series, step) so a redelivered task can insert the same point again and nothing duplicates.
+Points and their rollups carry no foreign key: the check costs 40% of ingest throughput on
+PostgreSQL, their only writer takes series ids from metric_series, and deleting a run deletes
+them explicitly (server/db/metrics.py: delete_run_metrics).
+Non-finite values are data: a point stores value NULL and a `flag` saying nan, +inf or -inf,
+so SQL min/max over finite values stay meaningful on SQLite and PostgreSQL alike (SQLite
+cannot store NaN at all). Per-eta probe records use `Real`, which keeps NaN on both.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+
+ROLLUP_BASE = 64
+ROLLUP_LEVELS = 3  # buckets of 64, 4096 and 262144 steps
+
+# Point.flag values.
+FINITE, NAN, POS_INF, NEG_INF = 0, 1, 2, 3
+
+
+def encode_value(v: float) -> tuple[float | None, int]:
+    """(value, flag) as stored in metric_points."""
+    if math.isfinite(v):
+        return v, FINITE
+    if math.isnan(v):
+        return None, NAN
+    return None, POS_INF if v > 0 else NEG_INF
+
+
+def decode_value(value: float | None, flag: int) -> float:
+    if flag == FINITE:
+        return float(value)  # type: ignore[arg-type]
+    return {NAN: math.nan, POS_INF: math.inf, NEG_INF: -math.inf}[flag]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both backends (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Real(TypeDecorator):
+    """A float column that keeps NaN: SQLite stores NaN as NULL, so NULL reads back as NaN."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_result_value(self, value: float | None, dialect: Any) -> float:
+        return math.nan if value is None else value
+
+
+naming = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=naming)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Experiment(Base):
+    """A group of runs submitted together: the cross product of `vary` over a base spec."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    preset: Mapped[str | None] = mapped_column(String(64))
+    base_spec: Mapped[dict[str, Any]]
+    vary: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.id")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in RUN_STATUSES) + ")", name="status"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    queue: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(default=0)  # steps done so far
+    total: Mapped[int]  # steps asked for
+    last_loss: Mapped[float | None] = mapped_column(Real)
+    diverged_at: Mapped[int | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(default=0)  # deliveries that started the run
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None]  # None: committed but not yet handed to the broker
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+    experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
+
+
+class Series(Base):
+    """One metric key of one run; its points live in metric_points."""
+
+    __tablename__ = "metric_series"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+
+
+class Point(Base):
+    """One scalar at one step. The primary key is the idempotency key of metric writes."""
+
+    __tablename__ = "metric_points"
+    # WITHOUT ROWID: SQLite clusters the rows by (series, step), as a range scan wants.
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: Mapped[int] = mapped_column(primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)  # NULL when not finite (see flag)
+    flag: Mapped[int] = mapped_column(SmallInteger, default=FINITE)
+
+
+class Rollup(Base):
+    """Pre-aggregated buckets of points: level L covers ROLLUP_BASE**L steps per bucket.
+
+    Kept exact by recomputing every bucket a write touches from the level below, in the
+    same transaction as the points; so a downsampled read of a million points groups a few
+    thousand rollup rows instead of scanning the million.
+    """
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    series_id: Mapped[int] = mapped_column(primary_key=True)
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    bucket: Mapped[int] = mapped_column(primary_key=True)  # step // ROLLUP_BASE**level
+    n: Mapped[int]  # points
+    n_bad: Mapped[int]  # non-finite points among them
+    vsum: Mapped[float | None] = mapped_column(Float)  # over finite values
+    vmin: Mapped[float | None] = mapped_column(Float)
+    vmax: Mapped[float | None] = mapped_column(Float)
+    step_min: Mapped[int]
+    step_max: Mapped[int]
+
+
+class ProbeRecord(Base):
+    """One step size of one landscape probe (Fig 11 plots every d(eta), not just bands)."""
+
+    __tablename__ = "probe_records"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    probe: Mapped[str] = mapped_column(String(32), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)
+    multiplier: Mapped[float] = mapped_column(Float, primary_key=True)
+    eta: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float] = mapped_column(Real, nullable=True)
+    grad_dist: Mapped[float] = mapped_column(Real, nullable=True)
+
+
+class DistributionRecord(Base):
+    """A fixed-bin histogram of one normalised layer (or of its sampled unit) at one step.
+
+    `stats` holds mean, var and quantiles as JSON with non-finite numbers written as the
+    strings "NaN", "Infinity" and "-Infinity" (JSON has no literal for them).
+    """
+
+    __tablename__ = "distributions"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    layer: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "layer" | "unit"
+    step: Mapped[int] = mapped_column(primary_key=True)
+    unit: Mapped[int | None]
+    lo: Mapped[float] = mapped_column(Float)
+    hi: Mapped[float] = mapped_column(Float)
+    counts: Mapped[list[Any]]
+    underflow: Mapped[int]
+    overflow: Mapped[int]
+    nonfinite: Mapped[int]
+    stats: Mapped[dict[str, Any]]
+
+
+class WorkerRecord(Base):
+    """A worker process that is or was online, kept fresh by its heartbeat."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(64))
+    queues: Mapped[list[Any]]
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    current_run_id: Mapped[int | None]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
