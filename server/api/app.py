@@ -1,0 +1,97 @@
+"""The FastAPI application: `create_app(settings)`.
+
+On startup (lifespan) it builds the database engine and session factory and one Celery
+producer from the settings and keeps them on app.state, and runs the reconciler every
+`reconcile_seconds` from startup on: runs saved while the broker was down, runs whose message
+the broker lost, and runs of dead workers get sent again (server/services/reconcile.py).
+CORS is closed unless LANDSCOPE_CORS_ORIGINS names origins: the dashboard is served from the
+API's own origin and needs none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+
+from server.api import errors, responses
+from server.api.deps import ReadAuthorized
+from server.api.routers import experiments, metrics, runs, system
+from server.db.session import make_engine, make_sessionmaker
+from server.queue import make_celery
+from server.services.reconcile import GRACE_SECONDS, reconcile
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("landscope.api")
+
+API_PREFIX = "/api/v1"
+DESCRIPTION = """Train networks with and without normalisation and watch their loss landscape.
+
+Mutating requests need `Authorization: Bearer <token>` when the server sets
+LANDSCOPE_API_TOKEN; with LANDSCOPE_PROTECT_READS, every request but GET /health does. Non-finite numbers travel as the strings "NaN", "Infinity" and
+"-Infinity". See docs/api.md.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.db_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.celery = make_celery(settings)
+        # The first pass runs before serving: runs saved while the broker was down are sent
+        # before anyone can ask about them. No request of this process is sending yet, so
+        # no grace period.
+        await run_in_threadpool(reconcile_once, app, 0.0)
+        reconciler = asyncio.create_task(reconcile_forever(app, settings.reconcile_seconds))
+        try:
+            yield
+        finally:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
+            app.state.celery.close()
+            engine.dispose()
+
+    app = FastAPI(title="Landscope", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX, responses=responses.UNREACHABLE)
+    for module in (runs, experiments, metrics):  # system's routes choose their own
+        api.include_router(module.router, dependencies=[ReadAuthorized],
+                           responses=responses.UNAUTHORIZED)
+    api.include_router(system.router)
+    app.include_router(api)
+    if settings.cors_origin_list:
+        # Opt-in, for a separate front end: only the listed origins, only the API's methods,
+        # and no cookies (the API authenticates by bearer token, never by cookie).
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
+        )
+    return app
+
+
+def reconcile_once(app: FastAPI, grace: float = GRACE_SECONDS) -> None:
+    """One reconciler pass (server/services/reconcile.py). Never fatal: with the database or
+    broker down the API keeps serving (and answers 503 where it needs them)."""
+    try:
+        reconcile(app.state.sessionmaker, app.state.celery, app.state.settings, grace=grace)
+    except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+        log.warning("reconcile: pass failed: %s", exc)
+
+
+async def reconcile_forever(app: FastAPI, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await run_in_threadpool(reconcile_once, app)

@@ -1,0 +1,54 @@
+"""/experiments: a base spec (or preset) times the values to vary, as runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from server.api import responses
+from server.api.deps import (
+    INT32_MAX,
+    Authorized,
+    CeleryDep,
+    ExperimentId,
+    SessionDep,
+    SettingsDep,
+)
+from server.api.enqueue import commit_then_enqueue
+from server.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, Page
+from server.services import experiments
+from server.services.views import experiment_detail, experiment_out
+
+router = APIRouter(prefix="/experiments", tags=["experiments"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Authorized],
+             responses=responses.CREATES)
+def create_experiment(
+    body: ExperimentCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> ExperimentDetail:
+    """One run per combination of `vary`, all sharing seed and data order unless `seed` is
+    varied. 422 names the bad field (["body", "vary"] when the product is over the server's
+    limit); 429 when the queue is full; 503 when the broker is down (runs saved, sent later)."""
+    exp = experiments.create_experiment(session, settings, body)
+    commit_then_enqueue(session, celery, exp.runs)
+    return experiment_detail(exp)
+
+
+@router.get("")
+def list_experiments(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
+) -> Page[ExperimentOut]:
+    """Newest first, each with its runs counted by status."""
+    rows, total = experiments.list_experiments(session, limit=limit, offset=offset)
+    counts = experiments.status_counts(session, [e.id for e in rows])
+    items = [experiment_out(e, counts[e.id]) for e in rows]
+    return Page[ExperimentOut](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{experiment_id}", responses=responses.NOT_FOUND)
+def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentDetail:
+    return experiment_detail(experiments.get_experiment(session, experiment_id))

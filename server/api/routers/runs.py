@@ -1,0 +1,88 @@
+"""/runs: submit one run, list, read, cancel, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from server.api import responses
+from server.api.deps import (
+    INT32_MAX,
+    Authorized,
+    CeleryDep,
+    IdQuery,
+    RunId,
+    SessionDep,
+    SettingsDep,
+)
+from server.api.enqueue import commit_then_enqueue
+from server.schemas import Page, RunCreate, RunOut, RunStatus
+from server.services import runs
+from server.services.views import run_out
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Authorized],
+             responses=responses.CREATES)
+def create_run(
+    body: RunCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> RunOut:
+    """Validate, save, then send to a worker. 422 names the bad field; 429 when the queue is
+    full; 503 when the broker is down (the run is saved and sent once it is back)."""
+    run = runs.create_run(session, settings, body)
+    commit_then_enqueue(session, celery, [run])
+    return run_out(run)
+
+
+@router.get("")
+def list_runs(
+    session: SessionDep,
+    status: RunStatus | None = None,
+    experiment_id: IdQuery = None,
+    name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
+) -> Page[RunOut]:
+    """Newest first."""
+    rows, total = runs.list_runs(
+        session, status=status, experiment_id=experiment_id, name=name, limit=limit, offset=offset
+    )
+    return Page[RunOut](items=[run_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{run_id}", responses=responses.NOT_FOUND)
+def get_run(run_id: RunId, session: SessionDep) -> RunOut:
+    return run_out(runs.get_run(session, run_id))
+
+
+@router.post(
+    "/{run_id}/cancel",
+    dependencies=[Authorized],
+    responses={202: {"description": "running: the worker stops it at its next step"},
+               **responses.NOT_FOUND, **responses.UNAUTHORIZED,
+               409: {**responses.CONFLICT[409], "description": "the run has already finished"}},
+)
+def cancel_run(run_id: RunId, session: SessionDep, response: Response) -> RunOut:
+    """A queued run is cancelled at once (200); a running one is asked to stop (202) and its
+    worker writes `cancelled` when it does."""
+    run = runs.cancel_run(session, run_id)
+    session.commit()
+    if run.status == "running":
+        response.status_code = status.HTTP_202_ACCEPTED
+    return run_out(run)
+
+
+@router.delete(
+    "/{run_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Authorized],
+    responses={**responses.NOT_FOUND, **responses.UNAUTHORIZED,
+               409: {**responses.CONFLICT[409],
+                     "description": "queued or running: cancel it first"}},
+)
+def delete_run(run_id: RunId, session: SessionDep) -> None:
+    """Delete a finished run and all its metrics."""
+    runs.delete_run(session, run_id)
+    session.commit()

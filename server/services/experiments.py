@@ -1,0 +1,100 @@
+"""Experiments: a base spec and the values to vary, saved as one run per combination.
+
+Runs of one experiment differ only in the varied keys, so they share seed and data order
+unless the seed itself is varied: the comparison the paper's figures make.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from server.db.models import Experiment, Run
+from server.schemas import ExperimentCreate
+from server.services.errors import InvalidRequest, NotFound
+from server.services.runs import check_queue_room, new_run, run_name
+from server.services.specs import Origin, find_preset, flatten, merge, reject_nonfinite, validate
+from server.settings import Settings
+from server.spec import SpecError, expand_vary
+
+BASE: tuple[str, ...] = ("body", "base")
+VARY: tuple[str, ...] = ("body", "vary")
+
+
+def create_experiment(session: Session, settings: Settings, req: ExperimentCreate) -> Experiment:
+    preset = find_preset(req.preset)
+    base = merge(preset.base if preset else {}, req.base, BASE)
+    vary = {**(preset.vary if preset else {}), **req.vary}
+    reject_nonfinite(req.vary, VARY)
+    n = math.prod(len(v) for v in vary.values())  # before expanding: the product may be huge
+    if n > settings.max_runs_per_experiment:
+        raise InvalidRequest(
+            VARY,
+            f"{n} runs in the cross product; this server takes at most "
+            f"{settings.max_runs_per_experiment} per experiment "
+            "(LANDSCOPE_MAX_RUNS_PER_EXPERIMENT)",
+            "server_limit",
+        )
+    try:
+        dicts = expand_vary(base, vary)
+    except SpecError as exc:  # an unknown or non-section vary key, named as written
+        key = exc.path.removeprefix("vary.")
+        raise InvalidRequest((*VARY, key), exc.message) from None
+    origins = [
+        Origin(VARY, frozenset(vary), dotted=True),
+        Origin(BASE, frozenset(flatten(req.base))),
+    ]
+    specs = [validate(d, settings, origins, BASE) for d in dicts]
+    check_queue_room(session, settings, len(specs))
+
+    exp = Experiment(
+        name=req.name or req.preset or "experiment",
+        preset=req.preset,
+        base_spec=base,
+        vary=vary,
+    )
+    session.add(exp)
+    session.flush()
+    # expand_vary walks the same product in the same order: zip gives each run its combination.
+    combos = itertools.product(*vary.values())
+    for spec, combo in zip(specs, combos, strict=True):
+        varied = dict(zip(vary, combo, strict=True))
+        exp.runs.append(new_run(spec, run_name(spec, varied), exp.id))
+    session.flush()
+    return exp
+
+
+def get_experiment(session: Session, exp_id: int) -> Experiment:
+    exp = session.get(Experiment, exp_id, options=[selectinload(Experiment.runs)])
+    if exp is None:
+        raise NotFound("experiment", exp_id)
+    return exp
+
+
+def list_experiments(
+    session: Session, *, limit: int = 50, offset: int = 0
+) -> tuple[Sequence[Experiment], int]:
+    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    rows = session.scalars(
+        select(Experiment).order_by(Experiment.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return rows, total
+
+
+def status_counts(session: Session, exp_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """{experiment id: {status: runs}} in one GROUP BY for a whole page of experiments."""
+    out: dict[int, dict[str, Any]] = {i: {} for i in exp_ids}
+    if exp_ids:
+        rows = session.execute(
+            select(Run.experiment_id, Run.status, func.count())
+            .where(Run.experiment_id.in_(exp_ids))
+            .group_by(Run.experiment_id, Run.status)
+        )
+        for exp_id, status, n in rows:
+            out[exp_id][status] = n
+    return out

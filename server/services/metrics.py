@@ -1,0 +1,152 @@
+"""Reading a run's measurements: scalar series (downsampled in SQL), per-eta probe records and
+activation histograms, with non-finite numbers in the API's string form (server/schemas.py)."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.metrics import SeriesData, read_series, run_keys
+from server.db.models import DistributionRecord, ProbeRecord
+from server.schemas import DistributionOut, ProbeRecordOut, SeriesOut, json_float
+from server.services.runs import get_run
+
+_GLOB = set("*?[")
+
+
+def select_keys(available: dict[str, int], requested: str | None) -> dict[str, int | None]:
+    """Comma-separated exact keys and globs ("landscape/*") -> {key: series id}.
+
+    No request means every key. An exact key the run has not recorded yet maps to None (an
+    empty series: a client polling a run that just started asks before the first point);
+    a glob yields only keys that exist."""
+    if not requested or not requested.strip():
+        return dict(sorted(available.items()))
+    out: dict[str, int | None] = {}
+    for part in (p.strip() for p in requested.split(",")):
+        if not part:
+            continue
+        if _GLOB & set(part):
+            out.update((k, available[k]) for k in sorted(available) if fnmatchcase(k, part))
+        else:
+            out[part] = available.get(part)
+    return out
+
+
+def series_out(data: SeriesData) -> SeriesOut:
+    if not data.buckets:
+        return SeriesOut(
+            key=data.key,
+            downsampled=False,
+            steps=data.steps,
+            values=[json_float(v) for v in data.values],
+        )
+    # Bucket minima and maxima are over finite points only (finite or None); a mean of huge
+    # finite values can still overflow to inf.
+    return SeriesOut(
+        key=data.key,
+        downsampled=True,
+        steps=data.steps,
+        values=[json_float(v) for v in data.values],
+        min=data.lo,
+        max=data.hi,
+        counts=data.counts,
+        nonfinite=data.nonfinite,
+    )
+
+
+def read_metrics(
+    session: Session,
+    run_id: int,
+    keys: str | None,
+    *,
+    since_step: int | None = None,
+    until_step: int | None = None,
+    max_points: int | None = None,
+) -> dict[str, SeriesOut]:
+    get_run(session, run_id)  # 404 for a run that does not exist, not an empty answer
+    conn = session.connection()
+    out: dict[str, SeriesOut] = {}
+    for key, sid in select_keys(run_keys(conn, run_id), keys).items():
+        if sid is None:
+            out[key] = SeriesOut(key=key, downsampled=False, steps=[], values=[])
+            continue
+        data = read_series(
+            conn, sid, key, since_step=since_step, until_step=until_step, max_points=max_points
+        )
+        out[key] = series_out(data)
+    return out
+
+
+def list_keys(session: Session, run_id: int) -> list[str]:
+    get_run(session, run_id)
+    return sorted(run_keys(session.connection(), run_id))
+
+
+def probe_records(
+    session: Session,
+    run_id: int,
+    *,
+    probe: str | None = None,
+    since_step: int | None = None,
+    limit: int = 100_000,
+) -> list[ProbeRecordOut]:
+    """Every step size of every landscape probe (Fig 11 plots d(eta) per eta over steps)."""
+    get_run(session, run_id)
+    stmt = select(ProbeRecord).where(ProbeRecord.run_id == run_id)
+    if probe is not None:
+        stmt = stmt.where(ProbeRecord.probe == probe)
+    if since_step is not None:
+        stmt = stmt.where(ProbeRecord.step >= since_step)
+    stmt = stmt.order_by(ProbeRecord.step, ProbeRecord.probe, ProbeRecord.multiplier).limit(limit)
+    return [
+        ProbeRecordOut(
+            probe=r.probe,
+            step=r.step,
+            multiplier=r.multiplier,
+            eta=r.eta,
+            loss=json_float(r.loss),
+            grad_dist=json_float(r.grad_dist),
+        )
+        for r in session.scalars(stmt)
+    ]
+
+
+def distributions(
+    session: Session,
+    run_id: int,
+    *,
+    layer: int | None = None,
+    scope: str | None = None,
+    since_step: int | None = None,
+    limit: int = 10_000,
+) -> list[DistributionOut]:
+    """Activation histograms; `stats` is stored JSON-safe already (non-finite as strings)."""
+    get_run(session, run_id)
+    d = DistributionRecord
+    stmt = select(d).where(d.run_id == run_id)
+    if layer is not None:
+        stmt = stmt.where(d.layer == layer)
+    if scope is not None:
+        stmt = stmt.where(d.scope == scope)
+    if since_step is not None:
+        stmt = stmt.where(d.step >= since_step)
+    stmt = stmt.order_by(d.step, d.layer, d.scope).limit(limit)
+    return [
+        DistributionOut(
+            layer=r.layer,
+            scope=r.scope,
+            step=r.step,
+            unit=r.unit,
+            lo=r.lo,
+            hi=r.hi,
+            counts=r.counts,
+            underflow=r.underflow,
+            overflow=r.overflow,
+            nonfinite=r.nonfinite,
+            stats=r.stats,
+        )
+        for r in session.scalars(stmt)
+    ]

@@ -1,0 +1,114 @@
+"""Rows to response bodies, with the figures derived for clients: progress, ETA, probe cost."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from server.db.models import Experiment, Run, WorkerRecord, utcnow
+from server.presets import Preset
+from server.schemas import ExperimentDetail, ExperimentOut, PresetOut, RunOut, WorkerOut, json_float
+from server.spec import SpecError, build_spec
+
+
+def eta_seconds(run: Run, now: datetime) -> float | None:
+    """Seconds left at the step rate since the run started; None unless running with steps
+    done (a rate from zero steps says nothing)."""
+    if run.status != "running" or run.started_at is None or run.step <= 0:
+        return None
+    elapsed = (now - run.started_at).total_seconds()
+    if elapsed <= 0:
+        return None
+    return max(0.0, (run.total - run.step) * elapsed / run.step)
+
+
+def last_loss(run: Run) -> float | str | None:
+    # The column reads NULL back as NaN (models.Real), so "no loss yet" and "the loss was NaN"
+    # look alike; before any step or divergence it can only mean the former.
+    loss = run.last_loss
+    if loss is None or (math.isnan(loss) and run.step == 0 and run.diverged_at is None):
+        return None
+    return json_float(loss)
+
+
+def probe_cost(spec: dict) -> dict[str, float] | None:
+    try:
+        return build_spec(spec).probe_cost()
+    except SpecError:  # a spec stored by an older version that no longer validates
+        return None
+
+
+def run_out(run: Run, now: datetime | None = None) -> RunOut:
+    return RunOut(
+        id=run.id,
+        experiment_id=run.experiment_id,
+        name=run.name,
+        spec=run.spec,
+        status=run.status,
+        queue=run.queue,
+        step=run.step,
+        total=run.total,
+        progress=min(1.0, run.step / run.total) if run.total > 0 else 0.0,
+        eta_seconds=eta_seconds(run, now or utcnow()),
+        last_loss=last_loss(run),
+        diverged_at=run.diverged_at,
+        worker=run.worker,
+        device=run.device,
+        error=run.error,
+        attempts=run.attempts,
+        cancel_requested=run.cancel_requested,
+        probe_cost=probe_cost(run.spec),
+        created_at=run.created_at,
+        enqueued_at=run.enqueued_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        heartbeat_at=run.heartbeat_at,
+    )
+
+
+def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:
+    return ExperimentOut(
+        id=exp.id,
+        name=exp.name,
+        preset=exp.preset,
+        base_spec=exp.base_spec,
+        vary=exp.vary,
+        created_at=exp.created_at,
+        status_counts=counts,
+    )
+
+
+def experiment_detail(exp: Experiment) -> ExperimentDetail:
+    counts: dict[str, int] = {}
+    for run in exp.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    now = utcnow()
+    return ExperimentDetail(
+        **experiment_out(exp, counts).model_dump(), runs=[run_out(r, now) for r in exp.runs]
+    )
+
+
+def preset_out(p: Preset) -> PresetOut:
+    return PresetOut(
+        name=p.name,
+        figures=p.figures,
+        description=p.description,
+        base=p.base,
+        vary=p.vary,
+        runs=math.prod(len(v) for v in p.vary.values()),
+    )
+
+
+def worker_out(w: WorkerRecord, online: bool) -> WorkerOut:
+    return WorkerOut(
+        name=w.name,
+        hostname=w.hostname,
+        pid=w.pid,
+        device=w.device,
+        queues=w.queues,
+        info=w.info,
+        current_run_id=w.current_run_id,
+        started_at=w.started_at,
+        last_seen=w.last_seen,
+        online=online,
+    )
