@@ -2,7 +2,12 @@
 
     landscope train --preset NAME [--set key=value ...] [--vary key=a,b ...] [--out DIR]
     landscope presets [NAME]
+    landscope reproduce [--quick] [--api URL] [--no-wait] [--report]   the paper's figures
     landscope data download cifar10 [--data-dir DIR]
+    landscope up [--host H] [--port P] [--device D]     API + dashboard + one worker
+    landscope api [--host H] [--port P]                  API + dashboard only
+    landscope worker [--device D] [--queues Q1,Q2]       one worker
+    landscope db upgrade                                 apply migrations
 
 Usage errors (an unknown key, a bad value) print what is allowed and exit with status 2.
 The CLI lives in worker/ because `train` runs the engine in-process; server/ stays torch-free.
@@ -20,7 +25,17 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    from worker.cli import data_cmd, presets_cmd, train_cmd
+    # None of these imports torch at import time: `api` and `db` must stay torch-free.
+    from worker.cli import (
+        api_cmd,
+        data_cmd,
+        db_cmd,
+        presets_cmd,
+        reproduce_cmd,
+        train_cmd,
+        up_cmd,
+        worker_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="landscope",
@@ -29,7 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
     presets_cmd.add_parser(sub)
+    reproduce_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
+    up_cmd.add_parser(sub)
+    api_cmd.add_parser(sub)
+    worker_cmd.add_parser(sub)
+    db_cmd.add_parser(sub)
     return parser
 
 

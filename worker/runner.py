@@ -1,0 +1,235 @@
+"""Executing one run by id: claim the row, train with an SQL sink, record how it ended.
+
+Plain functions over a database engine and Settings, so tests drive them without Celery
+(worker/tasks.py is the thin adapter). The rules, since a message may be delivered twice
+(acks_late; Redis redelivers what was not acked within its visibility timeout):
+
+- A run is claimed in one short transaction, and only if it is `queued`, or `running` with a
+  heartbeat older than stale_after(settings) (its worker died: take it over and resume from
+  its checkpoint). The claim bumps `attempts`, which then fences every later write of this
+  worker (heartbeat/RunLease, the final status): a worker whose run was taken over can no
+  longer write to it.
+- Anything else is left alone: finished, deleted, cancelled runs, and a run `running` with a
+  fresh heartbeat: that is a duplicate delivery of a run another worker is training.
+- A queued run with cancel_requested set (the API may not have finished it) ends `cancelled`.
+- Metrics are idempotent (insert-ignore), so a resumed run re-measures the steps after its
+  last checkpoint and duplicates nothing.
+- When the worker is shutting down mid-run, the run goes back to `queued` and the task
+  requeues its message: the next worker resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.db.models import FINISHED_STATUSES, Run, utcnow
+from server.db.session import make_sessionmaker, transaction, with_retries
+from server.settings import Settings
+from server.spec import RunSpec
+from worker.heartbeat import RunLease
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT_EVERY = 500  # when the spec says 0: resuming beats retraining from step 0
+ERROR_CHARS = 4000
+REQUEUE = "requeue"  # outcome: the worker is shutting down; the task requeues the message
+
+
+def stale_after(settings: Settings) -> float:
+    """Seconds without a heartbeat after which a running run's worker counts as dead."""
+    return settings.stale_after_seconds
+
+
+def checkpoint_dir(settings: Settings, run_id: int) -> Path:
+    return settings.checkpoint_dir / f"run-{run_id}"
+
+
+def effective_spec(spec: RunSpec) -> RunSpec:
+    """The spec the worker trains: the run's own, with a checkpoint period if it had none.
+
+    Checkpointing changes no measurement, and the engine stores this same spec in each
+    checkpoint, so a resumed run compares equal to it.
+    """
+    if spec.checkpoint_every:
+        return spec
+    return spec.model_copy(update={"checkpoint_every": DEFAULT_CHECKPOINT_EVERY})
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: int
+    attempt: int  # the run's attempts after this claim: the fencing token
+    spec: dict[str, Any]
+    took_over: bool  # the run was 'running' under a worker whose heartbeat went stale
+
+
+def claim_run(
+    factory: sessionmaker[Session], run_id: int, *, worker: str, device: str, stale_seconds: float
+) -> Claim | str:
+    """Mark the run running for this worker; a string says why it was left alone."""
+    now = utcnow()
+    with transaction(factory) as s:
+        run = s.get(Run, run_id, with_for_update=True)  # a row lock on PostgreSQL
+        if run is None:
+            return "deleted"
+        if run.status in FINISHED_STATUSES:
+            return f"already {run.status}"
+        stale = run.heartbeat_at is None or run.heartbeat_at < now - timedelta(
+            seconds=stale_seconds
+        )
+        if run.status == "running" and not stale:
+            age = (now - run.heartbeat_at).total_seconds()
+            return f"duplicate delivery: running on {run.worker} (heartbeat {age:.1f}s ago)"
+        # Compare-and-set on what we read: on SQLite (no row locks) a concurrent claim
+        # that got there first bumped attempts, so this update then matches nothing.
+        # (Read everything first: the ORM update below refreshes `run` in the session.)
+        attempt, status, spec = run.attempts + 1, run.status, dict(run.spec)
+        guard = (Run.id == run_id, Run.status == status, Run.attempts == run.attempts)
+        if run.cancel_requested:
+            s.execute(update(Run).where(*guard).values(status="cancelled", finished_at=now))
+            return "cancelled before it started"
+        hit = s.execute(
+            update(Run)
+            .where(*guard)
+            .values(
+                status="running", worker=worker, device=device, attempts=attempt,
+                heartbeat_at=now, started_at=run.started_at or now, error=None,
+            )
+        ).rowcount
+        if not hit:
+            return "claimed concurrently by another worker"
+        return Claim(run_id, attempt, spec, took_over=status == "running")
+
+
+def finish_run(factory: sessionmaker[Session], claim: Claim, outage_seconds: float = 0.0,
+               **values: Any) -> bool:
+    """Write the final (or requeued) state, fenced by the claim; False if it was lost.
+    Transient database errors are retried for `outage_seconds` (a blip must not lose it)."""
+
+    def write() -> bool:
+        with transaction(factory) as s:
+            fence = (Run.id == claim.run_id, Run.attempts == claim.attempt,
+                     Run.status == "running")
+            return bool(s.execute(update(Run).where(*fence).values(**values)).rowcount)
+
+    return with_retries(write, deadline_s=outage_seconds, what=f"run {claim.run_id}: state")
+
+
+def error_summary(exc: BaseException, frames: int = 6) -> str:
+    """'Type: message', then the innermost traceback frames, within ERROR_CHARS."""
+    head = f"{type(exc).__name__}: {exc}"
+    tail = "".join(traceback.format_tb(exc.__traceback__)[-frames:]).rstrip()
+    text = f"{head}\n\nTraceback (innermost {frames} frames):\n{tail}"
+    if len(text) <= ERROR_CHARS:
+        return text
+    if len(head) >= ERROR_CHARS // 2:  # a huge message: keep its start, and the frames
+        head = head[: ERROR_CHARS // 2] + "…"
+    room = ERROR_CHARS - len(head) - 40
+    return f"{head}\n\nTraceback (innermost frames):\n…{tail[-room:]}"
+
+
+def execute_run(
+    run_id: int,
+    *,
+    settings: Settings,
+    engine: Engine,
+    worker: str,
+    device: str,
+    shutdown: threading.Event | None = None,
+) -> str:
+    """Run `run_id` to an end on `device`; returns the outcome (a status, REQUEUE, or why not)."""
+    if shutdown is not None and shutdown.is_set():
+        return REQUEUE  # delivered while this worker stops: not ours to start
+    factory = make_sessionmaker(engine)
+    claim = claim_run(
+        factory, run_id, worker=worker, device=device, stale_seconds=stale_after(settings)
+    )
+    if isinstance(claim, str):
+        log.info("run %s: left alone: %s", run_id, claim)
+        return f"skipped: {claim}"
+    if claim.took_over:
+        log.warning("run %s: taking over from a worker whose heartbeat went stale", run_id)
+    lease = RunLease(factory, run_id, claim.attempt, interval=min(0.5, settings.heartbeat_seconds))
+    lease.start()
+    try:
+        result = _train(claim, settings, engine, device, lease, shutdown or threading.Event())
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        if lease.lost.is_set():
+            return "lost"
+        finish_run(factory, claim, settings.db_outage_seconds,
+                   status="failed", error=error_summary(exc),
+                   finished_at=utcnow(), heartbeat_at=utcnow(), **_progress(lease))
+        return "failed"
+    finally:
+        lease.stop()  # before the final write, which ends the lease's fence
+    if lease.lost.is_set():
+        return "lost"  # another worker owns the run now; it measures the same steps
+    if result.status == "cancelled" and not lease.cancel_requested.is_set():
+        # Stopped by the worker's shutdown: hand the run back, to resume elsewhere.
+        finish_run(factory, claim, settings.db_outage_seconds,
+                   status="queued", worker=None, heartbeat_at=None,
+                   step=result.next_step, last_loss=result.last_loss)
+        return REQUEUE
+    finish_run(
+        factory, claim, settings.db_outage_seconds, status=result.status, step=result.next_step,
+        last_loss=result.last_loss, diverged_at=result.diverged_at, info=result.info,
+        finished_at=utcnow(), heartbeat_at=utcnow(),
+    )
+    _drop_checkpoints(checkpoint_dir(settings, run_id))  # nothing will resume a finished run
+    return result.status
+
+
+def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease: RunLease,
+           shutdown: threading.Event):
+    """Build the trainer and train to the end (or a stop); the engine's RunResult."""
+    from worker.engine.checkpoint import DirectoryCheckpointStore
+    from worker.engine.trainer import Trainer
+    from worker.sql_sink import SqlSink
+
+    spec = effective_spec(RunSpec.model_validate(claim.spec))
+    trainer = Trainer(spec, settings.data_dir, device)
+    sink = SqlSink(engine, claim.run_id, flush_seconds=settings.sink_flush_seconds,
+                   flush_points=settings.sink_flush_points,
+                   outage_seconds=settings.db_outage_seconds)
+    try:
+        result = trainer.run(
+            sink,
+            should_stop=lambda: lease.should_stop() or shutdown.is_set(),
+            checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
+            progress=lease.progress,
+        )
+    except BaseException:
+        _close_quietly(sink)
+        raise
+    sink.close()
+    return result
+
+
+def _progress(lease: RunLease) -> dict[str, Any]:
+    if lease.step is None:
+        return {}
+    return {"step": lease.step, "last_loss": lease.last_loss}
+
+
+def _close_quietly(sink) -> None:
+    try:
+        sink.close()
+    except Exception as exc:  # the run's own error is the one worth reporting
+        log.warning("could not write the last metrics: %s", exc)
+
+
+def _drop_checkpoints(directory: Path) -> None:
+    for path in directory.glob("ckpt-*"):
+        path.unlink(missing_ok=True)
+    if directory.exists() and not any(directory.iterdir()):
+        directory.rmdir()
