@@ -133,8 +133,9 @@ class EngineRun:
 class PlainLoop:
     """What a researcher writes by hand: same model, data tensors, batch order and optimiser.
 
-    `with_acc` adds the training accuracy the engine records every step (a diagnostic variant:
-    it shows how much of any gap that one metric explains).
+    `with_acc` adds the training accuracy computed the naive way, every step (argmax, ==, sum,
+    int): a diagnostic variant. The engine records the same per-step values but computes them
+    for a window of steps at once (worker/engine/trainer.py, ACC_WINDOW).
     """
 
     def __init__(
@@ -464,8 +465,9 @@ def _section_plain(rows: dict) -> list[str]:
         "",
         "### 1. Probes off vs a plain PyTorch loop (target: engine/plain throughput >= 0.97)",
         "",
-        "plain+acc: the plain loop plus the per-step training accuracy the engine records "
-        "(diagnostic, not the target).",
+        "plain+acc: the plain loop plus a training accuracy computed every step (argmax, ==, "
+        "sum, int), as a naive loop does; the engine records the same per-step values, "
+        "computed per window of steps (diagnostic, not the target).",
         "",
         "| model | steps/segment | plain median s | plain+acc median s | engine median s "
         "| plain steps/s | engine steps/s | **engine/plain, paired** | engine/plain, of medians "

@@ -26,7 +26,12 @@ LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy, "sum_squares": sum_
 
 def correct(out: Tensor, y: Tensor) -> Tensor:
     """Number of correct predictions, as a 0-dim tensor (no device sync)."""
-    return (out.argmax(dim=1) == y).sum()
+    return correct_per_row(out, y).sum()
+
+
+def correct_per_row(out: Tensor, y: Tensor) -> Tensor:
+    """Whether each row's prediction (argmax over dim 1) is the label, as a bool tensor."""
+    return out.argmax(dim=1) == y
 
 
 @torch.no_grad()

@@ -3,8 +3,9 @@
 One step t, in order:
   1. B_t = the data order's batch for t; the noise stream marks where step t starts;
   2. forward and backward at w_t (activation hooks ride on this forward at due steps): g_t;
-  3. the loss (and accuracy) at step t go to the sink; a non-finite loss ends the run as
-     diverged here unless the spec says continue;
+  3. the loss at step t goes to the sink (the accuracy too, computed for a window of steps at
+     once: see ACC_WINDOW); a non-finite loss ends the run as diverged here unless the spec
+     says continue;
   4. due probes measure at (w_t, g_t, B_t), then the noise stream is put back where step 2
      left it, so probes change nothing of the trajectory;
   5. test evaluation at w_t when due; then the optimiser step makes w_{t+1};
@@ -29,14 +30,21 @@ import torch
 from server.spec import RunSpec
 from worker.engine.checkpoint import CheckpointStore
 from worker.engine.data import BatchOrder, load_dataset
-from worker.engine.losses import LOSSES, correct, evaluate
+from worker.engine.losses import LOSSES, correct_per_row, evaluate
 from worker.engine.models import build_model
 from worker.engine.probes import ProbeContext, build_probes
+from worker.engine.probes.base import Shadow
 from worker.engine.sink import MetricSink
 from worker.engine.state import NoiseStream, resolve_device
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
 ProgressFn = Callable[[int, int, float], None]  # (steps done, total steps, last loss)
+
+# train/acc of step t is the accuracy on B_t of the logits of step t's training forward, as
+# ever; it is computed for up to this many steps at once (one argmax over their logits instead
+# of four small ops and a host sync per step) and reaches the sink at the end of each aligned
+# window of steps, before every checkpoint and when the loop ends, whatever the reason.
+ACC_WINDOW = 32
 
 
 @dataclass
@@ -65,8 +73,11 @@ class Trainer:
         self.loss_fn = LOSSES[spec.loss]
         self.optimizer = self._make_optimizer()
         self.params = dict(self.net.named_parameters())
+        # w_t for the probes: detached views that follow the optimiser's in-place updates.
+        self._param_views = {n: p.detach() for n, p in self.params.items()}
         self.probes = build_probes(spec, self.net, self.params)
-        self._shadow = None  # the probes' copy of the net (see probes/base.py)
+        self._shadow: Shadow | None = None  # the probes' copy of the net (see probes/base.py)
+        self._acc_pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.info = {
             "device": str(self.device),
             "torch": torch.__version__,
@@ -117,6 +128,7 @@ class Trainer:
         classify = self.data.task == "classification"
         last_loss, status, diverged_at = math.nan, "paused", None
         next_step = start  # the first step whose loss is not recorded yet
+        self._acc_pending = []
         for step in range(start, end):
             if should_stop is not None and should_stop():
                 status = "cancelled"
@@ -133,7 +145,10 @@ class Trainer:
             if spec.eval_every and step % spec.eval_every == 0:
                 self._evaluate(step, sink)
             self.optimizer.step()
+            if next_step % ACC_WINDOW == 0:
+                self._emit_acc(sink)
             if checkpoints and spec.checkpoint_every and next_step % spec.checkpoint_every == 0:
+                self._emit_acc(sink)
                 sink.flush()  # metrics up to the checkpoint are durable before it is
                 checkpoints.save(next_step, self._state(next_step))
             if progress is not None:
@@ -143,37 +158,58 @@ class Trainer:
                 status = "diverged" if diverged_at is not None else "succeeded"
                 if spec.eval_every:
                     self._evaluate(spec.steps, sink)
+        self._emit_acc(sink)
         sink.flush()
         return RunResult(status, next_step, last_loss, diverged_at, self.info)
 
     def _forward_backward(self, step: int, sink: MetricSink, classify: bool):
         """Steps 1-3 of the docstring: g_t in the parameters' .grad, the loss in the sink."""
         x, y = self.batch(step)
-        due = [p for p in self.probes if p.due(step)]
-        with contextlib.ExitStack() as hooks:
-            if due:  # only probes rewind the noise or hook the forward: skip both otherwise
-                self.noise.mark_step_start()
-                for p in due:
-                    hooks.enter_context(p.on_train_forward(self.net))
-            with self.autocast():
-                out = self.net(x)
-            loss = self.loss_fn(out.float() if self.spec.bf16 else out, y)
+        due = [p for p in self.probes if p.due(step)] if self.probes else []
+        if due or self.spec.bf16:
+            with contextlib.ExitStack() as hooks:
+                if due:  # only probes rewind the noise or hook the forward: skip both otherwise
+                    self.noise.mark_step_start()
+                    for p in due:
+                        hooks.enter_context(p.on_train_forward(self.net))
+                with self.autocast():
+                    out = self.net(x)
+                loss = self.loss_fn(out.float() if self.spec.bf16 else out, y)
+        else:  # the common step: no hooks, no autocast, nothing but the model
+            out = self.net(x)
+            loss = self.loss_fn(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value = loss.item()
-        scalars = {"train/loss": value}
+        sink.scalars(step, {"train/loss": value})
         if classify:
-            scalars["train/acc"] = int(correct(out.detach(), y)) / len(y)
-        sink.scalars(step, scalars)
+            self._acc_pending.append((step, out.detach(), y))
         return value, due, (x, y)
+
+    def _emit_acc(self, sink: MetricSink) -> None:
+        """train/acc of the pending steps: the same values as per step, computed in one go."""
+        pending, self._acc_pending = self._acc_pending, []
+        if not pending:
+            return
+        sizes = [len(y) for _, _, y in pending]
+        hits = correct_per_row(torch.cat([o for _, o, _ in pending]),
+                               torch.cat([y for _, _, y in pending]))
+        if len(set(sizes)) == 1:
+            counts = hits.view(len(pending), sizes[0]).sum(dim=1).tolist()
+        else:
+            counts = [int(h.sum()) for h in hits.split(sizes)]
+        for (step, _, _), c, n in zip(pending, counts, sizes, strict=True):
+            sink.scalars(step, {"train/acc": c / n})
 
     def _measure(self, step: int, due: list, x, y, sink: MetricSink) -> None:
         after_training_forward = self.noise.get_state()
+        if self._shadow is None:  # made on the first probed step, reused after
+            self._shadow = Shadow(self.net, self.spec.probes.mode)
         ctx = ProbeContext(
             step=step,
             net=self.net,
-            params={n: p.detach() for n, p in self.params.items()},
-            grads={n: p.grad.detach() for n, p in self.params.items()},
+            params=self._param_views,
+            grads={n: p.grad for n, p in self.params.items()},
             x=x,
             y=y,
             loss_fn=self.loss_fn,
@@ -184,7 +220,6 @@ class Trainer:
             autocast=self.autocast,
             shadow=self._shadow,
         )
-        self._shadow = ctx.shadow  # made on the first probed step, reused after
         for probe in due:
             started = time.perf_counter()
             out = probe.measure(ctx)

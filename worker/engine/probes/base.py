@@ -1,14 +1,16 @@
 """What every probe gets and gives.
 
 A probe is an evaluation, not training. It never runs the live model: `ProbeContext` evaluates
-L on a shadow copy of the network (made once per run), into which it copies the parameters to
-evaluate at and the live buffers before every pass. So BatchNorm running statistics of the run
-are untouched, and the noise generator is rewound to where the training forward of this step
-started (every probe sees the training step's noise; training later continues from where it
-left off). The shadow shares the live net's random generators, nothing else.
+L on a `Shadow`, a copy of the network made once per run, into which it writes the parameters
+to evaluate at before every pass. So BatchNorm running statistics of the run are untouched, and
+the noise generator is rewound to where the training forward of this step started (every probe
+sees the training step's noise; training later continues from where it left off). The shadow
+shares the live net's random generators, nothing else.
 
 A persistent shadow rather than torch.func.functional_call on the live net: re-binding every
-parameter and buffer per pass cost ~20% of a training step (bench/README.md).
+parameter and buffer per pass cost ~20% of a training step (bench/README.md). Everything a
+probed step needs that does not change between steps (the shadow's parameter list, its mode)
+is set up once, so building a `ProbeContext` is cheap enough for probes due at every step.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from worker.engine.sink import Distribution, EtaRecord
 from worker.engine.state import NoiseStream
 
 Params = dict[str, Tensor]
+Mode = Literal["train", "eval"]
 
 
 @dataclass
@@ -35,6 +38,42 @@ class ProbeOutput:
     scalars: dict[str, float] = field(default_factory=dict)
     eta_records: list[EtaRecord] = field(default_factory=list)
     distributions: list[Distribution] = field(default_factory=list)
+
+
+class Shadow:
+    """The probes' copy of a network, made once per run and reused at every probed step.
+
+    It shares the live net's random generators (noisy BN draws from the run's noise stream,
+    which the probes rewind) and nothing else. In train mode its BatchNorm layers keep no running
+    statistics: a train-mode forward normalises with the batch's own statistics and never reads
+    them (the loss and gradients are bitwise those of a copy that keeps them; tested), so there
+    is nothing to copy in before a pass nor to update during it. Whatever buffers remain (the
+    running statistics in eval mode) are copied from the live net before every pass.
+    """
+
+    def __init__(self, net: nn.Module, mode: Mode = "train") -> None:
+        self.net = net
+        self.mode = mode
+        self.module = make_shadow(net)
+        if mode == "train":
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.track_running_stats = False
+                    m.running_mean = m.running_var = m.num_batches_tracked = None
+        self.module.train(mode == "train")
+        self.params = dict(self.module.named_parameters())
+        # Detached views of the parameters: written in place (no autograd) before every pass.
+        self.data = {n: p.detach() for n, p in self.params.items()}
+        live = dict(net.named_buffers())
+        pairs = [(b, live[n]) for n, b in self.module.named_buffers()]
+        self._buffers = [b for b, _ in pairs]
+        self._live_buffers = [b for _, b in pairs]
+
+    def load_buffers(self) -> None:
+        """The live buffers, which a forward may update in place (none in train mode here)."""
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._live_buffers)
 
 
 @dataclass
@@ -51,48 +90,70 @@ class ProbeContext:
     lr: float
     optimizer: torch.optim.Optimizer
     noise: NoiseStream | None = None
-    mode: Literal["train", "eval"] = "train"
+    mode: Mode = "train"
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    shadow: nn.Module | None = None  # make_shadow(net), kept by the trainer across steps
+    shadow: Shadow | None = None  # kept by the trainer across steps; made here if missing
 
     def __post_init__(self) -> None:
-        if self.shadow is None:
-            self.shadow = make_shadow(self.net)
-        self.shadow.train(self.mode == "train")
-        self._shadow_params = dict(self.shadow.named_parameters())
-        self._live_buffers = list(self.net.buffers())
-        self._shadow_buffers = list(self.shadow.buffers())
+        if self.shadow is None or self.shadow.net is not self.net or self.shadow.mode != self.mode:
+            self.shadow = Shadow(self.net, self.mode)
+        self.names = list(self.params)
 
     def loss_at(self, params: Mapping[str, Tensor]) -> float:
         """L(params) on B_t."""
         with torch.no_grad():
             self._load(params)
-            return float(self._forward_loss(self.shadow))
+            return float(self._forward_loss(self.shadow.module))
 
     def loss_and_grad(
         self, params: Mapping[str, Tensor], wrt: Sequence[str] | None = None
     ) -> tuple[float, Params]:
         """L(params) on B_t and its gradient w.r.t. the parameters named in `wrt` (all: None)."""
+        loss, grads = self._loss_and_grad(params, wrt)
+        return float(loss), grads
+
+    def grad_at(self, params: Mapping[str, Tensor], wrt: Sequence[str] | None = None) -> Params:
+        """grad L(params) on B_t w.r.t. the parameters named in `wrt` (all: None); no host sync."""
+        return self._loss_and_grad(params, wrt)[1]
+
+    def _loss_and_grad(
+        self, params: Mapping[str, Tensor], wrt: Sequence[str] | None
+    ) -> tuple[Tensor, Params]:
         names = list(params) if wrt is None else list(wrt)
         self._load(params)
-        loss = self._forward_loss(self.shadow)
-        grads = torch.autograd.grad(loss, [self._shadow_params[n] for n in names])
-        return float(loss.detach()), dict(zip(names, grads, strict=True))
+        loss = self._forward_loss(self.shadow.module)
+        grads = torch.autograd.grad(loss, [self.shadow.params[n] for n in names])
+        return loss.detach(), dict(zip(names, grads, strict=True))
+
+    def loss_and_grad_along(self, eta: float) -> tuple[Tensor, list[Tensor]]:
+        """L(w_t - eta g_t) on B_t (a 0-dim tensor: no host sync) and its gradient w.r.t. every
+        parameter, in the order of `self.names` (fresh tensors the caller may modify).
+
+        w_t - eta g_t is written straight into the shadow (one fused pass per tensor, the same
+        arithmetic as torch.add(w, g, alpha=-eta)), with no intermediate copy.
+        """
+        data = self.shadow.data
+        with torch.no_grad():
+            for n in self.names:
+                torch.add(self.params[n], self.grads[n], alpha=-eta, out=data[n])
+        self.shadow.load_buffers()
+        loss = self._forward_loss(self.shadow.module)
+        grads = torch.autograd.grad(loss, [self.shadow.params[n] for n in self.names])
+        return loss.detach(), list(grads)
 
     def differentiable_loss(self, params: Mapping[str, Tensor]) -> Tensor:
         """L(params) with a graph to `params` themselves, for Hessian-vector products."""
         self._load({})
-        return self._forward_loss(lambda x: functional_call(self.shadow, dict(params), (x,)))
+        return self._forward_loss(lambda x: functional_call(self.shadow.module, dict(params), (x,)))
 
     def _load(self, params: Mapping[str, Tensor]) -> None:
-        """The live buffers (train-mode BatchNorm will update the copies) and `params`."""
-        with torch.no_grad():
-            if self._live_buffers:  # a net without BatchNorm may have none
-                torch._foreach_copy_(self._shadow_buffers, self._live_buffers)
-            if params:
-                names = list(params)
-                torch._foreach_copy_([self._shadow_params[n] for n in names],
-                                     [params[n] for n in names])
+        """The live buffers (a forward may update the copies) and `params`."""
+        self.shadow.load_buffers()
+        if params:
+            data = self.shadow.data
+            names = list(params)
+            with torch.no_grad():
+                torch._foreach_copy_([data[n] for n in names], [params[n] for n in names])
 
     def _forward_loss(self, model: Callable[[Tensor], Tensor]) -> Tensor:
         if self.noise is not None:
@@ -134,11 +195,16 @@ class Probe:
         raise NotImplementedError
 
 
-def global_norm(tensors: Iterator[Tensor] | Sequence[Tensor]) -> float:
-    """||concat(tensors)||_2: per-tensor norms in one fused call, combined in float64."""
+def global_norm_t(tensors: Iterator[Tensor] | Sequence[Tensor]) -> Tensor:
+    """||concat(tensors)||_2 as a 0-dim float64 tensor on their device (no host sync):
+    per-tensor norms in one fused call, combined in float64."""
     ts = [t.detach() for t in tensors]
     if not ts:
-        return 0.0
+        return torch.zeros((), dtype=torch.float64)
     norms = torch._foreach_norm(ts)  # the fused kernel optimisers use for grad clipping
-    # One device sync for the whole set, not one per tensor.
-    return float(torch.linalg.vector_norm(torch.stack(norms).double()))
+    return torch.linalg.vector_norm(torch.stack(norms).double())
+
+
+def global_norm(tensors: Iterator[Tensor] | Sequence[Tensor]) -> float:
+    """||concat(tensors)||_2 (see global_norm_t), with one device sync for the whole set."""
+    return float(global_norm_t(tensors))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from worker.engine.probes.base import Params, Probe, ProbeContext, ProbeOutput, global_norm
 
 
@@ -22,5 +24,6 @@ class DistanceProbe(Probe):
         self.init = {n: t.detach().clone() for n, t in init_params.items()}
 
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
-        d = global_norm(w - self.init[n] for n, w in ctx.params.items())
-        return ProbeOutput(scalars={"dist/init": d})
+        names = list(ctx.params)
+        diff = torch._foreach_sub([ctx.params[n] for n in names], [self.init[n] for n in names])
+        return ProbeOutput(scalars={"dist/init": global_norm(diff)})

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from worker.engine.probes.base import Params, Probe, ProbeContext, ProbeOutput, global_norm
+from worker.engine.probes.base import Params, Probe, ProbeContext, ProbeOutput, global_norm_t
 
 
 def optimizer_lookahead(
@@ -62,24 +62,31 @@ class IcsProbe(Probe):
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
         names = {id(p): n for n, p in ctx.net.named_parameters()}
         updated = optimizer_lookahead(ctx.optimizer, ctx.params, ctx.grads, names)
-        out: dict[str, float] = {}
+        values = []
         for i in self.layers:
             w_name = self.weight_names[i - 1]
             mixed = {
                 n: updated[n] if self.layer_of[n] < i else w for n, w in ctx.params.items()
             }
-            _, g_new = ctx.loss_and_grad(mixed, wrt=[w_name])
-            l2, cos = shift(ctx.grads[w_name], g_new[w_name])
+            g_new = ctx.grad_at(mixed, wrt=[w_name])
+            values += shift_t(ctx.grads[w_name], g_new[w_name])
+        flat = torch.stack(values).tolist()  # one host sync for every layer
+        out: dict[str, float] = {}
+        for j, i in enumerate(self.layers):
+            l2, dot, denom = flat[3 * j : 3 * j + 3]
             out[f"ics/L{i}/l2"] = l2
-            out[f"ics/L{i}/cos"] = cos
+            out[f"ics/L{i}/cos"] = dot / denom if denom > 0 else math.nan
         return ProbeOutput(scalars=out)
+
+
+def shift_t(g: Tensor, g_new: Tensor) -> list[Tensor]:
+    """[||G - G'||_2, <G, G'>, ||G|| ||G'||] as 0-dim float64 tensors on the device."""
+    a = g.detach().double().flatten()
+    b = g_new.detach().double().flatten()
+    return [global_norm_t([a - b]), a @ b, a.norm() * b.norm()]
 
 
 def shift(g: Tensor, g_new: Tensor) -> tuple[float, float]:
     """(||G - G'||_2, cos(G, G')), in float64."""
-    a = g.detach().double().flatten()
-    b = g_new.detach().double().flatten()
-    l2 = global_norm([a - b])
-    denom = float(a.norm() * b.norm())
-    cos = float(a @ b) / denom if denom > 0 else math.nan
-    return l2, cos
+    l2, dot, denom = torch.stack(shift_t(g, g_new)).tolist()
+    return l2, (dot / denom if denom > 0 else math.nan)

@@ -4,7 +4,8 @@ At step t, along the gradient direction, for every eta in S = multipliers x LR:
     l(eta) = L(w_t - eta g_t)                          the loss band is [min l, max l]
     d(eta) = ||grad L(w_t - eta g_t) - g_t||_2         gradient predictiveness band
     beta_t = max_eta d(eta) / (eta ||g_t||_2)          effective beta-smoothness
-Each eta costs one forward and one backward pass, so one measurement costs K = |S| passes.
+Each eta costs one forward and one backward pass, so one measurement costs K = |S| passes; the
+K losses and distances stay on the device until one host sync at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import torch
 
-from worker.engine.probes.base import Probe, ProbeContext, ProbeOutput, global_norm
+from worker.engine.probes.base import Probe, ProbeContext, ProbeOutput, global_norm_t
 from worker.engine.sink import EtaRecord
 
 
@@ -25,19 +26,19 @@ class LandscapeProbe(Probe):
         self.multipliers = list(multipliers)
 
     def measure(self, ctx: ProbeContext) -> ProbeOutput:
-        names = list(ctx.params)
-        w = [ctx.params[n] for n in names]
-        g = [ctx.grads[n] for n in names]
-        g_norm = global_norm(g)
-        records = []
-        for m in self.multipliers:
-            eta = m * ctx.lr
-            stepped = torch._foreach_add(w, g, alpha=-eta)  # w_t - eta g_t, fused
-            loss, grads = ctx.loss_and_grad(dict(zip(names, stepped, strict=True)))
-            diff = [grads[n] for n in names]  # fresh tensors: subtract in place
-            torch._foreach_sub_(diff, g)
-            d = global_norm(diff)
-            records.append(EtaRecord(multiplier=m, eta=eta, loss=loss, grad_dist=d))
+        g = [ctx.grads[n] for n in ctx.names]
+        etas = [m * ctx.lr for m in self.multipliers]
+        # Every pass's loss and distance stays on the device; one host sync at the end.
+        values = [global_norm_t(g)]
+        for eta in etas:
+            loss, grads = ctx.loss_and_grad_along(eta)  # at w_t - eta g_t
+            torch._foreach_sub_(grads, g)  # fresh tensors: subtract in place
+            values += [loss.double(), global_norm_t(grads)]
+        g_norm, *flat = torch.stack(values).tolist()
+        records = [
+            EtaRecord(multiplier=m, eta=eta, loss=flat[2 * i], grad_dist=flat[2 * i + 1])
+            for i, (m, eta) in enumerate(zip(self.multipliers, etas, strict=True))
+        ]
         losses = [r.loss for r in records]
         dists = [r.grad_dist for r in records]
         betas = [r.grad_dist / (r.eta * g_norm) if g_norm > 0 else math.nan for r in records]
