@@ -1,0 +1,800 @@
+"""The paper reproduction: which experiments make which of the paper's figures, what the paper
+reports for each, and the checks that turn our measurements into a verdict.
+
+Pure data and pure functions over metric series (no torch, no HTTP), so the CLI
+(`landscope reproduce`), the dashboard's Reproduction page, scripts/reproduce_figures.py and
+the tests share one definition. See docs/reproduction.md for the results.
+
+- An `Experiment` is what gets submitted: a preset (or base + vary) per *scale*:
+  `quick` (minutes on two CPU cores; what CI runs), `cpu` (the paper's deep linear network in
+  full, VGG at reduced scale on offline data) and `paper` (everything at the paper's scale;
+  VGG-16 on CIFAR-10 wants a GPU and the archive). Figures made from the same runs share one
+  experiment (Fig 9, 10 and 11 are one set of DLN runs, as in the paper).
+- A `Figure` names its experiment, the runs it uses (`select`), the dashboard figures that draw
+  it, and its `Claim`s: the paper's value, our statistic, and the test deciding it.
+- `evaluate(figure, runs)` gives a `FigureResult`: every claim's numbers and a verdict,
+  "reproduced" (every claim holds), "partly", "not reproduced" (none holds, or the figure's
+  premise, a condition of the paper's setting such as "both nets train", fails) or "no data".
+
+Runs come in as `RunData` (a spec and its series), built from the API's JSON
+(`run_data_from_api`) or from an in-process MemorySink (`run_data_from_memory`).
+Statistics ignore NaN; an infinite value counts (a diverged run's peak is infinite).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from server.presets import get_preset
+from server.spec import RunSpec, apply_overrides, build_spec, expand_vary
+
+Scale = Literal["quick", "cpu", "paper"]
+SCALES: tuple[Scale, ...] = ("quick", "cpu", "paper")
+Verdict = Literal["reproduced", "partly", "not reproduced", "no data"]
+NAME_PREFIX = "repro: "
+
+# Thresholds, from the paper's wording, never fitted to our numbers. All but TIE were fixed
+# before any run; TIE was added once the DLN's losses showed plateaus (docs/reproduction.md).
+ORDERS = 100.0  # "orders of magnitude": the paper's DLN gaps are 1e3 to 1e10
+TRAINS_ACC = 0.5  # a 10-class net that "trains" (the paper's VGG reaches 80-83 %)
+CHANCE_ACC = 0.2  # "stays at chance" (10 %) on 10 classes, with room for noise
+SAME_ACC = 0.05  # "nearly identical" training accuracy: within 5 points
+TAIL = 0.1  # "final" values: the median over the last 10 % of recorded steps
+TIE = 0.01  # final losses within 1 % are the same level (a plateau), neither is "lower"
+
+
+# -- what gets submitted ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One experiment as the API takes it (POST /experiments): preset, base (dotted keys),
+    vary (keys replace the preset's vary keys of the same name)."""
+
+    preset: str
+    base: dict[str, Any] = field(default_factory=dict)
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+
+    def body(self, name: str) -> dict[str, Any]:
+        return {"name": name, "preset": self.preset, "base": dict(self.base),
+                "vary": {k: list(v) for k, v in self.vary.items()}}
+
+    def specs(self, **extra: Any) -> list[RunSpec]:
+        """The runs the server makes of `body` (the same merge and cross product)."""
+        p = get_preset(self.preset)
+        base = apply_overrides(p.base, {**self.base, **extra})
+        vary = {k: v for k, v in {**p.vary, **self.vary}.items() if k not in extra}
+        return [build_spec(d) for d in expand_vary(base, vary)]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    key: str
+    title: str  # e.g. "Fig 3b ICS (DLN)"
+    plans: dict[str, Plan]  # by scale; a scale without a plan does not run it
+    data: dict[str, str]  # by scale: the data and scale, in words, for the report
+
+    def name(self, scale: Scale) -> str:
+        """The experiment's name on the server, e.g. "repro: Fig 3b ICS (DLN) [quick]"."""
+        return f"{NAME_PREFIX}{self.title} [{scale}]"
+
+
+_DLN_QUICK = {"steps": 300, "probes.landscape.every": 10, "probes.ics.every": 10,
+              "probes.activations.every": 10}
+_DLN_DATA = ("deep linear network, 25 layers of 10x10, n = 1000 Gaussian samples, "
+             "full-batch GD at LR 1e-6")
+_VGG_CPU = {"steps": 2000, "eval_every": 100}
+_VGG_CPU_DATA = ("VGG-11 at width 1/4 on scikit-learn digits (8x8, 1,437 training images), "
+                 "SGD batch 128, 2,000 steps, probes every 20 steps")
+_VGG_QUICK_DATA = "VGG-11 at width 1/4 on digits, 600 steps, probes every 20 steps"
+_VGG_PAPER_DATA = "VGG-16 on CIFAR-10, SGD batch 128, 15,000 steps, probes every 100 steps"
+
+
+def _dln(title: str, preset: str, key: str, vary: dict[str, list[Any]] | None = None,
+         quick: dict[str, Any] | None = None) -> Experiment:
+    vary = vary or {}
+    full = Plan(preset, {}, vary)
+    return Experiment(key, title, {"quick": Plan(preset, quick or _DLN_QUICK, vary), "cpu": full,
+                                   "paper": full},
+                      {"quick": f"{_DLN_DATA}, 300 steps, probes every 10 steps",
+                       "cpu": f"{_DLN_DATA}, 10,000 steps (the paper's), probes every 50",
+                       "paper": f"{_DLN_DATA}, 10,000 steps (the paper's), probes every 50"})
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in [
+    _dln("Fig 3b ICS (DLN)", "paper-dln-ics", "dln-ics",
+         quick={"steps": 300, "probes.ics.every": 10}),
+    _dln("Fig 5b lp normalisation (DLN)", "paper-dln-lp", "dln-lp"),
+    _dln("Fig 9, 10, 11 landscape and activations (DLN)", "paper-dln", "dln-landscape",
+         {"norm": ["none", "batch", "noisy_batch"]}),
+    Experiment(
+        "vgg-lr", "Fig 1, 4 two learning rates (VGG)",
+        {"quick": Plan("quick-vgg", {}, {"lr": [0.1, 0.5]}),
+         "cpu": Plan("quick-vgg", _VGG_CPU, {"lr": [0.1, 0.5]}),
+         "paper": Plan("paper-vgg16", {}, {"lr": [0.1, 0.5]})},
+        {"quick": _VGG_QUICK_DATA, "cpu": _VGG_CPU_DATA, "paper": _VGG_PAPER_DATA}),
+    Experiment(
+        "vgg-noisy", "Fig 2, 8 noisy BatchNorm (VGG)",
+        {"quick": Plan("quick-vgg-noisy", {},
+                       {"norm": ["none", "batch", "noisy_batch", "noise"]}),
+         "cpu": Plan("quick-vgg-noisy", _VGG_CPU,
+                     {"norm": ["none", "batch", "noisy_batch", "noise"]}),
+         "paper": Plan("paper-vgg16-noisy")},
+        {"quick": _VGG_QUICK_DATA, "cpu": _VGG_CPU_DATA, "paper": _VGG_PAPER_DATA}),
+    Experiment(
+        "mlp-landscape", "Fig 4 stand-in on an MLP (mnist1d)",
+        {"quick": Plan("quick-mlp", {"lr": 0.1}), "cpu": Plan("quick-mlp", {"lr": 0.1})},
+        {s: "6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
+            "the paper's LR 0.1, 800 steps, probes every 20 steps" for s in ("quick", "cpu")}),
+]}
+
+
+def experiments_for(scale: Scale) -> list[Experiment]:
+    return [e for e in EXPERIMENTS.values() if scale in e.plans]
+
+
+def parse_name(name: str) -> tuple[Experiment, Scale] | None:
+    """The catalogue experiment and scale an experiment name stands for, or None."""
+    for e in EXPERIMENTS.values():
+        for s in e.plans:
+            if e.name(s) == name:
+                return e, s
+    return None
+
+
+# -- what comes back --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EtaPoint:
+    step: int
+    multiplier: float
+    eta: float
+    loss: float
+    grad_dist: float
+
+
+@dataclass
+class RunData:
+    """One run as the checks see it: its spec (JSON form), status and series by key."""
+
+    spec: dict[str, Any]
+    series: dict[str, tuple[list[int], list[float]]]  # key -> (steps, values), step order
+    status: str = "succeeded"
+    etas: list[EtaPoint] = field(default_factory=list)
+    name: str = ""
+
+    def values(self, key: str) -> list[float]:
+        if key not in self.series or not self.series[key][1]:
+            raise MissingData(f"{self.label()} has no {key}")
+        return self.series[key][1]
+
+    def label(self) -> str:
+        return f"{self.spec.get('norm')} at LR {self.spec.get('lr'):g}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "diverged")
+
+
+class MissingData(Exception):
+    """A claim cannot be decided: a run or a key it needs is not there (yet)."""
+
+
+def _float(v: Any) -> float:
+    return math.nan if v is None else float(v)  # "NaN", "Infinity" parse too
+
+
+def run_data_from_api(run: Mapping[str, Any], metrics: Mapping[str, Any],
+                      probes: Mapping[str, Any] | None = None) -> RunData:
+    """From GET /runs/{id}, /runs/{id}/metrics (raw, not downsampled) and /runs/{id}/probes."""
+    series = {}
+    for key, s in metrics.get("series", {}).items():
+        if s.get("downsampled"):
+            raise ValueError(f"{key} came downsampled; ask for max_points above the step count")
+        series[key] = (list(s["steps"]), [_float(v) for v in s["values"]])
+    etas = [EtaPoint(r["step"], r["multiplier"], r["eta"], _float(r["loss"]),
+                     _float(r["grad_dist"]))
+            for r in (probes or {}).get("records", []) if r.get("probe", "landscape") ==
+            "landscape"]
+    return RunData(dict(run["spec"]), series, run["status"], etas, run.get("name", ""))
+
+
+def run_data_from_memory(spec: Mapping[str, Any], sink: Any, status: str = "succeeded",
+                         name: str = "") -> RunData:
+    """From a worker.engine MemorySink (duck-typed: `.series` {key: {step: value}} and
+    `.etas` {probe: {step: [records]}})."""
+    series = {k: (sorted(s), [s[t] for t in sorted(s)]) for k, s in sink.series.items()}
+    etas = [EtaPoint(step, r.multiplier, r.eta, r.loss, r.grad_dist)
+            for step, recs in sorted(sink.etas.get("landscape", {}).items()) for r in recs]
+    return RunData(dict(spec), series, status, etas, name)
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def peak(values: Sequence[float]) -> float:
+    """The maximum, NaN ignored (+inf counts: a diverged run's peak is infinite)."""
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        raise MissingData("no values that are not NaN")
+    return max(vals)
+
+
+def median(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        raise MissingData("no finite values")
+    return statistics.median(vals)
+
+
+def tail(values: Sequence[float], frac: float = TAIL) -> float:
+    """The median of the last `frac` of the series: a final value that one step cannot swing."""
+    n = max(1, math.ceil(len(values) * frac))
+    return median(values[-n:])
+
+
+def step_changes(values: Sequence[float]) -> list[float]:
+    """|v_(t+1) - v_t| between consecutive recorded steps (Fig 8)."""
+    return [abs(b - a) for a, b in zip(values, values[1:], strict=False)]
+
+
+def ratio(a: float, b: float) -> float:
+    if b == 0:
+        return math.inf if a > 0 else math.nan
+    return a / b
+
+
+def fmt(x: float) -> str:
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.3g}"
+
+
+def pick(runs: Sequence[RunData], **where: Any) -> RunData:
+    """The one run whose spec has these values (floats compared with a tolerance)."""
+    def match(r: RunData) -> bool:
+        for k, v in where.items():
+            got = r.spec.get(k)
+            if isinstance(v, float) and isinstance(got, int | float):
+                if not math.isclose(got, v, rel_tol=1e-9):
+                    return False
+            elif got != v:
+                return False
+        return True
+
+    found = [r for r in runs if match(r)]
+    if not found:
+        raise MissingData(f"no run with {where}")
+    if not found[0].finished:
+        raise MissingData(f"run {found[0].label()} is {found[0].status}")
+    return found[0]
+
+
+def final_acc(run: RunData, key: str = "test/acc") -> float:
+    """The last recorded accuracy; a diverged run counts as at chance (0.1 on 10 classes)."""
+    if run.status == "diverged":
+        return 0.1
+    return run.values(key)[-1] if key == "test/acc" else tail(run.values(key))
+
+
+# -- claims and verdicts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool | None  # None: not decidable (missing runs or keys)
+    ours: str  # our numbers, in words
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str  # the paper's claim, as we test it
+    paper: str  # the paper's value (read off its figure) or "qualitative"
+    statistic: str  # how our number is computed
+    test: Callable[[list[RunData]], Outcome]
+
+    def evaluate(self, runs: list[RunData]) -> Outcome:
+        try:
+            return self.test(runs)
+        except MissingData as exc:
+            return Outcome(None, f"no data: {exc}")
+
+
+@dataclass(frozen=True)
+class Figure:
+    id: str  # "3b", "10", "4-mlp"
+    title: str
+    model: str  # "DLN", "VGG", "MLP"
+    experiment: str  # Experiment.key
+    claims: tuple[Claim, ...]
+    select: dict[str, Any] = field(default_factory=dict)  # the experiment's runs it uses
+    plots: tuple[str, ...] = ()  # webapp.figures names that draw it
+    layers: tuple[int, ...] = ()  # activation figures: the normalised layers shown
+    choices: tuple[str, ...] = ()  # protocol choices made where the paper is silent
+    beyond_paper: bool = False
+    # A condition of the paper's setting the comparison rests on (e.g. both nets train): when
+    # it fails, the figure is "not reproduced" whatever the other claims say.
+    premise: Claim | None = None
+
+
+@dataclass(frozen=True)
+class FigureResult:
+    figure: Figure
+    verdict: Verdict
+    outcomes: tuple[tuple[Claim, Outcome], ...]
+
+
+def verdict_of(oks: Sequence[bool | None]) -> Verdict:
+    """All hold: reproduced; none: not reproduced; some: partly. While some claims cannot be
+    decided yet (runs missing or unfinished), only a claim that holds makes it "partly"."""
+    decided = [ok for ok in oks if ok is not None]
+    if not decided:
+        return "no data"
+    if len(decided) < len(oks):
+        return "partly" if any(decided) else "no data"
+    if all(decided):
+        return "reproduced"
+    return "partly" if any(decided) else "not reproduced"
+
+
+def uses(figure: Figure, spec: Mapping[str, Any]) -> bool:
+    """Whether a figure uses the run with this spec (JSON form): every `select` key equal (or
+    in its list). The dashboard filters an experiment's runs (API JSON) with it."""
+    for k, want in figure.select.items():
+        options = want if isinstance(want, list) else [want]
+        got = spec.get(k)
+        if not any(got == w or (isinstance(w, float) and isinstance(got, int | float)
+                                and math.isclose(got, w, rel_tol=1e-9)) for w in options):
+            return False
+    return True
+
+
+def select_runs(figure: Figure, runs: Sequence[RunData]) -> list[RunData]:
+    """The experiment's runs a figure uses."""
+    return [r for r in runs if uses(figure, r.spec)]
+
+
+def evaluate(figure: Figure, runs: Sequence[RunData]) -> FigureResult:
+    """Every claim's outcome (the premise first, when the figure has one) and the verdict."""
+    chosen = select_runs(figure, runs)
+    claims = ((figure.premise,) if figure.premise else ()) + figure.claims
+    outcomes = tuple((c, c.evaluate(chosen)) for c in claims)
+    verdict = verdict_of([o.ok for c, o in outcomes if c is not figure.premise])
+    if figure.premise and outcomes[0][1].ok is False:
+        verdict = "not reproduced"
+    return FigureResult(figure, verdict, outcomes)
+
+
+# -- the checks, one per claim ----------------------------------------------------------------
+
+
+def _pair(runs: list[RunData], key: str, stat: Callable[[Sequence[float]], float],
+          other: str = "batch") -> tuple[float, float]:
+    """stat(key) without normalisation and with `other`."""
+    return stat(pick(runs, norm="none").values(key)), stat(pick(runs, norm=other).values(key))
+
+
+def _gap(key: str, what: str, factor: float) -> Callable[[list[RunData]], Outcome]:
+    """Without BN, the peak of `key` over training is at least `factor` times BN's."""
+
+    def test(runs: list[RunData]) -> Outcome:
+        none, bn = _pair(runs, key, peak)
+        r = ratio(none, bn)
+        return Outcome(r >= factor, f"peak {what}: {fmt(none)} without BN, {fmt(bn)} with BN "
+                       f"({fmt(r)}x)", {"none": none, "batch": bn, "ratio": r})
+
+    return test
+
+
+def flatness(norms: Sequence[str], key: str = "landscape/beta") -> Callable[[list[RunData]],
+                                                                        Outcome]:
+    """For every normalised run, the peak of `key` is at most ORDERS times its median."""
+
+    def test(runs: list[RunData]) -> Outcome:
+        parts, values, ok = [], {}, True
+        for norm in norms:
+            v = pick(runs, norm=norm).values(key)
+            top, mid = peak(v), median(v)
+            values[f"{norm}/peak"], values[f"{norm}/median"] = top, mid
+            values[f"{norm}/ratio"] = ratio(top, mid)
+            ok = ok and ratio(top, mid) <= ORDERS
+            parts.append(f"{norm} median {fmt(mid)}, peak {fmt(top)} ({fmt(ratio(top, mid))}x)")
+        return Outcome(ok, "; ".join(parts), values)
+
+    return test
+
+
+def _band(lo: str, hi: str, relative: bool) -> Callable[[list[RunData]], Outcome]:
+    """The loss band along the gradient is wider without BN (peak over training)."""
+
+    def width(run: RunData) -> float:
+        a, b = run.values(lo), run.values(hi)
+        return peak([ratio(y, x) if relative else y - x for x, y in zip(a, b, strict=False)])
+
+    def test(runs: list[RunData]) -> Outcome:
+        none, bn = width(pick(runs, norm="none")), width(pick(runs, norm="batch"))
+        what = "loss_max / loss_min" if relative else "loss_max - loss_min"
+        return Outcome(none > bn, f"peak {what}: {fmt(none)} without BN, {fmt(bn)} with BN",
+                       {"none": none, "batch": bn})
+
+    return test
+
+
+_DLN_ICS_LAYERS = (9, 17)
+_DLN_LRS = (1e-6, 1e-7)
+
+
+def _ics_medians(runs: list[RunData]) -> dict[tuple[float, int, str], float]:
+    return {(lr, layer, norm): median(pick(runs, norm=norm, lr=lr).values(f"ics/L{layer}/l2"))
+            for lr in _DLN_LRS for layer in _DLN_ICS_LAYERS for norm in ("none", "batch")}
+
+
+def _ics_not_reduced(runs: list[RunData]) -> Outcome:
+    m = _ics_medians(runs)
+    cells = [(lr, layer) for lr in _DLN_LRS for layer in _DLN_ICS_LAYERS]
+    ok = all(m[(lr, layer, "batch")] >= m[(lr, layer, "none")] for lr, layer in cells)
+    ours = "; ".join(f"LR {lr:g} layer {layer}: {fmt(m[(lr, layer, 'batch')])} with BN, "
+                     f"{fmt(m[(lr, layer, 'none')])} without" for lr, layer in cells)
+    return Outcome(ok, ours, {f"lr{lr:g}/L{layer}/{n}": v for (lr, layer, n), v in m.items()})
+
+
+def _ics_gap_small_lr(runs: list[RunData]) -> Outcome:
+    m = _ics_medians(runs)
+    r = {layer: ratio(m[(1e-7, layer, "batch")], m[(1e-7, layer, "none")])
+         for layer in _DLN_ICS_LAYERS}
+    ours = "; ".join(f"layer {layer}: {fmt(m[(1e-7, layer, 'batch')])} with BN vs "
+                     f"{fmt(m[(1e-7, layer, 'none')])} without ({fmt(v)}x)"
+                     for layer, v in r.items())
+    return Outcome(all(v >= ORDERS for v in r.values()), ours,
+                   {f"L{layer}/ratio": v for layer, v in r.items()})
+
+
+_LP = ("batch", "l1", "l2", "linf")
+
+
+def _final_losses(runs: list[RunData]) -> dict[str, float]:
+    return {n: tail(pick(runs, norm=n).values("train/loss")) for n in ("none", *_LP)}
+
+
+def lower(a: float, b: float) -> bool:
+    """a is lower than b by more than TIE (1 %): not the same level."""
+    return a < b * (1 - TIE)
+
+
+def _norms_beat_none(runs: list[RunData]) -> Outcome:
+    f = _final_losses(runs)
+    ours = ", ".join(f"{n} {fmt(v)}" for n, v in f.items())
+    ties = [n for n in _LP if not lower(f[n], f["none"])]
+    note = f" ({', '.join(ties)} within 1 % of none or above)" if ties else ""
+    return Outcome(not ties, f"final training loss: {ours}{note}", f)
+
+
+def _lp_order(runs: list[RunData]) -> Outcome:
+    f = _final_losses(runs)
+    chain = ("l1", "batch", "linf", "none")
+    ok = all(lower(f[a], f[b]) for a, b in zip(chain, chain[1:], strict=False))
+    order = " < ".join(sorted(f, key=f.get))
+    return Outcome(ok, f"our order: {order}", f)
+
+
+def _eta_gap(runs: list[RunData]) -> Outcome:
+    def peaks(run: RunData) -> dict[float, float]:
+        if not run.etas:
+            raise MissingData(f"{run.label()} has no per-eta probe records")
+        by: dict[float, list[float]] = {}
+        for e in run.etas:
+            by.setdefault(e.multiplier, []).append(e.grad_dist)
+        return {m: peak(v) for m, v in by.items()}
+
+    none, bn = peaks(pick(runs, norm="none")), peaks(pick(runs, norm="batch"))
+    r = {m: ratio(none[m], bn[m]) for m in sorted(none) if m in bn}
+    if not r:
+        raise MissingData("no step size probed in both runs")
+    ours = "; ".join(f"eta = {m:g} LR: {fmt(none[m])} vs {fmt(bn[m])} ({fmt(v)}x)"
+                     for m, v in r.items())
+    return Outcome(all(v >= ORDERS for v in r.values()), ours,
+                   {f"x{m:g}/ratio": v for m, v in r.items()})
+
+
+_DLN_ACT_LAYERS = (1, 11, 24)
+
+
+def _scale_drift(values: Sequence[float]) -> float:
+    """How far a variance moves over training, in decades: log10(max / min)."""
+    vals = [v for v in values if math.isfinite(v) and v > 0]
+    if not vals:
+        raise MissingData("no positive finite variance")
+    return math.log10(max(vals) / min(vals))
+
+
+def _acts_stable(runs: list[RunData]) -> Outcome:
+    d = {(n, k): _scale_drift(pick(runs, norm=n).values(f"act/L{k}/unit_var"))
+         for n in ("none", "batch") for k in _DLN_ACT_LAYERS}
+    ok = all(d[("batch", k)] < d[("none", k)] for k in _DLN_ACT_LAYERS)
+    ours = "; ".join(f"layer {k}: {d[('batch', k)]:.2f} with BN, {d[('none', k)]:.2f} without"
+                     for k in _DLN_ACT_LAYERS)
+    return Outcome(ok, f"decades the sampled unit's variance spans: {ours}",
+                   {f"{n}/L{k}": v for (n, k), v in d.items()})
+
+
+def _both_train(runs: list[RunData]) -> Outcome:
+    none, bn = (final_acc(pick(runs, norm=n, lr=0.1)) for n in ("none", "batch"))
+    return Outcome(none >= TRAINS_ACC and bn >= TRAINS_ACC,
+                   f"test accuracy at LR 0.1: {none:.1%} without BN, {bn:.1%} with BN",
+                   {"none": none, "batch": bn})
+
+
+def _bn_at_least_as_good(runs: list[RunData]) -> Outcome:
+    none, bn = (final_acc(pick(runs, norm=n, lr=0.1)) for n in ("none", "batch"))
+    return Outcome(bn >= none, f"test accuracy at LR 0.1: {bn:.1%} with BN, {none:.1%} without",
+                   {"none": none, "batch": bn})
+
+
+def _high_lr(runs: list[RunData]) -> Outcome:
+    none_run, bn_run = (pick(runs, norm=n, lr=0.5) for n in ("none", "batch"))
+    none, bn = final_acc(none_run), final_acc(bn_run)
+    state = " (diverged)" if none_run.status == "diverged" else ""
+    return Outcome(bn >= TRAINS_ACC and none <= CHANCE_ACC,
+                   f"test accuracy at LR 0.5: {bn:.1%} with BN, {none:.1%} without{state}",
+                   {"none": none, "batch": bn})
+
+
+def _train_acc(runs: list[RunData], norm: str) -> float:
+    return final_acc(pick(runs, norm=norm), "train/acc")
+
+
+def _noisy_like_bn(runs: list[RunData]) -> Outcome:
+    noisy, bn = _train_acc(runs, "noisy_batch"), _train_acc(runs, "batch")
+    return Outcome(abs(noisy - bn) <= SAME_ACC,
+                   f"final training accuracy: {noisy:.1%} noisy BN, {bn:.1%} BN",
+                   {"noisy_batch": noisy, "batch": bn})
+
+
+def _noisy_beats_none(runs: list[RunData]) -> Outcome:
+    noisy, none = _train_acc(runs, "noisy_batch"), _train_acc(runs, "none")
+    return Outcome(noisy >= none,
+                   f"final training accuracy: {noisy:.1%} noisy BN, {none:.1%} standard",
+                   {"noisy_batch": noisy, "none": none})
+
+
+def _noise_alone_fails(runs: list[RunData]) -> Outcome:
+    run = pick(runs, norm="noise")
+    acc = _train_acc(runs, "noise")
+    state = " (diverged)" if run.status == "diverged" else ""
+    return Outcome(acc <= CHANCE_ACC, f"final training accuracy with the noise and no BN: "
+                   f"{acc:.1%}{state}", {"noise": acc})
+
+
+def _moment_changes(run: RunData, moment: str) -> float:
+    """Mean over normalised layers of the median |change| of the sampled unit's moment between
+    consecutive probed steps (Fig 8)."""
+    layers = sorted({k.split("/")[1] for k in run.series
+                     if k.startswith("act/L") and k.endswith(f"/unit_{moment}")})
+    if not layers:
+        raise MissingData(f"{run.label()} has no act/L*/unit_{moment}")
+    return statistics.fmean(median(step_changes(run.values(f"act/{layer}/unit_{moment}")))
+                            for layer in layers)
+
+
+def _moments(moment: str) -> Callable[[list[RunData]], Outcome]:
+    def test(runs: list[RunData]) -> Outcome:
+        c = {n: _moment_changes(pick(runs, norm=n), moment)
+             for n in ("none", "batch", "noisy_batch")}
+        ok = c["noisy_batch"] > c["batch"] and c["noisy_batch"] > c["none"]
+        return Outcome(ok, f"typical |change| of the unit's {moment} between probed steps: " +
+                       ", ".join(f"{n} {fmt(v)}" for n, v in c.items()), c)
+
+    return test
+
+
+def _beta_same_order(runs: list[RunData]) -> Outcome:
+    none, bn = _pair(runs, "landscape/beta", median)
+    r = ratio(none, bn)
+    return Outcome(0.1 <= r <= 10, f"median beta: {fmt(none)} without BN, {fmt(bn)} with BN",
+                   {"none": none, "batch": bn, "ratio": r})
+
+
+# -- the catalogue ----------------------------------------------------------------------------
+
+_VGG_LANDSCAPE = (
+    Claim("4a", "the loss varies more along the gradient without BN", "qualitative (Fig 4a)",
+          "peak over training of loss_max - loss_min over eta in S", _band(
+              "landscape/loss_min", "landscape/loss_max", relative=False)),
+    Claim("4b", "gradient predictiveness is worse without BN",
+          "peaks 100-250 without BN; with BN mostly under 50",
+          "peak over training of max_eta ||grad L(w - eta g) - g||; without BN at least 2x",
+          _gap("landscape/grad_dist_max", "gradient predictiveness", 2.0)),
+    Claim("4c", "effective beta spikes higher without BN", "both near 20; without BN up to ~45",
+          "peak over training of the effective beta", _gap("landscape/beta", "beta", 1.0)),
+    Claim("4c-typical", "typical effective beta is of the same order with and without BN",
+          "both near 20", "median over training, within 10x of each other", _beta_same_order),
+)
+_BOTH_TRAIN = Claim(
+    "premise-both-train", "premise: both nets train at LR 0.1, as in the paper's Fig 1",
+    "80 % without BN, 83 % with", "last test accuracy >= 50 % for both; when this fails the "
+    "landscapes compare a trained net with one stuck at chance", _both_train)
+_VGG_CHOICES = (
+    "Reduced scale: VGG-11 at width 1/4 on digits (8x8); pools 4 and 5 are skipped once the "
+    "map is 1x1 (docs/engine.md).",
+    "S = {0.5, 1, 2, 4} x LR, probes every 20 steps on B_t in train mode.",
+)
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("3b", "ICS with and without BN", "DLN", "dln-ics", (
+        Claim("3b-not-reduced", "BN does not reduce internal covariate shift",
+              "BN's ||G - G'|| is larger, not smaller",
+              "median over training of ||G - G'||_2 at layers 9 and 17, LR 1e-6 and 1e-7; "
+              "BN >= none in every cell", _ics_not_reduced),
+        Claim("3b-lr1e-7", "at LR 1e-7 BN's ICS is orders of magnitude above the plain net's",
+              "about 1e3 with BN vs 1-10 without", "the same medians at LR 1e-7; BN >= 100x",
+              _ics_gap_small_lr),
+    ), plots=("ics",), choices=(
+        "ICS per Definition 2.1: G' after every earlier layer (norm parameters included) took "
+        "this step's update; the medians summarise the paper's curves.",)),
+    Figure("5b", "Training loss with lp normalisation", "DLN", "dln-lp", (
+        Claim("5b-norms-help", "every normalisation ends lower than no normalisation",
+              "none about 1.7e3 is the highest", "median training loss over the last 10 % of "
+              "steps; lower by more than 1 %", _norms_beat_none),
+        Claim("5b-order", "l1 < BN < linf < none (l2 close to BN)",
+              "l1 ~1e2 < BN ~4.5e2 < linf ~9.5e2 < none ~1.7e3",
+              "the same final losses, each step of the chain lower by more than 1 %",
+              _lp_order),
+        Claim("5b-lp-smooth", "lp normalisations smooth the landscape like BN (section 3.3)",
+              "qualitative (the paper shows it for VGG)", "peak effective beta within 100x of "
+              "its median for BN, l1, l2, linf", flatness(_LP)),
+    ), plots=("training", "beta"), choices=(
+        "lp: centre by the batch mean, divide by the power mean of the un-centred activations; "
+        "no running statistics.",
+        "Final loss: median over the last 10 % of steps (the paper reads the curve's end).")),
+    Figure("10", "Loss landscape, gradient predictiveness, effective beta", "DLN",
+           "dln-landscape", (
+               Claim("10a", "the loss varies more along the gradient without BN",
+                     "qualitative (Fig 10a)", "peak over training of loss_max / loss_min",
+                     _band("landscape/loss_min", "landscape/loss_max", relative=True)),
+               Claim("10b", "gradient predictiveness is orders of magnitude worse without BN",
+                     "up to ~1e16 without BN; ~1e3-1e6 with BN",
+                     "peak over training of max_eta ||grad L(w - eta g) - g||; none >= 100x BN",
+                     _gap("landscape/grad_dist_max", "gradient predictiveness", ORDERS)),
+               Claim("10c", "effective beta is orders of magnitude larger without BN",
+                     "peaks ~1e15 without BN; ~3e6 with BN",
+                     "peak over training of the effective beta; none >= 100x BN",
+                     _gap("landscape/beta", "beta", ORDERS)),
+               Claim("10c-flat", "with BN (and noisy BN) the effective beta stays flat",
+                     "flat near 3e6 (noisy BN not in the paper's DLN)",
+                     "peak within 100x of the median over training", flatness(
+                         ("batch", "noisy_batch"))),
+           ), plots=("landscape", "gradpred", "beta"), choices=(
+               "S = {0.01, 0.1, 1, 10, 30} x LR, every 50 steps, on the full batch.",
+               "Noisy BN added beyond the paper's DLN figure.")),
+    Figure("11", "Gradient predictiveness at each step size", "DLN", "dln-landscape", (
+        Claim("11-every-eta", "without BN gradients are less predictive at every step size",
+              "qualitative (Fig 11: d(eta) against eta, by step)",
+              "peak over training of d(eta) for each eta; none >= 100x BN at every eta",
+              _eta_gap),
+    ), select={"norm": ["none", "batch"]}, plots=("etas",)),
+    Figure("9", "Activation distributions of layers 1, 11, 24", "DLN", "dln-landscape", (
+        Claim("9-stable", "with BN each layer's distribution keeps its scale over training; "
+              "without BN it drifts", "qualitative (histograms)",
+              "log10(max/min) over training of the sampled unit's variance, layers 1, 11, 24; "
+              "BN < none at each", _acts_stable),
+    ), select={"norm": ["none", "batch"]}, plots=("dist_heat",), layers=_DLN_ACT_LAYERS,
+        choices=("Activations after the normalisation, before the next layer; one unit sampled "
+                 "from the seed per layer.",)),
+    Figure("1", "Training with and without BN at two learning rates", "VGG", "vgg-lr", (
+        Claim("1-both-train", "at LR 0.1 both nets train", "test accuracy 83 % with BN, 80 % "
+              "without", "last test accuracy >= 50 % for both", _both_train),
+        Claim("1-bn-better", "at LR 0.1 BN is at least as accurate", "83 % vs 80 %",
+              "last test accuracy, BN >= none", _bn_at_least_as_good),
+        Claim("1-high-lr", "at LR 0.5 BN trains and the plain net stays at chance",
+              "BN trains; without BN about 10 %",
+              "last test accuracy: BN >= 50 %, none <= 20 % (or diverged)", _high_lr),
+    ), plots=("training",), choices=_VGG_CHOICES + (
+        "High LR: the paper's 0.5, not searched for.",)),
+    Figure("2", "Noisy BatchNorm trains like BatchNorm", "VGG", "vgg-noisy", (
+        Claim("2-noisy-like-bn", "noisy BN trains like BN", "nearly identical training "
+              "accuracy", "median training accuracy over the last 10 % of steps, within 5 "
+              "points", _noisy_like_bn),
+        Claim("2-noisy-beats-none", "noisy BN trains at least as well as the standard net",
+              "noisy BN and BN above standard", "the same final training accuracies",
+              _noisy_beats_none),
+        Claim("2-noise-alone", "the same noise without BN does not train",
+              "does not train", "final training accuracy <= 20 % (or diverged)",
+              _noise_alone_fails),
+    ), plots=("training", "dist_heat"), layers=(3, 6), choices=_VGG_CHOICES + (
+        "Noise (Algorithm 1) drawn at every step from its own generator, after BN's affine "
+        "output; probes reuse the step's draw.",)),
+    Figure("4", "Loss landscape, gradient predictiveness, beta at LR 0.1", "VGG", "vgg-lr",
+           _VGG_LANDSCAPE, select={"lr": 0.1}, plots=("landscape", "gradpred", "beta"),
+           choices=_VGG_CHOICES, premise=_BOTH_TRAIN),
+    Figure("8", "Change of the activations' first two moments", "VGG", "vgg-noisy", (
+        Claim("8-mean", "noisy BN moves the activations' mean more than BN and the standard "
+              "net do", "qualitative", "mean over layers of the median |mu_(t+1) - mu_t| of "
+              "the sampled unit", _moments("mean")),
+        Claim("8-var", "noisy BN moves the activations' variance more than BN and the standard "
+              "net do", "qualitative", "the same with the variance", _moments("var")),
+    ), select={"norm": ["none", "batch", "noisy_batch"]}, plots=("dist_overlay",),
+        layers=(3, 6), choices=_VGG_CHOICES + (
+            "Moments of one sampled unit per layer, between consecutive probed steps.",)),
+    Figure("4-mlp", "Fig 4 on an MLP where both nets train (beyond the paper)", "MLP",
+           "mlp-landscape", _VGG_LANDSCAPE, plots=("landscape", "gradpred", "beta"),
+           choices=("A stand-in for Fig 4: the quick-mlp preset (6 layers of 128, mnist1d) at "
+                    "the paper's LR 0.1.",), beyond_paper=True, premise=_BOTH_TRAIN),
+)
+FIGURE_BY_ID: dict[str, Figure] = {f.id: f for f in FIGURES}
+
+
+def figures_for(scale: Scale) -> list[Figure]:
+    return [f for f in FIGURES if scale in EXPERIMENTS[f.experiment].plans]
+
+
+def claim(claim_id: str) -> Claim:
+    for f in FIGURES:
+        for c in (f.premise, *f.claims) if f.premise else f.claims:
+            if c.id == claim_id:
+                return c
+    raise KeyError(claim_id)
+
+
+# -- reading results back and reporting -------------------------------------------------------
+
+# Every scalar key a check reads (the API takes globs).
+METRIC_KEYS = "train/*,test/*,landscape/*,ics/*,act/*"
+
+
+def needs_etas(experiment_key: str) -> bool:
+    """Whether a figure of this experiment reads the per-eta probe records (Fig 11)."""
+    return any(f.experiment == experiment_key and "etas" in f.plots for f in FIGURES)
+
+
+def evaluate_all(scale: Scale, runs_by_experiment: Mapping[str, Sequence[RunData]]
+                 ) -> list[FigureResult]:
+    """Every figure of the scale, from the runs of each experiment (missing: no data)."""
+    return [evaluate(f, list(runs_by_experiment.get(f.experiment, ())))
+            for f in figures_for(scale)]
+
+
+_MARK = {True: "holds", False: "fails", None: "no data"}
+
+
+def report_text(results: Sequence[FigureResult], scale: Scale) -> str:
+    """The per-figure table for a terminal: verdict, then each claim with both numbers."""
+    lines = [f"Reproduction of Santurkar et al. 2018, scale {scale!r}", ""]
+    for res in results:
+        f = res.figure
+        exp = EXPERIMENTS[f.experiment]
+        lines.append(f"Fig {f.id} ({f.model}) {f.title}: {res.verdict.upper()}")
+        lines.append(f"  data: {exp.data[scale]}")
+        for c, o in res.outcomes:
+            lines.append(f"  [{_MARK[o.ok]}] {c.text}")
+            lines.append(f"      paper: {c.paper}")
+            lines.append(f"      ours:  {o.ours}")
+        lines.append("")
+    counts = {v: sum(r.verdict == v for r in results)
+              for v in ("reproduced", "partly", "not reproduced", "no data")}
+    lines.append(", ".join(f"{n} {v}" for v, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(results: Sequence[FigureResult], scale: Scale) -> str:
+    """The same as a Markdown table (docs/reproduction.md)."""
+    rows = ["| figure | claim | paper | ours | holds |", "| --- | --- | --- | --- | --- |"]
+    for res in results:
+        f = res.figure
+        for i, (c, o) in enumerate(res.outcomes):
+            head = f"**Fig {f.id}** ({f.model}): {res.verdict}" if i == 0 else ""
+            rows.append(f"| {head} | {_cell(c.text)} | {_cell(c.paper)} | {_cell(o.ours)} | "
+                        f"{_MARK[o.ok]} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,130 @@
+"""`landscope reproduce` against a real `landscope up` (embedded SQLite and broker): it submits
+the catalogue's experiments through the API, waits for a worker to finish them and reports
+verdicts read back from the database. Speaks HTTP only: no torch in its process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server import reproduction as R
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env_for(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANDSCOPE_")}
+    env.update(LANDSCOPE_DATA_DIR=str(data_dir), LANDSCOPE_HEARTBEAT_SECONDS="0.5",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def landscope(*argv: str, env: dict[str, str], timeout: float = 120
+              ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_unreachable_server_names_landscope_up_without_importing_torch(tmp_path):
+    code = ("import sys; from worker.cli import main; "
+            "rc = main(['reproduce', '--quick', '--api', 'http://127.0.0.1:9']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_for(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach the Landscope server at http://127.0.0.1:9" in done.stderr
+    assert "`landscope up`" in done.stderr
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--only", "dln-ics,nope"], "--only: unknown experiment(s) nope"),
+    (["--quick", "--scale", "paper"], "--quick: contradicts --scale paper"),
+    (["--api", "127.0.0.1:8000"], "--api: expected an http:// or https:// URL"),
+    (["--only", "mlp-landscape", "--scale", "paper"], "unknown experiment(s) mlp-landscape"),
+])
+def test_bad_input_exits_2(tmp_path, argv, needle):
+    done = landscope("reproduce", *argv, env=env_for(tmp_path))
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return out
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`landscope up` on a free port; stopped (SIGINT, then SIGKILL) at teardown."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(port),
+                             "--no-dashboard"], cwd=ROOT, env=env_for(tmp_path),
+                            stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(base + "/api/v1/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server never became healthy"
+        time.sleep(0.3)
+    yield base, env_for(tmp_path)
+    family = [proc.pid, *_children(proc.pid)]
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        for pid in family + [c for p in family for c in _children(p)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(10)
+    print(log.read_text()[-3000:])
+
+
+@pytest.mark.slow
+def test_reproduce_quick_submits_every_experiment_through_the_service(server):
+    base, env = server
+    done = landscope("reproduce", "--quick", "--no-wait", "--api", base, env=env)
+    assert done.returncode == 0, done.stderr
+    expected = R.experiments_for("quick")
+    assert f"submitted {len(expected)} experiment(s)" in done.stderr
+    with httpx.Client(base_url=base + "/api/v1", timeout=30) as api:
+        items = api.get("/experiments", params={"limit": 100}).json()["items"]
+        by_name = {e["name"]: e for e in items}
+        assert len(items) == len(expected)
+        assert set(by_name) == {e.name("quick") for e in expected}
+        for exp in expected:
+            detail = api.get(f"/experiments/{by_name[exp.name('quick')]['id']}").json()
+            got = sorted((r["spec"]["norm"], r["spec"]["lr"], r["spec"]["steps"])
+                         for r in detail["runs"])
+            assert got == sorted((s.norm, s.lr, s.steps) for s in exp.plans["quick"].specs())
+            for run in detail["runs"]:  # leave the worker nothing to do: a quick teardown
+                if run["status"] in ("queued", "running"):
+                    api.post(f"/runs/{run['id']}/cancel")
+    # Reading back finds every experiment by name (runs cancelled: nothing to judge yet).
+    done = landscope("reproduce", "--quick", "--report", "--api", base, env=env)
+    assert done.returncode == 0, done.stderr
+    headings = [ln for ln in done.stdout.splitlines() if ln.startswith("Fig ")]
+    assert len(headings) == len(R.figures_for("quick"))
+    assert "no experiment named" not in done.stderr
