@@ -1,0 +1,301 @@
+"""Dashboard benchmark: how fast the compare page opens, and how soon a new point shows.
+
+    python bench/bench_dashboard.py            # 8 runs x 10,000 steps; appends bench/RESULTS.md
+    python bench/bench_dashboard.py --quick    # 2 runs x 600 steps, 2 loads: the smoke test
+
+1. Page load: synthetic runs (webapp/synthetic.py: every key the engine writes, on its
+   schedule) go straight into a SQLite database; `landscope api` serves the API and the
+   dashboard on it; headless Debian chromium opens /experiments/<id>. Time from navigation
+   start until every graph holds all its runs' traces and has drawn them (a requestAnimation-
+   Frame poll of the plotly divs), as the page's own performance.now(). Three cases:
+   - cold: a fresh server and a fresh browser profile: nothing cached anywhere (the first
+     visit after `landscope up`);
+   - new visitor: a warm server (finished runs' data cached in the dashboard) but a fresh
+     browser profile (downloads and compiles plotly.js again);
+   - reload: the same tab again (browser cache warm too).
+   Target: the compare page loaded and drawn in under 2 s.
+2. Live latency: two runs still 'running'; the benchmark writes a new probed step into the
+   database as the worker's sink would, at random moments, and times until the landscape band
+   on the open page has it. Target: a point appears within 2 s of being written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._machine import _cpuinfo_model, cpu_pressure_us, loadavg  # noqa: E402
+from server.db.migrate import upgrade  # noqa: E402
+from server.db.session import make_engine  # noqa: E402
+from server.spec import build_spec  # noqa: E402
+from webapp.synthetic import (  # noqa: E402
+    BASE_SPEC,
+    SyntheticRun,
+    create_experiment,
+    write_steps,
+)
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+NORMS = ["none", "batch", "noisy_batch", "noise", "l1", "l2", "linf", "layer"]
+GRAPHS = ["training", "landscape", "gradpred", "beta", "etas", "ics", "dist_heat",
+          "dist_overlay", "sharpness", "dynamics"]
+# Every graph drawn, with every run's traces: the landscape has a band per run and the
+# heatmap figure a heatmap per run, each holding data.
+DRAWN = """([graphs, runs]) => {
+  for (const n of graphs) {
+    const gd = document.querySelector('#fig-' + n + ' .js-plotly-plot');
+    if (!gd || !gd.data || !gd.data.length || !gd._fullData) return false;
+    if (gd._fullData.length !== gd.data.length) return false;
+    if (!gd.querySelector('.main-svg .trace, .main-svg .hm')) return false;
+    if (!gd.data.some(t => (t.x && t.x.length) || (t.z && t.z.length))) return false;
+  }
+  const bands = document.querySelector('#fig-landscape .js-plotly-plot').data
+    .filter(t => t.fill === 'tonexty' && t.x.length);
+  const heats = document.querySelector('#fig-dist_heat .js-plotly-plot').data
+    .filter(t => t.type === 'heatmap' && t.z.length);
+  return bands.length === runs && heats.length === runs ? performance.now() : false;
+}"""
+BUILD_REQUEST = """() => performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('_dash-update-component'))
+  .map(e => [e.startTime, e.responseEnd, e.transferSize])
+  .sort((a, b) => b[2] - a[2])[0]"""
+BAND_LEN = """() => { const gd = document.querySelector('#fig-landscape .js-plotly-plot');
+  return gd && gd.data ? gd.data.filter(t => t.fill === 'tonexty').map(t => t.x.length) : null; }"""
+
+
+class Server:
+    """`landscope api` (API + dashboard, no worker) on a free port over `data_dir`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDSCOPE_")}
+        env["LANDSCOPE_DATA_DIR"] = str(data_dir)
+        self.log = data_dir / "server.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "api", "--port", "0", "--no-migrate"],
+            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            found = re.search(r"dashboard\s+(http://\S+?)/\s", self.log.read_text())
+            if found and _answers(found.group(1)):
+                self.base = found.group(1)
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server did not start:\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _answers(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def load_once(page, url: str, runs: int) -> dict[str, float]:
+    page.goto(url)
+    done = page.wait_for_function(DRAWN, arg=[GRAPHS, runs], timeout=120_000,
+                                  polling="raf").json_value()
+    start, end, size = page.evaluate(BUILD_REQUEST)
+    return {"total_ms": done, "build_request_ms": end - start, "render_ms": done - end,
+            "response_kb": size / 1024}
+
+
+def bench_loads(data: Path, exp: int, runs: int, reps: int, browser) -> dict[str, list[dict]]:
+    url_path = f"/experiments/{exp}"
+    out: dict[str, list[dict]] = {"cold": [], "new visitor": [], "reload": []}
+    for _ in range(reps):  # cold: a new server process and a new browser profile each time
+        server = Server(data)
+        try:
+            ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
+            out["cold"].append(load_once(ctx.new_page(), server.base + url_path, runs))
+            ctx.close()
+        finally:
+            server.stop()
+    server = Server(data)
+    try:
+        for _ in range(reps):
+            ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
+            out["new visitor"].append(load_once(ctx.new_page(), server.base + url_path, runs))
+            ctx.close()
+        ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
+        page = ctx.new_page()
+        load_once(page, server.base + url_path, runs)
+        for _ in range(reps):
+            out["reload"].append(load_once(page, server.base + url_path, runs))
+        ctx.close()
+    finally:
+        server.stop()
+    return out
+
+
+def bench_latency(data: Path, samples: int, browser) -> list[float]:
+    """Seconds from a probed step's commit to its band point on the open page."""
+    engine = make_engine(f"sqlite:///{data / 'landscope.db'}")
+    every = BASE_SPEC["probes"]["landscape"]["every"]
+    exp, ids = create_experiment(engine, ["none", "batch"], steps=100_000, done=1000,
+                                 status="running")
+    run = SyntheticRun(build_spec({**BASE_SPEC, "steps": 100_000, "norm": "none"}), seed=ids[0])
+    server = Server(data)
+    latencies = []
+    try:
+        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+        page.goto(f"{server.base}/experiments/{exp}")
+        page.wait_for_function(f"(({BAND_LEN})() || [0])[0] > 0", timeout=120_000)
+        rng = random.Random(0)
+        for step in range(1000, 1000 + samples * every, every):
+            time.sleep(rng.uniform(0.3, 1.3))  # land anywhere in the poll period
+            before = page.evaluate(BAND_LEN)[0]
+            write_steps(engine, ids[0], run, step, step + every)  # one probed step
+            written = time.perf_counter()
+            page.wait_for_function(f"({BAND_LEN})()[0] > {before}", timeout=30_000,
+                                   polling=20)
+            latencies.append(time.perf_counter() - written)
+    finally:
+        server.stop()
+        engine.dispose()
+    return latencies
+
+
+def p(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) -> str:
+    def row(name: str, xs: list[dict]) -> str:
+        tot = [x["total_ms"] for x in xs]
+        verdict = "met" if statistics.median(tot) < 2000 else "**MISSED**"
+        return (f"| {name} | {len(xs)} | **{statistics.median(tot):.0f}** | {min(tot):.0f} / "
+                f"{max(tot):.0f} | {statistics.median(x['build_request_ms'] for x in xs):.0f} | "
+                f"{statistics.median(x['render_ms'] for x in xs):.0f} | "
+                f"{statistics.median(x['response_kb'] for x in xs):.0f} | {verdict} |")
+
+    lines = [
+        f"## {machine['date']} - dashboard ({'quick' if args.quick else 'full'})", "",
+        f"- machine: {machine['cpu']}, {machine['cpus']} cores usable, load average at start "
+        f"{machine['load']}; CPU pressure during the run {machine['pressure']}",
+        f"- python {machine['python']}, dash {machine['dash']}, plotly {machine['plotly']} "
+        f"(plotly.js {machine['plotly_js']}), {machine['chromium']} headless, playwright "
+        f"{machine['playwright']}",
+        f"- data: {setup['runs']} runs x {setup['steps']:,} steps on SQLite "
+        f"({setup['points']:,} scalar points, every key the engine writes on the "
+        f"`webapp/synthetic.py` schedule), written in {setup['write_s']:.1f} s",
+        f"- command: `{' '.join(['python', 'bench/bench_dashboard.py', *sys.argv[1:]])}`",
+        "",
+        "### 1. Compare page: navigation start to every graph drawn (target < 2 s)", "",
+        "cold: fresh server and browser profile; new visitor: warm server, fresh profile; "
+        "reload: same tab. build = the figures callback's request (server: fetch from the "
+        "API, build, encode); render = from its response to the last graph drawn.", "",
+        "| case | loads | p50 ms | min / max ms | build request p50 ms | render p50 ms | "
+        "response kB | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[row(name, xs) for name, xs in loads.items()], "",
+        "### 2. Live: a probed step written to the database until its band point shows "
+        "(target < 2 s)", "",
+        f"{len(latency)} samples: p50 **{p(latency, 0.5):.2f} s**, p90 {p(latency, 0.9):.2f} s, "
+        f"max {max(latency):.2f} s (poll every 1 s; the worker's sink adds up to 1 s more "
+        f"before a point is in the database) - "
+        f"{'met' if p(latency, 0.5) < 2 else '**MISSED**'}", "",
+        "<details><summary>raw (JSON)</summary>", "", "```json",
+        json.dumps({"loads": loads, "latency_s": latency}, indent=None, default=float)[:20000],
+        "```", "", "</details>", "",
+    ]
+    return "\n".join(lines)
+
+
+def versions(browser) -> dict:
+    from importlib.metadata import version
+
+    import dash
+    import plotly
+
+    pkg = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    js = re.search(r"plotly\.js v([\d.]+)", pkg.read_text()[:400])
+    return {"dash": dash.__version__, "plotly": plotly.__version__,
+            "plotly_js": js.group(1) if js else "?", "playwright": version("playwright"),
+            "chromium": f"chromium {browser.version}"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 runs x 600 steps, 2 loads")
+    ap.add_argument("--reps", type=int, default=None, help="loads per case (default 5)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="append the report here (default bench/RESULTS.md for full runs)")
+    args = ap.parse_args()
+    runs, steps = (2, 600) if args.quick else (8, 10_000)
+    reps = args.reps or (2 if args.quick else 5)
+    from playwright.sync_api import sync_playwright
+
+    pressure0, t0 = cpu_pressure_us(), time.monotonic()
+    machine = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+               "cpu": _cpuinfo_model(), "cpus": len(os.sched_getaffinity(0)), "load": loadavg(),
+               "python": platform.python_version()}
+    with tempfile.TemporaryDirectory(prefix="landscope-bench-") as tmp, \
+            sync_playwright() as pw:
+        data = Path(tmp)
+        url = f"sqlite:///{data / 'landscope.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        started = time.perf_counter()
+        exp, ids = create_experiment(engine, NORMS[:runs], steps=steps)
+        setup = {"runs": runs, "steps": steps, "write_s": time.perf_counter() - started,
+                 "points": _points(engine)}
+        engine.dispose()
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        machine.update(versions(browser))
+        loads = bench_loads(data, exp, runs, reps, browser)
+        latency = bench_latency(data, 4 if args.quick else 12, browser)
+        browser.close()
+    p1 = cpu_pressure_us()
+    machine["pressure"] = (f"{(p1 - pressure0) / 1e6 / (time.monotonic() - t0):.2f}"
+                           if p1 is not None and pressure0 is not None else "unknown")
+    text = report(args, machine, setup, loads, latency)
+    print(text)
+    out = args.results or (None if args.quick else RESULTS)
+    if out is not None:
+        with out.open("a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+def _points(engine) -> int:
+    from sqlalchemy import func, select
+
+    from server.db.models import Point
+
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Point)).scalar_one()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

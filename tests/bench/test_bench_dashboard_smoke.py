@@ -1,0 +1,30 @@
+"""bench/bench_dashboard.py still runs end to end (--quick: a real server, headless chromium)
+and reports both of its measurements; the numbers themselves live in bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_dashboard_quick_runs_and_reports(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_dashboard.py"), "--quick", "--results",
+         str(out)],
+        capture_output=True, text=True, timeout=540, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    assert "Compare page: navigation start to every graph drawn" in report
+    for case in ("cold", "new visitor", "reload"):
+        row = re.search(rf"^\| {case} \| 2 \| \*\*(\d+)\*\*", report, re.MULTILINE)
+        assert row and int(row.group(1)) > 0, case
+    assert re.search(r"4 samples: p50 \*\*\d+\.\d\d s\*\*", report)

@@ -1,0 +1,107 @@
+"""The new-experiment form as data: a preset fills it, it becomes the API's body, the local
+check runs the server's spec code, the cost is the spec's probe_cost, and a 422 `loc` finds
+its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.presets import PRESETS
+from server.spec import RunSpec
+from webapp import formspec
+from webapp.formspec import FORM, cost, field_for_loc, local_check, parse, values_from_preset
+
+
+def preset_json(name: str) -> dict:
+    p = PRESETS[name]
+    return {"name": p.name, "figures": p.figures, "description": p.description,
+            "base": p.base, "vary": p.vary, "runs": 2}
+
+
+def test_a_preset_fills_every_field_and_round_trips_to_its_own_specs():
+    preset = preset_json("quick-mlp")
+    values = values_from_preset(preset)
+    assert values["norms"] == ["none", "batch"] and values["lrs"] == "0.5"
+    assert values["steps"] == 800 and values["stride"] == 20 and values["ics_layers"] == "3, 5"
+    assert values["multipliers"] == "0.5, 1, 2, 4" and values["batch"] == "128"
+    parsed = parse(values)
+    assert parsed.errors == {}
+    specs, errors = local_check(parsed.body, preset)
+    assert errors == {}
+    # Unchanged, the form launches exactly the preset's runs.
+    assert [s.model_dump() for s in specs] == [s.model_dump() for s in PRESETS["quick-mlp"]
+                                               .specs()]
+
+
+def test_full_batch_and_several_learning_rates():
+    values = values_from_preset(preset_json("quick-dln"))
+    assert values["batch"] == "full" and values["model"] == "dln"
+    values.update(lrs="1e-6, 1e-7", name=" dln sweep ")
+    body = parse(values).body
+    assert body["vary"] == {"norm": ["none", "batch"], "lr": [1e-6, 1e-7]}
+    assert "lr" not in body["base"] and body["base"]["batch_size"] is None
+    assert body["base"]["loss"] == "sum_squares" and body["name"] == "dln sweep"
+    assert body["preset"] == "quick-dln"
+    assert body["base"]["probes.ics.every"] == body["base"]["probes.landscape.every"] == 10
+    specs, errors = local_check(body, preset_json("quick-dln"))
+    assert not errors and len(specs) == 4
+
+
+def test_unreadable_fields_are_errors_at_the_field():
+    values = values_from_preset(None)
+    values.update(lrs="fast", batch="many", multipliers="1, two", norms=[], steps=None)
+    errors = parse(values).errors
+    assert set(errors) == {"lrs", "batch", "multipliers", "norms", "steps"}
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"ics_layers": "9"}, "ics_layers"),  # beyond the model's 6 weight layers
+    ({"model": "vgg", "dataset": "mnist1d"}, "dataset"),  # VGG needs images
+    ({"stride": -1}, "stride"),
+    ({"width": 0}, "width"),
+])
+def test_the_local_check_points_at_the_field(change, field):
+    values = {**values_from_preset(preset_json("quick-mlp")), **change}
+    parsed = parse(values)
+    _, errors = local_check(parsed.body, preset_json("quick-mlp"))
+    assert list(errors) == [field], errors
+
+
+@pytest.mark.parametrize("loc,field", [
+    (["body", "base", "steps"], "steps"),
+    (["body", "base", "probes", "landscape", "every"], "stride"),
+    (["body", "base", "probes.ics.layers", 0], "ics_layers"),
+    (["body", "base", "probes", "landscape", "multipliers", 2], "multipliers"),
+    (["body", "vary", "lr"], "lrs"),
+    (["body", "vary", "norm"], "norms"),
+    (["body", "vary"], "norms"),
+    (["body", "base", "batch_size"], "batch"),
+    (["body", "name"], "name"),
+    (["body", "preset"], "preset"),
+    (["body", "base", "n_samples"], FORM),
+    (["query", "x"], FORM),
+])
+def test_422_locations_map_to_form_fields(loc, field):
+    assert field_for_loc(tuple(loc)) == field
+
+
+def test_a_spec_wide_error_is_placed_by_the_key_it_names():
+    msg = "probes.ics.layers [9] exceed the model's 6 weight layers"
+    assert field_for_loc(("body", "base"), msg) == "ics_layers"
+    assert field_for_loc(("body", "base"), "something else entirely") == FORM
+
+
+def test_cost_is_the_specs_probe_cost():
+    specs = PRESETS["quick-mlp"].specs()
+    c = cost(specs)
+    assert c["runs"] == 2 and c["steps"] == 1600
+    assert c["floor"] == pytest.approx(specs[0].probe_cost()["floor"])
+    assert c["passes"]["landscape"] == pytest.approx(4 / 20)
+    assert c["detail"]["sharpness"] == (41, 100)
+    assert cost([]) == {}
+    # The defaults probe nothing that costs a pass: plain training's speed.
+    assert cost([RunSpec()])["floor"] == 1.0
+
+
+def test_every_field_maps_to_spec_keys():
+    assert set(formspec.FIELD_KEYS) | {"name", "preset"} == set(formspec.FIELDS)

@@ -1,0 +1,177 @@
+"""Pages and their callbacks, called directly with inputs (Dash returns the functions as
+written), against the real API: the runs table, cancel and delete, the new-experiment form
+with the API's 422s at their fields, and the compare view's callback."""
+
+from __future__ import annotations
+
+from contextvars import copy_context
+
+import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+from dash.exceptions import PreventUpdate
+
+from webapp.app import create_dash
+from webapp.pages import compare, experiment, new_experiment, runs
+from webapp.synthetic import create_experiment
+
+
+def with_trigger(prop_ids: list[str], fn, *args):
+    """Call a callback as Dash would after `prop_ids` changed (for ctx.triggered)."""
+    def run():
+        context_value.set(AttributeDict(triggered_inputs=[
+            {"prop_id": p, "value": 1} for p in prop_ids]))
+        return fn(*args)
+
+    return copy_context().run(run)
+
+
+@pytest.fixture
+def app(api):
+    return create_dash("http://testserver/api/v1", client=api.client, poll_ms=500)
+
+
+def test_runs_table_rows_progress_and_links(api, app):
+    create_experiment(api.engine, ["none", "batch"], steps=50, diverge={"none": 20})
+    rows, styles, workers = app.landscope_callbacks["runs"]["refresh"](0, None, None, None)
+    assert [r["_status"] for r in rows] == ["succeeded", "diverged"]
+    by_status = {r["_status"]: r for r in rows}
+    assert by_status["diverged"]["status"] == "diverged at 20"
+    assert by_status["diverged"]["progress"] == "21/50 (42%)"
+    assert by_status["succeeded"]["name"].endswith(f"(/compare?runs={rows[0]['id']})")
+    assert by_status["succeeded"]["csv"] == (
+        f"[CSV](/api/v1/runs/{rows[0]['id']}/export?format=csv)")
+    bar = next(s for s in styles if s["if"]["column_id"] == "progress")
+    assert "linear-gradient" in bar["background"] and "100.0%" in bar["background"]
+    assert workers.startswith("No worker online")
+    only = app.landscope_callbacks["runs"]["refresh"](0, "diverged", None, None)[0]
+    assert [r["_status"] for r in only] == ["diverged"]
+
+
+def test_selection_enables_what_applies_and_compare_navigates(app):
+    cbs = app.landscope_callbacks["runs"]
+    rows = [{"id": 1, "_status": "running"}, {"id": 2, "_status": "succeeded"}]
+    assert cbs["selection"]([], rows) == (True, True, True)
+    assert cbs["selection"]([1], rows) == (False, False, True)
+    assert cbs["selection"]([1, 2], rows) == (False, False, False)
+    assert cbs["compare"](1, [2, 1]) == "/compare?runs=1,2"
+    assert runs.targets("cancel", [1, 2], rows) == [1]
+    assert runs.targets("delete", [1, 2], rows) == [2]
+
+
+def test_cancel_and_delete_through_the_api(api, app):
+    exp = api.client.create_experiment({"preset": "quick-mlp", "base": {"steps": 30}})
+    queued = [r["id"] for r in exp["runs"]]
+    act = app.landscope_callbacks["runs"]["act"]
+    rows = [{"id": i, "_status": "queued"} for i in queued]
+    msg, changed, keep = with_trigger(["runs-cancel.n_clicks"], act, 1, None, queued, rows,
+                                      None)
+    assert msg.startswith("Cancelled #") and keep == queued and changed == msg
+    assert {api.client.run(i)["status"] for i in queued} == {"cancelled"}
+    rows = [{"id": i, "_status": "cancelled"} for i in queued]
+    msg, _, keep = with_trigger(["runs-confirm-delete.submit_n_clicks"], act, None, 1,
+                                queued, rows, None)
+    assert msg.startswith("Deleted") and keep == [] and api.client.runs() == []
+    with pytest.raises(PreventUpdate):
+        act(None, None, queued, rows, None)
+
+
+def test_the_form_loads_presets_and_fills_from_one(app):
+    cbs = app.landscope_callbacks["new_experiment"]
+    presets, options, value, devices = cbs["load"](1)
+    assert value == "quick-mlp" and "auto" in devices and "cpu" in devices
+    assert any(o["value"] == "paper-vgg16" and "Fig 1, 3a, 4" in o["label"] for o in options)
+    filled = cbs["fill"]("paper-dln", presets)
+    fields = dict(zip(new_experiment.INPUT_FIELDS, filled[:-1], strict=True))
+    assert fields["model"] == "dln" and fields["batch"] == "full" and fields["depth"] == 25
+    assert "Deep linear network" in filled[-1]
+    assert cbs["model_fields"]("vgg") == (None, {"display": "none"})
+
+
+def test_the_form_shows_the_cost_and_local_errors(app):
+    cbs = app.landscope_callbacks["new_experiment"]
+    presets = cbs["load"](1)[0]
+    values = dict(zip(new_experiment.INPUT_FIELDS, cbs["fill"]("quick-mlp", presets)[:-1],
+                      strict=True))
+    args = [values.get(f) if f != "preset" else "quick-mlp" for f in
+            new_experiment.formspec.FIELDS]
+    cost, *errors, result = cbs["check"](*args, presets)
+    assert "1.71×" in str(cost) and not any(errors) and result == ""
+    bad = dict(values, ics_layers="12")
+    args = [bad.get(f) if f != "preset" else "quick-mlp" for f in new_experiment.formspec.FIELDS]
+    _, *errors, _result = cbs["check"](*args, presets)
+    where = dict(zip([*new_experiment.formspec.FIELDS, "form"], errors, strict=True))
+    assert "exceed" in where["ics_layers"]
+
+
+def form_values(**changes):
+    from server.presets import PRESETS
+    from webapp.formspec import values_from_preset
+
+    p = PRESETS["quick-mlp"]
+    preset = {"name": p.name, "base": p.base, "vary": p.vary}
+    return {**values_from_preset(preset), **changes}
+
+
+def test_launching_opens_the_experiment_page(api):
+    href, errors, message = new_experiment.submit(api.client, form_values(steps=50), None)
+    assert not errors and href.startswith("/experiments/") and "Launched" in message
+    exp = api.client.experiment(int(href.rsplit("/", 1)[1]))
+    assert len(exp["runs"]) == 2 and {r["total"] for r in exp["runs"]} == {50}
+
+
+def test_server_limits_come_back_at_the_field(api_with_limits):
+    limited = api_with_limits(max_steps=100, max_runs_per_experiment=3)
+    _, errors, message = new_experiment.submit(limited.client, form_values(steps=500), None)
+    assert errors == {"steps": "at most 100 steps on this server (LANDSCOPE_MAX_STEPS)"}
+    assert "did not accept" in message
+    _, errors, _ = new_experiment.submit(
+        limited.client, form_values(steps=50, lrs="0.1, 0.2, 0.3"), None)
+    assert list(errors) == ["norms"] and "6 runs" in errors["norms"]
+    _, errors, _ = new_experiment.submit(limited.client, form_values(stride=-2), None)
+    assert list(errors) == ["stride"]
+
+
+def test_a_token_is_sent_and_a_401_says_where_to_enter_it(api_with_limits):
+    guarded = api_with_limits(api_token="s3cret")
+    _, errors, _ = new_experiment.submit(guarded.client, form_values(steps=20), None)
+    assert "API token" in errors["form"]
+    href, errors, _ = new_experiment.submit(guarded.client, form_values(steps=20), "s3cret")
+    assert href and not errors
+
+
+def test_launch_needs_a_click(app):
+    launch = app.landscope_callbacks["new_experiment"]["launch"]
+    with pytest.raises(PreventUpdate):
+        launch(None, *[None] * (len(new_experiment.formspec.FIELDS) + 1))
+
+
+def test_page_layouts_and_routes(app):
+    assert compare.parse_ids("3, 1,x,3") == [3, 1]
+    assert "Choose runs" in str(compare.layout(""))
+    assert "cmp-source" in str(compare.layout("2,4"))
+    assert "No experiment" in str(experiment.layout("abc"))
+    assert "{'experiment': 7}" in str(experiment.layout("7"))
+
+
+def test_the_compare_callback_drives_the_page(api, app):
+    exp, ids = create_experiment(api.engine, ["none", "batch"], steps=40)
+    drive = app.landscope_callbacks["compare_view"]["drive"]
+    args = ({"experiment": exp}, 0, "side", ["ics"], None, None, 1, "layer", None)
+    out = with_trigger([], drive, *args)
+    figs, rest = out[:10], out[10:]  # the ten figures, then the page's other outputs
+    assert all(isinstance(f, dict) and f["data"] for f in figs)
+    state, header, title, notice, max_intervals, layer_opts, live, log = rest
+    assert log == ["etas", "ics"]  # an MLP: the paper's log axes are ICS and Fig 11
+    assert title.startswith("synthetic · experiment") and notice == "" and max_intervals == 0
+    assert live == "all runs finished" and len(header) == 2
+    assert [o["value"] for o in layer_opts] == [1, 2, 3, 4, 5]
+    logged = with_trigger(["cmp-log.value"], drive, {"experiment": exp}, 1, "side", [],
+                          None, None, 1, "layer", state)
+    assert all(not isinstance(f, dict) for f in logged[:10])
+
+
+def test_user_text_cannot_break_out_of_a_table_link(run_json):
+    run = {**run_json(5, "noisy_batch"), "name": "x](javascript:alert(1))["}
+    [row] = runs.table_rows([run], lambda i: f"/csv/{i}")
+    assert row["name"] == "[x\\]\\(javascript:alert\\(1\\)\\)\\[](/compare?runs=5)"

@@ -1,0 +1,288 @@
+"""The dashboard's HTTP client for the REST API (docs/api.md): the only way the webapp reads
+or changes anything, so the dashboard sees exactly what any other client sees.
+
+Non-finite numbers arrive as the strings "NaN", "Infinity" and "-Infinity"; they are turned
+back into floats here, so the figure code deals with plain floats and decides itself how to
+show them (a gap and a marker, never a silent drop).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# The token of the browser whose callback is running (webapp/app.py reads it from a cookie per
+# request). A context variable, so that concurrent callbacks of different users never see each
+# other's token; `ApiClient.map` carries it into its worker threads.
+_request_token: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "landscope_request_token", default=None)
+
+
+@contextmanager
+def acting_with(token: str | None) -> Iterator[None]:
+    """API calls made inside this block send `token` (unless a call passes its own)."""
+    reset = _request_token.set(token or None)
+    try:
+        yield
+    finally:
+        _request_token.reset(reset)
+
+
+def to_float(v: Any) -> float | None:
+    """A JSON number or one of the API's non-finite strings as a float; null stays None."""
+    if v is None:
+        return None
+    return float(v)  # float("NaN"), float("Infinity"), float("-Infinity") all parse
+
+
+@dataclass
+class Series:
+    """One metric key of one run. Raw: a value per step. Downsampled (`buckets`): steps are
+    bucket midpoints, values bucket means over finite points (NaN where none was finite),
+    lo/hi the finite envelope and `nonfinite` how many points of each bucket were not finite."""
+
+    key: str
+    steps: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    buckets: bool = False
+    lo: list[float | None] | None = None
+    hi: list[float | None] | None = None
+    nonfinite: list[int] | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Series:
+        values = [math.nan if v is None else float(v) for v in d.get("values", [])]
+        return cls(
+            key=d["key"],
+            steps=list(d.get("steps", [])),
+            values=values,
+            buckets=bool(d.get("downsampled")),
+            lo=d.get("min"),
+            hi=d.get("max"),
+            nonfinite=d.get("nonfinite"),
+        )
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True)
+class EtaRecord:
+    """One step size of one landscape probe (Fig 11)."""
+
+    step: int
+    multiplier: float
+    eta: float
+    loss: float
+    grad_dist: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Activations of one normalised layer (or its sampled unit) at one step."""
+
+    layer: int
+    scope: str
+    step: int
+    lo: float
+    hi: float
+    counts: list[int]
+    underflow: int
+    overflow: int
+    nonfinite: int
+    quantiles: dict[str, float]
+    mean: float
+    var: float
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Histogram:
+        stats = d.get("stats") or {}
+        quantiles = {k: to_float(v) for k, v in (stats.get("quantiles") or {}).items()}
+        return cls(
+            layer=d["layer"], scope=d["scope"], step=d["step"], lo=d["lo"], hi=d["hi"],
+            counts=list(d["counts"]), underflow=d["underflow"], overflow=d["overflow"],
+            nonfinite=d["nonfinite"], quantiles=quantiles,  # type: ignore[arg-type]
+            mean=to_float(stats.get("mean", "NaN")),  # type: ignore[arg-type]
+            var=to_float(stats.get("var", "NaN")),  # type: ignore[arg-type]
+        )
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts) + self.underflow + self.overflow + self.nonfinite
+
+
+class ApiError(Exception):
+    """A non-2xx answer (or no answer at all: status 0) with the API's `detail`."""
+
+    def __init__(self, status: int, detail: Any, method: str = "", path: str = ""):
+        self.status = status
+        self.detail = detail
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path}: {status} {self.message}")
+
+    @property
+    def message(self) -> str:
+        """A human sentence for any error shape (a 422 list joins its messages)."""
+        if isinstance(self.detail, list):
+            return "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg', '')}"
+                for e in self.detail if isinstance(e, dict)
+            )
+        return str(self.detail)
+
+    def field_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(loc, message) of a 422 body ({"detail": [{"loc": [...], "msg": ...}]})."""
+        if self.status != 422 or not isinstance(self.detail, list):
+            return []
+        return [
+            (tuple(e.get("loc", ())), str(e.get("msg", "")))
+            for e in self.detail if isinstance(e, dict)
+        ]
+
+
+class ApiClient:
+    """A thin typed wrapper over /api/v1. `http` may be any httpx.Client (tests pass
+    FastAPI's TestClient); `parallel` bounds the threads of `map` (one per run fetched)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 15.0,
+        http: httpx.Client | None = None,
+        parallel: int = 8,
+        public_url: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.parallel = max(1, parallel)
+        # No keep-alive: a fresh local connection costs ~1 ms, and a server that does not set
+        # TCP_NODELAY (as `landscope up` did not, before worker/cli/api_cmd.py's bind() asked
+        # for IPPROTO_TCP) makes every answer on a reused one wait ~40 ms for a delayed ACK.
+        self.http = http or httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_connections=32, max_keepalive_connections=0))
+        # Mounted by `landscope up`, browsers reach the API on the dashboard's own origin:
+        # links use the path only, so they work whatever host name the user typed. A
+        # dashboard served apart from the API links to `public_url` instead.
+        self.public_api = (public_url or urlsplit(self.base_url).path or "").rstrip("/")
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, params: dict | None = None,
+                 json: Any = None, token: str | None = None) -> Any:
+        headers = {}
+        bearer = token or _request_token.get() or self.token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        try:
+            resp = self.http.request(method, self.base_url + path, params=params, json=json,
+                                     headers=headers)
+        except httpx.HTTPError as exc:  # refused, reset, timed out: say so, do not crash a page
+            raise ApiError(0, f"the API cannot be reached ({type(exc).__name__})", method,
+                           path) from exc
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise ApiError(resp.status_code, detail, method, path)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """fn over items, concurrently: one run's fetch should not wait for another's."""
+        items = list(items)
+        if len(items) <= 1 or self.parallel == 1:
+            return [fn(i) for i in items]
+        # Each item runs in a copy of the caller's context: the request's token goes along.
+        contexts = [contextvars.copy_context() for _ in items]
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(items))) as pool:
+            return list(pool.map(lambda ctx, item: ctx.run(fn, item), contexts, items))
+
+    # -- runs and experiments -----------------------------------------------------------------
+
+    def presets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/presets")
+
+    def runs(self, *, status: str | None = None, experiment_id: int | None = None,
+             name: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        params = {"status": status, "experiment_id": experiment_id, "name": name or None,
+                  "limit": limit}
+        return self._request("GET", "/runs", params=params)["items"]
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/runs/{run_id}")
+
+    def experiment(self, experiment_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/experiments/{experiment_id}")
+
+    def experiments(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first, each with its runs counted by status (`status_counts`)."""
+        return self._request("GET", "/experiments",
+                             params={"limit": limit, "offset": offset})["items"]
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/workers")
+
+    def create_experiment(self, body: dict[str, Any], token: str | None = None) -> dict:
+        return self._request("POST", "/experiments", json=body, token=token)
+
+    def cancel_run(self, run_id: int, token: str | None = None) -> dict[str, Any]:
+        return self._request("POST", f"/runs/{run_id}/cancel", token=token)
+
+    def delete_run(self, run_id: int, token: str | None = None) -> None:
+        self._request("DELETE", f"/runs/{run_id}", token=token)
+
+    # -- measurements -------------------------------------------------------------------------
+
+    def metrics(self, run_id: int, keys: str | None = None, *, since_step: int | None = None,
+                until_step: int | None = None, max_points: int | None = None
+                ) -> dict[str, Series]:
+        params = {"keys": keys, "since_step": since_step, "until_step": until_step,
+                  "max_points": max_points}
+        body = self._request("GET", f"/runs/{run_id}/metrics", params=params)
+        return {k: Series.from_json(v) for k, v in body["series"].items()}
+
+    def probes(self, run_id: int, *, since_step: int | None = None) -> list[EtaRecord]:
+        body = self._request("GET", f"/runs/{run_id}/probes",
+                             params={"probe": "landscape", "since_step": since_step})
+        return [
+            EtaRecord(step=r["step"], multiplier=r["multiplier"], eta=r["eta"],
+                      loss=float(r["loss"]), grad_dist=float(r["grad_dist"]))
+            for r in body["records"]
+        ]
+
+    def distributions(self, run_id: int, *, layer: int, scope: str = "layer",
+                      since_step: int | None = None) -> list[Histogram]:
+        params = {"layer": layer, "scope": scope, "since_step": since_step}
+        body = self._request("GET", f"/runs/{run_id}/distributions", params=params)
+        return [Histogram.from_json(r) for r in body["records"]]
+
+    def export_url(self, run_id: int) -> str:
+        """The CSV export as a browser link (same origin as the dashboard)."""
+        return f"{self.public_api}/runs/{run_id}/export?format=csv"
+
+    def docs_url(self) -> str:
+        """The API's interactive documentation (FastAPI serves it beside /api/v1)."""
+        root = self.public_api.rsplit("/api/", 1)[0] if "/api/" in self.public_api else ""
+        return f"{root}/docs"

@@ -1,0 +1,150 @@
+"""The compare view's page structure: the run strip, the controls, and a section per figure
+saying what it shows and which of the paper's figures it reproduces. Shared by the
+experiment page and the compare page; only the `source` store differs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from webapp.components import progress_bar, status_badge, swatch
+from webapp.figures import DEFAULT_LOG
+from webapp.runsets import RunView
+from webapp.style import graph_config
+
+# (figure, title, paper reference, what it shows, height)
+SECTIONS: list[tuple[str, str, str, str, int]] = [
+    ("training", "Training", "Fig 1, 5, 12",
+     "Loss and accuracy. Solid: the training minibatch at each step (the light band is the "
+     "min-max of each downsampled stretch); dotted: the held-out test set.", 340),
+    ("landscape", "Loss landscape along the gradient", "Fig 4a, 10a",
+     "At each probed step t, the loss l(η) = L(w_t − η∇L) for every η in S = multipliers × LR; "
+     "the band spans its min to max. A narrow band is a smooth landscape.", 340),
+    ("gradpred", "Gradient predictiveness", "Fig 4b, 10b",
+     "‖∇L(w_t − η∇L) − ∇L(w_t)‖₂ over η ∈ S: how much the gradient changes a step away. "
+     "Small means the gradient predicts the next one.", 340),
+    ("beta", "Effective β-smoothness", "Fig 4c, 10c",
+     "max over η of the gradient change per unit of distance moved: the local Lipschitz "
+     "constant of the gradient along the path.", 320),
+    ("etas", "Predictiveness against the step size", "Fig 11",
+     "d(η) against η, one line per probed step, coloured from early (dark) to late (bright).",
+     320),
+    ("ics", "Internal covariate shift", "Fig 3, Definition 2.1",
+     "G: the gradient of layer i; G′: the same after every earlier layer took this step's "
+     "update. BatchNorm does not make ‖G − G′‖ smaller — the paper's point.", 480),
+    ("dist_heat", "Activation distributions", "Fig 1c, 2, 6, 9",
+     "The share of a layer's activations (after normalisation, before the nonlinearity) in "
+     "each bin, over training; outer columns hold what fell outside the histogram range.",
+     320),
+    ("dist_overlay", "Activation distributions, overlaid", "Fig 2 (overlaid)",
+     "Every run's 5–95 % and 25–75 % quantile bands and median on one axis.", 360),
+    ("sharpness", "Sharpness", "beyond the paper",
+     "Top Hessian eigenvalue on the minibatch against the edge of stability 2/LR.", 320),
+    ("dynamics", "Gradient norm and distance travelled", "beyond the paper",
+     "‖∇L(w_t)‖₂ and ‖w_t − w_0‖₂.", 300),
+]
+LOG_CHOICES = [("training", "loss"), ("landscape", "landscape"), ("gradpred", "predictiveness"),
+               ("beta", "β"), ("etas", "d(η)"), ("ics", "ICS"), ("sharpness", "sharpness"),
+               ("dynamics", "grad norm")]
+
+
+def placeholder(height: int) -> dict[str, Any]:
+    """An empty figure of the final height, so the page does not jump when data arrives."""
+    return {"data": [], "layout": {"height": height, "xaxis": {"visible": False},
+                                   "yaxis": {"visible": False},
+                                   "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}}
+
+
+def export_buttons(name: str) -> html.Div:
+    return html.Div([
+        html.Button(fmt.upper(), id={"type": "cmp-export", "fig": name, "fmt": fmt},
+                    className="btn btn-small", title=f"download this figure as {fmt.upper()}")
+        for fmt in ("png", "svg")
+    ], className="export")
+
+
+def section(name: str, title: str, ref: str, text: str, height: int,
+            extra: Any = None) -> html.Section:
+    return html.Section([
+        html.Div([
+            html.Div([html.H3(title), html.Span(ref, className="paper-ref")],
+                     className="section-title"),
+            html.Div([extra, export_buttons(name)] if extra else [export_buttons(name)],
+                     className="section-tools"),
+        ], className="section-head"),
+        html.P(text, className="section-text"),
+        dcc.Graph(id=f"fig-{name}", figure=placeholder(height), config=graph_config(name),
+                  className="graph"),
+    ], className="card figure-card", id=f"section-{name}")
+
+
+def controls() -> html.Div:
+    return html.Div([
+        html.Div([html.Label("Bands"), dcc.RadioItems(
+            id="cmp-arrange", value="side", inline=True,
+            options=[{"label": "side by side", "value": "side"},
+                     {"label": "overlaid", "value": "overlay"}])], className="control"),
+        html.Div([html.Label("Log y"), dcc.Checklist(
+            id="cmp-log", value=sorted(DEFAULT_LOG), inline=True,
+            options=[{"label": lab, "value": v} for v, lab in LOG_CHOICES])],
+            className="control control-wide"),
+        html.Div([html.Label("Steps"),
+                  dcc.Input(id="cmp-from", type="number", min=0, placeholder="0", debounce=True,
+                            className="step-input"),
+                  html.Span("to"),
+                  dcc.Input(id="cmp-to", type="number", min=0, placeholder="end",
+                            debounce=True, className="step-input")], className="control"),
+        html.Div(id="cmp-live", className="live"),
+    ], className="controls card")
+
+
+def layer_controls() -> html.Div:
+    return html.Div([
+        dcc.Dropdown(id="cmp-layer", value=1, clearable=False, searchable=False,
+                     options=[{"label": "layer 1", "value": 1}], className="layer-select"),
+        dcc.RadioItems(id="cmp-scope", value="layer", inline=True,
+                       options=[{"label": "whole layer", "value": "layer"},
+                                {"label": "sampled unit", "value": "unit"}]),
+    ], className="layer-controls")
+
+
+def compare_layout(source: dict[str, Any], poll_ms: int) -> html.Div:
+    sections = []
+    for name, title, ref, text, height in SECTIONS:
+        extra = layer_controls() if name == "dist_heat" else None
+        sections.append(section(name, title, ref, text, height, extra))
+    return html.Div([
+        dcc.Store(id="cmp-source", data=source),
+        dcc.Store(id="cmp-state"),
+        dcc.Store(id="cmp-export-sink"),
+        dcc.Interval(id="cmp-poll", interval=poll_ms, max_intervals=-1),
+        html.H2(id="cmp-title", className="page-title"),
+        html.Div(id="cmp-header", className="run-strip"),
+        controls(),
+        html.Div(id="cmp-notice", className="notice"),
+        html.Div(sections, className="figures"),
+    ], className="compare")
+
+
+def run_strip(runs: list[dict[str, Any]], views: list[RunView], export_url) -> list:
+    """A chip per run: its colour and legend name, status, progress, where it runs, CSV."""
+    by_id = {r["id"]: r for r in runs}
+    chips = []
+    for v in views:
+        run = by_id.get(v.id)
+        if run is None:
+            continue
+        where = " · ".join(x for x in (run.get("device"), run.get("worker")) if x)
+        extra = f"at {run['diverged_at']}" if run.get("diverged_at") is not None else ""
+        chips.append(html.Div([
+            html.Div([swatch(v.color, v.dash), html.Span(v.label, className="chip-label"),
+                      status_badge(run["status"], extra)], className="chip-top"),
+            progress_bar(run),
+            html.Div([html.Span(f"#{v.id} {v.name}", className="muted"),
+                      html.Span(where, className="muted"),
+                      html.A("CSV", href=export_url(v.id), className="csv-link",
+                             title="all scalar metrics of this run as CSV")],
+                     className="chip-bottom"),
+        ], className="run-chip", style={"borderLeftColor": v.color}))
+    return chips

@@ -1,0 +1,221 @@
+"""The compare view's one controller: what to do when the page opens, a control changes or the
+poll ticks. One function per case, each returning the figures to send (a whole figure, a
+Patch, or None for "unchanged") and the new state. The Dash callback is a thin adapter over
+`update`, so tests call these directly.
+
+- open, step range or arrangement changed: fetch everything, build every figure;
+- layer or scope changed: fetch and build the activation figures only;
+- log toggles: patch the y axis types, fetch nothing;
+- poll: fetch what arrived since each run's cursor and extend the figures with Patches;
+  rebuild instead when a run has just diverged (its marks go into the layout) or a live
+  series outgrew its point budget. Polling stops once every run is finished and drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import Patch
+
+from webapp import figures
+from webapp.client import ApiClient, ApiError
+from webapp.compare.data import (
+    REBUILD_POINTS,
+    Cursor,
+    Fetched,
+    fetch_full,
+    fetch_hists,
+    fetch_new,
+    frame_of,
+    load_runs,
+)
+from webapp.figures import FIGURES, HIST_FIGURES, Options
+from webapp.figures.common import Frame
+from webapp.runsets import RunView, build_views, max_total
+
+FULL = "full"
+HISTS = "hists"
+LOG = "log"
+POLL = "poll"
+
+
+@dataclass
+class Controls:
+    arrange: str = "side"
+    log: tuple[str, ...] = tuple(sorted(figures.DEFAULT_LOG))
+    step_from: int | None = None
+    step_to: int | None = None
+    layer: int | None = None
+    scope: str = "layer"
+
+
+@dataclass
+class Result:
+    figures: dict[str, dict | go.Figure | Patch | None]
+    state: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)  # the runs' JSON, for the header
+    title: str = ""
+    notice: str = ""
+    log: tuple[str, ...] | None = None  # the log toggles to show, when the page chose them
+
+    @property
+    def polling(self) -> bool:
+        return not self.state.get("stopped", False)
+
+
+def options(controls: Controls, views: list[RunView]) -> Options:
+    total = max_total(views)
+    rng = None
+    if controls.step_from is not None or controls.step_to is not None:
+        lo = max(0, controls.step_from or 0)
+        hi = controls.step_to if controls.step_to is not None else total
+        rng = (lo, max(lo, hi))
+    n_layers = max((v.n_layers for v in views), default=0)
+    layer = min(max(1, controls.layer or 1), max(1, n_layers))
+    return Options(arrange=controls.arrange, log=frozenset(controls.log), step_range=rng,
+                   layer=layer, scope=controls.scope)
+
+
+def update(client: ApiClient, action: str, source: dict[str, Any], state: dict[str, Any] | None,
+           controls: Controls) -> Result:
+    if not state:  # the page opens: it picks the paper's log axes for what it shows
+        return full_build(client, source, controls, choose_log=True)
+    if not state.get("views") or action == FULL:
+        return full_build(client, source, controls)
+    if action == LOG:
+        return relog(state, controls)
+    if action == HISTS:
+        return rebuild_hists(client, state, controls)
+    return poll(client, state, controls)
+
+
+def _views(state: dict[str, Any]) -> list[RunView]:
+    return [RunView.from_dict(v) for v in state["views"]]
+
+
+def _cursors(state: dict[str, Any]) -> dict[int, Cursor]:
+    return {int(k): Cursor.from_dict(v) for k, v in state["cursors"].items()}
+
+
+def _state(source, views, cursors: dict[int, Cursor], runs: list[dict[str, Any]]) -> dict:
+    return {
+        "source": source,
+        "views": [v.to_dict() for v in views],
+        "cursors": {str(k): c.to_dict() for k, c in cursors.items()},
+        "diverged": {str(r["id"]): r.get("diverged_at") for r in runs},
+        "stopped": all(c.done for c in cursors.values()),
+    }
+
+
+def paper_log(runs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The y axes the paper draws logarithmic for these runs: the deep linear network's
+    losses, bands and beta span orders of magnitude (Fig 5b, 10); ICS and Fig 11 always."""
+    log = set(figures.DEFAULT_LOG)
+    if any(r["spec"].get("model") == "dln" for r in runs):
+        log |= {"training", "landscape", "gradpred", "beta"}
+    return tuple(sorted(log))
+
+
+def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
+               choose_log: bool = False) -> Result:
+    runs, title = load_runs(client, source)
+    views = build_views(runs)
+    if choose_log:
+        controls = replace(controls, log=paper_log(runs))
+    opts = options(controls, views)
+    by_id = {r["id"]: r for r in runs}
+    fetched = dict(zip(
+        [v.id for v in views],
+        client.map(lambda v: fetch_full(client, by_id[v.id], layer=opts.layer,
+                                        scope=opts.scope, step_range=opts.step_range), views),
+        strict=True,
+    ))
+    frame = frame_of(fetched)
+    cursors = {rid: f.cursor for rid, f in fetched.items()}
+    final = all(c.done for c in cursors.values())  # no patch will follow: drop empty traces
+    figs = {name: figures.build_dict(name, views, frame, opts, final=final) for name in FIGURES}
+    return Result(figs, _state(source, views, cursors, runs), runs, title,
+                  log=controls.log if choose_log else None)
+
+
+def relog(state: dict[str, Any], controls: Controls) -> Result:
+    views = _views(state)
+    opts = options(controls, views)
+    figs = {name: figures.relog(name, views, opts) for name in FIGURES}
+    return Result(figs, state)
+
+
+def rebuild_hists(client: ApiClient, state: dict[str, Any], controls: Controls) -> Result:
+    views = _views(state)
+    opts = options(controls, views)
+    lo, hi = opts.step_range if opts.step_range else (None, None)
+    finished = {int(k): c["done"] for k, c in state["cursors"].items()}
+    hists = client.map(lambda v: fetch_hists(client, v.id, opts.layer, opts.scope, lo, hi,
+                                              finished=finished.get(v.id, False)), views)
+    cursors = _cursors(state)
+    for v, h in zip(views, hists, strict=True):
+        cursors[v.id].hist_step = max((x.step for x in h), default=-1)
+    frame = Frame(hists={v.id: h for v, h in zip(views, hists, strict=True)})
+    final = all(c.done for c in cursors.values())
+    figs: dict[str, Any] = {name: None for name in FIGURES}
+    figs.update({name: figures.build_dict(name, views, frame, opts, final=final)
+                 for name in HIST_FIGURES})
+    new = {**state, "cursors": {str(k): c.to_dict() for k, c in cursors.items()}}
+    return Result(figs, new)
+
+
+def poll(client: ApiClient, state: dict[str, Any], controls: Controls) -> Result:
+    source = state["source"]
+    runs, title = load_runs(client, source)
+    views = _views(state)
+    cursors = _cursors(state)
+    by_id = {r["id"]: r for r in runs}
+    if _needs_rebuild(state, runs, cursors, views):
+        return full_build(client, source, controls)
+    opts = options(controls, views)
+    # A queued run writes nothing (not even one handed back by a stopping worker): skip it
+    # until a worker takes it; one worker trains an experiment's runs one after another.
+    active = [v for v in views if v.id in by_id and not cursors[v.id].done
+              and by_id[v.id]["status"] != "queued"]
+    fetched: dict[int, Fetched] = dict(zip(
+        [v.id for v in active],
+        client.map(lambda v: fetch_new(client, by_id[v.id], cursors[v.id], layer=opts.layer,
+                                       scope=opts.scope, step_range=opts.step_range), active),
+        strict=True,
+    ))
+    frame = frame_of(fetched, cursors)
+    figs = {name: figures.extend(name, views, frame, opts) for name in FIGURES}
+    for rid, f in fetched.items():
+        cursors[rid] = f.cursor
+    for rid in cursors:
+        if rid not in by_id:  # deleted meanwhile: nothing more will come
+            cursors[rid].done = True
+    return Result(figs, _state(source, views, cursors, runs), runs, title)
+
+
+def _needs_rebuild(state: dict[str, Any], runs: list[dict[str, Any]],
+                   cursors: dict[int, Cursor], views: list[RunView]) -> bool:
+    """A run diverged since the last build (its marks belong in the layout), a live series
+    outgrew its budget, or the set of runs changed."""
+    before = state.get("diverged", {})
+    if any(r.get("diverged_at") != before.get(str(r["id"])) for r in runs):
+        return True
+    if {r["id"] for r in runs} - {v.id for v in views}:
+        return True
+    return any(c.points > REBUILD_POINTS for c in cursors.values())
+
+
+def safe_update(client: ApiClient, action: str, source: dict[str, Any],
+                state: dict[str, Any] | None, controls: Controls) -> Result:
+    """`update`, with an unreachable or refusing API said on the page instead of raised:
+    figures stay as they are and the next poll tries again."""
+    try:
+        return update(client, action, source, state, controls)
+    except ApiError as exc:
+        figs: dict[str, Any] = {name: None for name in FIGURES}
+        keep = state or {"source": source, "views": [], "cursors": {}, "stopped": False}
+        if exc.status == 404:  # the experiment is gone: stop asking
+            keep = {**keep, "stopped": True}
+        return Result(figs, keep, notice=f"Could not load data: {exc.message}")

@@ -1,0 +1,29 @@
+"""/experiments/<id>: an experiment's runs compared live, side by side and overlaid."""
+
+from __future__ import annotations
+
+import dash
+from dash import Dash, html
+
+from webapp.client import ApiClient
+from webapp.compare.layout import compare_layout
+
+PATH_TEMPLATE = "/experiments/<experiment_id>"
+
+
+def layout(experiment_id: str | None = None, poll_ms: int = 1000, **_query) -> html.Div:
+    try:
+        exp = int(experiment_id or "")
+    except ValueError:
+        return html.Div(html.P(f"No experiment {experiment_id!r}.", className="notice"))
+    return compare_layout({"experiment": exp}, poll_ms)
+
+
+def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
+    """Only the route: the compare view's callbacks are registered once, by the app."""
+    del app, client  # the compare view's callbacks are registered once, by the app
+    dash.register_page(
+        __name__, path_template=PATH_TEMPLATE, name="Experiment", title="Landscope · experiment",
+        layout=lambda experiment_id=None, **q: layout(experiment_id, poll_ms, **q),
+    )
+    return {}

@@ -1,0 +1,234 @@
+"""/new: launch an experiment. Pick a preset (the paper's figures, quick CPU demos) and adjust
+it; the cost of what would launch (extra passes per step, least slowdown against plain
+training) updates as you type; the API's validation errors appear at the field they concern;
+launching opens the experiment's page."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dash
+from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from server.spec import NORMS
+from webapp import formspec
+from webapp.client import ApiClient, ApiError
+from webapp.components import swatch
+from webapp.style import norm_color, norm_label
+
+PATH = "/new"
+DEFAULT_PRESET = "quick-mlp"
+INPUT_FIELDS = [f for f in formspec.FIELDS if f != "preset"]
+MODELS = [("mlp", "MLP"), ("vgg", "VGG (CIFAR configs)"), ("dln", "deep linear network")]
+DATASETS = [("mnist1d", "mnist1d (generated offline)"), ("digits", "digits (scikit-learn)"),
+            ("cifar10", "CIFAR-10"), ("gaussian_linear", "Gaussian linear task (DLN)")]
+
+
+def _field(name: str, label: str, control: Any, help_text: str = "") -> html.Div:
+    return html.Div([
+        html.Label(label, htmlFor=f"new-{name}"), control,
+        html.Div(help_text, className="help") if help_text else None,
+        html.Div(id=f"err-{name}", className="field-error"),
+    ], className="field", id=f"field-{name}")
+
+
+def _num(name: str, **kw: Any) -> dcc.Input:
+    return dcc.Input(id=f"new-{name}", type="number", className="input", **kw)
+
+
+def _text(name: str, **kw: Any) -> dcc.Input:
+    return dcc.Input(id=f"new-{name}", type="text", className="input", **kw)
+
+
+def norm_options() -> list[dict[str, Any]]:
+    return [{"label": html.Span([swatch(norm_color(n)), norm_label(n)]), "value": n}
+            for n in NORMS]
+
+
+def layout(**_query) -> html.Div:
+    fieldsets = [
+        ("What to compare", [
+            _field("preset", "Preset", dcc.Dropdown(id="new-preset", placeholder="custom",
+                                                    clearable=True),
+                   "the paper's figures (full scale, GPU) and quick CPU demonstrations"),
+            html.P(id="new-preset-text", className="help preset-text"),
+            _field("norms", "Normalisations", dcc.Checklist(
+                id="new-norms", options=norm_options(), inline=True, value=[]),
+                "one run per normalisation, same seed and data order"),
+            _field("lrs", "Learning rates", _text("lrs", placeholder="0.1, 0.5"),
+                   "several values: one run per combination"),
+            _field("name", "Name", _text("name", placeholder="default: the preset's name")),
+        ]),
+        ("Model and data", [
+            _field("model", "Model", dcc.Dropdown(
+                id="new-model", clearable=False,
+                options=[{"label": lab, "value": v} for v, lab in MODELS])),
+            _field("vgg_config", "VGG layers", dcc.RadioItems(
+                id="new-vgg_config", inline=True,
+                options=[{"label": "VGG-11", "value": 11}, {"label": "VGG-16", "value": 16}])),
+            _field("width", "Width", _num("width", min=0, step="any"),
+                   "VGG: channel multiplier (1 = paper); MLP/DLN: hidden units"),
+            _field("depth", "Depth", _num("depth", min=1, step=1), "linear layers"),
+            _field("dataset", "Dataset", dcc.Dropdown(
+                id="new-dataset", clearable=False,
+                options=[{"label": lab, "value": v} for v, lab in DATASETS])),
+        ]),
+        ("Training", [
+            _field("steps", "Steps", _num("steps", min=1, step=1)),
+            _field("batch", "Batch size", _text("batch"), "a number, or 'full'"),
+            _field("seed", "Seed", _num("seed", min=0, step=1)),
+            _field("device", "Device", dcc.Dropdown(id="new-device", clearable=False)),
+        ]),
+        ("Probes", [
+            _field("stride", "Probe every", _num("stride", min=0, step=1),
+                   "steps between landscape, ICS and activation probes (0 = off)"),
+            _field("multipliers", "Step sizes η / LR", _text("multipliers"),
+                   "the landscape probe's multipliers of the LR (paper: 0.5, 1, 2, 4)"),
+            _field("ics_layers", "ICS layers", _text("ics_layers"),
+                   "weight layers, counted from the input"),
+            _field("sharpness", "Sharpness every", _num("sharpness", min=0, step=1),
+                   "top Hessian eigenvalue by power iteration (0 = off)"),
+            _field("eval_every", "Test every", _num("eval_every", min=0, step=1)),
+        ]),
+    ]
+    form = [html.Fieldset([html.Legend(title), *fields], className="card fieldset")
+            for title, fields in fieldsets]
+    side = html.Div([
+        html.Div([html.H3("Cost"), html.Div(id="new-cost")], className="card cost-card"),
+        html.Div(id="err-form", className="field-error form-error"),
+        html.Button("Launch", id="new-launch", className="btn btn-primary btn-large"),
+        html.Div(id="new-result", className="message"),
+    ], className="new-side")
+    return html.Div([
+        dcc.Store(id="new-presets"),
+        dcc.Store(id="new-init", data=1),
+        html.H2("New experiment", className="page-title"),
+        html.Div([html.Div(form, className="new-form"), side], className="new-grid"),
+    ], className="new-page")
+
+
+def cost_panel(specs: list, errors: dict[str, str]) -> Any:
+    c = formspec.cost(specs)
+    if not c:
+        return html.P("Fix the fields marked in red to see the cost.", className="muted")
+    rows = []
+    for probe, (passes, every) in c["detail"].items():
+        extra = c["passes"][probe]
+        what = f"{passes} passes every {every} steps" if every else "off"
+        rows.append(html.Tr([html.Td(probe), html.Td(what), html.Td(f"+{extra:.3g}")]))
+    return html.Div([
+        html.P([html.Strong(f"{c['runs']} run{'s' * (c['runs'] != 1)}"),
+                f", {c['steps']:,} training steps in all"]),
+        html.Table([html.Thead(html.Tr([html.Th("probe"), html.Th("cost"),
+                                        html.Th("passes/step")])), html.Tbody(rows)],
+                   className="cost-table"),
+        html.P([html.Span("Expected slowdown: at least "),
+                html.Strong(f"{c['floor']:.2f}×", id="new-floor"),
+                html.Span(" plain training (forward+backward passes; activations, gradient "
+                          "norm and distance ride on the training pass)")]),
+        html.Ul([html.Li(s.name_hint()) for s in specs[:16]], className="run-list"),
+    ])
+
+
+def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
+    """Route and callbacks; returns the callback functions (tests call them directly)."""
+    del poll_ms
+    dash.register_page(__name__, path=PATH, name="New experiment",
+                       title="Landscope · new experiment", order=1, layout=layout)
+    prefix = app.config.requests_pathname_prefix
+    errs = [Output(f"err-{f}", "children") for f in formspec.FIELDS] + [
+        Output("err-form", "children")]
+    inputs = [Input(f"new-{f}", "value") for f in formspec.FIELDS]
+
+    @app.callback(Output("new-presets", "data"), Output("new-preset", "options"),
+                  Output("new-preset", "value"), Output("new-device", "options"),
+                  Input("new-init", "data"))
+    def load(_):
+        try:
+            presets = client.presets()
+            devices = sorted({w["device"] for w in client.workers()})
+        except ApiError as exc:
+            return [], [], None, [{"label": f"API unreachable: {exc.message}", "value": "auto"}]
+        options = [{"label": f"{p['name']}" + (f" — Fig {p['figures']}" if p["figures"] else ""),
+                    "value": p["name"]} for p in presets]
+        dev = ["auto", "cpu", "cuda", *[d for d in devices if d not in ("cpu", "cuda")]]
+        value = DEFAULT_PRESET if any(p["name"] == DEFAULT_PRESET for p in presets) else None
+        return presets, options, value, dev
+
+    @app.callback(*[Output(f"new-{f}", "value") for f in INPUT_FIELDS],
+                  Output("new-preset-text", "children"),
+                  Input("new-preset", "value"), State("new-presets", "data"))
+    def fill(name, presets):
+        preset = _find(presets, name)
+        values = formspec.values_from_preset(preset)
+        return (*[values[f] for f in INPUT_FIELDS], preset["description"] if preset else "")
+
+    @app.callback(Output("field-vgg_config", "style"), Output("field-depth", "style"),
+                  Input("new-model", "value"))
+    def model_fields(model):
+        hide = {"display": "none"}
+        return (None, hide) if model == "vgg" else (hide, None)
+
+    @app.callback(Output("new-cost", "children"), *errs,
+                  Output("new-result", "children", allow_duplicate=True),
+                  *inputs, State("new-presets", "data"), prevent_initial_call="initial_duplicate")
+    def check(*args):
+        values = dict(zip(formspec.FIELDS, args[:-1], strict=True))
+        specs, errors = check_values(values, _find(args[-1], values["preset"]))
+        # An edit makes the last launch's answer stale: the fields now speak for themselves.
+        return (cost_panel(specs, errors), *error_outputs(errors), "")
+
+    @app.callback(Output("nav", "href", allow_duplicate=True),
+                  *[Output(o.component_id, "children", allow_duplicate=True) for o in errs],
+                  Output("new-result", "children"),
+                  Input("new-launch", "n_clicks"), *[State(i.component_id, "value")
+                                                     for i in inputs],
+                  State("token", "value"), prevent_initial_call=True)
+    def launch(n_clicks, *args):
+        # Fires when the page is inserted too (its output, nav, lives outside the page, and
+        # Dash then ignores prevent_initial_call): only a click launches.
+        if not n_clicks:
+            raise PreventUpdate
+        values = dict(zip(formspec.FIELDS, args[:-1], strict=True))
+        href, errors, message = submit(client, values, args[-1], prefix)
+        return (href or no_update, *error_outputs(errors), message)
+
+    return {"load": load, "fill": fill, "model_fields": model_fields, "check": check,
+            "launch": launch}
+
+
+def _find(presets: list[dict] | None, name: str | None) -> dict | None:
+    return next((p for p in presets or [] if p["name"] == name), None)
+
+
+def check_values(values: dict[str, Any], preset: dict | None) -> tuple[list, dict[str, str]]:
+    parsed = formspec.parse(values)
+    if parsed.errors:
+        return [], parsed.errors
+    return formspec.local_check(parsed.body, preset)
+
+
+def error_outputs(errors: dict[str, str]) -> list[str]:
+    return [errors.get(f, "") for f in formspec.FIELDS] + [errors.get(formspec.FORM, "")]
+
+
+def submit(client: ApiClient, values: dict[str, Any], token: str | None,
+           prefix: str = "/") -> tuple[str | None, dict[str, str], str]:
+    """POST the form; (page to open, errors by field, message)."""
+    parsed = formspec.parse(values)
+    if parsed.errors:
+        return None, parsed.errors, "Fix the fields marked in red."
+    try:
+        exp = client.create_experiment(parsed.body, token=token)
+    except ApiError as exc:
+        errors: dict[str, str] = {}
+        for loc, msg in exc.field_errors():
+            f = formspec.field_for_loc(loc, msg)
+            errors[f] = f"{errors[f]}; {msg}" if f in errors else msg
+        if not errors:
+            hint = " Enter the server's API token at the top right." if exc.status == 401 else ""
+            errors[formspec.FORM] = exc.message + hint
+        return None, errors, "The server did not accept this experiment."
+    return f"{prefix}experiments/{exp['id']}", {}, f"Launched experiment {exp['id']}."

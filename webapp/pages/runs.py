@@ -1,0 +1,231 @@
+"""/ (Runs): every run with its status, progress, time left, device and worker; cancel,
+delete, export, and a selection to compare. It refreshes itself every two seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import dash
+from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from webapp.client import ApiClient, ApiError
+from webapp.components import fmt_duration
+from webapp.style import FINISHED, FONT, STATUS_COLORS, norm_color, norm_label
+
+PATH = "/"
+REFRESH_MS = 2000
+COLUMNS = [
+    {"id": "id", "name": "#"},
+    {"id": "name", "name": "run", "presentation": "markdown"},
+    {"id": "norm", "name": "normalisation"},
+    {"id": "experiment", "name": "experiment", "presentation": "markdown"},
+    {"id": "status", "name": "status"},
+    {"id": "progress", "name": "progress"},
+    {"id": "eta", "name": "time left"},
+    {"id": "device", "name": "device"},
+    {"id": "worker", "name": "worker"},
+    {"id": "last_loss", "name": "last loss"},
+    {"id": "created", "name": "created"},
+    {"id": "csv", "name": "export", "presentation": "markdown"},
+]
+
+
+def _loss(v: Any) -> str:
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else f"{v:.4g}"
+
+
+def _md(text: str) -> str:
+    """User text inside a markdown link label: no brackets to break out of it."""
+    return "".join("\\" + c if c in "\\[]()*_`<>" else c for c in text)
+
+
+def table_rows(runs: list[dict[str, Any]], export_url, prefix: str = "/") -> list[dict]:
+    """One table row per run (API JSON), links relative to the app's path prefix."""
+    rows = []
+    for r in runs:
+        norm = r["spec"].get("norm", "")
+        exp = r.get("experiment_id")
+        created = r.get("created_at") or ""
+        rows.append({
+            "id": r["id"],
+            "name": f"[{_md(r['name'])}]({prefix}compare?runs={r['id']})",
+            "norm": norm_label(norm),
+            "experiment": f"[experiment {exp}]({prefix}experiments/{exp})" if exp else "",
+            "status": r["status"] + (f" at {r['diverged_at']}"
+                                     if r.get("diverged_at") is not None else ""),
+            "progress": f"{r['step']:,}/{r['total']:,} ({100 * r['progress']:.0f}%)",
+            "eta": fmt_duration(r.get("eta_seconds")),
+            "device": r.get("device") or "",
+            "worker": r.get("worker") or "",
+            "last_loss": _loss(r.get("last_loss")),
+            "created": _when(created),
+            "csv": f"[CSV]({export_url(r['id'])})",
+            "_status": r["status"],
+            "_norm": norm,
+            "_pct": 100 * float(r.get("progress") or 0),
+        })
+    return rows
+
+
+def _when(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return iso
+
+
+def row_styles(rows: list[dict]) -> list[dict]:
+    """A progress bar drawn in each row's progress cell, and the status in its colour."""
+    styles = []
+    for row in rows:
+        color = STATUS_COLORS.get(row["_status"], "#888")
+        pct = row["_pct"]
+        styles.append({
+            "if": {"filter_query": f"{{id}} = {row['id']}", "column_id": "progress"},
+            "background": (f"linear-gradient(90deg, {color}33 0%, {color}33 {pct:.1f}%, "
+                           f"transparent {pct:.1f}%, transparent 100%)"),
+        })
+        styles.append({"if": {"filter_query": f"{{id}} = {row['id']}", "column_id": "status"},
+                       "color": color, "fontWeight": 600})
+        # An inset shadow, not a border: the list view's own borders override cell borders.
+        styles.append({"if": {"filter_query": f"{{id}} = {row['id']}", "column_id": "norm"},
+                       "boxShadow": f"inset 4px 0 0 {norm_color(row['_norm'])}",
+                       "paddingLeft": "14px"})
+    return styles
+
+
+def workers_line(workers: list[dict[str, Any]]) -> str:
+    if not workers:
+        return "No worker online: queued runs wait until one starts (`landscope worker`)."
+    parts = [f"{w['name']} ({w['device']}, "
+             + (f"training run {w['current_run_id']})" if w.get("current_run_id") else "idle)")
+             for w in workers]
+    return "Workers: " + "; ".join(parts)
+
+
+def targets(action: str, ids: list[int] | None, rows: list[dict] | None) -> list[int]:
+    """The selected runs an action applies to: cancel the active ones, delete the finished."""
+    status = {r["id"]: r["_status"] for r in rows or []}
+    return [i for i in sorted(ids or []) if (status.get(i) in FINISHED) == (action == "delete")]
+
+
+def act_on(client: ApiClient, action: str, ids: list[int], token: str | None) -> str:
+    """Cancel or delete the selected runs; one sentence saying what happened to each."""
+    done, failed = [], []
+    for rid in ids:
+        try:
+            if action == "cancel":
+                client.cancel_run(rid, token=token)
+            else:
+                client.delete_run(rid, token=token)
+            done.append(str(rid))
+        except ApiError as exc:
+            failed.append(f"#{rid}: {exc.message}")
+    verb = "cancelled" if action == "cancel" else "deleted"
+    msg = f"{verb.capitalize()} {', '.join('#' + d for d in done)}. " if done else ""
+    return msg + (" ".join(failed) if failed else "")
+
+
+def layout(prefix: str = "/", **_query) -> html.Div:
+    return html.Div([
+        dcc.Interval(id="runs-poll", interval=REFRESH_MS),
+        dcc.Store(id="runs-changed"),
+        dcc.ConfirmDialog(id="runs-confirm-delete",
+                          message="Delete the selected runs and all their metrics?"),
+        html.Div([html.H2("Runs", className="page-title"),
+                  dcc.Link("New experiment", href=f"{prefix}new", className="btn btn-primary")],
+                 className="page-head"),
+        html.P(id="runs-workers", className="muted"),
+        html.Div([
+            dcc.Dropdown(id="runs-status", placeholder="any status", clearable=True,
+                         options=list(STATUS_COLORS), className="status-filter"),
+            dcc.Input(id="runs-name", placeholder="name contains…", debounce=True,
+                      className="name-filter"),
+            html.Button("Compare selected", id="runs-compare", className="btn btn-primary",
+                        disabled=True),
+            html.Button("Cancel selected", id="runs-cancel", className="btn", disabled=True),
+            html.Button("Delete selected", id="runs-delete", className="btn btn-danger",
+                        disabled=True),
+            html.Span(id="runs-message", className="message"),
+        ], className="toolbar card"),
+        dash_table.DataTable(
+            id="runs-table", columns=COLUMNS, data=[], row_selectable="multi",
+            selected_row_ids=[], sort_action="native", page_size=25,
+            markdown_options={"link_target": "_self"},
+            hidden_columns=[], style_as_list_view=True, cell_selectable=False,
+            style_table={"overflowX": "auto"},
+            style_header={"fontWeight": 600, "backgroundColor": "#f4f6f9"},
+            style_cell={"fontFamily": FONT, "fontSize": "13px", "padding": "6px 10px",
+                        "textAlign": "left"},
+        ),
+    ], className="runs-page")
+
+
+def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
+    """Route and callbacks; returns the callback functions (tests call them directly)."""
+    del poll_ms
+    prefix = app.config.requests_pathname_prefix
+    dash.register_page(__name__, path=PATH, name="Runs", title="Landscope · runs", order=0,
+                       layout=lambda **q: layout(prefix, **q))
+
+    @app.callback(
+        Output("runs-table", "data"), Output("runs-table", "style_data_conditional"),
+        Output("runs-workers", "children"),
+        Input("runs-poll", "n_intervals"), Input("runs-status", "value"),
+        Input("runs-name", "value"), Input("runs-changed", "data"),
+    )
+    def refresh(_n, status, name, _changed):
+        try:
+            runs = client.runs(status=status, name=name)
+            workers = client.workers()
+        except ApiError as exc:
+            return no_update, no_update, f"Could not reach the API: {exc.message}"
+        rows = table_rows(runs, client.export_url, prefix)
+        return rows, row_styles(rows), workers_line(workers)
+
+    @app.callback(
+        Output("runs-compare", "disabled"), Output("runs-cancel", "disabled"),
+        Output("runs-delete", "disabled"),
+        Input("runs-table", "selected_row_ids"), State("runs-table", "data"),
+    )
+    def selection(ids, rows):
+        ids = ids or []
+        status = {r["id"]: r["_status"] for r in rows or []}
+        active = [i for i in ids if status.get(i) not in FINISHED]
+        done = [i for i in ids if status.get(i) in FINISHED]
+        return not ids, not active, not done
+
+    @app.callback(Output("nav", "href", allow_duplicate=True),
+                  Input("runs-compare", "n_clicks"), State("runs-table", "selected_row_ids"),
+                  prevent_initial_call=True)
+    def compare(n_clicks, ids):
+        # Fires when the page is inserted too (nav lives outside it): only a click counts.
+        if not n_clicks or not ids:
+            return no_update
+        return f"{prefix}compare?runs={','.join(str(i) for i in sorted(ids))}"
+
+    @app.callback(Output("runs-confirm-delete", "displayed"),
+                  Input("runs-delete", "n_clicks"), prevent_initial_call=True)
+    def confirm(_n):
+        return True
+
+    @app.callback(
+        Output("runs-message", "children"), Output("runs-changed", "data"),
+        Output("runs-table", "selected_row_ids"),
+        Input("runs-cancel", "n_clicks"), Input("runs-confirm-delete", "submit_n_clicks"),
+        State("runs-table", "selected_row_ids"), State("runs-table", "data"),
+        State("token", "value"), prevent_initial_call=True,
+    )
+    def act(cancel_clicks, delete_clicks, ids, rows, token):
+        if not (cancel_clicks or delete_clicks):
+            raise PreventUpdate
+        action = "cancel" if dash.ctx.triggered_id == "runs-cancel" else "delete"
+        msg = act_on(client, action, targets(action, ids, rows), token)
+        return msg, msg, [] if action == "delete" else ids
+
+    return {"refresh": refresh, "selection": selection, "compare": compare, "act": act}
