@@ -19,9 +19,9 @@ from werkzeug.http import parse_cookie
 
 from webapp.client import ApiClient, acting_with
 from webapp.compare import callbacks as compare_callbacks
-from webapp.pages import compare, experiment, new_experiment, runs
+from webapp.pages import compare, experiment, new_experiment, reproduction, runs
 
-PAGES = (runs, new_experiment, experiment, compare)
+PAGES = (runs, new_experiment, experiment, compare, reproduction)
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKEN_COOKIE = "landscope_token"
 
@@ -48,6 +48,7 @@ def shell(prefix: str, docs_url: str = "/docs") -> html.Div:
             html.Nav([
                 dcc.Link("Runs", href=prefix, className="nav-link"),
                 dcc.Link("New experiment", href=f"{prefix}new", className="nav-link"),
+                dcc.Link("Reproduction", href=f"{prefix}reproduction", className="nav-link"),
                 html.A("API", href=docs_url, className="nav-link", target="_blank"),
             ], className="nav"),
             html.Div(dcc.Input(id="token", type="password", placeholder="API token (optional)",

@@ -42,6 +42,14 @@ STATUS_COLORS: dict[str, str] = {
     "cancelled": "#6c6c6c",
 }
 FINISHED = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+# The Reproduction page's verdicts (server/reproduction.py): green holds, amber partly, red
+# does not, grey cannot be decided yet.
+VERDICT_COLORS: dict[str, str] = {
+    "reproduced": "#2e8540",
+    "partly": "#b7791f",
+    "not reproduced": "#b3261e",
+    "no data": "#8a8f98",
+}
 
 FONT = "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 # plotly_white's look in a few lines: figures are sent as plain data, and the full named

@@ -33,7 +33,8 @@ def test_pages_are_registered_with_their_paths(api):
     paths = {p["module"].rsplit(".", 1)[-1]: p["path_template"] or p["path"]
              for p in dash.page_registry.values()}
     assert paths == {"runs": "/", "new_experiment": "/new", "compare": "/compare",
-                     "experiment": "/experiments/<experiment_id>"}
+                     "experiment": "/experiments/<experiment_id>",
+                     "reproduction": "/reproduction"}
 
 
 def drive_request(app, source, state=None, changed=()) -> dict:

@@ -1,0 +1,161 @@
+"""What the Reproduction page reads from the API: the newest `repro: ...` experiment per
+catalogue entry and scale (server/reproduction.py names them), each run's raw series for the
+checks, and the downsampled series, probe records and histograms its plots draw.
+
+Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server import reproduction as R
+from webapp.client import ApiClient, EtaRecord, Histogram, Series
+from webapp.compare.data import Fetched, FinishedCache, fetch_full, fetch_hists
+from webapp.style import FINISHED
+
+PAGE = 500  # the API's largest page of experiments
+# Raw series of finished runs never change; the checks read every point of every key, so
+# a poll while other runs train must not fetch them again. Its own cache: the compare
+# view's is sized for one page's runs, and the reproduction has about two dozen.
+CACHE = FinishedCache(size=128)
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One plot of a figure: a webapp.figures name and, for activations, the layer shown."""
+
+    name: str
+    layer: int = 1
+    scope: str = "layer"
+
+
+def latest(experiments: Iterable[dict[str, Any]]) -> dict[R.Scale, dict[str, dict[str, Any]]]:
+    """{scale: {catalogue key: the newest experiment (list JSON) of that name}}; experiments
+    that are not the reproduction's are ignored. Newest is the highest id (ids only grow),
+    so a re-run replaces the figure's data and an older one stays in the runs list."""
+    out: dict[R.Scale, dict[str, dict[str, Any]]] = {}
+    for exp in experiments:
+        parsed = R.parse_name(exp.get("name", ""))
+        if parsed is None:
+            continue
+        catalogue, scale = parsed
+        have = out.setdefault(scale, {}).get(catalogue.key)
+        if have is None or exp["id"] > have["id"]:
+            out[scale][catalogue.key] = exp
+    return {s: out[s] for s in R.SCALES if s in out}
+
+
+def default_scale(by_scale: dict[R.Scale, dict[str, dict[str, Any]]]) -> R.Scale | None:
+    """The scale of the newest reproduction experiment: what the user ran last."""
+    newest = [(max(e["id"] for e in exps.values()), s) for s, exps in by_scale.items() if exps]
+    return max(newest)[1] if newest else None
+
+
+def plots_of(figure: R.Figure) -> list[Plot]:
+    """The figure's plots; an activation figure gets one per layer the paper shows (the
+    overlay of Fig 8 follows the sampled unit, whose moments its claims measure)."""
+    out = []
+    for name in figure.plots:
+        if name.startswith("dist_"):
+            scope = "unit" if name == "dist_overlay" else "layer"
+            out += [Plot(name, layer, scope) for layer in figure.layers or (1,)]
+        else:
+            out.append(Plot(name))
+    return out
+
+
+def all_experiments(client: ApiClient) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while True:
+        page = client.experiments(limit=PAGE, offset=len(out))
+        out += page
+        if len(page) < PAGE:
+            return out
+
+
+@dataclass
+class RunFetch:
+    """One run: the checks' view of it and what its plots draw."""
+
+    data: R.RunData
+    plot: Fetched | None  # None while queued: nothing is written yet
+    hists: dict[tuple[int, str], list[Histogram]] = field(default_factory=dict)
+
+
+@dataclass
+class Loaded:
+    """Everything the page shows for one scale."""
+
+    scale: R.Scale
+    experiments: dict[str, dict[str, Any]]  # catalogue key -> experiment detail (with runs)
+    runs: dict[int, RunFetch]
+
+    def run_json(self, key: str) -> list[dict[str, Any]]:
+        return list(self.experiments.get(key, {}).get("runs", []))
+
+    def run_data(self, key: str) -> list[R.RunData]:
+        return [self.runs[r["id"]].data for r in self.run_json(key) if r["id"] in self.runs]
+
+    @property
+    def finished(self) -> bool:
+        return all(r["status"] in FINISHED for e in self.experiments.values()
+                   for r in e.get("runs", []))
+
+
+def run_data(run: dict[str, Any], metrics: dict[str, Series],
+             etas: list[EtaRecord]) -> R.RunData:
+    """The checks' RunData from the client's raw series (not downsampled: the checks take
+    peaks and medians over every point)."""
+    series = {}
+    for key, s in metrics.items():
+        if s.buckets:
+            raise ValueError(f"{key} came downsampled")
+        series[key] = ([int(t) for t in s.steps], list(s.values))
+    points = [R.EtaPoint(e.step, e.multiplier, e.eta, e.loss, e.grad_dist) for e in etas]
+    return R.RunData(dict(run["spec"]), series, run["status"], points, run.get("name", ""))
+
+
+def fetch_checks(client: ApiClient, run: dict[str, Any], needs_etas: bool) -> R.RunData:
+    """A run as the checks see it. Only a succeeded or diverged run is read: the checks
+    treat any other as missing (its status says why), as `landscope reproduce` does."""
+    if run["status"] not in ("succeeded", "diverged"):
+        return R.RunData(dict(run["spec"]), {}, run["status"], name=run.get("name", ""))
+
+    def fetch() -> tuple[dict[str, Series], list[EtaRecord]]:
+        metrics = client.metrics(run["id"], R.METRIC_KEYS, max_points=1_000_000)
+        return metrics, client.probes(run["id"]) if needs_etas else []
+
+    metrics, etas = CACHE.get_or_fetch((client.base_url, run["id"], needs_etas), True, fetch)
+    return run_data(run, metrics, etas)
+
+
+def fetch_run(client: ApiClient, run: dict[str, Any], needs_etas: bool,
+              layers: list[tuple[int, str]]) -> RunFetch:
+    data = fetch_checks(client, run, needs_etas)
+    if run["status"] == "queued":
+        return RunFetch(data, None)
+    finished = run["status"] in FINISHED
+    plot = fetch_full(client, run, layer=1, scope="layer", step_range=None, hists=False)
+    hists = {(layer, scope): fetch_hists(client, run["id"], layer, scope, None, None,
+                                         finished=finished) for layer, scope in layers}
+    return RunFetch(data, plot, hists)
+
+
+def load(client: ApiClient, scale: R.Scale,
+         chosen: dict[str, dict[str, Any]]) -> Loaded:
+    """The experiments of `chosen` (key -> list JSON, from `latest`) in detail, and every run
+    of them fetched (in parallel: one run's fetch should not wait for another's)."""
+    details = {key: client.experiment(exp["id"]) for key, exp in chosen.items()}
+    jobs = []
+    for key, detail in details.items():
+        figures = [f for f in R.figures_for(scale) if f.experiment == key]
+        for run in detail["runs"]:
+            layers = sorted({(p.layer, p.scope) for f in figures if R.uses(f, run["spec"])
+                             for p in plots_of(f) if p.name.startswith("dist_")})
+            jobs.append((run, R.needs_etas(key), layers))
+    fetched = client.map(lambda job: fetch_run(client, *job), jobs)
+    runs = {run["id"]: f for (run, _, _), f in zip(jobs, fetched, strict=True)}
+    return Loaded(scale, details, runs)
