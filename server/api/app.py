@@ -34,8 +34,8 @@ API_PREFIX = "/api/v1"
 DESCRIPTION = """Train networks with and without normalisation and watch their loss landscape.
 
 Mutating requests need `Authorization: Bearer <token>` when the server sets
-LANDSCOPE_API_TOKEN; with LANDSCOPE_PROTECT_READS, every request but GET /health does. Non-finite numbers travel as the strings "NaN", "Infinity" and
-"-Infinity". See docs/api.md.
+LANDSCOPE_API_TOKEN; with LANDSCOPE_PROTECT_READS, every request but GET /health does.
+Non-finite numbers travel as the strings "NaN", "Infinity" and "-Infinity". See docs/api.md.
 """
 
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def compose_command() -> list[str]:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+    v2 = docker and subprocess.run([docker, "compose", "version"], capture_output=True)
+    if v2 and v2.returncode == 0:
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy:
