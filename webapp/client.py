@@ -263,9 +263,12 @@ class ApiClient:
         body = self._request("GET", f"/runs/{run_id}/metrics", params=params)
         return {k: Series.from_json(v) for k, v in body["series"].items()}
 
-    def probes(self, run_id: int, *, since_step: int | None = None) -> list[EtaRecord]:
+    def probes(self, run_id: int, *, since_step: int | None = None,
+               every: int | None = None) -> list[EtaRecord]:
+        """`every`: only steps that are multiples of it, and every non-finite record."""
         body = self._request("GET", f"/runs/{run_id}/probes",
-                             params={"probe": "landscape", "since_step": since_step})
+                             params={"probe": "landscape", "since_step": since_step,
+                                     "every": every})
         return [
             EtaRecord(step=r["step"], multiplier=r["multiplier"], eta=r["eta"],
                       loss=float(r["loss"]), grad_dist=float(r["grad_dist"]))

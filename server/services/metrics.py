@@ -3,9 +3,10 @@ activation histograms, with non-finite numbers in the API's string form (server/
 
 from __future__ import annotations
 
+import math
 from fnmatch import fnmatchcase
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from server.db.metrics import SeriesData, read_series, run_keys
@@ -91,15 +92,23 @@ def probe_records(
     *,
     probe: str | None = None,
     since_step: int | None = None,
+    every: int | None = None,
     limit: int = 100_000,
 ) -> list[ProbeRecordOut]:
-    """Every step size of every landscape probe (Fig 11 plots d(eta) per eta over steps)."""
+    """Every step size of every landscape probe (Fig 11 plots d(eta) per eta over steps).
+
+    `every`: only steps that are multiples of it, plus every record with a non-finite loss or
+    d(eta) wherever it is (a plot thinned to a readable number of lines still shows where the
+    landscape blew up)."""
     get_run(session, run_id)
     stmt = select(ProbeRecord).where(ProbeRecord.run_id == run_id)
     if probe is not None:
         stmt = stmt.where(ProbeRecord.probe == probe)
     if since_step is not None:
         stmt = stmt.where(ProbeRecord.step >= since_step)
+    if every is not None and every > 1:
+        stmt = stmt.where(or_(ProbeRecord.step % every == 0,
+                              _nonfinite(ProbeRecord.loss), _nonfinite(ProbeRecord.grad_dist)))
     stmt = stmt.order_by(ProbeRecord.step, ProbeRecord.probe, ProbeRecord.multiplier).limit(limit)
     return [
         ProbeRecordOut(
@@ -112,6 +121,12 @@ def probe_records(
         )
         for r in session.scalars(stmt)
     ]
+
+
+def _nonfinite(column):
+    # NaN is stored as NULL on SQLite (models.Real); PostgreSQL orders NaN above +inf, so
+    # abs() >= inf catches NaN and both infinities there, and the infinities on SQLite.
+    return or_(column.is_(None), func.abs(column) >= math.inf)
 
 
 def distributions(

@@ -216,3 +216,31 @@ def test_export_comes_in_bounded_chunks(client, api_db, run_id):
 def test_measurements_of_an_unknown_run_are_404(client, path):
     r = client.get(f"/api/v1/runs/4242/{path}")
     assert r.status_code == 404 and r.json() == {"detail": "run 4242 not found"}
+
+
+def test_probe_records_thinned_to_every_kth_step_keep_the_non_finite(client, api_db, run_id):
+    bad = {(30, 1.0): ("loss", math.inf), (50, 4.0): ("grad_dist", math.nan),
+           (70, 0.5): ("grad_dist", -math.inf)}
+    rows = []
+    for step in range(0, 100, 10):
+        for m in (0.5, 1.0, 4.0):
+            row = {"run_id": run_id, "probe": "landscape", "step": step, "multiplier": m,
+                   "eta": m * 0.1, "loss": 1.0, "grad_dist": 2.0}
+            if (step, m) in bad:
+                field, value = bad[(step, m)]
+                row[field] = value
+            rows.append(row)
+    with api_db.begin() as conn:
+        insert_probe_records(conn, rows)
+    r = client.get(f"/api/v1/runs/{run_id}/probes", params={"every": 40})
+    assert r.status_code == 200, r.text
+    got = [(x["step"], x["multiplier"]) for x in r.json()["records"]]
+    want = sorted({(s, m) for s in (0, 40, 80) for m in (0.5, 1.0, 4.0)} | set(bad))
+    assert got == want  # brute force: multiples of 40, and the three non-finite records
+    by_key = {(x["step"], x["multiplier"]): x for x in r.json()["records"]}
+    assert by_key[(30, 1.0)]["loss"] == "Infinity"
+    assert by_key[(50, 4.0)]["grad_dist"] == "NaN"
+    assert by_key[(70, 0.5)]["grad_dist"] == "-Infinity"
+    every_1 = client.get(f"/api/v1/runs/{run_id}/probes", params={"every": 1}).json()
+    assert len(every_1["records"]) == len(rows)
+    assert client.get(f"/api/v1/runs/{run_id}/probes", params={"every": 0}).status_code == 422

@@ -10,6 +10,7 @@ import math
 import plotly.graph_objects as go
 import pytest
 
+from tests.webapp import test_assets
 from webapp import figures
 from webapp.client import EtaRecord, Histogram, Series
 from webapp.figures import FIGURES, Frame, Options
@@ -204,3 +205,29 @@ def test_relog_patches_every_y_axis_and_nothing_else(views):
                                                    ("layout", "yaxis2", "type")}
     assert {o["params"]["value"] for o in ops} == {"log"}
     assert figures.relog("dist_overlay", views, Options()) is None
+
+
+def test_fig11_fetches_exactly_the_steps_it_draws(run_json):
+    from webapp.compare.data import eta_every
+    from webapp.figures import etas
+    from webapp.runsets import build_views
+
+    run = run_json(1, "batch", total=10_000)  # landscape every 10: 1,000 probed steps
+    view = build_views([run])[0]
+    every = eta_every(run)
+    assert every == etas.drawn_every(view.landscape_every, view.total) == 100
+    probed = range(0, 10_000, view.landscape_every)
+    drawn = [s for s in probed if etas.drawn(s, view)]
+    assert drawn == [s for s in probed if s % every == 0]  # what GET /probes?every= sends
+    assert len(drawn) <= etas.MAX_LINES
+    few = run_json(2, "none", total=500)
+    assert eta_every(few) is None  # 50 probed steps: every one is drawn, no filter
+
+
+@pytest.mark.parametrize("arrange", ["side", "overlay"])
+def test_every_trace_type_the_figures_use_is_in_the_bundle(arrange, views, frame):
+    used = set()
+    for name in FIGURES:
+        fig = figures.build_dict(name, views, frame, Options(arrange=arrange))
+        used |= {t.get("type", "scatter") for t in fig["data"]}
+    assert used and used <= test_assets.CARTESIAN, used - test_assets.CARTESIAN

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from webapp.client import ApiClient, ApiError, EtaRecord, Histogram, Series
 from webapp.figures import METRIC_KEYS
 from webapp.figures.common import Frame
+from webapp.figures.etas import drawn_every
 from webapp.style import FINISHED
 
 MAX_POINTS = 300  # per series and run: one every ~2 pixels of a half-width panel
@@ -97,6 +98,12 @@ class Fetched:
     cursor: Cursor
 
 
+def eta_every(run: dict[str, Any]) -> int | None:
+    """Fig 11 draws a readable number of probed steps (figures/etas.py): fetch only those."""
+    landscape = run.get("spec", {}).get("probes", {}).get("landscape", {})
+    return drawn_every(int(landscape.get("every") or 0), int(run.get("total") or 0))
+
+
 def _within(step: float, until: int | None) -> bool:
     return until is None or step <= until
 
@@ -111,7 +118,8 @@ def fetch_full(client: ApiClient, run: dict[str, Any], *, layer: int, scope: str
     def scalars_and_etas() -> tuple[dict[str, Series], list[EtaRecord]]:
         metrics = client.metrics(rid, METRIC_KEYS, since_step=lo, until_step=hi,
                                  max_points=MAX_POINTS)
-        return metrics, [r for r in client.probes(rid, since_step=lo) if _within(r.step, hi)]
+        etas = client.probes(rid, since_step=lo, every=eta_every(run))
+        return metrics, [r for r in etas if _within(r.step, hi)]
 
     metrics, etas = CACHE.get_or_fetch((client.base_url, rid, lo, hi), finished,
                                        scalars_and_etas)
@@ -155,8 +163,8 @@ def fetch_new(client: ApiClient, run: dict[str, Any], cursor: Cursor, *, layer: 
     for k in fresh:  # looked at from lo on and found nothing in range: do not look again
         if not raw[k].steps:
             new.keys[k] = since - 1
-    etas = [r for r in client.probes(run["id"], since_step=max(cursor.eta_step + 1, lo))
-            if _within(r.step, hi)]
+    etas = [r for r in client.probes(run["id"], since_step=max(cursor.eta_step + 1, lo),
+                                     every=eta_every(run)) if _within(r.step, hi)]
     hist = fetch_hists(client, run["id"], layer, scope, max(cursor.hist_step + 1, lo), hi)
     advance(new, metrics, etas, hist)
     new.points += max((len(s) for s in metrics.values()), default=0)

@@ -48,15 +48,26 @@ def step_bin(step: int, total: int) -> int:
 
 def line_stride(run: RunView) -> int:
     """Draw every k-th probed step: k such that at most MAX_LINES lines are drawn."""
-    if run.landscape_every <= 0:
+    return stride(run.landscape_every, run.total)
+
+
+def stride(landscape_every: int, total: int) -> int:
+    if landscape_every <= 0:
         return 1
-    probed = -(-run.total // run.landscape_every)
+    probed = -(-total // landscape_every)
     return max(1, -(-probed // MAX_LINES))
 
 
+def drawn_every(landscape_every: int, total: int) -> int | None:
+    """The steps drawn are the multiples of this (None: all); the compare view fetches only
+    those records (GET /probes?every=), which the API sends with every non-finite one."""
+    k = stride(landscape_every, total)
+    return None if k == 1 else k * landscape_every
+
+
 def drawn(step: int, run: RunView) -> bool:
-    k = line_stride(run)
-    return k == 1 or (step // max(1, run.landscape_every)) % k == 0
+    every = drawn_every(run.landscape_every, run.total)
+    return every is None or step % every == 0
 
 
 def segment_arrays(records: list[EtaRecord], run: RunView) -> list[Arrays]:
@@ -82,6 +93,9 @@ def marker_arrays(records: list[EtaRecord]) -> Arrays:
             top[r.step] = max(top.get(r.step, 0.0), r.grad_dist)
     bad = [r for r in records if not math.isfinite(r.grad_dist)]
     kinds = [nonfinite_kind(r.grad_dist) for r in bad]
+    # A step with no finite d (or none fetched: thinned steps come with their non-finite
+    # records only) puts its marker at 1. Nothing wider than the step itself may decide it,
+    # or a live page's markers would differ from a rebuild's.
     return {"x": [r.eta for r in bad], "y": [top.get(r.step, 1.0) for r in bad],
             "marker.symbol": [NONFINITE_SYMBOL[k] for k in kinds],
             "text": [f"step {r.step}: {k.replace('nan', 'NaN')}"

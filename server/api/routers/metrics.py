@@ -59,12 +59,14 @@ def read_probes(
     session: SessionDep,
     probe: Annotated[str | None, Query(max_length=32)] = None,
     since_step: StepQuery = None,
+    every: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000,
 ) -> ProbesOut:
     """Every step size of the landscape probes: loss and gradient distance per eta (Fig 11).
-    Non-finite loss/grad_dist as "NaN", "Infinity", "-Infinity"."""
+    Non-finite loss/grad_dist as "NaN", "Infinity", "-Infinity". `every`: only steps that
+    are multiples of it (a readable number of Fig 11 lines), plus every non-finite record."""
     records = metrics.probe_records(
-        session, run_id, probe=probe, since_step=since_step, limit=limit
+        session, run_id, probe=probe, since_step=since_step, every=every, limit=limit
     )
     return ProbesOut(run_id=run_id, records=records)
 
