@@ -16,12 +16,19 @@ per-repetition paired ratios with its range.
    1 + (K + n_ics)/16 (paper-protocol.md, "Cost floor"). Sharpness is off: its power iteration
    is beyond the floor (1 + 2 iters passes), so the floor does not cover it.
 4. CUDA only: bf16 vs fp32 images/s on paper-vgg16 (norm batch); skipped without a CUDA device.
+5. the vmap-batched landscape probe (probes.landscape.batched) vs the loop of K passes: one
+   measure() each, interleaved, on the device the bench runs on (on CUDA paper-vgg16 too);
+   the ratio of times and the largest difference between the two paths' values. No target:
+   which is faster depends on the device (on a CPU vmap has little to gain).
+
+    python bench/bench_engine.py --quick --only vmap    # just section 5
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import json
 import statistics
@@ -44,6 +51,7 @@ from server.spec import RunSpec, build_spec  # noqa: E402
 from worker.engine.data import BatchOrder, DataError, Dataset  # noqa: E402
 from worker.engine.models import build_model  # noqa: E402
 from worker.engine.probes import ProbeContext  # noqa: E402
+from worker.engine.probes.landscape import PATH_KEY, LandscapeProbe  # noqa: E402
 from worker.engine.sink import MemorySink  # noqa: E402
 from worker.engine.trainer import Trainer  # noqa: E402
 
@@ -77,6 +85,7 @@ class Plan:
     landscape_steps: dict[str, int]  # benchmark 2 (a multiple of K for the direct timing)
     suite_steps: dict[str, int]  # benchmark 3 (a multiple of SUITE_EVERY)
     gpu_steps: int  # benchmark 4
+    vmap_calls: dict[str, int]  # benchmark 5: measure() calls per timed segment
 
 
 # Short segments, many repetitions: this kind of shared machine slows down in bursts of a few
@@ -87,6 +96,7 @@ FULL = Plan(
     landscape_steps={"vgg11x0.5-digits": 4, "mlp6x128-mnist1d": 16},
     suite_steps={"vgg11x0.5-digits": 16, "mlp6x128-mnist1d": 64},
     gpu_steps=20,
+    vmap_calls={"vgg11x0.5-digits": 1, "mlp6x128-mnist1d": 4, "paper-vgg16": 2},
 )
 QUICK = Plan(
     reps=3, warmup=1,
@@ -94,6 +104,7 @@ QUICK = Plan(
     landscape_steps={"vgg11x0.5-digits": 4, "mlp6x128-mnist1d": 16},
     suite_steps={"vgg11x0.5-digits": 16, "mlp6x128-mnist1d": 32},
     gpu_steps=10,
+    vmap_calls={"vgg11x0.5-digits": 1, "mlp6x128-mnist1d": 4, "paper-vgg16": 1},
 )
 
 
@@ -178,6 +189,7 @@ class DirectLandscape:
     def __init__(self, engine: EngineRun) -> None:
         t = engine.trainer
         (self.probe,) = [p for p in t.probes if p.name == "landscape"]
+        self.last = None  # the last measure()'s ProbeOutput
         x, y = t.batch(0)
         t.noise.mark_step_start()
         out = t.net(x)
@@ -196,8 +208,14 @@ class DirectLandscape:
     def __call__(self, n: int) -> None:
         state = self.trainer.noise.get_state()
         for _ in range(n):
-            self.probe.measure(self.ctx)
+            self.last = self.probe.measure(self.ctx)
         self.trainer.noise.set_state(state)
+
+    def with_probe(self, probe: LandscapeProbe) -> DirectLandscape:
+        """The same step, context and shadow, measured by another probe."""
+        other = copy.copy(self)
+        other.probe, other.last = probe, None
+        return other
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -398,6 +416,48 @@ def bench_bf16(plan: Plan, args: argparse.Namespace, dev: torch.device) -> dict:
     }
 
 
+def bench_vmap(name: str, plan: Plan, args: argparse.Namespace, dev: torch.device) -> dict:
+    """The vmap-batched landscape probe vs the loop: one measure() each on the same step,
+    context and shadow, interleaved; plus how far apart their values are."""
+    probes = {**OFF, "landscape": {"every": 1, "multipliers": MULTIPLIERS}}
+    data = "as in sections 1-3"
+    if name == "paper-vgg16":
+        (paper,) = [s for s in get_preset("paper-vgg16").specs() if s.norm == "batch"]
+        base = paper.model_dump(exclude={"probes", "steps", "eval_every", "device", "bf16"})
+        with _cifar_or_synthetic(args.data_dir) as data:
+            engine = EngineRun(make_spec(base, probes, args.device), args.data_dir, dev)
+    else:
+        engine = EngineRun(make_spec(MODELS[name], probes, args.device), args.data_dir, dev)
+    loop = DirectLandscape(engine)
+    batched = loop.with_probe(LandscapeProbe(1, MULTIPLIERS, batched=True))
+    n = plan.vmap_calls[name]
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t = interleave({"loop": (loop, n), "vmap": (batched, n)}, plan, dev)
+    a, b = loop.last, batched.last
+    if b.scalars[PATH_KEY] != 1.0:
+        raise RuntimeError(f"the batched probe fell back to the loop: {batched.probe.fallback}")
+    rel = {
+        key: max(abs(getattr(rb, key) - getattr(ra, key)) / abs(getattr(ra, key))
+                 for ra, rb in zip(a.eta_records, b.eta_records, strict=True))
+        for key in ("loss", "grad_dist")
+    }
+    out = {
+        "K": len(MULTIPLIERS),
+        "calls_per_segment": n,
+        "data": data,
+        "median_s": {k: med(v) for k, v in t.items()},
+        "ms_per_measure": {k: 1e3 * med(v) / n for k, v in t.items()},
+        "ratio": med(t["vmap"]) / med(t["loop"]),  # < 1: batched is faster
+        "paired": paired(t["vmap"], t["loop"], lambda v, lo: v / lo),
+        "max_rel_diff": rel,
+        "samples_s": t,
+    }
+    if dev.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    return out
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -438,9 +498,10 @@ def markdown(res: dict, machine: dict, command: str, plan_name: str) -> str:
     lines += _section_plain(res["plain"])
     lines += _section_landscape(res["landscape"])
     lines += _section_suite(res["suite"])
-    lines += _section_gpu(res["gpu"], res["vmap"])
+    lines += _section_gpu(res["gpu"])
+    lines += _section_vmap(res["vmap"], machine)
     raw = {"machine": machine,
-           **{k: _round(res[k]) for k in ("plan", "plain", "landscape", "suite", "gpu")}}
+           **{k: _round(res[k]) for k in ("plan", "plain", "landscape", "suite", "gpu", "vmap")}}
     body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), default=str)}"
                       for k, v in raw.items())
     lines += ["", "<details><summary>raw results (JSON, seconds per segment)</summary>", "",
@@ -550,7 +611,7 @@ def _section_suite(rows: dict) -> list[str]:
     return lines
 
 
-def _section_gpu(g: dict, vmap: dict) -> list[str]:
+def _section_gpu(g: dict) -> list[str]:
     lines = ["", "### 4. GPU", ""]
     if "skipped" in g:
         lines.append(f"- bf16 vs fp32 images/s on paper-vgg16: skipped: {g['skipped']}")
@@ -563,8 +624,43 @@ def _section_gpu(g: dict, vmap: dict) -> list[str]:
             f"fp32 {g['median_s']['fp32']:.4f}, bf16 {g['median_s']['bf16']:.4f}; "
             f"pressure {_p(g)}"
         )
-    lines.append(f"- vmap-batched probe: skipped: {vmap['skipped']}")
     return lines
+
+
+def _section_vmap(rows: dict, machine: dict) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"### 5. Landscape probe, K = {len(MULTIPLIERS)}: vmap-batched vs the loop "
+        f"(on {machine['device']})",
+        "",
+        "One LandscapeProbe.measure with probes.landscape.batched (one torch.func.vmap call "
+        "over the K stacked parameter sets) vs the default loop of K forward/backward passes, "
+        "on the same step, context and shadow, interleaved. vmap/loop < 1: batched is faster. "
+        "No target. max rel diff: the largest relative difference between the two paths' "
+        "per-eta values (fp32 reduction order only).",
+        "",
+        "| model | calls/segment | median s: loop / vmap | ms per measure(): loop / vmap "
+        "| **vmap/loop, paired** | of medians | max rel diff: loss / grad_dist | pressure |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in rows.items():
+        ms, per, d = r["median_s"], r["ms_per_measure"], r["max_rel_diff"]
+        mem = f" (peak GPU memory {r['peak_mem_gib']:.1f} GiB)" if "peak_mem_gib" in r else ""
+        lines.append(
+            f"| {name}{mem} | {r['calls_per_segment']} | {ms['loop']:.4f} / {ms['vmap']:.4f} "
+            f"| {per['loop']:.2f} / {per['vmap']:.2f} | **{_r(r['paired'])}** "
+            f"| {r['ratio']:.3f} | {d['loss']:.1e} / {d['grad_dist']:.1e} | {_p(r)} |"
+        )
+    return lines
+
+
+def _run_vmap(res: dict, name: str, plan: Plan, args: argparse.Namespace,
+              dev: torch.device) -> None:
+    r = res["vmap"][name] = gauged(bench_vmap, name, plan, args, dev)
+    print(f"[5 vmap] {name}: vmap/loop paired {_r(r['paired'])}, of medians {r['ratio']:.3f}; "
+          f"ms per measure {r['ms_per_measure']}; max rel diff {r['max_rel_diff']}", flush=True)
 
 
 HEADER = """# Engine benchmarks
@@ -586,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=None,
                    help=f"append the report here (default {RESULTS.relative_to(ROOT)} for full "
                    "runs; --quick writes only when given)")
-    p.add_argument("--only", choices=["plain", "landscape", "suite", "gpu"], action="append",
+    p.add_argument("--only", choices=["plain", "landscape", "suite", "gpu", "vmap"],
+                   action="append",
                    help="run only these benchmarks (repeatable)")
     args = p.parse_args(argv)
 
@@ -601,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(args.device)
     plan = QUICK if args.quick else FULL
-    only = set(args.only or ["plain", "landscape", "suite", "gpu"])
+    only = set(args.only or ["plain", "landscape", "suite", "gpu", "vmap"])
     machine = describe(dev)
     machine["loadavg_at_start"] = loadavg()
     command = " ".join([Path(sys.executable).name, *sys.argv])
@@ -609,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res: dict[str, Any] = {"plan": {"name": "quick" if args.quick else "full",
                                     "reps": plan.reps, "warmup": plan.warmup},
-                           "plain": {}, "landscape": {}, "suite": {}}
+                           "plain": {}, "landscape": {}, "suite": {}, "vmap": {}}
     started = time.perf_counter()
     for name in MODELS:
         if "plain" in only:
@@ -625,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[3 suite] {name}: slowdown/floor paired {_r(r['paired_over_floor'])}, of "
                   f"medians {r['measured_over_floor']:.3f} (floor {r['floor']:.3f}); per point ms "
                   f"{ {k: round(v, 2) for k, v in r['probe_ms_per_point'].items()} }", flush=True)
+        if "vmap" in only:
+            _run_vmap(res, name, plan, args, dev)
     if dev.type != "cuda":
         res["gpu"] = {"skipped": "no CUDA device"}
     elif "gpu" not in only:
@@ -632,9 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         r = res["gpu"] = gauged(bench_bf16, plan, args, dev)
         print(f"[4 bf16] images/s {r['images_per_s']}, speedup {r['speedup']:.2f}", flush=True)
-    res["vmap"] = {"skipped": "no CUDA device" if dev.type != "cuda" else
-                   "the engine has no vmap-batched probe yet (nothing to compare)"}
-    print(f"[4 gpu] bf16: {res['gpu'].get('skipped', 'run')}; vmap: {res['vmap']['skipped']}")
+    if dev.type == "cuda" and "vmap" in only:
+        _run_vmap(res, "paper-vgg16", plan, args, dev)
+    print(f"[4 gpu] bf16: {res['gpu'].get('skipped', 'run')}")
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
 
     report = markdown(res, machine, command, res["plan"]["name"])

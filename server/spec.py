@@ -66,6 +66,21 @@ class LandscapeSpec(_Every):
         max_length=32,
         description="step sizes eta = multiplier x LR",
     )
+    batched: bool = Field(
+        False,
+        description="evaluate the K step sizes in one torch.func.vmap call (K stacked parameter "
+        "sets) instead of a loop of K forward/backward passes; same values up to fp32 rounding, "
+        "and the loop is used (and recorded) where vmap cannot run (docs/engine.md)",
+    )
+
+    @field_validator("batched", mode="before")
+    @classmethod
+    def _a_bool(cls, v: Any) -> Any:
+        # Only real booleans (and the CLI's parsed true/false): "yes", 1, "0" are not accepted,
+        # so that a typo never silently switches the path.
+        if not isinstance(v, bool):
+            raise ValueError("must be true or false")
+        return v
 
     @field_validator("multipliers")
     @classmethod

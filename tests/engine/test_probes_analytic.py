@@ -70,11 +70,14 @@ def context(h, c, w, lr: float) -> ProbeContext:
 EIGS = [10.0, 4.0, 2.0, 1.0, 0.5, -1.5]
 
 
-def test_landscape_matches_closed_form():
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "vmap"])
+def test_landscape_matches_closed_form(batched):
     h, c, w = make_problem(EIGS)
     lr = 0.03
     ctx = context(h, c, w, lr)
-    out = LandscapeProbe(every=1, multipliers=[0.5, 1.0, 2.0, 4.0]).measure(ctx)
+    probe = LandscapeProbe(every=1, multipliers=[0.5, 1.0, 2.0, 4.0], batched=batched)
+    out = probe.measure(ctx)
+    assert out.scalars.get("probe_path/landscape_batched") == (1.0 if batched else None)
     g = h @ (w - c)
     hg = float((h @ g).norm())
     for r in out.eta_records:
@@ -139,7 +142,8 @@ def test_probes_leave_the_inputs_untouched():
     ctx = context(h, c, w, lr=0.1)
     grads = {f"g.{k}": v for k, v in ctx.grads.items()}
     before = {n: t.clone() for n, t in {**ctx.params, **grads}.items()}
-    for probe in (LandscapeProbe(1, [1.0, 2.0]), SharpnessProbe(1, 5, 0),
+    for probe in (LandscapeProbe(1, [1.0, 2.0]), LandscapeProbe(1, [1.0, 2.0], batched=True),
+                  SharpnessProbe(1, 5, 0),
                   IcsProbe(1, [2], ["w1", "w2"], {"w1": 1, "w2": 2})):
         probe.measure(ctx)
     after = {**ctx.params, **{f"g.{k}": v for k, v in ctx.grads.items()}}
@@ -148,8 +152,9 @@ def test_probes_leave_the_inputs_untouched():
     assert ctx.optimizer.state_dict()["state"] == {}
 
 
-def test_zero_gradient_gives_nan_beta_not_a_crash():
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "vmap"])
+def test_zero_gradient_gives_nan_beta_not_a_crash(batched):
     h, c, _ = make_problem(EIGS)
-    out = LandscapeProbe(1, [1.0]).measure(context(h, c, c.clone(), lr=0.1))
+    out = LandscapeProbe(1, [1.0], batched=batched).measure(context(h, c, c.clone(), lr=0.1))
     assert math.isnan(out.scalars["landscape/beta"])
     assert out.scalars["landscape/grad_dist_max"] == 0.0

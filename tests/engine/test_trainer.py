@@ -57,25 +57,32 @@ def no_timings(series: dict) -> dict:
 @pytest.mark.parametrize("model", list(SMALL))
 @pytest.mark.parametrize("norm", NORMS)
 def test_probes_leave_the_trajectory_bit_identical(tmp_path, model, norm):
+    """All probes on (landscape by the loop, and again vmap-batched) vs all probes off."""
+    batched = {**ALL_PROBES, "landscape": {**ALL_PROBES["landscape"], "batched": True}}
     runs = {}
-    for name, probes in (("on", ALL_PROBES), ("off", NO_PROBES)):
+    for name, probes in (("on", ALL_PROBES), ("on-batched", batched), ("off", NO_PROBES)):
         t = Trainer(spec(model, norm=norm, probes=probes), tmp_path)
         sink = MemorySink()
         t.run(sink)
         runs[name] = (t, sink)
-    (t_on, on), (t_off, off) = runs["on"], runs["off"]
-    assert bits(on.values("train/loss")) == bits(off.values("train/loss"))
-    assert bits(on.values("test/loss")) == bits(off.values("test/loss"))  # uses running stats
-    n_train = len(on.values("train/loss"))
-    assert len(on.series["landscape/beta"]) == (n_train + 1) // 2
+    t_off, off = runs["off"]
     assert "landscape/beta" not in off.series
-    s_on, s_off = state_of(t_on), state_of(t_off)
-    assert s_on.keys() == s_off.keys()
-    for k in s_on:
-        assert torch.equal(s_on[k], s_off[k]) or (  # NaN-aware for diverged runs
-            s_on[k].is_floating_point() and torch.equal(s_on[k].isnan(), s_off[k].isnan())
-            and torch.equal(s_on[k].nan_to_num(), s_off[k].nan_to_num())), k
-    assert t_on.optimizer.state_dict() == t_off.optimizer.state_dict()
+    for name in ("on", "on-batched"):
+        t_on, on = runs[name]
+        assert bits(on.values("train/loss")) == bits(off.values("train/loss")), name
+        assert bits(on.values("test/loss")) == bits(off.values("test/loss")), name  # running stats
+        n_train = len(on.values("train/loss"))
+        assert len(on.series["landscape/beta"]) == (n_train + 1) // 2
+        s_on, s_off = state_of(t_on), state_of(t_off)
+        assert s_on.keys() == s_off.keys()
+        for k in s_on:
+            assert torch.equal(s_on[k], s_off[k]) or (  # NaN-aware for diverged runs
+                s_on[k].is_floating_point() and torch.equal(s_on[k].isnan(), s_off[k].isnan())
+                and torch.equal(s_on[k].nan_to_num(), s_off[k].nan_to_num())), (name, k)
+        assert t_on.optimizer.state_dict() == t_off.optimizer.state_dict(), name
+    # the batched run measured with vmap at every probed step (no fallback to the loop)
+    assert set(runs["on-batched"][1].values("probe_path/landscape_batched")) == {1.0}
+    assert "probe_path/landscape_batched" not in runs["on"][1].series
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,9 @@ def build_probes(spec: RunSpec, net, init_params: Params) -> list[Probe]:
             )
         )
     if p.landscape.every:
-        probes.append(LandscapeProbe(p.landscape.every, p.landscape.multipliers))
+        probes.append(
+            LandscapeProbe(p.landscape.every, p.landscape.multipliers, p.landscape.batched)
+        )
     if p.ics.every:
         weight_names = [names[id(layer.weight)] for layer in net.weight_layers]
         probes.append(IcsProbe(p.ics.every, p.ics.layers, weight_names, net.param_layer_index()))

@@ -11,6 +11,12 @@ A persistent shadow rather than torch.func.functional_call on the live net: re-b
 parameter and buffer per pass cost ~20% of a training step (bench/README.md). Everything a
 probed step needs that does not change between steps (the shadow's parameter list, its mode)
 is set up once, so building a `ProbeContext` is cheap enough for probes due at every step.
+
+The batched landscape path (`ProbeContext.losses_and_grads_along`) does use functional_call,
+on the shadow, under torch.func.vmap: K stacked parameter sets in one call. The shadow is what
+makes that safe: in train mode its BatchNorm layers have no running statistics (so nothing is
+updated in place under vmap: each parameter set normalises with its own batch statistics), in
+eval mode they only read the (unbatched) running statistics.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, grad_and_value, vmap
 
 from worker.engine.losses import LossFn
 from worker.engine.sink import Distribution, EtaRecord
@@ -68,6 +74,28 @@ class Shadow:
         pairs = [(b, live[n]) for n, b in self.module.named_buffers()]
         self._buffers = [b for b, _ in pairs]
         self._live_buffers = [b for _, b in pairs]
+        self._stacked: Params = {}  # K stacked copies of every parameter (batched path)
+        # Under vmap, torch's group norm asks whether its input is channels-last, which vmap
+        # cannot answer (NotImplementedError on the CPU, where a conv on a 1-channel input
+        # yields channels-last activations). Only while vmapping, such a layer gets its input
+        # made contiguous first: a layout change, no value change. The loop path is untouched.
+        self.vmapping = False
+        for m in self.module.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.register_forward_pre_hook(self._contiguous_under_vmap)
+
+    def _contiguous_under_vmap(self, _module: nn.Module, args: tuple) -> tuple | None:
+        return (args[0].contiguous(), *args[1:]) if self.vmapping else None
+
+    def stacked(self, k: int) -> Params:
+        """K stacked copies of every parameter, (K, *shape), by name: allocated on first use
+        (and when K changes), then written in place before every batched call."""
+        if not self._stacked or any(t.shape[0] != k for t in self._stacked.values()):
+            self._stacked = {
+                n: torch.empty((k, *d.shape), dtype=d.dtype, device=d.device)
+                for n, d in self.data.items()
+            }
+        return self._stacked
 
     def load_buffers(self) -> None:
         """The live buffers, which a forward may update in place (none in train mode here)."""
@@ -140,6 +168,41 @@ class ProbeContext:
         loss = self._forward_loss(self.shadow.module)
         grads = torch.autograd.grad(loss, [self.shadow.params[n] for n in self.names])
         return loss.detach(), list(grads)
+
+    def losses_and_grads_along(self, etas: Sequence[float]) -> tuple[Tensor, list[Tensor]]:
+        """L(w_t - eta_k g_t) on B_t for every eta_k, as a (K,) tensor, and the gradients there
+        w.r.t. every parameter, each (K, *shape), in the order of `self.names`: one call of
+        torch.func.vmap(grad_and_value(L)) over the K stacked parameter sets, instead of K
+        passes. The parameter sets are bitwise the loop's (each row written by the same
+        torch.add(w, g, alpha=-eta)); losses and gradients equal the loop's up to fp32
+        reduction order (batched kernels). No host sync.
+
+        Noise: the generator is rewound once and vmap runs with randomness="same", so the one
+        draw of each noisy layer (Algorithm 1) is shared by every eta: exactly the noise the
+        loop sees after rewinding before each pass. Raises whatever vmap raises where it cannot
+        run (the probe then falls back to the loop, and says so).
+        """
+        shadow = self.shadow
+        stacked = [shadow.stacked(len(etas))[n] for n in self.names]
+        with torch.no_grad():
+            for k, eta in enumerate(etas):
+                for n, s in zip(self.names, stacked, strict=True):
+                    torch.add(self.params[n], self.grads[n], alpha=-eta, out=s[k])
+        shadow.load_buffers()
+        module, names = shadow.module, self.names
+
+        def loss_of(flat: list[Tensor]) -> Tensor:
+            return self._forward_loss(
+                lambda x: functional_call(module, dict(zip(names, flat, strict=True)), (x,))
+            )
+
+        batched = vmap(grad_and_value(loss_of), randomness="same")
+        shadow.vmapping = True
+        try:
+            grads, losses = batched(stacked)
+        finally:
+            shadow.vmapping = False
+        return losses.detach(), list(grads)
 
     def differentiable_loss(self, params: Mapping[str, Tensor]) -> Tensor:
         """L(params) with a graph to `params` themselves, for Hessian-vector products."""
