@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from server.db.metrics import SeriesData, read_series, run_keys
+from server.db.metrics import SeriesData, read_raw_many, read_series, run_keys
 from server.db.models import DistributionRecord, ProbeRecord
 from server.schemas import DistributionOut, ProbeRecordOut, SeriesOut, json_float
 from server.services.runs import get_run
@@ -67,18 +67,33 @@ def read_metrics(
     until_step: int | None = None,
     max_points: int | None = None,
 ) -> dict[str, SeriesOut]:
-    get_run(session, run_id)  # 404 for a run that does not exist, not an empty answer
+    run = get_run(session, run_id)  # 404 for a run that does not exist, not an empty answer
     conn = session.connection()
-    out: dict[str, SeriesOut] = {}
-    for key, sid in select_keys(run_keys(conn, run_id), keys).items():
-        if sid is None:
-            out[key] = SeriesOut(key=key, downsampled=False, steps=[], values=[])
-            continue
-        data = read_series(
-            conn, sid, key, since_step=since_step, until_step=until_step, max_points=max_points
-        )
-        out[key] = series_out(data)
-    return out
+    wanted = select_keys(run_keys(conn, run_id), keys)
+    found = {key: sid for key, sid in wanted.items() if sid is not None}
+    read: dict[str, SeriesData] = {}
+    if never_downsampled(run.total, since_step, until_step, max_points):
+        read = read_raw_many(conn, found, since_step=since_step, until_step=until_step)
+        # read_series's own rule, should a series hold steps past the run's total after all.
+        read = {k: d for k, d in read.items() if max_points is None or not d.steps
+                or d.steps[-1] - d.steps[0] + 1 <= max_points}
+    for key, sid in found.items():
+        if key not in read:
+            read[key] = read_series(conn, sid, key, since_step=since_step,
+                                    until_step=until_step, max_points=max_points)
+    return {key: series_out(read[key]) if key in read else
+            SeriesOut(key=key, downsampled=False, steps=[], values=[]) for key in wanted}
+
+
+def never_downsampled(total: int, since: int | None, until: int | None,
+                      max_points: int | None) -> bool:
+    """Whether [since, until] cannot span more than max_points steps, whatever was written:
+    a run's steps lie in [0, total] (its last test evaluation is at `total`)."""
+    if max_points is None:
+        return True
+    lo = since or 0
+    hi = total if until is None else min(until, total)
+    return hi - lo + 1 <= max_points
 
 
 def list_keys(session: Session, run_id: int) -> list[str]:

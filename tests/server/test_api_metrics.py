@@ -244,3 +244,45 @@ def test_probe_records_thinned_to_every_kth_step_keep_the_non_finite(client, api
     every_1 = client.get(f"/api/v1/runs/{run_id}/probes", params={"every": 1}).json()
     assert len(every_1["records"]) == len(rows)
     assert client.get(f"/api/v1/runs/{run_id}/probes", params={"every": 0}).status_code == 422
+
+
+@pytest.mark.parametrize("since,until,max_points", [
+    (900, None, 1_000_000), (0, None, 2000), (950, 980, 100), (None, None, None),
+])
+def test_a_poll_reads_every_key_at_once_with_the_per_key_answer(client, api_db, make_run,
+                                                                since, until, max_points):
+    """The one-statement read of a live poll equals read_series key by key (the brute force)."""
+    from server.db.metrics import read_series, run_keys
+
+    rid = make_run(status="running", step=1000, total=1000)
+    rng = np.random.default_rng(3)
+    special = [math.nan, math.inf, -math.inf]
+    series = {k: [(s, special[s % 3] if s % 97 == 0 else float(rng.normal()))
+                  for s in range(0, 1001, every)]
+              for k, every in (("train/loss", 1), ("landscape/beta", 10), ("test/acc", 100))}
+    store(api_db, rid, series)
+    params = {k: v for k, v in (("since_step", since), ("until_step", until),
+                                ("max_points", max_points)) if v is not None}
+    got = client.get(f"/api/v1/runs/{rid}/metrics", params={**params, "keys": "*,nope"})
+    assert got.status_code == 200, got.text
+    out = got.json()["series"]
+    assert out["nope"] == {"key": "nope", "downsampled": False, "steps": [], "values": [],
+                           "min": None, "max": None, "counts": None, "nonfinite": None}
+    with api_db.connect() as conn:
+        for key, sid in run_keys(conn, rid).items():
+            want = read_series(conn, sid, key, since_step=since, until_step=until,
+                               max_points=max_points)
+            assert out[key]["downsampled"] is False
+            assert out[key]["steps"] == want.steps
+            np.testing.assert_array_equal([unstring(v) for v in out[key]["values"]],
+                                          want.values)
+
+
+def test_points_past_the_total_still_downsample(client, api_db, make_run):
+    """The poll path trusts a run's total only as far as the data agrees."""
+    rid = make_run(status="running", step=10, total=10)
+    store(api_db, rid, {"train/loss": [(s, float(s)) for s in range(5000)]})
+    s = client.get(f"/api/v1/runs/{rid}/metrics",
+                   params={"keys": "train/loss", "since_step": 0, "max_points": 100}).json()
+    assert s["series"]["train/loss"]["downsampled"] is True
+    assert len(s["series"]["train/loss"]["steps"]) <= 100
