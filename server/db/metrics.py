@@ -249,6 +249,29 @@ def read_series(
     return out
 
 
+def series_spans(
+    conn: Connection,
+    series_ids: Sequence[int],
+    *,
+    since_step: int | None = None,
+    until_step: int | None = None,
+) -> dict[int, tuple[int, int] | None]:
+    """(first, last) step of each series in [since_step, until_step] (None: no point there),
+    in one statement: a min and a max per series, each one index probe on (series_id, step)
+    on both databases, as read_series's two probes are."""
+    if not series_ids:
+        return {}
+    cond = [Point.series_id == Series.id]
+    if since_step is not None:
+        cond.append(Point.step >= since_step)
+    if until_step is not None:
+        cond.append(Point.step <= until_step)
+    first = select(func.min(Point.step)).where(*cond).scalar_subquery()
+    last = select(func.max(Point.step)).where(*cond).scalar_subquery()
+    rows = conn.execute(select(Series.id, first, last).where(Series.id.in_(list(series_ids))))
+    return {sid: None if a is None else (a, b) for sid, a, b in rows}
+
+
 def read_raw_many(
     conn: Connection,
     series: dict[str, int],

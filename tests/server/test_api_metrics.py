@@ -278,8 +278,8 @@ def test_a_poll_reads_every_key_at_once_with_the_per_key_answer(client, api_db, 
                                           want.values)
 
 
-def test_points_past_the_total_still_downsample(client, api_db, make_run):
-    """The poll path trusts a run's total only as far as the data agrees."""
+def test_a_since_read_spanning_more_than_max_points_still_downsamples(client, api_db, make_run):
+    """The batched read decides per series from the points themselves, not the run's total."""
     rid = make_run(status="running", step=10, total=10)
     store(api_db, rid, {"train/loss": [(s, float(s)) for s in range(5000)]})
     s = client.get(f"/api/v1/runs/{rid}/metrics",
