@@ -238,9 +238,8 @@ def read_series(
             return SeriesData(key)
         last = conn.scalar(select(Point.step).where(*cond).order_by(Point.step.desc()).limit(1))
         if last - first + 1 > max_points:
-            lo = first if since_step is None else since_step
-            hi = last if until_step is None else until_step
-            return _bucketed(conn, series_id, key, first, last, lo, hi, max_points)
+            return read_buckets(conn, series_id, key, (first, last), since_step=since_step,
+                                until_step=until_step, max_points=max_points)
     out = SeriesData(key)
     stmt = select(Point.step, Point.value, Point.flag).where(*cond).order_by(Point.step)
     for step, value, flag in conn.execute(stmt):
@@ -313,6 +312,16 @@ def read_raw_many(
         data.steps.append(step)
         data.values.append(value if flag == FINITE else decode_value(value, flag))
     return out
+
+
+def read_buckets(conn: Connection, series_id: int, key: str, span: tuple[int, int], *,
+                 since_step: int | None, until_step: int | None, max_points: int) -> SeriesData:
+    """The downsampled form of a series whose points in range span `span` (first, last step;
+    from read_series's probes or series_spans) and more than max_points steps."""
+    first, last = span
+    lo = first if since_step is None else since_step
+    hi = last if until_step is None else until_step
+    return _bucketed(conn, series_id, key, first, last, lo, hi, max_points)
 
 
 def plan_buckets(first: int, last: int, max_points: int) -> tuple[int, int]:

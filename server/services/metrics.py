@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from server.db.metrics import (
     SeriesData,
+    read_buckets,
     read_raw_many,
-    read_series,
     run_keys,
     series_spans,
 )
@@ -77,20 +77,25 @@ def read_metrics(
     conn = session.connection()
     wanted = select_keys(run_keys(conn, run_id), keys)
     found = {key: sid for key, sid in wanted.items() if sid is not None}
-    # A live poll asks for a second of new points of every key: find which series need
-    # downsampling with one statement, read all the others with one more, instead of
-    # read_series's three statements per key.
-    raw = dict(found)
-    if max_points is not None:
+    # A live poll asks for a second of new points of every key: one statement finds which
+    # series need downsampling, one more reads all the others, and each series that does
+    # need buckets costs one statement (read_series would add two index probes per key).
+    if max_points is None:
+        read = read_raw_many(conn, found, since_step=since_step, until_step=until_step)
+    else:
         spans = series_spans(conn, list(found.values()), since_step=since_step,
                              until_step=until_step)
-        raw = {k: sid for k, sid in found.items()
-               if spans[sid] is None or spans[sid][1] - spans[sid][0] + 1 <= max_points}
-    read = read_raw_many(conn, raw, since_step=since_step, until_step=until_step)
-    for key, sid in found.items():
-        if key not in read:
-            read[key] = read_series(conn, sid, key, since_step=since_step,
-                                    until_step=until_step, max_points=max_points)
+
+        def wide(sid: int) -> bool:
+            span = spans[sid]
+            return span is not None and span[1] - span[0] + 1 > max_points
+
+        read = read_raw_many(conn, {k: sid for k, sid in found.items() if not wide(sid)},
+                             since_step=since_step, until_step=until_step)
+        for key, sid in found.items():
+            if wide(sid):
+                read[key] = read_buckets(conn, sid, key, spans[sid], since_step=since_step,
+                                         until_step=until_step, max_points=max_points)
     return {key: series_out(read[key]) if key in read else
             SeriesOut(key=key, downsampled=False, steps=[], values=[]) for key in wanted}
 
