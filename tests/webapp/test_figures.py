@@ -231,3 +231,14 @@ def test_every_trace_type_the_figures_use_is_in_the_bundle(arrange, views, frame
         fig = figures.build_dict(name, views, frame, Options(arrange=arrange))
         used |= {t.get("type", "scatter") for t in fig["data"]}
     assert used and used <= test_assets.CARTESIAN, used - test_assets.CARTESIAN
+
+
+def test_figure_arrays_are_compacted_to_seven_significant_digits():
+    from webapp.figures.common import compact
+
+    values = [0.1 + 0.2, 1 / 3, 123456.5, 2.0**-40, 7, None, "x", math.inf, [1 / 7, 5]]
+    got = compact(values)
+    assert got[:3] == [0.3, 0.3333333, 123456.5]  # bucket midpoints keep their half step
+    assert got[3] == pytest.approx(2.0**-40, rel=5e-8) and len(repr(got[3])) < 16
+    assert got[4:8] == [7, None, "x", math.inf]
+    assert got[8] == [0.1428571, 5]
