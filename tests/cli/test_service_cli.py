@@ -238,3 +238,19 @@ def test_api_serves_without_torch_and_stops_on_sigterm(served, tmp_path):
     assert worker_row(tmp_path) is None  # `api` starts no worker
     api.proc.send_signal(signal.SIGTERM)
     assert api.proc.wait(10) == 0
+
+
+def test_the_port_accepts_connections_as_soon_as_it_is_announced():
+    """bind() listens at once: a browser opened on the printed URL waits while the server
+    starts (migrations, the first reconciler pass) instead of being refused."""
+    import socket
+
+    from worker.cli.api_cmd import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY on its connections
+        with socket.create_connection(sock.getsockname()[:2], timeout=2):
+            pass  # queued in the backlog: nobody has called accept() yet
+    finally:
+        sock.close()

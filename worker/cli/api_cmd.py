@@ -76,6 +76,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening now: a browser opening the URL printed below waits in the backlog while
+        # migrations and the first reconciler pass run, instead of being refused.
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
