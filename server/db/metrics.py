@@ -328,12 +328,14 @@ def plan_buckets(first: int, last: int, max_points: int) -> tuple[int, int]:
     """(rollup level to read, output bucket width in steps) for points spanning [first, last].
 
     The width is a multiple of the level's bucket width, so output buckets are unions of
-    whole rollup buckets; the level is the coarsest that still leaves output buckets at
-    least one rollup bucket wide. Output bucket b holds steps [b*width, (b+1)*width).
+    whole rollup buckets; the level is the coarsest that still gives at least max_points / 2
+    buckets. (Asking for a full max_points would read raw points until a range spans 64 x
+    max_points steps: a 10,000-step run drawn at 300 points would aggregate every point
+    instead of 157 rollups.) Output bucket b holds steps [b*width, (b+1)*width).
     """
     span = last - first + 1
     level = 0
-    while level < ROLLUP_LEVELS and ROLLUP_BASE ** (level + 1) * max_points <= span:
+    while level < ROLLUP_LEVELS and ROLLUP_BASE ** (level + 1) * max_points <= 2 * span:
         level += 1
     unit = ROLLUP_BASE**level
     width = unit * math.ceil(span / (max_points * unit))

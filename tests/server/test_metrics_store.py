@@ -102,8 +102,11 @@ def test_downsampled_reads_equal_brute_force(engine):
 def test_plan_uses_coarse_levels_for_long_ranges():
     level, width = plan_buckets(0, 999_999, 1000)
     assert level >= 1 and width % ROLLUP_BASE**level == 0 and 999_999 // width + 1 <= 1000
-    assert ROLLUP_BASE ** (level + 1) * 1000 > 1_000_000  # the coarsest level that fits
+    assert ROLLUP_BASE ** (level + 1) * 1000 > 2 * 1_000_000  # the coarsest that fits
     assert plan_buckets(0, 9_999, 1000)[0] == 0  # short ranges read raw points
+    # ...unless rollups still give half the points asked for: a 10k-step run at 300 points.
+    level, width = plan_buckets(0, 9_999, 300)
+    assert (level, width) == (1, ROLLUP_BASE) and 150 <= 9_999 // width + 1 <= 300
 
 
 def test_raw_reads_keep_non_finite_values_and_ranges(engine):

@@ -22,10 +22,11 @@ METRICS_DOC = """Per key, the steps and values recorded in [since_step, until_st
 recorded yet comes back as an empty series.
 
 **Downsampling**: when the step range spans more than `max_points` steps, the range is cut
-into at most `max_points` buckets of equal width, computed in the database: `steps` holds each
-bucket's midpoint step, `values` its mean, `min`/`max` its envelope and `counts`/`nonfinite`
-its points and how many of them were NaN or infinite. Means and envelopes are over finite
-values only (null when a bucket has none). `downsampled` says which form you got.
+into at most `max_points` buckets (at least about half as many) of equal width, computed in
+the database: `steps` holds each bucket's midpoint step, `values` its mean, `min`/`max` its
+envelope and `counts`/`nonfinite` its points and how many of them were NaN or infinite.
+Means and envelopes are over finite values only (null when a bucket has none).
+`downsampled` says which form you got.
 
 **Non-finite values** (a diverged run is data) travel as JSON strings in `values`:
 `"NaN"`, `"Infinity"` and `"-Infinity"`. Every other entry is a JSON number.
