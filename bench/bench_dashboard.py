@@ -28,19 +28,17 @@ import os
 import platform
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._machine import _cpuinfo_model, cpu_pressure_us, loadavg  # noqa: E402
+from bench._server import Server  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
 from server.db.session import make_engine  # noqa: E402
 from server.spec import build_spec  # noqa: E402
@@ -80,44 +78,6 @@ BUILD_REQUEST = """() => performance.getEntriesByType('resource')
   .sort((a, b) => b[2] - a[2])[0]"""
 BAND_LEN = """() => { const gd = document.querySelector('#fig-landscape .js-plotly-plot');
   return gd && gd.data ? gd.data.filter(t => t.fill === 'tonexty').map(t => t.x.length) : null; }"""
-
-
-class Server:
-    """`landscope api` (API + dashboard, no worker) on a free port over `data_dir`."""
-
-    def __init__(self, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDSCOPE_")}
-        env["LANDSCOPE_DATA_DIR"] = str(data_dir)
-        self.log = data_dir / "server.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "api", "--port", "0", "--no-migrate"],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            found = re.search(r"dashboard\s+(http://\S+?)/\s", self.log.read_text())
-            if found and _answers(found.group(1)):
-                self.base = found.group(1)
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server did not start:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def _answers(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def load_once(page, url: str, runs: int) -> dict[str, float]:

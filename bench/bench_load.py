@@ -46,18 +46,17 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._server import Server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 # What the dashboard's compare page asks for (webapp/figures METRIC_KEYS, webapp/compare/data).
@@ -124,46 +123,6 @@ def setup_runs(url: str, history: int) -> tuple[int, list[int], list[dict]]:
 
 
 # -- the server -------------------------------------------------------------------------------
-
-
-class Server:
-    """`python -m worker.cli api --no-dashboard` on a free loopback port, its own session."""
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LANDSCOPE_")}
-        env.update(LANDSCOPE_DATA_DIR=str(data_dir), LANDSCOPE_DATABASE_URL=url)
-        self.log = data_dir / "server.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "api", "--host", "127.0.0.1", "--port", "0",
-             "--no-dashboard", "--no-migrate"],
-            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            found = re.search(r"API\s+(http://\S+?)/api/v1\s", self.log.read_text())
-            if found and _answers(found.group(1)):
-                self.base = found.group(1)
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server did not start:\n{self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def _answers(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 # -- the writers ------------------------------------------------------------------------------
@@ -566,7 +525,7 @@ def main() -> int:
         _exp, run_ids, specs = setup_runs(url, args.history)
         print(f"bench_load: database {url.rsplit('/', 1)[1]}, runs {run_ids}, "
               f"{args.history:,} steps of history each", file=sys.stderr, flush=True)
-        server = Server(url, Path(tmp))
+        server = Server(Path(tmp), dashboard=False, database_url=url)
         stop = ctx.Event()
         writer_out, load_out = ctx.Queue(), ctx.Queue()
         writers = [ctx.Process(target=writer_main, daemon=True, args=(
