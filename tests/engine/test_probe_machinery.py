@@ -18,6 +18,7 @@ import torch
 
 import worker.engine.trainer as trainer_module
 from server.spec import NORMS, RunSpec
+from tests.engine.small_nets import SMALL
 from worker.engine.probes import ProbeContext
 from worker.engine.probes.activations import (
     QUANTILES,
@@ -27,16 +28,6 @@ from worker.engine.probes.activations import (
 )
 from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
-
-SMALL = {
-    "mlp": {"model": "mlp", "depth": 4, "width": 16, "dataset": "digits", "lr": 0.3,
-            "batch_size": 32},
-    "vgg": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits", "lr": 0.1,
-            "batch_size": 16},
-    "dln": {"model": "dln", "depth": 6, "width": 6, "dataset": "gaussian_linear",
-            "n_samples": 40, "input_dim": 6, "loss": "sum_squares", "lr": 1e-3,
-            "batch_size": None},
-}
 
 
 def spec(model: str, **over) -> RunSpec:

@@ -20,6 +20,7 @@ import torch
 from torch.func import vmap
 
 from server.spec import NORMS, NoiseSpec, RunSpec, SpecError, build_spec
+from tests.engine.small_nets import SMALL as _SMALL
 from worker.engine.norms import NoiseInjection
 from worker.engine.probes import ProbeContext, build_probes
 from worker.engine.probes.base import global_norm
@@ -27,15 +28,10 @@ from worker.engine.probes.landscape import PATH_KEY, LandscapeProbe
 from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
 
-SMALL = {
-    "mlp": {"model": "mlp", "depth": 3, "width": 16, "dataset": "digits", "lr": 0.3,
-            "batch_size": 32},
-    "vgg": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits", "lr": 0.1,
-            "batch_size": 16},
-    "dln": {"model": "dln", "depth": 5, "width": 6, "dataset": "gaussian_linear",
-            "n_samples": 40, "input_dim": 6, "loss": "sum_squares", "lr": 1e-3,
-            "batch_size": None},
-}
+# One layer shallower than the other engine tests' MLP and DLN: these tests run every
+# normalisation of every model through both probe paths.
+SMALL = {**_SMALL, "mlp": {**_SMALL["mlp"], "depth": 3},
+         "dln": {**_SMALL["dln"], "depth": 5}}
 # From far below the LR (the DLN's 0.01, where d(eta) is a small difference of two gradients)
 # to far above it.
 MULTS = [0.01, 0.5, 1.0, 4.0, 30.0]

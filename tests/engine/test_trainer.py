@@ -9,19 +9,11 @@ import pytest
 import torch
 
 from server.spec import NORMS, RunSpec
+from tests.engine.small_nets import SMALL
 from worker.engine.checkpoint import DirectoryCheckpointStore
 from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
 
-SMALL = {
-    "mlp": {"model": "mlp", "depth": 4, "width": 16, "dataset": "digits", "lr": 0.3,
-            "batch_size": 32},
-    "vgg": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits", "lr": 0.1,
-            "batch_size": 16},
-    "dln": {"model": "dln", "depth": 6, "width": 6, "dataset": "gaussian_linear",
-            "n_samples": 40, "input_dim": 6, "loss": "sum_squares", "lr": 1e-3,
-            "batch_size": None},
-}
 ALL_PROBES = {
     "landscape": {"every": 2, "multipliers": [0.5, 2.0]},
     "ics": {"every": 3, "layers": [2, 3]},
