@@ -37,6 +37,35 @@ SET_TOKEN_COOKIE = """function(token) {
 }"""
 
 
+# Dash still loads @babel/polyfill (core-js 2) for browsers it no longer supports. Its test of
+# String.prototype.trim predates Unicode 6.3 (U+180E stopped being a space), so it replaces
+# the native trim, trimStart and trimEnd of every current browser with a regex version some
+# 35x slower; plotly.js trims every colour it parses, for every trace it styles, which made
+# this a tenth of drawing a page. The page keeps the natives before any script runs and
+# assets/00-native-strings.js puts them back right after the polyfill (assets load after
+# Dash's dependencies and before everything else).
+INDEX_STRING = """<!DOCTYPE html>
+<html>
+    <head>
+        {%metas%}
+        <title>{%title%}</title>
+        {%favicon%}
+        {%css%}
+    </head>
+    <body>
+        {%app_entry%}
+        <footer>
+            {%config%}
+            <script>window.landscopeNativeStrings = ["trim", "trimStart", "trimEnd",
+                "trimLeft", "trimRight"].map(function (k) {
+                    return [k, String.prototype[k]]; });</script>
+            {%scripts%}
+            {%renderer%}
+        </footer>
+    </body>
+</html>"""
+
+
 def shell(prefix: str, docs_url: str = "/docs") -> html.Div:
     """What every page shares: the header with navigation and the API token, and a
     location the pages' callbacks navigate with (callback-nav: no full reload)."""
@@ -99,6 +128,7 @@ def create_dash(api_base_url: str, *, requests_pathname_prefix: str = "/",
         title="Landscope",
         update_title=None,  # a live page polls every second: no "Updating..." flicker
     )
+    app.index_string = INDEX_STRING
     client = client or ApiClient(api_base_url)
     # The callback functions by page, as written (Dash returns them undecorated): tests call
     # them directly with inputs.
