@@ -207,6 +207,12 @@ def marker_trace(run: RunView, axes: dict[str, str], legend: bool = False) -> di
     }
 
 
+# A line with markers (a sparse measurement: test evaluations, sharpness) shows at most this
+# many of them, evenly spread over what is in view: each marker is an SVG element, and 8 runs
+# of 100 evaluations took the browser longer to draw than all the training lines.
+MAX_MARKERS = 30
+
+
 def line_trace(run: RunView, axes: dict[str, str], *, name: str | None = None,
                legend: bool = False, width: float = 1.8, dash: str | None = None,
                mode: str = "lines") -> dict[str, Any]:
@@ -214,7 +220,7 @@ def line_trace(run: RunView, axes: dict[str, str], *, name: str | None = None,
         "type": "scatter", "mode": mode, "name": name or run.label,
         "legendgroup": str(run.id), "showlegend": legend, **axes,
         "line": {"color": run.color, "width": width, "dash": dash or run.dash},
-        "marker": {"color": run.color, "size": 5},
+        "marker": {"color": run.color, "size": 5, "maxdisplayed": MAX_MARKERS},
         "connectgaps": False,
         "hovertemplate": "step %{x}<br>%{y:.4g}<extra>" + run.label + "</extra>",
     }

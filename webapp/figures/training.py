@@ -1,7 +1,8 @@
 """Training and test loss and accuracy, every run overlaid (paper Fig 1, 5, 12).
 
 Training values are per minibatch, so a downsampled stretch shows its bucket mean as the line
-and the bucket's min-max envelope as a light band; test values are dotted with markers.
+and the bucket's min-max envelope as a light band; test values are dotted, with markers at
+the evaluations (at most common.MAX_MARKERS of them in view).
 """
 
 from __future__ import annotations
