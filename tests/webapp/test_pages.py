@@ -12,6 +12,10 @@ from dash._utils import AttributeDict
 from dash.exceptions import PreventUpdate
 
 from webapp.app import create_dash
+from webapp.client import ApiClient
+from webapp.compare.callbacks import OUTPUTS
+from webapp.compare.layout import placeholder
+from webapp.figures import FIGURES
 from webapp.pages import compare, experiment, new_experiment, runs
 from webapp.synthetic import create_experiment
 
@@ -146,12 +150,63 @@ def test_launch_needs_a_click(app):
         launch(None, *[None] * (len(new_experiment.formspec.FIELDS) + 1))
 
 
-def test_page_layouts_and_routes(app):
+def test_page_layouts_and_routes(api, app):
     assert compare.parse_ids("3, 1,x,3") == [3, 1]
-    assert "Choose runs" in str(compare.layout(""))
-    assert "cmp-source" in str(compare.layout("2,4"))
-    assert "No experiment" in str(experiment.layout("abc"))
-    assert "{'experiment': 7}" in str(experiment.layout("7"))
+    assert "Choose runs" in str(compare.layout(api.client, ""))
+    assert "cmp-source" in str(compare.layout(api.client, "2,4"))
+    assert "No experiment" in str(experiment.layout(api.client, "abc"))
+    assert "{'experiment': 7}" in str(experiment.layout(api.client, "7"))
+
+
+def components(layout) -> dict:
+    """id -> component, for every component of a layout that has an id."""
+    out, todo = {}, [layout]
+    while todo:
+        c = todo.pop()
+        if isinstance(c, list | tuple):
+            todo.extend(c)
+        elif hasattr(c, "to_plotly_json"):
+            if isinstance(getattr(c, "id", None), str):
+                out[c.id] = c
+            todo.append(getattr(c, "children", None))
+    return out
+
+
+def test_a_compare_page_arrives_built_as_the_callback_would_build_it(api, app):
+    exp, ids = create_experiment(api.engine, ["none", "batch"], steps=40, status="running",
+                                 done=30)
+    page = components(experiment.layout(api.client, str(exp), poll_ms=500))
+    drive = app.landscope_callbacks["compare_view"]["drive"]
+    built = with_trigger([], drive, {"experiment": exp}, 0, "side", ["ics"], None, None, 1,
+                         "layer", None)
+    by_output = dict(zip(OUTPUTS, built, strict=True))
+    for name in FIGURES:  # every figure is in the page, as the first build draws it
+        assert page[f"fig-{name}"].figure == by_output[(f"fig-{name}", "figure")]
+        assert page[f"fig-{name}"].figure["data"]
+    assert page["cmp-state"].data == by_output[("cmp-state", "data")]
+    assert page["cmp-log"].value == ["etas", "ics"]  # the paper's log axes for an MLP
+    assert page["cmp-poll"].max_intervals == -1 and page["cmp-poll"].interval == 500
+    assert page["cmp-live"].children.startswith("● live")
+    assert len(page["cmp-header"].children) == 2 and page["cmp-notice"].children == ""
+    assert [o["value"] for o in page["cmp-layer"].options] == [1, 2, 3, 4, 5]
+    # The first poll goes on from the page's state: only what arrived since, as Patches.
+    polled = with_trigger(["cmp-poll.n_intervals"], drive, {"experiment": exp}, 1, "side",
+                          ["etas", "ics"], None, None, 1, "layer", page["cmp-state"].data)
+    assert not any(isinstance(f, dict) for f in polled[:len(FIGURES)])
+
+
+def test_a_compare_page_whose_api_is_down_says_so_and_its_first_poll_builds(api, app):
+    exp, _ids = create_experiment(api.engine, ["none", "batch"], steps=40)
+    down = ApiClient("http://127.0.0.1:9/api/v1")  # nothing listens on the discard port
+    page = components(experiment.layout(down, str(exp)))
+    assert "cannot be reached" in page["cmp-notice"].children
+    assert page["fig-landscape"].figure == placeholder(340)  # empty, at its final size
+    state = page["cmp-state"].data
+    assert state["views"] == [] and page["cmp-poll"].max_intervals == -1  # keeps trying
+    drive = app.landscope_callbacks["compare_view"]["drive"]
+    polled = with_trigger(["cmp-poll.n_intervals"], drive, {"experiment": exp}, 1, "side",
+                          ["ics"], None, None, 1, "layer", state)
+    assert all(isinstance(f, dict) and f["data"] for f in polled[:len(FIGURES)])
 
 
 def test_the_compare_callback_drives_the_page(api, app):

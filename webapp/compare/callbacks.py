@@ -1,6 +1,7 @@
-"""The compare view's Dash wiring: one server callback drives every figure (so a rebuild and
-a live patch can never interleave: Dash runs one instance of a callback at a time per page
-and drops a superseded one whole), and a clientside callback for PNG/SVG downloads.
+"""The compare view's Dash wiring: one server callback drives every figure after the page
+opens (so a rebuild and a live patch can never interleave: Dash runs one instance of a
+callback at a time per page and drops a superseded one whole), and a clientside callback for
+PNG/SVG downloads.
 
 While the callback runs, `running` disables the poll Interval, so a slow fetch is never
 superseded by the next tick (which would drop its result and could starve the page).
@@ -18,6 +19,19 @@ from webapp.compare.layout import run_strip
 from webapp.figures import FIGURES
 from webapp.runsets import RunView
 
+# What the drive callback sets, in the order `outputs` returns them; webapp/compare/page.py
+# puts the same values straight into the layout of a page that opens.
+OUTPUTS: list[tuple[str, str]] = [
+    *[(f"fig-{n}", "figure") for n in FIGURES],
+    ("cmp-state", "data"),
+    ("cmp-header", "children"),
+    ("cmp-title", "children"),
+    ("cmp-notice", "children"),
+    ("cmp-poll", "max_intervals"),
+    ("cmp-layer", "options"),
+    ("cmp-live", "children"),
+    ("cmp-log", "value"),  # the page's first build picks the paper's log axes
+]
 FULL_TRIGGERS = {"cmp-source", "cmp-arrange", "cmp-from", "cmp-to"}
 HIST_TRIGGERS = {"cmp-layer", "cmp-scope"}
 
@@ -54,15 +68,7 @@ def outputs(result: ctl.Result, client: ApiClient) -> tuple:
 def register(app: Dash, client: ApiClient) -> dict:
     """The callbacks; returns the server one as {"drive": fn} (tests call it directly)."""
     @app.callback(
-        *[Output(f"fig-{n}", "figure") for n in FIGURES],
-        Output("cmp-state", "data"),
-        Output("cmp-header", "children"),
-        Output("cmp-title", "children"),
-        Output("cmp-notice", "children"),
-        Output("cmp-poll", "max_intervals"),
-        Output("cmp-layer", "options"),
-        Output("cmp-live", "children"),
-        Output("cmp-log", "value"),  # the page's first build picks the paper's log axes
+        *[Output(cid, prop) for cid, prop in OUTPUTS],
         Input("cmp-source", "data"),
         Input("cmp-poll", "n_intervals"),
         Input("cmp-arrange", "value"),
@@ -73,6 +79,9 @@ def register(app: Dash, client: ApiClient) -> dict:
         Input("cmp-scope", "value"),
         State("cmp-state", "data"),
         running=[(Output("cmp-poll", "disabled"), True, False)],
+        # The page arrives built (page.py); a page without a first build (its API call
+        # failed) has no views in its state, and the first poll builds it.
+        prevent_initial_call=True,
     )
     def drive(source, _tick, arrange, log, step_from, step_to, layer, scope, state):
         triggered = {p.split(".")[0] for p in ctx.triggered_prop_ids}

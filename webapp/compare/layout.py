@@ -65,7 +65,7 @@ def export_buttons(name: str) -> html.Div:
 
 
 def section(name: str, title: str, ref: str, text: str, height: int,
-            extra: Any = None) -> html.Section:
+            extra: Any = None, figure: dict[str, Any] | None = None) -> html.Section:
     return html.Section([
         html.Div([
             html.Div([html.H3(title), html.Span(ref, className="paper-ref")],
@@ -74,19 +74,19 @@ def section(name: str, title: str, ref: str, text: str, height: int,
                      className="section-tools"),
         ], className="section-head"),
         html.P(text, className="section-text"),
-        dcc.Graph(id=f"fig-{name}", figure=placeholder(height), config=graph_config(name),
-                  className="graph"),
+        dcc.Graph(id=f"fig-{name}", figure=figure or placeholder(height),
+                  config=graph_config(name), className="graph"),
     ], className="card figure-card", id=f"section-{name}")
 
 
-def controls() -> html.Div:
+def controls(log: list[str], live: str | None) -> html.Div:
     return html.Div([
         html.Div([html.Label("Bands"), dcc.RadioItems(
             id="cmp-arrange", value="side", inline=True,
             options=[{"label": "side by side", "value": "side"},
                      {"label": "overlaid", "value": "overlay"}])], className="control"),
         html.Div([html.Label("Log y"), dcc.Checklist(
-            id="cmp-log", value=sorted(DEFAULT_LOG), inline=True,
+            id="cmp-log", value=log, inline=True,
             options=[{"label": lab, "value": v} for v, lab in LOG_CHOICES])],
             className="control control-wide"),
         html.Div([html.Label("Steps"),
@@ -95,34 +95,45 @@ def controls() -> html.Div:
                   html.Span("to"),
                   dcc.Input(id="cmp-to", type="number", min=0, placeholder="end",
                             debounce=True, className="step-input")], className="control"),
-        html.Div(id="cmp-live", className="live"),
+        html.Div(live, id="cmp-live", className="live"),
     ], className="controls card")
 
 
-def layer_controls() -> html.Div:
+def layer_controls(options: list[dict[str, Any]]) -> html.Div:
     return html.Div([
         dcc.Dropdown(id="cmp-layer", value=1, clearable=False, searchable=False,
-                     options=[{"label": "layer 1", "value": 1}], className="layer-select"),
+                     options=options, className="layer-select"),
         dcc.RadioItems(id="cmp-scope", value="layer", inline=True,
                        options=[{"label": "whole layer", "value": "layer"},
                                 {"label": "sampled unit", "value": "unit"}]),
     ], className="layer-controls")
 
 
-def compare_layout(source: dict[str, Any], poll_ms: int) -> html.Div:
-    sections = []
-    for name, title, ref, text, height in SECTIONS:
-        extra = layer_controls() if name == "dist_heat" else None
-        sections.append(section(name, title, ref, text, height, extra))
+def compare_layout(source: dict[str, Any], poll_ms: int,
+                   initial: dict[tuple[str, str], Any] | None = None) -> html.Div:
+    """The page. `initial` holds values for its components' properties, keyed (id, property)
+    like the drive callback's outputs (webapp/compare/page.py fills it from the first build).
+    Without it: empty figures of the final size, for the first callback to fill."""
+    first = initial or {}
+
+    def value(cid: str, prop: str, default: Any = None) -> Any:
+        return first.get((cid, prop), default)
+
+    layers = value("cmp-layer", "options", [{"label": "layer 1", "value": 1}])
+    sections = [section(name, title, ref, text, height,
+                        layer_controls(layers) if name == "dist_heat" else None,
+                        value(f"fig-{name}", "figure"))
+                for name, title, ref, text, height in SECTIONS]
     return html.Div([
         dcc.Store(id="cmp-source", data=source),
-        dcc.Store(id="cmp-state"),
+        dcc.Store(id="cmp-state", data=value("cmp-state", "data")),
         dcc.Store(id="cmp-export-sink"),
-        dcc.Interval(id="cmp-poll", interval=poll_ms, max_intervals=-1),
-        html.H2(id="cmp-title", className="page-title"),
-        html.Div(id="cmp-header", className="run-strip"),
-        controls(),
-        html.Div(id="cmp-notice", className="notice"),
+        dcc.Interval(id="cmp-poll", interval=poll_ms,
+                     max_intervals=value("cmp-poll", "max_intervals", -1)),
+        html.H2(value("cmp-title", "children"), id="cmp-title", className="page-title"),
+        html.Div(value("cmp-header", "children"), id="cmp-header", className="run-strip"),
+        controls(value("cmp-log", "value", sorted(DEFAULT_LOG)), value("cmp-live", "children")),
+        html.Div(value("cmp-notice", "children"), id="cmp-notice", className="notice"),
         html.Div(sections, className="figures"),
     ], className="compare")
 

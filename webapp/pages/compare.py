@@ -6,7 +6,7 @@ import dash
 from dash import Dash, html
 
 from webapp.client import ApiClient
-from webapp.compare.layout import compare_layout
+from webapp.compare.page import opening_layout
 
 PATH = "/compare"
 
@@ -21,18 +21,19 @@ def parse_ids(text: str | None) -> list[int]:
     return out
 
 
-def layout(runs: str | None = None, poll_ms: int = 1000, **_query) -> html.Div:
+def layout(client: ApiClient, runs: str | None = None, poll_ms: int = 1000,
+           **_query) -> html.Div:
     ids = parse_ids(runs)
     if not ids:
         return html.Div(html.P("Choose runs to compare on the Runs page.", className="notice"))
-    return compare_layout({"runs": ids}, poll_ms)
+    return opening_layout(client, {"runs": ids}, poll_ms)
 
 
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
     """Only the route: the compare view's callbacks are registered once, by the app."""
-    del app, client
+    del app
     dash.register_page(
         __name__, path=PATH, name="Compare", title="Landscope · compare",
-        layout=lambda runs=None, **q: layout(runs, poll_ms, **q),
+        layout=lambda runs=None, **q: layout(client, runs, poll_ms, **q),
     )
     return {}

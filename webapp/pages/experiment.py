@@ -6,24 +6,25 @@ import dash
 from dash import Dash, html
 
 from webapp.client import ApiClient
-from webapp.compare.layout import compare_layout
+from webapp.compare.page import opening_layout
 
 PATH_TEMPLATE = "/experiments/<experiment_id>"
 
 
-def layout(experiment_id: str | None = None, poll_ms: int = 1000, **_query) -> html.Div:
+def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1000,
+           **_query) -> html.Div:
     try:
         exp = int(experiment_id or "")
     except ValueError:
         return html.Div(html.P(f"No experiment {experiment_id!r}.", className="notice"))
-    return compare_layout({"experiment": exp}, poll_ms)
+    return opening_layout(client, {"experiment": exp}, poll_ms)
 
 
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
     """Only the route: the compare view's callbacks are registered once, by the app."""
-    del app, client  # the compare view's callbacks are registered once, by the app
+    del app
     dash.register_page(
         __name__, path_template=PATH_TEMPLATE, name="Experiment", title="Landscope · experiment",
-        layout=lambda experiment_id=None, **q: layout(experiment_id, poll_ms, **q),
+        layout=lambda experiment_id=None, **q: layout(client, experiment_id, poll_ms, **q),
     )
     return {}
