@@ -57,7 +57,7 @@ FONT = "Inter, system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 # No automargin: it re-measures every tick label and redraws, a fifth of a page's drawing
 # time; the fixed margins of base_layout leave room for the labels these figures have.
 _AXIS = {"gridcolor": "#ebeef3", "linecolor": "#c9ced6", "zerolinecolor": "#dfe3ea",
-         "ticks": "", "title": {"standoff": 6}}
+         "ticks": "", "title": {"standoff": 6}, "ticklabeloverflow": "allow"}
 TEMPLATE: dict[str, Any] = {
     "layout": {"paper_bgcolor": "white", "plot_bgcolor": "white", "xaxis": _AXIS,
                "yaxis": _AXIS,
