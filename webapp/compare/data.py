@@ -17,6 +17,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -36,11 +37,17 @@ T = TypeVar("T")
 class FinishedCache:
     """What a finished run stored never changes, so a page reopened, or redrawn for another
     arrangement, need not fetch it again. Bounded (least recently used goes first); only
-    runs that had finished before the fetch began are kept."""
+    runs that had finished before the fetch began are kept.
+
+    Concurrent fetches of one key coalesce: the first caller fetches, the others wait for
+    its value (a page's build waits for the prefetch its page request started, prefetch.py,
+    rather than fetching the same data twice). Should that fetch fail, each waiter fetches
+    for itself: a failure may be the first caller's own (its token, say)."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._pending: dict[tuple, Future] = {}
         self._lock = threading.Lock()
 
     def get_or_fetch(self, key: tuple, finished: bool, fetch: Callable[[], T]) -> T:
@@ -50,12 +57,35 @@ class FinishedCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = fetch()
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = Future()
+                fetching = True
+            else:
+                fetching = False
+        if not fetching:
+            try:
+                return pending.result()
+            except Exception:  # noqa: BLE001 - theirs failed: try ours
+                return fetch()
+        try:
+            value = fetch()
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            pending.set_exception(exc)
+            raise
         with self._lock:
             self._items[key] = value
+            del self._pending[key]
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+        pending.set_result(value)
         return value
+
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items
 
     def clear(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import dash
 from dash import Dash, html
 
 from webapp.client import ApiClient
+from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
 
 PATH = "/compare"
@@ -29,9 +30,16 @@ def layout(client: ApiClient, runs: str | None = None, poll_ms: int = 1000,
     return opening_layout(client, {"runs": ids}, poll_ms)
 
 
+def source_of(path: str, query) -> dict | None:
+    """The compare view's source for a request of this page's path (prefetch.py)."""
+    ids = parse_ids(query.get("runs")) if path == PATH.strip("/") else []
+    return {"runs": ids} if ids else None
+
+
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
-    """Only the route: the compare view's callbacks are registered once, by the app."""
-    del app
+    """The route, and a prefetch of its data when the page is requested; the compare view's
+    callbacks are registered once, by the app."""
+    prefetch.when_requested(app, client, source_of)
     dash.register_page(
         __name__, path=PATH, name="Compare", title="Landscope · compare",
         layout=lambda runs=None, **q: layout(client, runs, poll_ms, **q),
