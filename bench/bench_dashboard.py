@@ -173,8 +173,9 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) 
         "",
         "### 1. Compare page: navigation start to every graph drawn (target < 2 s)", "",
         "cold: fresh server and browser profile; new visitor: warm server, fresh profile; "
-        "reload: same tab. build = the figures callback's request (server: fetch from the "
-        "API, build, encode); render = from its response to the last graph drawn.", "",
+        "reload: same tab. build = the request that builds the figures (the page's layout, "
+        "which carries the first build: server fetches from the API, builds, encodes); "
+        "render = from its response to the last graph drawn.", "",
         "| case | loads | p50 ms | min / max ms | build request p50 ms | render p50 ms | "
         "response kB | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
