@@ -212,20 +212,28 @@ def test_a_worker_whose_run_was_taken_over_stops_without_writing(
 
 
 def test_worker_shutdown_hands_the_run_back_and_the_next_worker_resumes_it(
-    sqlite_env, make_run, spec_factory, stored, memory_reference, same_metrics, waiter
+    sqlite_env, make_run, spec_factory, stored, memory_reference, same_metrics
 ):
     env = sqlite_env
     spec = spec_factory(steps=400, checkpoint_every=20)
     run_id = make_run(env.url, spec)
-    shutdown = threading.Event()
-    thread, out = in_thread(execute, env, run_id, shutdown=shutdown)
-    waiter(lambda: row(env, run_id).step >= 50, 30, what="the run to train")
-    shutdown.set()
-    thread.join(10)
+    store = DirectoryCheckpointStore(checkpoint_dir(env.settings, run_id))
+
+    class ShutdownOnceCheckpointed(threading.Event):
+        """The worker is told to stop once the run has a checkpoint at 40: at a step, not
+        at a time, since a fast machine trains all 400 steps between two polls."""
+
+        def is_set(self) -> bool:
+            if not super().is_set() and store.latest_step() >= 40:
+                self.set()
+            return super().is_set()
+
+    thread, out = in_thread(execute, env, run_id, shutdown=ShutdownOnceCheckpointed())
+    thread.join(60)
     assert out["v"] == REQUEUE
     r = row(env, run_id)
     assert (r.status, r.worker, r.heartbeat_at, r.finished_at) == ("queued", None, None, None)
-    assert DirectoryCheckpointStore(checkpoint_dir(env.settings, run_id)).latest_step() >= 40
+    assert 40 <= store.latest_step() < 400 and r.step < 400
     assert execute(env, run_id) == "succeeded"
     got = stored(env.url, run_id)
     assert got.run.attempts == 2 and got.run.step == 400

@@ -2,7 +2,7 @@
 
 Built inside the page's own layout request, not as empty placeholders that a first callback
 then fills: that saves a round trip and drawing every graph twice (empty, then full), about
-a tenth of a first visit (bench/RESULTS.md). The drive callback (callbacks.py) takes over
+0.1 s of a first visit (bench/RESULTS.md). The drive callback (callbacks.py) takes over
 from the state this leaves: it polls, and rebuilds when a control changes."""
 
 from __future__ import annotations
