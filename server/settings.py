@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     dev: bool = Field(
         False, description="development mode: Dash dev tools (error pop-ups, callback graph)"
     )
+    access_log: bool = Field(
+        False, description="log every HTTP request; off by default, since each open dashboard "
+        "page polls once a second"
+    )
 
     # Server-side limits: no request may exhaust a worker.
     max_steps: int = Field(200_000, ge=1, description="most training steps one run may ask for")

@@ -164,12 +164,12 @@ def children(pid: int) -> list[int]:
 class Served:
     """A `landscope up|api` process on a free port; it and its children die at teardown."""
 
-    def __init__(self, tmp_path: Path, command: str) -> None:
+    def __init__(self, tmp_path: Path, command: str, **settings) -> None:
         self.port = free_port()
         self.log = tmp_path / f"{command}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", command, "--port", str(self.port)],
-            cwd=ROOT, env=env_with(data_dir=tmp_path, heartbeat_seconds=0.5),
+            cwd=ROOT, env=env_with(data_dir=tmp_path, heartbeat_seconds=0.5, **settings),
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.pids = [self.proc.pid]
@@ -187,8 +187,8 @@ class Served:
 def served(tmp_path):
     made: list[Served] = []
 
-    def start(command: str) -> Served:
-        made.append(Served(tmp_path, command))
+    def start(command: str, **settings) -> Served:
+        made.append(Served(tmp_path, command, **settings))
         return made[-1]
 
     yield start
@@ -238,6 +238,17 @@ def test_api_serves_without_torch_and_stops_on_sigterm(served, tmp_path):
     assert worker_row(tmp_path) is None  # `api` starts no worker
     api.proc.send_signal(signal.SIGTERM)
     assert api.proc.wait(10) == 0
+    # No line per request by default: an open dashboard page polls every second.
+    assert "GET /api/v1/health" not in api.log.read_text()
+
+
+@pytest.mark.slow
+def test_access_log_writes_a_line_per_request(served, tmp_path):
+    api = served("api", access_log="true")
+    wait_healthy(api.port, api.proc)
+    api.proc.send_signal(signal.SIGTERM)
+    assert api.proc.wait(10) == 0
+    assert '"GET /api/v1/health HTTP/1.1" 200' in api.log.read_text()
 
 
 def test_the_port_accepts_connections_as_soon_as_it_is_announced():

@@ -111,12 +111,14 @@ def sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-def serve(app, sock: socket.socket) -> None:
-    """Serve on an already bound socket until SIGINT or SIGTERM (a graceful shutdown)."""
+def serve(app, sock: socket.socket, *, access_log: bool = False) -> None:
+    """Serve on an already bound socket until SIGINT or SIGTERM (a graceful shutdown).
+    `access_log`: a line per request (LANDSCOPE_ACCESS_LOG), else only uvicorn's own news."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
+                            access_log=access_log)
     try:
         with sigterm_interrupts():
             uvicorn.Server(config).run(sockets=[sock])
@@ -155,10 +157,10 @@ def prepare(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        _settings, sock, app, base_url, mounted = prepare(args)
+        settings, sock, app, base_url, mounted = prepare(args)
     except ServeError as exc:
         print(f"landscope: error: {exc}", file=sys.stderr)
         return 1
     announce(app, base_url, mounted)
-    serve(app, sock)
+    serve(app, sock, access_log=settings.access_log)
     return 0

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     device = check_device(args.device) if args.device else None
     with api_cmd.sigterm_interrupts():
         try:
-            _settings, sock, app, base_url, mounted = api_cmd.prepare(args)
+            settings, sock, app, base_url, mounted = api_cmd.prepare(args)
         except api_cmd.ServeError as exc:
             print(f"landscope: error: {exc}", file=sys.stderr)
             return 1
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         watch(worker, stopping)
         try:
             api_cmd.announce(app, base_url, mounted)
-            api_cmd.serve(app, sock)
+            api_cmd.serve(app, sock, access_log=settings.access_log)
         except KeyboardInterrupt:  # before the server took over the signals
             pass
         finally:
