@@ -18,6 +18,7 @@ import torch
 
 import worker.engine.trainer as trainer_module
 from server.spec import NORMS, RunSpec
+from tests.engine.probe_context import context_at
 from tests.engine.small_nets import SMALL
 from worker.engine.probes import ProbeContext
 from worker.engine.probes.activations import (
@@ -39,17 +40,8 @@ def spec(model: str, **over) -> RunSpec:
 @pytest.mark.parametrize("norm", NORMS)
 def test_the_shadow_evaluates_the_training_loss_and_gradient_bitwise(tmp_path, model, norm):
     t = Trainer(spec(model, norm=norm), tmp_path)
-    t.run(MemorySink(), max_steps=2)  # running statistics away from their initial values
-    x, y = t.batch(2)
-    t.noise.mark_step_start()
-    loss = t.loss_fn(t.net(x), y)
-    t.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    ctx = ProbeContext(
-        step=2, net=t.net, params={n: p.detach() for n, p in t.params.items()},
-        grads={n: p.grad for n, p in t.params.items()}, x=x, y=y, loss_fn=t.loss_fn,
-        lr=t.spec.lr, optimizer=t.optimizer, noise=t.noise,
-    )
+    ctx, loss = context_at(t, 2)
+    x, y = ctx.x, ctx.y
     buffers = {k: v.clone() for k, v in t.net.state_dict().items() if k not in t.params}
     l0, grads = ctx.loss_and_grad_along(0.0)
     assert l0.item() == loss.item() or (math.isnan(l0.item()) and math.isnan(loss.item()))

@@ -20,12 +20,12 @@ import torch
 from torch.func import vmap
 
 from server.spec import NORMS, NoiseSpec, RunSpec, SpecError, build_spec
+from tests.engine.probe_context import context_at
 from tests.engine.small_nets import SMALL as _SMALL
 from worker.engine.norms import NoiseInjection
-from worker.engine.probes import ProbeContext, build_probes
+from worker.engine.probes import build_probes
 from worker.engine.probes.base import global_norm
 from worker.engine.probes.landscape import PATH_KEY, LandscapeProbe
-from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
 
 # One layer shallower than the other engine tests' MLP and DLN: these tests run every
@@ -43,17 +43,7 @@ def probed_context(tmp_path, model: str, norm: str, mode: str = "train"):
     spec = RunSpec.model_validate({**SMALL[model], "norm": norm, "norm_groups": 2, "steps": 3,
                                    "seed": 5, "device": "cpu", "eval_every": 0})
     t = Trainer(spec, tmp_path)
-    t.run(MemorySink(), max_steps=2)  # running statistics and noise stream away from the start
-    x, y = t.batch(2)
-    t.noise.mark_step_start()
-    loss = t.loss_fn(t.net(x), y)
-    t.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    ctx = ProbeContext(
-        step=2, net=t.net, params={n: p.detach() for n, p in t.params.items()},
-        grads={n: p.grad for n, p in t.params.items()}, x=x, y=y, loss_fn=t.loss_fn,
-        lr=t.spec.lr, optimizer=t.optimizer, noise=t.noise, mode=mode,
-    )
+    ctx, loss = context_at(t, 2, mode)
     return ctx, t, loss.item()
 
 
