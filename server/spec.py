@@ -286,6 +286,19 @@ def parse_value(text: str) -> Any:
     return t
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys, so a partial section merges into the preset's one
+    instead of replacing it ({"probes": {"ics": {"every": 5}}} keeps probes.landscape)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys in a (nested) spec dict; unknown keys raise SpecError naming the key."""
     out = _deep_copy(base)

@@ -10,7 +10,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.spec import RunSpec, SpecError, apply_overrides, build_spec, expand_vary
+from server.spec import (
+    RunSpec,
+    SpecError,
+    apply_overrides,
+    build_spec,
+    expand_vary,
+    flatten,
+)
 
 # Form field -> the spec key it sets (the probe stride sets three probes' `every`).
 STRIDE_KEYS = ("probes.landscape.every", "probes.ics.every", "probes.activations.every")
@@ -33,16 +40,6 @@ class Parsed:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _join(values: list[Any]) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
@@ -51,7 +48,7 @@ def values_from_preset(preset: dict[str, Any] | None) -> dict[str, Any]:
     """Every field's value: the spec defaults, overridden by the preset's base and vary."""
     base = preset["base"] if preset else {}
     vary = preset["vary"] if preset else {}
-    spec = _flat(apply_overrides(RunSpec().model_dump(mode="json"), _flat(base)))
+    spec = flatten(apply_overrides(RunSpec().model_dump(mode="json"), flatten(base)))
     lrs = vary.get("lr", [spec["lr"]])
     return {
         "name": "", "preset": preset["name"] if preset else None,

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from server.spec import flatten
 from webapp.style import DASHES, NORM_ORDER, norm_color, norm_label
 
 MAX_COLS = 4  # a single row of facets wraps after this many columns, to stay legible
@@ -57,16 +58,6 @@ class Grid:
     rows: int
     cols: int
     titles: list[str]  # one per cell, row-major ("" where no run sits)
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def differing_keys(specs: list[dict[str, Any]]) -> list[str]:

@@ -18,9 +18,9 @@ from server.db.models import Experiment, Run
 from server.schemas import ExperimentCreate
 from server.services.errors import InvalidRequest, NotFound
 from server.services.runs import check_queue_room, new_run, run_name
-from server.services.specs import Origin, find_preset, flatten, merge, reject_nonfinite, validate
+from server.services.specs import Origin, find_preset, merge, reject_nonfinite, validate
 from server.settings import Settings
-from server.spec import SpecError, expand_vary
+from server.spec import SpecError, expand_vary, flatten
 
 BASE: tuple[str, ...] = ("body", "base")
 VARY: tuple[str, ...] = ("body", "vary")

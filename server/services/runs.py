@@ -19,9 +19,9 @@ from server.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, utcnow
 from server.queue import queue_for, send_run
 from server.schemas import RunCreate
 from server.services.errors import BrokerUnavailable, Conflict, NotFound, QueueFull
-from server.services.specs import Origin, find_preset, flatten, merge, validate
+from server.services.specs import Origin, find_preset, merge, validate
 from server.settings import Settings
-from server.spec import RunSpec
+from server.spec import RunSpec, flatten
 
 # Keys that RunSpec.name_hint() already shows; other varied keys are appended to run names.
 _HINTED = frozenset({"model", "vgg_config", "width", "depth", "norm", "lr", "seed"})

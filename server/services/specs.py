@@ -17,7 +17,7 @@ from typing import Any
 from server.presets import PRESETS, Preset
 from server.services.errors import InvalidRequest
 from server.settings import Settings
-from server.spec import RunSpec, SpecError, apply_overrides, build_spec
+from server.spec import RunSpec, SpecError, apply_overrides, build_spec, flatten
 
 Loc = tuple[str | int, ...]
 
@@ -51,19 +51,6 @@ def locate(path: str, origins: Sequence[Origin], fallback: Loc) -> Loc:
                 if _related(key, path):
                     return (*origin.loc, key) if origin.dotted else (*origin.loc, *_parts(path))
     return (*fallback, *_parts(path))
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys, so a partial section merges into the preset's one
-    instead of replacing it ({"probes": {"ics": {"every": 5}}} keeps probes.landscape)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def reject_nonfinite(value: Any, loc: Loc) -> None:
