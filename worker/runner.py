@@ -14,8 +14,9 @@ Plain functions over a database engine and Settings, so tests drive them without
 - A queued run with cancel_requested set (the API may not have finished it) ends `cancelled`.
 - Metrics are idempotent (insert-ignore), so a resumed run re-measures the steps after its
   last checkpoint and duplicates nothing.
-- When the worker is shutting down mid-run, the run goes back to `queued` and the task
-  requeues its message: the next worker resumes from the checkpoint.
+- When the worker is shutting down mid-run, the engine pauses the run with a checkpoint at
+  the step where it stopped, the run goes back to `queued` and the task requeues its
+  message: the next worker resumes at exactly that step, training no step twice.
 """
 
 from __future__ import annotations
@@ -174,19 +175,24 @@ def execute_run(
         lease.stop()  # before the final write, which ends the lease's fence
     if lease.lost.is_set():
         return "lost"  # another worker owns the run now; it measures the same steps
-    if result.status == "cancelled" and not lease.cancel_requested.is_set():
-        # Stopped by the worker's shutdown: hand the run back, to resume elsewhere.
+    log.info("run %s: trained from step %d to step %d (%s)", run_id, result.first_step,
+             result.next_step, result.status)
+    status = result.status
+    if status == "paused" and lease.cancel_requested.is_set():
+        status = "cancelled"  # cancelled while it stopped: the user's word wins
+    if status == "paused":
+        # Stopped by the worker's shutdown, checkpointed at next_step: hand the run back.
         finish_run(factory, claim, settings.db_outage_seconds,
                    status="queued", worker=None, heartbeat_at=None,
                    step=result.next_step, last_loss=result.last_loss)
         return REQUEUE
     finish_run(
-        factory, claim, settings.db_outage_seconds, status=result.status, step=result.next_step,
+        factory, claim, settings.db_outage_seconds, status=status, step=result.next_step,
         last_loss=result.last_loss, diverged_at=result.diverged_at, info=result.info,
         finished_at=utcnow(), heartbeat_at=utcnow(),
     )
     _drop_checkpoints(checkpoint_dir(settings, run_id))  # nothing will resume a finished run
-    return result.status
+    return status
 
 
 def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease: RunLease,
@@ -201,10 +207,15 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     sink = SqlSink(engine, claim.run_id, flush_seconds=settings.sink_flush_seconds,
                    flush_points=settings.sink_flush_points,
                    outage_seconds=settings.db_outage_seconds)
+    def stop_request() -> str | None:
+        if lease.should_stop():  # cancelled, or the run is another worker's now
+            return "cancel"
+        return "pause" if shutdown.is_set() else None  # to be resumed by the next worker
+
     try:
         result = trainer.run(
             sink,
-            should_stop=lambda: lease.should_stop() or shutdown.is_set(),
+            should_stop=stop_request,
             checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
             progress=lease.progress,
         )

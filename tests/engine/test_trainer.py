@@ -109,6 +109,58 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, over):
     assert {**first.etas["landscape"], **second.etas["landscape"]} == whole.etas["landscape"]
 
 
+def stop_at(step: int, request: str):
+    """A should_stop that asks for `request` before `step` (it is called once per step)."""
+    calls = []
+
+    def should_stop() -> str | None:
+        calls.append(1)
+        return request if len(calls) > step else None
+
+    return should_stop
+
+
+@pytest.mark.parametrize("over", [{"norm": "noisy_batch"}, {"norm": "l2", "optimizer": "adam",
+                                                              "lr": 1e-3}],
+                         ids=["noisy_batch", "adam"])
+def test_a_pause_checkpoints_where_it_stops_and_resumes_with_no_step_twice(tmp_path, over):
+    s = spec("mlp", steps=10, checkpoint_every=4, probes=ALL_PROBES, **over)
+    whole = MemorySink()
+    Trainer(s, tmp_path).run(whole)
+
+    store = DirectoryCheckpointStore(tmp_path / "b")
+    first = MemorySink()
+    paused = Trainer(s, tmp_path).run(first, checkpoints=store, should_stop=stop_at(7, "pause"))
+    assert (paused.status, paused.next_step, store.latest_step()) == ("paused", 7, 7)
+    assert first.steps("train/loss") == list(range(7))
+    second = MemorySink()
+    done = Trainer(s, tmp_path).run(second, checkpoints=store)
+    assert (done.status, done.first_step, done.next_step) == ("succeeded", 7, 10)
+    assert second.steps("train/loss") == [7, 8, 9]  # not one step trained twice
+
+    for key, values in no_timings(whole.series).items():  # the two halves are the whole run
+        halves = {**first.series.get(key, {}), **second.series.get(key, {})}
+        assert sorted(halves) == sorted(values), key
+        assert bits(halves[t] for t in sorted(halves)) == bits(values[t] for t in sorted(values))
+    assert {**first.etas["landscape"], **second.etas["landscape"]} == whole.etas["landscape"]
+
+
+def test_a_pause_on_a_checkpoint_step_or_before_any_step_writes_nothing_more(tmp_path):
+    s = spec("mlp", steps=10, checkpoint_every=4)
+    store = DirectoryCheckpointStore(tmp_path / "c")
+    Trainer(s, tmp_path).run(MemorySink(), checkpoints=store, should_stop=stop_at(0, "pause"))
+    assert store.latest_step() == 0 and not store.dir.exists()  # nothing trained, nothing kept
+    Trainer(s, tmp_path).run(MemorySink(), checkpoints=store, should_stop=stop_at(4, "pause"))
+    assert [p.name for p in store.dir.iterdir()] == ["ckpt-00000004.pt"]  # the periodic one
+
+
+def test_a_cancel_writes_no_checkpoint(tmp_path):
+    store = DirectoryCheckpointStore(tmp_path / "d")
+    result = Trainer(spec(checkpoint_every=4), tmp_path).run(
+        MemorySink(), checkpoints=store, should_stop=stop_at(6, "cancel"))
+    assert (result.status, result.next_step, store.latest_step()) == ("cancelled", 6, 4)
+
+
 def test_checkpoint_of_another_spec_is_refused(tmp_path):
     store = DirectoryCheckpointStore(tmp_path / "c")
     Trainer(spec(checkpoint_every=2), tmp_path).run(MemorySink(), checkpoints=store, max_steps=2)

@@ -6,6 +6,7 @@ rules, the fence that stops a worker whose run was taken over, and the shutdown 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from datetime import timedelta
@@ -212,32 +213,41 @@ def test_a_worker_whose_run_was_taken_over_stops_without_writing(
 
 
 def test_worker_shutdown_hands_the_run_back_and_the_next_worker_resumes_it(
-    sqlite_env, make_run, spec_factory, stored, memory_reference, same_metrics
+    sqlite_env, make_run, spec_factory, stored, memory_reference, same_metrics, caplog
 ):
     env = sqlite_env
     spec = spec_factory(steps=400, checkpoint_every=20)
     run_id = make_run(env.url, spec)
     store = DirectoryCheckpointStore(checkpoint_dir(env.settings, run_id))
 
-    class ShutdownOnceCheckpointed(threading.Event):
-        """The worker is told to stop once the run has a checkpoint at 40: at a step, not
-        at a time, since a fast machine trains all 400 steps between two polls."""
+    class ShutdownBeforeStep47(threading.Event):
+        """The worker is told to stop before step 47, counted in the run's own polls (one a
+        step) after its checkpoint at 40, not in time: a fast machine trains all 400 steps
+        between two polls of a clock. 47 is no checkpoint step: only the stop's own
+        checkpoint can resume there."""
+
+        polls = 0
 
         def is_set(self) -> bool:
             if not super().is_set() and store.latest_step() >= 40:
-                self.set()
+                self.polls += 1
+                if self.polls > 7:
+                    self.set()
             return super().is_set()
 
-    thread, out = in_thread(execute, env, run_id, shutdown=ShutdownOnceCheckpointed())
+    thread, out = in_thread(execute, env, run_id, shutdown=ShutdownBeforeStep47())
     thread.join(60)
     assert out["v"] == REQUEUE
     r = row(env, run_id)
     assert (r.status, r.worker, r.heartbeat_at, r.finished_at) == ("queued", None, None, None)
-    assert 40 <= store.latest_step() < 400 and r.step < 400
-    assert execute(env, run_id) == "succeeded"
+    assert r.step == store.latest_step() == 47  # checkpointed where it stopped
+    with caplog.at_level(logging.INFO, logger="worker.runner"):
+        assert execute(env, run_id) == "succeeded"
+    assert f"run {run_id}: trained from step 47 to step 400 (succeeded)" in caplog.messages
     got = stored(env.url, run_id)
     assert got.run.attempts == 2 and got.run.step == 400
     same_metrics(got, memory_reference(spec))
+
 
 
 def test_error_summary_names_the_exception_and_its_innermost_frames():

@@ -12,6 +12,10 @@ One step t, in order:
   6. a checkpoint when due.
 Every metric recorded at step t is measured at w_t. After the last step the test set is
 evaluated once more at w_T, recorded at step T.
+
+Before each step the caller's `should_stop` may end the run: "cancel" (or True) ends it for
+good; "pause" ends it to be continued elsewhere, so the loop checkpoints at the step where it
+stopped and a resumed run trains no step twice.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from worker.engine.sink import MetricSink
 from worker.engine.state import NoiseStream, resolve_device
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
+StopRequest = Literal["cancel", "pause"]
+StopFn = Callable[[], StopRequest | bool | None]  # falsy: go on; True means "cancel"
 ProgressFn = Callable[[int, int, float], None]  # (steps done, total steps, last loss)
 
 # train/acc of step t is the accuracy on B_t of the logits of step t's training forward, as
@@ -54,6 +60,7 @@ class RunResult:
     last_loss: float
     diverged_at: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    first_step: int = 0  # the step this call started at: 0, or the checkpoint it resumed
 
 
 class Trainer:
@@ -112,15 +119,17 @@ class Trainer:
         self,
         sink: MetricSink,
         *,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: StopFn | None = None,
         checkpoints: CheckpointStore | None = None,
         progress: ProgressFn | None = None,
         max_steps: int | None = None,
     ) -> RunResult:
         """Train from the latest checkpoint (or from scratch) to the spec's last step.
 
-        `max_steps` bounds the steps taken in this call (the run is then "paused");
-        `should_stop` is checked before every step (the run is then "cancelled").
+        `max_steps` bounds the steps taken in this call (the run is then "paused", with no
+        checkpoint of its own: tests use it to stand for a crash); `should_stop` is checked
+        before every step: "cancel" (or True) ends the run "cancelled", "pause" ends it
+        "paused" with a checkpoint at that step (when there is a store).
         """
         spec = self.spec
         start = self._restore(checkpoints.load_latest()) if checkpoints else 0
@@ -128,10 +137,14 @@ class Trainer:
         classify = self.data.task == "classification"
         last_loss, status, diverged_at = math.nan, "paused", None
         next_step = start  # the first step whose loss is not recorded yet
+        saved_at = start  # the step of the newest checkpoint (the one resumed, if any)
+        pause_requested = False
         self._acc_pending = []
         for step in range(start, end):
-            if should_stop is not None and should_stop():
-                status = "cancelled"
+            request = should_stop() if should_stop is not None else None
+            if request:
+                pause_requested = request == "pause"
+                status = "paused" if pause_requested else "cancelled"
                 break
             last_loss, due, batch = self._forward_backward(step, sink, classify)
             next_step = step + 1
@@ -151,6 +164,7 @@ class Trainer:
                 self._emit_acc(sink)
                 sink.flush()  # metrics up to the checkpoint are durable before it is
                 checkpoints.save(next_step, self._state(next_step))
+                saved_at = next_step
             if progress is not None:
                 progress(next_step, spec.steps, last_loss)
         else:
@@ -159,8 +173,11 @@ class Trainer:
                 if spec.eval_every:
                     self._evaluate(spec.steps, sink)
         self._emit_acc(sink)
-        sink.flush()
-        return RunResult(status, next_step, last_loss, diverged_at, self.info)
+        sink.flush()  # as before a periodic checkpoint: metrics first, then the state
+        if pause_requested and checkpoints and next_step != saved_at:
+            # The stop came before step next_step began: the state is exactly w_{next_step}.
+            checkpoints.save(next_step, self._state(next_step))
+        return RunResult(status, next_step, last_loss, diverged_at, self.info, first_step=start)
 
     def _forward_backward(self, step: int, sink: MetricSink, classify: bool):
         """Steps 1-3 of the docstring: g_t in the parameters' .grad, the loss in the sink."""
