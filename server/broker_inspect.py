@@ -3,7 +3,8 @@
 Live means waiting in a queue, or delivered to a worker and not yet acknowledged. Both
 brokers Landscope supports are read directly, without consuming anything:
 - Redis (kombu): each queue is a list (plus one list per priority step), and delivered but
-  unacknowledged messages sit in the `unacked` hash;
+  unacknowledged messages sit in the `unacked` hash, every key under the broker's key prefix
+  (settings.broker_key_prefix, kombu's global_keyprefix);
 - the embedded broker (kombu's SQLAlchemy transport): rows of kombu_message with visible set.
   That transport never makes a delivered message visible again, so a run whose worker died
   has no live message there: the reconciler must resend it.
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from sqlalchemy import text
 
 from server.queue import QUEUES, RUN_TASK
+from server.settings import Settings
 
 # kombu's Redis transport keeps priority levels 3, 6 and 9 in lists named queue + sep + level.
 _PRIORITY_SEP = "\x06\x16"
@@ -46,15 +48,16 @@ def _ids(payloads: Iterable[bytes | str]) -> set[int]:
     return {i for i in map(run_id_of, payloads) if i is not None}
 
 
-def live_run_ids(broker_url: str) -> set[int] | None:
+def live_run_ids(settings: Settings) -> set[int] | None:
+    broker_url = settings.broker
     if broker_url.startswith(("redis://", "rediss://")):
-        return _redis_live(broker_url)
+        return _redis_live(broker_url, settings.broker_key_prefix)
     if broker_url.startswith("sqla+"):
         return _sqla_live(broker_url.removeprefix("sqla+"))
     return None
 
 
-def _redis_live(url: str) -> set[int]:
+def _redis_live(url: str, prefix: str) -> set[int]:
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
@@ -63,8 +66,8 @@ def _redis_live(url: str) -> set[int]:
                  for q in (base, *(f"{base}{_PRIORITY_SEP}{p}" for p in _PRIORITY_STEPS))]
         pipe = client.pipeline()
         for name in names:
-            pipe.lrange(name, 0, -1)
-        pipe.hvals("unacked")
+            pipe.lrange(prefix + name, 0, -1)
+        pipe.hvals(prefix + "unacked")
         lists = pipe.execute()
     finally:
         client.close()

@@ -16,6 +16,9 @@ from server.settings import Settings
 RUN_TASK = "landscope.run"
 # A queue per device kind; "auto" runs go to the shared queue that every worker consumes.
 QUEUES = {"cpu": "landscope.cpu", "cuda": "landscope.gpu", "auto": "landscope.any"}
+# Who consumes each queue, in words: what a run in it waits for while no online worker does.
+CONSUMERS = {QUEUES["cpu"]: "a cpu worker", QUEUES["cuda"]: "a cuda worker",
+             QUEUES["auto"]: "a worker"}
 
 
 def queue_for(device: str) -> str:
@@ -36,6 +39,9 @@ def make_celery(settings: Settings) -> Celery:
         # hours, so a redelivery while the first delivery still runs must be harmless: the
         # task checks the run's heartbeat and leaves a live run alone (worker/tasks.py).
         options = {"visibility_timeout": 3600, "socket_connect_timeout": 3, "socket_timeout": 10}
+        if settings.broker_key_prefix:
+            # kombu prefixes every key it touches: queues, bindings, the unacked hash.
+            options["global_keyprefix"] = settings.broker_key_prefix
     app.conf.update(
         task_ignore_result=True,  # results live in the database, not in a result backend
         task_acks_late=True,  # a worker that dies mid-run leaves the message to redeliver

@@ -2,24 +2,29 @@
 
 PostgreSQL: every test module that asks gets a database of its own (created from the server
 named by LANDSCOPE_TEST_PG, default the local `test` database's server, dropped afterwards).
-Redis: tests use one database number of their own (LANDSCOPE_TEST_REDIS_DB, default 13) and
-flush only that number, never the whole server. Both services must be up (.ci/run starts them);
-a test that needs one fails loudly rather than skipping when it is down.
+Redis: tests use the database number LANDSCOPE_TEST_REDIS_DB (default 15), and in it each test
+a key prefix of its own (LANDSCOPE_BROKER_KEY_PREFIX for the broker): a test deletes only the
+keys under its prefix, never flushes, so a deployment or a second test run sharing that
+database loses nothing. Both services must be up (.ci/run starts them); a test that needs one
+fails loudly rather than skipping when it is down.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 PG_ADMIN_URL = os.environ.get(
     "LANDSCOPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS_DB = int(os.environ.get("LANDSCOPE_TEST_REDIS_DB", "13"))
+REDIS_DB = int(os.environ.get("LANDSCOPE_TEST_REDIS_DB", "15"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
@@ -64,16 +69,41 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'landscope.db'}"
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """This test run's own Redis database number, empty before and after the test."""
-    import redis
+@dataclass(frozen=True)
+class RedisSpace:
+    """One test's share of the test Redis database: the keys under `prefix`."""
 
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-    client.close()
+    url: str
+    prefix: str
+
+    def settings(self) -> dict[str, Any]:
+        """The Settings fields of a broker in this space."""
+        return {"broker_url": self.url, "broker_key_prefix": self.prefix}
+
+    def own_keys(self) -> list[bytes]:
+        import redis
+
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+        with redis.Redis.from_url(self.url) as r:
+            return list(r.scan_iter(match=pattern, count=1000))
+
+    def clear(self) -> int:
+        """Delete this space's keys and no other: the broker flush a test may simulate."""
+        import redis
+
+        keys = self.own_keys()
+        if not keys:
+            return 0
+        with redis.Redis.from_url(self.url) as r:
+            return r.delete(*keys)
+
+
+@pytest.fixture
+def redis_space() -> Iterator[RedisSpace]:
+    """A key prefix of this test's own in the test Redis database, its keys deleted after."""
+    space = RedisSpace(REDIS_URL, f"landscope-test-{uuid.uuid4().hex[:12]}:")
+    yield space
+    space.clear()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -84,7 +84,7 @@ def reconcile(factory: sessionmaker[Session], celery_app: Celery, settings: Sett
     with factory() as session, session.begin():
         out.requeued = requeue_stale(session, settings.stale_after_seconds)
     try:
-        live = live_run_ids(settings.broker)
+        live = live_run_ids(settings)
     except Exception as exc:  # noqa: BLE001 - any failure to look means: do not guess
         log.warning("reconcile: cannot list the broker's messages: %s", exc)
         live, out.broker_view = None, False

@@ -1,8 +1,9 @@
-"""Health of the database and the broker, and the workers that are online."""
+"""Checks of the database and the broker (server/services/health.py runs them for
+/health), and the workers that are online."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import Celery
 from sqlalchemy import Engine, select, text
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import WorkerRecord, utcnow
 from server.queue import QUEUES
-from server.schemas import ComponentHealth, HealthOut, WorkerOut
+from server.schemas import ComponentHealth, WorkerOut
 from server.services.views import worker_out
 from server.settings import Settings
 
@@ -40,22 +41,28 @@ def check_broker(app: Celery) -> ComponentHealth:
     return ComponentHealth(ok=True)
 
 
-def health(engine: Engine, app: Celery) -> HealthOut:
-    db, broker = check_database(engine), check_broker(app)
-    return HealthOut(status="ok" if db.ok and broker.ok else "unavailable", database=db,
-                     broker=broker)
-
-
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
+def _online_since(settings: Settings) -> datetime:
+    """Online = not stopped and seen since this moment (within a few heartbeats)."""
+    return utcnow() - timedelta(seconds=MISSED_HEARTBEATS * settings.heartbeat_seconds)
+
+
 def list_workers(session: Session, settings: Settings, include_offline: bool) -> list[WorkerOut]:
-    """Workers by name; online = not stopped and seen within a few heartbeats."""
-    cutoff = utcnow() - timedelta(seconds=MISSED_HEARTBEATS * settings.heartbeat_seconds)
+    """Workers by name, each marked online or not."""
+    cutoff = _online_since(settings)
     out = []
     for w in session.scalars(select(WorkerRecord).order_by(WorkerRecord.name)):
         online = w.stopped_at is None and w.last_seen >= cutoff
         if online or include_offline:
             out.append(worker_out(w, online))
     return out
+
+
+def served_queues(session: Session, settings: Settings) -> frozenset[str]:
+    """The queues some online worker consumes: one query, for a whole page of runs."""
+    rows = session.scalars(select(WorkerRecord.queues).where(
+        WorkerRecord.stopped_at.is_(None), WorkerRecord.last_seen >= _online_since(settings)))
+    return frozenset(q for queues in rows for q in queues or ())

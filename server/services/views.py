@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from datetime import datetime
 
 from server.db.models import Experiment, Run, WorkerRecord, utcnow
 from server.presets import Preset
+from server.queue import CONSUMERS
 from server.schemas import ExperimentDetail, ExperimentOut, PresetOut, RunOut, WorkerOut, json_float
 from server.spec import SpecError, build_spec
 
@@ -38,7 +40,16 @@ def probe_cost(spec: dict) -> dict[str, float] | None:
         return None
 
 
-def run_out(run: Run, now: datetime | None = None) -> RunOut:
+def waiting_for(run: Run, served: Collection[str] | None) -> str | None:
+    """Who a queued run waits for when no online worker consumes its queue (`served`: the
+    queues online workers consume; None: unknown, so nothing is claimed)."""
+    if served is None or run.status != "queued" or run.queue in served:
+        return None
+    return CONSUMERS.get(run.queue, f"a worker consuming {run.queue}")
+
+
+def run_out(run: Run, now: datetime | None = None,
+            served: Collection[str] | None = None) -> RunOut:
     return RunOut(
         id=run.id,
         experiment_id=run.experiment_id,
@@ -63,6 +74,7 @@ def run_out(run: Run, now: datetime | None = None) -> RunOut:
         started_at=run.started_at,
         finished_at=run.finished_at,
         heartbeat_at=run.heartbeat_at,
+        waiting_for=waiting_for(run, served),
     )
 
 
@@ -78,13 +90,14 @@ def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:
     )
 
 
-def experiment_detail(exp: Experiment) -> ExperimentDetail:
+def experiment_detail(exp: Experiment, served: Collection[str] | None = None) -> ExperimentDetail:
     counts: dict[str, int] = {}
     for run in exp.runs:
         counts[run.status] = counts.get(run.status, 0) + 1
     now = utcnow()
     return ExperimentDetail(
-        **experiment_out(exp, counts).model_dump(), runs=[run_out(r, now) for r in exp.runs]
+        **experiment_out(exp, counts).model_dump(),
+        runs=[run_out(r, now, served) for r in exp.runs],
     )
 
 

@@ -1,8 +1,8 @@
 """API fixtures: a TestClient over a real database and a real broker.
 
 `backend` pairs SQLite with the embedded broker (kombu's SQL transport on a SQLite file) and
-PostgreSQL with Redis, as the two deployments do; `sqlite_app` is the cheap single pairing for
-tests that do not depend on the backend.
+PostgreSQL with Redis (under a key prefix of the test's own), as the two deployments do;
+`sqlite_app` is the cheap single pairing for tests that do not depend on the backend.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def make_settings(tmp_path: Path, db_url: str, broker_url: str, **limits: Any) -
 @pytest.fixture
 def backend(request, migrated_db_url: str, tmp_path: Path) -> Settings:
     if migrated_db_url.startswith("sqlite"):
-        broker = f"sqla+sqlite:///{tmp_path / 'broker.db'}"
-    else:
-        broker = request.getfixturevalue("redis_url")
-    return make_settings(tmp_path, migrated_db_url, broker)
+        return make_settings(tmp_path, migrated_db_url, f"sqla+sqlite:///{tmp_path / 'broker.db'}")
+    space = request.getfixturevalue("redis_space")
+    return make_settings(tmp_path, migrated_db_url, space.url,
+                         broker_key_prefix=space.prefix)
 
 
 @pytest.fixture
@@ -101,7 +101,8 @@ def broker_messages(backend: Settings) -> Callable[[str], list[tuple[str, list]]
 
             with redis.Redis.from_url(backend.broker) as r:
                 # kombu pushes on the left and pops on the right: oldest last.
-                payloads = list(reversed(r.lrange(queue, 0, -1)))
+                prefixed = backend.broker_key_prefix + queue
+                payloads = list(reversed(r.lrange(prefixed, 0, -1)))
         else:
             path = backend.broker.removeprefix("sqla+sqlite:///")
             with closing(sqlite3.connect(path)) as conn:

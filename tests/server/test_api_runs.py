@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from server.db.metrics import insert_points, series_ids
-from server.db.models import Point, Rollup, Run, Series, utcnow
+from server.db.models import Point, Rollup, Run, Series, WorkerRecord, utcnow
+from server.queue import worker_queues
 from server.spec import RunSpec, build_spec
 
 
@@ -242,3 +244,62 @@ def test_runs_are_committed_before_they_are_sent(client, api_db):
     finally:
         before_task_publish.disconnect(look)
     assert seen == ["queued"] * 3
+
+
+def _worker(name: str, device: str, **fields) -> WorkerRecord:
+    return WorkerRecord(**{"name": name, "hostname": "h", "pid": 1, "device": device,
+                           "queues": worker_queues(device), "last_seen": utcnow(), **fields})
+
+
+def test_a_queued_run_no_online_worker_serves_says_what_it_waits_for(client, api_db):
+    def post(device: str) -> dict:
+        r = client.post("/api/v1/runs", json={"spec": {"steps": 50, "device": device}})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def waiting() -> dict[int, str | None]:
+        return {r["id"]: r["waiting_for"] for r in client.get("/api/v1/runs").json()["items"]}
+
+    cuda, auto, cancelled = post("cuda"), post("auto"), post("cuda")
+    assert (cuda["waiting_for"], auto["waiting_for"]) == ("a cuda worker", "a worker")
+    assert client.post(f"/api/v1/runs/{cancelled['id']}/cancel").json()["waiting_for"] is None
+    exp = client.post("/api/v1/experiments", json={"base": {"steps": 50, "device": "cuda"},
+                                                   "vary": {"lr": [0.1, 0.2]}}).json()
+    assert [r["waiting_for"] for r in exp["runs"]] == ["a cuda worker"] * 2
+
+    with Session(api_db) as s, s.begin():  # only a cpu worker is online: cuda runs still wait
+        s.add_all([_worker("cpu", "cpu"),
+                   _worker("gone", "cuda:0", last_seen=utcnow() - timedelta(minutes=5)),
+                   _worker("stopped", "cuda:1", stopped_at=utcnow())])
+    assert client.get(f"/api/v1/runs/{cuda['id']}").json()["waiting_for"] == "a cuda worker"
+    assert waiting() == {cuda["id"]: "a cuda worker", auto["id"]: None, cancelled["id"]: None,
+                         **{r["id"]: "a cuda worker" for r in exp["runs"]}}
+    got = client.get(f"/api/v1/experiments/{exp['id']}").json()
+    assert [r["waiting_for"] for r in got["runs"]] == ["a cuda worker"] * 2
+
+    with Session(api_db) as s, s.begin():
+        s.add(_worker("gpu", "cuda:0"))
+    assert set(waiting().values()) == {None}
+    assert client.get(f"/api/v1/runs/{cuda['id']}").json()["waiting_for"] is None
+
+
+def test_listing_runs_asks_for_the_workers_once_per_page(client, make_run):
+    engine = client.app.state.engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    def listed(n_runs: int) -> int:
+        while len(client.get("/api/v1/runs").json()["items"]) < n_runs:
+            make_run(status="queued")
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert len(client.get("/api/v1/runs").json()["items"]) == n_runs
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(statements)
+
+    assert listed(2) == listed(12)
+    assert sum("workers" in s for s in statements) == 1

@@ -3,8 +3,8 @@
 Through Redis + PostgreSQL and through the embedded broker + SQLite: a run's metrics are in
 the database while it trains and equal an in-process run's at the end; a second delivery of
 the same run changes nothing; a running run is cancelled; the worker registers itself, and a
-SIGTERM stops it promptly; a worker stopped mid-run hands the run back to the queue and a
-second worker process resumes it from its checkpoint.
+SIGTERM stops it promptly; a worker stopped mid-run checkpoints where it stopped and hands
+the run back to the queue, and a second worker process resumes it at that step.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from server.db.models import Point, Run, Series, WorkerRecord
 from server.db.session import make_engine
 from server.queue import make_celery, queue_for, send_run
 from server.settings import Settings
+from worker.engine.checkpoint import DirectoryCheckpointStore
+from worker.runner import checkpoint_dir
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +33,16 @@ STEPS = 2000
 class Service:
     """The test's side of a deployment: the database and a producer for the broker."""
 
-    def __init__(self, tmp_path, db_url: str, broker_url: str | None, service_env) -> None:
+    def __init__(self, tmp_path, db_url: str, redis, service_env) -> None:
+        """`redis`: the test's RedisSpace, or None for the embedded broker."""
         upgrade(db_url)
         self.url = db_url
         self.engine = make_engine(db_url)
-        settings = Settings(data_dir=tmp_path, database_url=db_url, broker_url=broker_url)
-        self.celery = make_celery(settings)
-        env = {"data_dir": tmp_path, "database_url": db_url, "worker_device": "cpu",
-               "sink_flush_seconds": 0.2, "heartbeat_seconds": 0.5}
-        if broker_url:
-            env["broker_url"] = broker_url
-        self.env = service_env(**env)
+        broker = redis.settings() if redis else {}
+        self.settings = Settings(data_dir=tmp_path, database_url=db_url, **broker)
+        self.celery = make_celery(self.settings)
+        self.env = service_env(data_dir=tmp_path, database_url=db_url, worker_device="cpu",
+                               sink_flush_seconds=0.2, heartbeat_seconds=0.5, **broker)
 
     def submit(self, make_run, spec) -> int:
         run_id = make_run(self.url, spec)
@@ -74,8 +75,8 @@ class Service:
 def service_factory(tmp_path):
     made = []
 
-    def make(db_url, broker_url, service_env):
-        made.append(Service(tmp_path, db_url, broker_url, service_env))
+    def make(db_url, redis, service_env):
+        made.append(Service(tmp_path, db_url, redis, service_env))
         return made[-1]
 
     yield make
@@ -133,10 +134,10 @@ def check_the_whole_service(svc, workers, make_run, spec_factory, stored, memory
     assert svc.worker_row("test-e2e").stopped_at is not None
 
 
-def test_redis_and_postgresql(pg_url, redis_url, service_factory, service_env, workers,
+def test_redis_and_postgresql(pg_url, redis_space, service_factory, service_env, workers,
                               make_run, spec_factory, stored, memory_reference, same_metrics,
                               waiter):
-    svc = service_factory(pg_url, redis_url, service_env)
+    svc = service_factory(pg_url, redis_space, service_env)
     check_the_whole_service(svc, workers, make_run, spec_factory, stored, memory_reference,
                             same_metrics, waiter)
 
@@ -158,19 +159,24 @@ def test_a_stopped_worker_hands_its_run_to_the_next_one(
         svc = service_factory(request.getfixturevalue("sqlite_url"), None, service_env)
     else:
         svc = service_factory(request.getfixturevalue("pg_url"),
-                              request.getfixturevalue("redis_url"), service_env)
+                              request.getfixturevalue("redis_space"), service_env)
     first = workers.start(svc.env, "first")
     steps = 2 * STEPS  # long enough that the stop lands mid-run on a fast machine too
     spec = spec_factory(steps=steps, checkpoint_every=20)
     run_id = svc.submit(make_run, spec)
     waiter(lambda: svc.status(run_id)[1] >= 30, 60, what="the run to train")
-    assert workers.stop(first) < 10  # warm shutdown, mid-run
+    assert workers.stop(first) < 10  # warm shutdown (SIGTERM), mid-run
     status, step, _ = svc.status(run_id)
     assert status == "queued" and step < steps
-    workers.start(svc.env, "second")  # the requeued message reaches it
+    # Checkpointed at the step where it stopped (a stop between two periodic checkpoints
+    # leaves one of its own), so nothing is trained twice.
+    assert DirectoryCheckpointStore(checkpoint_dir(svc.settings, run_id)).latest_step() == step
+    second = workers.start(svc.env, "second")  # the requeued message reaches it
     train_and_watch(svc, run_id, waiter)
     got = stored(svc.url, run_id)
     assert (got.run.status, got.run.step, got.run.attempts) == ("succeeded", steps, 2)
     assert got.run.worker.startswith("test-second")
+    assert f"run {run_id}: trained from step {step} to step {steps} (succeeded)" in \
+        workers.log(second)
     # Checkpointing changes no measurement: the run equals one uninterrupted run.
     same_metrics(got, memory_reference(spec_factory(steps=steps)), rel=1e-5)

@@ -3,8 +3,8 @@ the queue and sends it; another worker process resumes it from its last checkpoi
 final metrics equal those of an uninterrupted run (no duplicate and no missing step).
 
 Also the broker losing its messages: Redis flushed while runs are queued; the reconciler
-sends every queued run again and a worker finishes them all. Real PostgreSQL, Redis (this
-test's own database number) and `landscope worker` subprocesses.
+sends every queued run again and a worker finishes them all. Real PostgreSQL, Redis (under
+this test's own key prefix) and `landscope worker` subprocesses.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import signal
 
 import pytest
-import redis
 
 from server.db.session import make_sessionmaker
 from server.services.reconcile import reconcile
@@ -26,11 +25,11 @@ STALE = 3.0  # seconds of silence that make a worker dead, for this test
 
 
 @pytest.fixture
-def svc(pg_url, redis_url, service_factory, service_env, tmp_path):  # noqa: F811
-    service = service_factory(pg_url, redis_url, service_env)
+def svc(pg_url, redis_space, service_factory, service_env, tmp_path):  # noqa: F811
+    service = service_factory(pg_url, redis_space, service_env)
     service.env["LANDSCOPE_STALE_SECONDS"] = str(STALE)
-    service.settings = Settings(data_dir=tmp_path, database_url=pg_url, broker_url=redis_url,
-                                stale_seconds=STALE)
+    service.settings = Settings(data_dir=tmp_path, database_url=pg_url, stale_seconds=STALE,
+                                **redis_space.settings())
     return service
 
 
@@ -70,11 +69,11 @@ def test_a_killed_worker_s_run_resumes_elsewhere_with_identical_metrics(
 
 def test_runs_queued_when_redis_is_flushed_are_sent_again_and_finish(
     svc, workers, make_run, spec_factory, stored, memory_reference, same_metrics, waiter,
-    redis_url
+    redis_space
 ):
     spec = spec_factory(steps=40)
     ids = [svc.submit(make_run, spec) for _ in range(3)]
-    redis.Redis.from_url(redis_url).flushdb()  # the broker forgets; the database does not
+    assert redis_space.clear() > 0  # the broker forgets (its keys only); the database does not
     reconcile_until(svc, lambda: True, waiter, "a reconciler pass")
     workers.start(svc.env, "after-flush")
     for run_id in ids:

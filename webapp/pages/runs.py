@@ -44,6 +44,16 @@ def _md(text: str) -> str:
     return "".join("\\" + c if c in "\\[]()*_`<>" else c for c in text)
 
 
+def status_text(run: dict[str, Any]) -> str:
+    """The status, with where it diverged, or who a queued run waits for (no online worker
+    consumes its queue: a cuda run and no GPU worker, say)."""
+    if run.get("diverged_at") is not None:
+        return f"{run['status']} at {run['diverged_at']}"
+    if run.get("waiting_for"):
+        return f"{run['status']} — waiting for {run['waiting_for']}"
+    return run["status"]
+
+
 def table_rows(runs: list[dict[str, Any]], export_url, prefix: str = "/") -> list[dict]:
     """One table row per run (API JSON), links relative to the app's path prefix."""
     rows = []
@@ -56,8 +66,7 @@ def table_rows(runs: list[dict[str, Any]], export_url, prefix: str = "/") -> lis
             "name": f"[{_md(r['name'])}]({prefix}compare?runs={r['id']})",
             "norm": norm_label(norm),
             "experiment": f"[experiment {exp}]({prefix}experiments/{exp})" if exp else "",
-            "status": r["status"] + (f" at {r['diverged_at']}"
-                                     if r.get("diverged_at") is not None else ""),
+            "status": status_text(r),
             "progress": f"{r['step']:,}/{r['total']:,} ({100 * r['progress']:.0f}%)",
             "eta": fmt_duration(r.get("eta_seconds")),
             "device": r.get("device") or "",
