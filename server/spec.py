@@ -30,6 +30,16 @@ VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
 }
 
 
+# Sanity bounds of the spec itself, whatever a server allows (its limits are settings and
+# cost estimates: server/services/specs.py): every list and string short, every number finite
+# and within a range no sensible run leaves.
+MAX_DEPTH = 200  # linear layers of an MLP/DLN; no model has more weight layers
+MAX_COUNT = 1_000_000_000  # steps, strides, batch sizes
+MAX_NOISE = 100.0  # noise parameters (the paper's are at most 1.25)
+MAX_MULTIPLIER = 1e4  # landscape step size / LR
+MAX_ACTIVATION = 1e6  # histogram range bound
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -37,11 +47,17 @@ class _Strict(BaseModel):
 class NoiseSpec(_Strict):
     """Algorithm 1 of the paper (noisy BatchNorm); the defaults are the paper's values."""
 
-    mean_range: float = Field(0.5, ge=0, description="mu_j ~ U(-mean_range, mean_range)")
-    scale_low: float = Field(1.0, description="sigma_j ~ U(scale_low, scale_high)")
-    scale_high: float = Field(1.25)
-    mean_jitter: float = Field(0.1, ge=0, description="m_ij ~ U(mu_j - jitter, mu_j + jitter)")
-    scale_std: float = Field(0.1, ge=0, description="s_ij ~ N(sigma_j, scale_std)")
+    mean_range: float = Field(
+        0.5, ge=0, le=MAX_NOISE, description="mu_j ~ U(-mean_range, mean_range)"
+    )
+    scale_low: float = Field(
+        1.0, ge=-MAX_NOISE, le=MAX_NOISE, description="sigma_j ~ U(scale_low, scale_high)"
+    )
+    scale_high: float = Field(1.25, ge=-MAX_NOISE, le=MAX_NOISE)
+    mean_jitter: float = Field(
+        0.1, ge=0, le=MAX_NOISE, description="m_ij ~ U(mu_j - jitter, mu_j + jitter)"
+    )
+    scale_std: float = Field(0.1, ge=0, le=MAX_NOISE, description="s_ij ~ N(sigma_j, scale_std)")
 
     @model_validator(mode="after")
     def _ordered(self) -> NoiseSpec:
@@ -51,7 +67,9 @@ class NoiseSpec(_Strict):
 
 
 class _Every(_Strict):
-    every: int = Field(0, ge=0, description="probe every N steps (step 0 included); 0 = off")
+    every: int = Field(
+        0, ge=0, le=MAX_COUNT, description="probe every N steps (step 0 included); 0 = off"
+    )
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
@@ -65,6 +83,9 @@ class LandscapeSpec(_Every):
         min_length=1,
         max_length=32,
         description="step sizes eta = multiplier x LR",
+        # The bounds _positive checks, stated for clients (the error names the whole list).
+        json_schema_extra={"items": {"type": "number", "exclusiveMinimum": 0,
+                                     "maximum": MAX_MULTIPLIER}},
     )
     batched: bool = Field(
         False,
@@ -85,8 +106,8 @@ class LandscapeSpec(_Every):
     @field_validator("multipliers")
     @classmethod
     def _positive(cls, v: list[float]) -> list[float]:
-        if any(not (m > 0 and math.isfinite(m)) for m in v):
-            raise ValueError("every multiplier must be a positive finite number")
+        if any(not (0 < m <= MAX_MULTIPLIER) for m in v):  # NaN fails too
+            raise ValueError(f"every multiplier must be positive and at most {MAX_MULTIPLIER:g}")
         return sorted(set(v))
 
 
@@ -96,7 +117,9 @@ class IcsSpec(_Every):
     layers: list[int] = Field(
         default_factory=lambda: [1],
         min_length=1,
+        max_length=MAX_DEPTH,
         description="weight layers, 1 = nearest the input",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH}},
     )
 
     @field_validator("layers")
@@ -104,6 +127,8 @@ class IcsSpec(_Every):
     def _from_one(cls, v: list[int]) -> list[int]:
         if any(i < 1 for i in v):
             raise ValueError("layers are counted from 1")
+        if any(i > MAX_DEPTH for i in v):
+            raise ValueError(f"no model has more than {MAX_DEPTH} weight layers")
         return sorted(set(v))
 
 
@@ -111,7 +136,12 @@ class ActivationsSpec(_Every):
     """Fig 1c, 2, 6, 8, 9: per normalised layer, histograms of the layer and of one sampled unit."""
 
     bins: int = Field(64, ge=4, le=512)
-    range: tuple[float, float] = Field((-6.0, 6.0), description="fixed histogram range [lo, hi]")
+    range: tuple[float, float] = Field(
+        (-6.0, 6.0),
+        description="fixed histogram range [lo, hi]",
+        json_schema_extra={"prefixItems": [
+            {"type": "number", "minimum": -MAX_ACTIVATION, "maximum": MAX_ACTIVATION}] * 2},
+    )
     point: Literal["norm_output", "layer_input"] = Field(
         "norm_output",
         description="norm_output: after the normalisation (and noise), before the nonlinearity, "
@@ -121,6 +151,8 @@ class ActivationsSpec(_Every):
     @field_validator("range")
     @classmethod
     def _increasing(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(abs(x) <= MAX_ACTIVATION for x in v):  # NaN fails too
+            raise ValueError(f"lo and hi must be finite, within +-{MAX_ACTIVATION:g}")
         if not v[0] < v[1]:
             raise ValueError("range must be (lo, hi) with lo < hi")
         return v
@@ -151,36 +183,43 @@ class RunSpec(_Strict):
     model: ModelName = "mlp"
     vgg_config: Literal[11, 16] = 11
     width: float = Field(
-        128, gt=0, description="vgg: channel multiplier (1 = paper); dln/mlp: hidden units"
+        128, gt=0, le=1_000_000,
+        description="vgg: channel multiplier (1 = paper); dln/mlp: hidden units",
     )
-    depth: int = Field(4, ge=1, le=200, description="dln/mlp: number of linear layers")
+    depth: int = Field(4, ge=1, le=MAX_DEPTH, description="dln/mlp: number of linear layers")
     norm: NormName = "none"
-    norm_groups: int = Field(8, ge=1, description="groups for group norm")
-    norm_eps: float = Field(1e-5, gt=0)
+    norm_groups: int = Field(8, ge=1, le=1_000_000, description="groups for group norm")
+    norm_eps: float = Field(1e-5, gt=0, le=1)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
 
     # Data
     dataset: DatasetName = "mnist1d"
-    n_samples: int = Field(1000, ge=2, description="gaussian_linear: samples")
-    input_dim: int = Field(10, ge=1, description="gaussian_linear: dimension of x")
+    n_samples: int = Field(
+        1000, ge=2, le=100_000_000, description="gaussian_linear: samples (train and test each)"
+    )
+    input_dim: int = Field(10, ge=1, le=1_000_000, description="gaussian_linear: dimension of x")
 
     # Training
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
+    lr: float = Field(0.1, gt=0, le=1000)
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int | None = Field(128, ge=1, description="None = full batch")
+    weight_decay: float = Field(0.0, ge=0, le=100)
+    batch_size: int | None = Field(128, ge=1, le=MAX_COUNT, description="None = full batch")
     loss: Literal["cross_entropy", "sum_squares"] = "cross_entropy"
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, le=MAX_COUNT)
     seed: int = Field(0, ge=0, lt=2**63)
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", max_length=16, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     bf16: bool = Field(False, description="bf16 autocast (CUDA only)")
-    eval_every: int = Field(100, ge=0, description="test loss/accuracy every N steps; 0 = off")
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_every: int = Field(
+        100, ge=0, le=MAX_COUNT, description="test loss/accuracy every N steps; 0 = off"
+    )
+    eval_batch_size: int = Field(1000, ge=1, le=MAX_COUNT)
     on_nonfinite: Literal["stop", "continue"] = Field(
         "stop", description="stop: a non-finite loss ends the run as diverged at that step"
     )
-    checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps; 0 = off")
+    checkpoint_every: int = Field(
+        0, ge=0, le=MAX_COUNT, description="checkpoint every N steps; 0 = off"
+    )
 
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
 

@@ -244,6 +244,10 @@ class ApiClient:
     def workers(self) -> list[dict[str, Any]]:
         return self._request("GET", "/workers")
 
+    def limits(self) -> dict[str, Any]:
+        """The server's LANDSCOPE_MAX_* limits (GET /limits)."""
+        return self._request("GET", "/limits")
+
     def create_experiment(self, body: dict[str, Any], token: str | None = None) -> dict:
         return self._request("POST", "/experiments", json=body, token=token)
 

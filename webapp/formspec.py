@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.cost import estimate
 from server.spec import (
     RunSpec,
     SpecError,
@@ -176,9 +177,10 @@ def local_check(body: dict[str, Any], preset: dict[str, Any] | None) -> tuple[
         return [], {field_for_key(exc.path, exc.message): exc.message}
 
 
-def cost(specs: list[RunSpec]) -> dict[str, Any]:
-    """What launching costs: runs, steps, extra passes per step by probe, and the least
-    slowdown against plain training (paper-protocol.md, "Cost floor")."""
+def cost(specs: list[RunSpec], limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What launching costs: runs, steps, extra passes per step by probe, the least
+    slowdown against plain training (paper-protocol.md, "Cost floor"), and the estimates
+    the server's limits check (server/cost.py) against `limits` (GET /limits)."""
     if not specs:
         return {}
     worst = max(specs, key=lambda s: s.probe_cost()["floor"])
@@ -194,4 +196,29 @@ def cost(specs: list[RunSpec]) -> dict[str, Any]:
             "sharpness": (1 + 2 * p.sharpness.iters, p.sharpness.every),
         },
         "floor": c["floor"],
+        "estimates": estimates(specs, limits or {}),
+        "cost_steps_total": sum(estimate(s).cost_steps for s in specs),
     }
+
+
+# (Cost attribute, label, the limit in GET /limits that bounds it, or None)
+ESTIMATES: tuple[tuple[str, str, str | None], ...] = (
+    ("params", "parameters", "max_params"),
+    ("activation_mb", "activations (one batch), MiB", None),
+    ("memory_mb", "training memory, MiB", "max_memory_mb"),
+    ("dataset_mb", "dataset, MiB", "max_dataset_mb"),
+    ("cost_steps", "cost in training steps", "max_cost_steps"),
+)
+
+
+def estimates(specs: list[RunSpec], limits: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per estimate, the largest over the runs, the server's limit (None when unknown or
+    unlimited) and whether it is over: each run is checked on its own."""
+    costs = [estimate(s) for s in specs]
+    out = []
+    for attr, label, limit_key in ESTIMATES:
+        value = max(getattr(c, attr) for c in costs)
+        limit = limits.get(limit_key) if limit_key else None
+        out.append({"key": attr, "label": label, "value": value, "limit": limit,
+                    "over": limit is not None and value > limit})
+    return out

@@ -61,7 +61,8 @@ def test_names_show_varied_keys_the_hint_leaves_out(client):
 @pytest.mark.parametrize(
     "body,loc,needle",
     [
-        ({"vary": {"seed": list(range(65))}}, ["body", "vary"], "65 runs"),
+        ({"vary": {"seed": list(range(13)), "lr": [0.1] * 5}}, ["body", "vary"], "65 runs"),
+        ({"vary": {"seed": list(range(65))}}, ["body", "vary", "seed"], "at most 64 items"),
         ({"vary": {"norm": ["none"], "seed": list(range(9)), "lr": [0.1] * 8}},
          ["body", "vary"], "72 runs"),
         ({"vary": {"norm": []}}, ["body", "vary", "norm"], "at least 1"),

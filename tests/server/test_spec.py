@@ -94,3 +94,69 @@ def test_non_finite_numbers_are_refused_with_the_field(key):
     with pytest.raises(SpecError) as err:
         build_spec({key: float("inf")})
     assert err.value.path == key
+
+
+def _unbounded(schema: dict, defs: dict, path: str) -> list[str]:
+    """Paths in a JSON schema where a number has no maximum, a string no maxLength (nor an
+    enum), an array no maxItems or an object no bound on its keys."""
+    if "$ref" in schema:
+        return _unbounded(defs[schema["$ref"].rsplit("/", 1)[1]], defs, path)
+    out = []
+    for alt in schema.get("anyOf", []):
+        out += _unbounded(alt, defs, path)
+    kind = schema.get("type")
+    if kind in ("number", "integer") and not {"maximum", "exclusiveMaximum", "enum"} & set(
+            schema):
+        out.append(path)
+    if kind == "string" and not {"maxLength", "enum", "const"} & set(schema):
+        out.append(path)
+    if kind == "array":
+        if "maxItems" not in schema:
+            out.append(path)
+        for i, item in enumerate(schema.get("prefixItems", [])):
+            out += _unbounded(item, defs, f"{path}.{i}")
+        if "items" in schema:
+            out += _unbounded(schema["items"], defs, f"{path}[]")
+    if kind == "object":
+        for name, sub in schema.get("properties", {}).items():
+            out += _unbounded(sub, defs, f"{path}.{name}".lstrip("."))
+        if schema.get("additionalProperties", False) not in (False, {}) and \
+                "maxProperties" not in schema:
+            out.append(f"{path}.*")
+    return out
+
+
+def test_every_number_string_and_list_of_the_spec_is_bounded():
+    schema = RunSpec.model_json_schema()
+    assert _unbounded(schema, schema.get("$defs", {}), "") == []
+
+
+def test_every_part_of_a_request_body_is_bounded():
+    from server.schemas import ExperimentCreate, RunCreate
+
+    for model in (ExperimentCreate, RunCreate):
+        schema = model.model_json_schema()
+        assert _unbounded(schema, schema.get("$defs", {}), "") == [], model.__name__
+
+
+@pytest.mark.parametrize("data,path", [
+    ({"lr": 1e308}, "lr"), ({"weight_decay": 1e6}, "weight_decay"),
+    ({"norm_eps": 2.0}, "norm_eps"), ({"width": 1e308}, "width"),
+    ({"noise": {"scale_high": 1e308}}, "noise.scale_high"),
+    ({"noise": {"mean_range": float("nan")}}, "noise.mean_range"),
+    ({"probes": {"landscape": {"multipliers": [1e308]}}}, "probes.landscape.multipliers"),
+    ({"probes": {"landscape": {"multipliers": [float("nan")]}}},
+     "probes.landscape.multipliers"),
+    ({"probes": {"activations": {"range": [-1e308, 1e308]}}}, "probes.activations.range"),
+    ({"probes": {"activations": {"range": [float("nan"), 1]}}}, "probes.activations.range"),
+    ({"probes": {"ics": {"layers": list(range(1, 202))}}}, "probes.ics.layers"),
+    ({"probes": {"ics": {"layers": [10**6]}}}, "probes.ics.layers"),
+    ({"probes": {"sharpness": {"iters": 501}}}, "probes.sharpness.iters"),
+    ({"input_dim": 10**9}, "input_dim"), ({"n_samples": 10**12}, "n_samples"),
+    ({"steps": 10**12}, "steps"), ({"probes": {"ics": {"every": 10**12}}}, "probes.ics.every"),
+    ({"device": "cuda:" + "0" * 100}, "device"),
+])
+def test_values_out_of_any_sane_range_are_refused_at_the_field(data, path):
+    with pytest.raises(SpecError) as err:
+        build_spec(data)
+    assert err.value.path == path

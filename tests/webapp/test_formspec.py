@@ -103,5 +103,23 @@ def test_cost_is_the_specs_probe_cost():
     assert cost([RunSpec()])["floor"] == 1.0
 
 
+def test_cost_carries_the_servers_estimates_marked_against_its_limits():
+    from server.cost import estimate
+
+    specs = PRESETS["paper-vgg16"].specs()  # none and batch: BN adds norm parameters
+    limits = {"max_params": 14_720_000, "max_memory_mb": 16384, "max_dataset_mb": 100}
+    rows = {e["key"]: e for e in cost(specs, limits)["estimates"]}
+    assert list(rows) == ["params", "activation_mb", "memory_mb", "dataset_mb", "cost_steps"]
+    # The largest run's value: each run is checked on its own.
+    assert rows["params"]["value"] == max(estimate(s).params for s in specs) == 14_728_266
+    assert rows["params"]["over"] and rows["params"]["limit"] == 14_720_000
+    assert not rows["memory_mb"]["over"] and rows["dataset_mb"]["over"]
+    assert rows["activation_mb"]["limit"] is None and not rows["activation_mb"]["over"]
+    # No limits known (the API unreachable): values, nothing marked.
+    assert not any(e["over"] for e in cost(specs)["estimates"])
+    assert cost(specs)["cost_steps_total"] == pytest.approx(
+        sum(estimate(s).cost_steps for s in specs))
+
+
 def test_every_field_maps_to_spec_keys():
     assert set(formspec.FIELD_KEYS) | {"name", "preset"} == set(formspec.FIELDS)

@@ -10,7 +10,10 @@ import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from dash.exceptions import PreventUpdate
+from sqlalchemy.orm import Session
 
+from server.db.models import WorkerRecord, utcnow
+from server.queue import worker_queues
 from webapp.app import create_dash
 from webapp.client import ApiClient
 from webapp.compare.callbacks import OUTPUTS
@@ -52,6 +55,23 @@ def test_runs_table_rows_progress_and_links(api, app):
     assert [r["_status"] for r in only] == ["diverged"]
 
 
+def test_a_queued_run_no_worker_serves_shows_what_it_waits_for(api, app):
+    exp = api.client.create_experiment({"preset": "quick-mlp", "base": {"device": "cuda"},
+                                        "vary": {"norm": ["none"]}})
+    [run] = exp["runs"]
+    refresh = app.landscope_callbacks["runs"]["refresh"]
+    with Session(api.engine) as s, s.begin():  # only a CPU worker is online
+        s.add(WorkerRecord(name="cpu", hostname="h", pid=1, device="cpu",
+                           queues=worker_queues("cpu"), last_seen=utcnow()))
+    [row] = refresh(0, None, None, None)[0]
+    assert (row["status"], row["_status"]) == ("queued — waiting for a cuda worker", "queued")
+    with Session(api.engine) as s, s.begin():
+        s.add(WorkerRecord(name="gpu", hostname="h", pid=2, device="cuda:0",
+                           queues=worker_queues("cuda:0"), last_seen=utcnow()))
+    [row] = refresh(0, None, None, None)[0]
+    assert (row["id"], row["status"]) == (run["id"], "queued")
+
+
 def test_selection_enables_what_applies_and_compare_navigates(app):
     cbs = app.landscope_callbacks["runs"]
     rows = [{"id": 1, "_status": "running"}, {"id": 2, "_status": "succeeded"}]
@@ -82,8 +102,9 @@ def test_cancel_and_delete_through_the_api(api, app):
 
 def test_the_form_loads_presets_and_fills_from_one(app):
     cbs = app.landscope_callbacks["new_experiment"]
-    presets, options, value, devices = cbs["load"](1)
+    presets, options, value, devices, limits = cbs["load"](1)
     assert value == "quick-mlp" and "auto" in devices and "cpu" in devices
+    assert limits["max_params"] == 200_000_000 and limits["max_steps"] == 200_000
     assert any(o["value"] == "paper-vgg16" and "Fig 1, 3a, 4" in o["label"] for o in options)
     filled = cbs["fill"]("paper-dln", presets)
     fields = dict(zip(new_experiment.INPUT_FIELDS, filled[:-1], strict=True))
@@ -94,18 +115,64 @@ def test_the_form_loads_presets_and_fills_from_one(app):
 
 def test_the_form_shows_the_cost_and_local_errors(app):
     cbs = app.landscope_callbacks["new_experiment"]
-    presets = cbs["load"](1)[0]
+    presets, *_, limits = cbs["load"](1)
     values = dict(zip(new_experiment.INPUT_FIELDS, cbs["fill"]("quick-mlp", presets)[:-1],
                       strict=True))
     args = [values.get(f) if f != "preset" else "quick-mlp" for f in
             new_experiment.formspec.FIELDS]
-    cost, *errors, result = cbs["check"](*args, presets)
+    cost, *errors, result = cbs["check"](*args, presets, limits)
     assert "1.71×" in str(cost) and not any(errors) and result == ""
     bad = dict(values, ics_layers="12")
     args = [bad.get(f) if f != "preset" else "quick-mlp" for f in new_experiment.formspec.FIELDS]
-    _, *errors, _result = cbs["check"](*args, presets)
+    _, *errors, _result = cbs["check"](*args, presets, limits)
     where = dict(zip([*new_experiment.formspec.FIELDS, "form"], errors, strict=True))
     assert "exceed" in where["ics_layers"]
+
+
+def _cells(panel, row_id: str) -> list[str]:
+    """The text of each cell of the estimate table's row `row_id` in a cost panel."""
+    def find(node):
+        if getattr(node, "id", None) == row_id:
+            return node
+        kids = getattr(node, "children", None)
+        for kid in kids if isinstance(kids, list) else [kids]:
+            if kid is not None and not isinstance(kid, str | int | float):
+                hit = find(kid)
+                if hit is not None:
+                    return hit
+        return None
+
+    row = find(panel)
+    assert row is not None, row_id
+    return [str(td.children) if isinstance(td.children, str) else
+            str(getattr(td.children, "children", "")) for td in row.children]
+
+
+def test_the_cost_box_shows_the_estimates_and_marks_those_over_the_servers_limits(
+        api_with_limits):
+    from server.cost import estimate
+    from server.presets import PRESETS
+
+    limited = api_with_limits(max_params=50_000, max_cost_steps=1_000_000)
+    app = create_dash("http://testserver/api/v1", client=limited.client, poll_ms=500)
+    cbs = app.landscope_callbacks["new_experiment"]
+    presets, *_, limits = cbs["load"](1)
+    assert limits["max_params"] == 50_000  # this server's, through GET /limits
+    values = dict(zip(new_experiment.INPUT_FIELDS, cbs["fill"]("quick-mlp", presets)[:-1],
+                      strict=True))
+    args = [values.get(f) if f != "preset" else "quick-mlp" for f in
+            new_experiment.formspec.FIELDS]
+    panel, *_ = cbs["check"](*args, presets, limits)
+    params = max(estimate(s).params for s in PRESETS["quick-mlp"].specs())
+    assert params == 73_866  # the batch-norm run: the plain one has no norm parameters
+    label, value, limit, mark = _cells(panel, "new-estimate-params")
+    assert (label, value, limit, mark) == ("parameters", "73,866", "50,000", "over the limit")
+    label, value, limit, mark = _cells(panel, "new-estimate-cost_steps")
+    assert limit == "1,000,000" and mark == ""
+    assert _cells(panel, "new-estimate-dataset_mb")[3] == ""
+    # The server agrees: launching is refused at the field that drives the parameter count.
+    _, errors, _ = new_experiment.submit(limited.client, form_values(steps=20), None)
+    assert "LANDSCOPE_MAX_PARAMS" in errors["width"]
 
 
 def form_values(**changes):

@@ -1,7 +1,8 @@
 """/new: launch an experiment. Pick a preset (the paper's figures, quick CPU demos) and adjust
 it; the cost of what would launch (extra passes per step, least slowdown against plain
-training) updates as you type; the API's validation errors appear at the field they concern;
-launching opens the experiment's page."""
+training, and the estimates the server's limits check: parameters, memory, dataset, training
+steps, marked when over this server's limits) updates as you type; the API's validation
+errors appear at the field they concern; launching opens the experiment's page."""
 
 from __future__ import annotations
 
@@ -103,14 +104,35 @@ def layout(**_query) -> html.Div:
     ], className="new-side")
     return html.Div([
         dcc.Store(id="new-presets"),
+        dcc.Store(id="new-limits"),
         dcc.Store(id="new-init", data=1),
         html.H2("New experiment", className="page-title"),
         html.Div([html.Div(form, className="new-form"), side], className="new-grid"),
     ], className="new-page")
 
 
-def cost_panel(specs: list, errors: dict[str, str]) -> Any:
-    c = formspec.cost(specs)
+def _amount(key: str, v: float) -> str:
+    return f"{v:,.0f}" if key in ("params", "cost_steps") else f"{v:,.1f}"
+
+
+def estimate_table(estimates: list[dict[str, Any]]) -> html.Table:
+    """The server-side estimates (server/cost.py) against this server's limits; an estimate
+    over its limit is marked, since the server will refuse that run."""
+    rows = []
+    for e in estimates:
+        limit = "" if e["limit"] is None else _amount(e["key"], e["limit"])
+        mark = html.Strong("over the limit", className="over") if e["over"] else ""
+        rows.append(html.Tr([html.Td(e["label"]), html.Td(_amount(e["key"], e["value"])),
+                             html.Td(limit), html.Td(mark)],
+                            className="over" if e["over"] else None,
+                            id=f"new-estimate-{e['key']}"))
+    return html.Table([html.Thead(html.Tr([html.Th("estimate (largest run)"), html.Th("value"),
+                                           html.Th("server limit"), html.Th("")])),
+                       html.Tbody(rows)], className="cost-table estimate-table")
+
+
+def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | None = None) -> Any:
+    c = formspec.cost(specs, limits)
     if not c:
         return html.P("Fix the fields marked in red to see the cost.", className="muted")
     rows = []
@@ -128,6 +150,9 @@ def cost_panel(specs: list, errors: dict[str, str]) -> Any:
                 html.Strong(f"{c['floor']:.2f}×", id="new-floor"),
                 html.Span(" plain training (forward+backward passes; activations, gradient "
                           "norm and distance ride on the training pass)")]),
+        estimate_table(c["estimates"]),
+        html.P(f"{c['cost_steps_total']:,.0f} training-step units in all "
+               "(steps × the probe floor, plus test evaluations)", className="muted"),
         html.Ul([html.Li(s.name_hint()) for s in specs[:16]], className="run-list"),
     ])
 
@@ -144,18 +169,20 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
 
     @app.callback(Output("new-presets", "data"), Output("new-preset", "options"),
                   Output("new-preset", "value"), Output("new-device", "options"),
-                  Input("new-init", "data"))
+                  Output("new-limits", "data"), Input("new-init", "data"))
     def load(_):
         try:
             presets = client.presets()
             devices = sorted({w["device"] for w in client.workers()})
+            limits = client.limits()
         except ApiError as exc:
-            return [], [], None, [{"label": f"API unreachable: {exc.message}", "value": "auto"}]
+            return [], [], None, [{"label": f"API unreachable: {exc.message}",
+                                   "value": "auto"}], {}
         options = [{"label": f"{p['name']}" + (f" — Fig {p['figures']}" if p["figures"] else ""),
                     "value": p["name"]} for p in presets]
         dev = ["auto", "cpu", "cuda", *[d for d in devices if d not in ("cpu", "cuda")]]
         value = DEFAULT_PRESET if any(p["name"] == DEFAULT_PRESET for p in presets) else None
-        return presets, options, value, dev
+        return presets, options, value, dev, limits
 
     @app.callback(*[Output(f"new-{f}", "value") for f in INPUT_FIELDS],
                   Output("new-preset-text", "children"),
@@ -173,12 +200,13 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
 
     @app.callback(Output("new-cost", "children"), *errs,
                   Output("new-result", "children", allow_duplicate=True),
-                  *inputs, State("new-presets", "data"), prevent_initial_call="initial_duplicate")
+                  *inputs, State("new-presets", "data"), State("new-limits", "data"),
+                  prevent_initial_call="initial_duplicate")
     def check(*args):
-        values = dict(zip(formspec.FIELDS, args[:-1], strict=True))
-        specs, errors = check_values(values, _find(args[-1], values["preset"]))
+        values = dict(zip(formspec.FIELDS, args[:-2], strict=True))
+        specs, errors = check_values(values, _find(args[-2], values["preset"]))
         # An edit makes the last launch's answer stale: the fields now speak for themselves.
-        return (cost_panel(specs, errors), *error_outputs(errors), "")
+        return (cost_panel(specs, errors, args[-1]), *error_outputs(errors), "")
 
     @app.callback(Output("nav", "href", allow_duplicate=True),
                   *[Output(o.component_id, "children", allow_duplicate=True) for o in errs],

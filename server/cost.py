@@ -1,0 +1,241 @@
+"""What a run will take, estimated from its spec alone (no torch): the server's limits check
+these numbers before a run is accepted, and the new-experiment form shows them.
+
+- `params`: the exact parameter count of the model worker/engine/models.py builds (weights,
+  biases, the affine parts of the norms; tests/engine/test_cost.py compares it with the
+  engine's own models).
+- `activation_elements`: per training batch, the elements of every layer output the engine's
+  model produces (weight layers, norm slots, ReLUs, pools; Flatten is a view and "none" an
+  identity, so they add nothing). Exact, checked against forward hooks on a real batch.
+- `activation_mb`: those elements in bytes (4 each; 2 for weight-layer, ReLU and pool outputs
+  under bf16), times ACTIVATION_FACTOR for what autograd keeps besides layer outputs (the
+  intermediates of the l1/l2/linf and noise layers, masks), times the heaviest probe's own
+  need: K parameter sets at once for the batched landscape probe, a second graph for
+  sharpness's double backward. The test checks it bounds the tensors autograd really saves.
+- `memory_mb`: activation_mb plus parameter-sized state: weights and gradients, the
+  optimiser's slots (momentum 1, Adam 2), distance's copy of w_0, the probes' shadow weights
+  and gradients (and K stacked copies when batched).
+- `dataset_mb`: the dataset's tensors as the engine holds them (inputs float32, labels int64).
+- `cost_steps`: the whole run in training-step units: steps x the probe floor
+  (RunSpec.probe_cost) plus test evaluations (a forward pass over the test set, a third of a
+  training pass per sample).
+
+`drivers` names, for each quantity, the spec fields that drive it, most responsible first: a
+limit's 422 points at the first of them the request set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from server.spec import VGG_CONFIGS, RunSpec
+
+MB = 1024 * 1024
+# Bytes autograd keeps per layer-output element, beyond the outputs themselves: covers the
+# Lp and noise layers' intermediates (checked by tests/engine/test_cost.py for every norm).
+ACTIVATION_FACTOR = 3.0
+# A forward pass is about a third of a forward+backward training pass, per sample.
+FORWARD_SHARE = 1 / 3
+
+# Fixed datasets as the engine loads them: (input shape, outputs, train rows, test rows).
+DATASETS: dict[str, tuple[tuple[int, ...], int, int, int]] = {
+    "cifar10": ((3, 32, 32), 10, 50_000, 10_000),
+    "digits": ((1, 8, 8), 10, 1_438, 359),
+    "mnist1d": ((40,), 10, 4_000, 1_000),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The data a model sees: per-sample input shape, outputs, train and test rows."""
+
+    in_shape: tuple[int, ...]
+    n_outputs: int
+    n_train: int
+    n_test: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    activation_elements: int
+    activation_mb: float
+    memory_mb: float
+    dataset_mb: float
+    cost_steps: float
+    drivers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def data_shape(spec: RunSpec) -> Shape:
+    if spec.dataset == "gaussian_linear":
+        d = spec.input_dim
+        return Shape((d,), d, spec.n_samples, spec.n_samples)
+    in_shape, n_out, n_train, n_test = DATASETS[spec.dataset]
+    return Shape(in_shape, n_out, n_train, n_test)
+
+
+@dataclass
+class _Tally:
+    """Per-sample layer outputs (full-precision and bf16-able) and parameters of a model."""
+
+    params: int = 0
+    norm_out: int = 0  # norm slot outputs: kept at 4 bytes (autocast runs norms in fp32)
+    other_out: int = 0  # weight-layer, ReLU and pool outputs: 2 bytes under bf16
+
+    def weight(self, n_params: int, out: int) -> None:
+        self.params += n_params
+        self.other_out += out
+
+    def norm(self, spec: RunSpec, channels: int, out: int) -> None:
+        if spec.norm == "none":  # nn.Identity: no parameters, no new tensor
+            return
+        if spec.norm != "noise":  # every other norm has a per-channel affine (gamma, beta)
+            self.params += 2 * channels
+        self.norm_out += out
+
+    def elementwise(self, out: int) -> None:  # ReLU, max-pool
+        self.other_out += out
+
+
+def _vgg(spec: RunSpec, shape: Shape) -> _Tally:
+    t = _Tally()
+    channels, h, w = shape.in_shape
+    widths = iter(spec.layer_widths())
+    for c in VGG_CONFIGS[spec.vgg_config]:
+        if c == "M":
+            if h >= 2 and w >= 2:  # the engine skips a pool once the map is below 2x2
+                h, w = h // 2, w // 2
+                t.elementwise(channels * h * w)
+            continue
+        out = next(widths)
+        t.weight(channels * out * 9 + out, out * h * w)
+        t.norm(spec, out, out * h * w)
+        t.elementwise(out * h * w)
+        channels = out
+    t.weight(channels * h * w * shape.n_outputs + shape.n_outputs, shape.n_outputs)
+    return t
+
+
+def _dense(spec: RunSpec, shape: Shape) -> _Tally:
+    """MLP (bias, ReLU) and DLN (no bias, no nonlinearity)."""
+    t = _Tally()
+    mlp = spec.model == "mlp"
+    sizes = [math.prod(shape.in_shape)] + [int(spec.width)] * (spec.depth - 1) + [shape.n_outputs]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        t.weight(n_in * n_out + (n_out if mlp else 0), n_out)
+        if i < spec.depth - 1:
+            t.norm(spec, n_out, n_out)
+            if mlp:
+                t.elementwise(n_out)
+    return t
+
+
+def tally(spec: RunSpec) -> _Tally:
+    shape = data_shape(spec)
+    return _vgg(spec, shape) if spec.model == "vgg" else _dense(spec, shape)
+
+
+def train_batch(spec: RunSpec) -> int:
+    """Rows per training step: the engine's BatchOrder takes the whole set when the batch
+    is None or no smaller than it."""
+    n = data_shape(spec).n_train
+    return n if spec.batch_size is None else min(spec.batch_size, n)
+
+
+def dataset_bytes(spec: RunSpec) -> int:
+    s = data_shape(spec)
+    rows = s.n_train + s.n_test
+    if spec.dataset == "gaussian_linear":  # x and y = A x, both float32, plus A itself
+        d = spec.input_dim
+        return 4 * (2 * rows * d + d * d)
+    return rows * (4 * math.prod(s.in_shape) + 8)
+
+
+def _probe_activation_factor(spec: RunSpec) -> int:
+    p = spec.probes
+    batched = len(p.landscape.multipliers) if p.landscape.every and p.landscape.batched else 1
+    sharp = 2 if p.sharpness.every else 1
+    return max(batched, sharp)
+
+
+def _state_copies(spec: RunSpec) -> int:
+    """Parameter-sized tensors alive during a step."""
+    p = spec.probes
+    slots = 2 if spec.optimizer == "adam" else int(spec.momentum > 0)
+    copies = 2 + slots + (1 if p.distance.every else 0)  # weights, grads, slots, w_0
+    if p.landscape.every or p.ics.every or p.sharpness.every:
+        copies += 2  # the probes' shadow weights and their gradients
+    if p.landscape.every and p.landscape.batched:
+        copies += 2 * len(p.landscape.multipliers)  # K stacked weights and gradients
+    return copies
+
+
+def eval_steps(spec: RunSpec) -> float:
+    """Test evaluations over the run, in training-step units."""
+    if not spec.eval_every:
+        return 0.0
+    n_evals = math.ceil(spec.steps / spec.eval_every) + 1  # step 0, every N, and at T
+    return n_evals * data_shape(spec).n_test * FORWARD_SHARE / train_batch(spec)
+
+
+def estimate(spec: RunSpec) -> Cost:
+    t = tally(spec)
+    batch = train_batch(spec)
+    elements = batch * (t.norm_out + t.other_out)
+    other_bytes = 2 if spec.bf16 else 4
+    act_bytes = batch * (4 * t.norm_out + other_bytes * t.other_out) * ACTIVATION_FACTOR
+    activation_mb = act_bytes * _probe_activation_factor(spec) / MB
+    state_mb = 4 * t.params * _state_copies(spec) / MB
+    floor = spec.probe_cost()["floor"]
+    evals = eval_steps(spec)
+    return Cost(
+        params=t.params,
+        activation_elements=elements,
+        activation_mb=activation_mb,
+        memory_mb=activation_mb + state_mb,
+        dataset_mb=dataset_bytes(spec) / MB,
+        cost_steps=spec.steps * floor + evals,
+        drivers={
+            "params": _param_drivers(spec),
+            "memory": _activation_drivers(spec) if activation_mb >= state_mb
+            else (*_param_drivers(spec), "optimizer"),
+            "dataset": _dataset_drivers(spec),
+            "cost_steps": _cost_drivers(spec, evals),
+        },
+    )
+
+
+def _param_drivers(spec: RunSpec) -> tuple[str, ...]:
+    if spec.model == "vgg":
+        return ("width", "vgg_config", "model", "dataset")
+    inputs = "input_dim" if spec.dataset == "gaussian_linear" else "dataset"
+    return ("width", "depth", inputs, "model")
+
+
+def _activation_drivers(spec: RunSpec) -> tuple[str, ...]:
+    rows = ("batch_size", "n_samples") if spec.batch_size is None else ("batch_size",)
+    probe = ("probes.landscape.batched", "probes.sharpness.every")
+    return (*rows, *_param_drivers(spec), "bf16", *probe)
+
+
+def _dataset_drivers(spec: RunSpec) -> tuple[str, ...]:
+    if spec.dataset != "gaussian_linear":
+        return ("dataset",)
+    dims = ("n_samples", "input_dim")
+    return (*(dims if spec.n_samples >= spec.input_dim else dims[::-1]), "dataset")
+
+
+def _cost_drivers(spec: RunSpec, evals: float) -> tuple[str, ...]:
+    """The probe (or evaluation) that costs the most first when it costs more than training
+    itself, then steps; else steps first."""
+    p = spec.probe_cost()
+    per_step = {
+        "sharpness": (p["sharpness"], ("probes.sharpness.every", "probes.sharpness.iters")),
+        "landscape": (p["landscape"], ("probes.landscape.every", "probes.landscape.multipliers")),
+        "ics": (p["ics"], ("probes.ics.every", "probes.ics.layers")),
+        "eval": (evals / spec.steps, ("eval_every",)),
+    }
+    ranked = sorted(per_step.values(), key=lambda v: v[0], reverse=True)
+    fields = tuple(f for _, fs in ranked for f in fs)
+    return (*fields, "steps") if ranked[0][0] > 1 else ("steps", *fields)
