@@ -59,7 +59,11 @@ class WorkerState:
     def engine(self):
         # Created on first use, in the worker process (never at import in a producer).
         if self._engine is None:
-            self._engine = make_engine(get_settings().db_url)
+            settings = get_settings()
+            self._engine = make_engine(
+                settings.db_url, statement_timeout=settings.worker_db_statement_timeout_seconds,
+                connect_timeout=settings.db_connect_timeout_seconds,
+            )
         return self._engine
 
 

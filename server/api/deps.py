@@ -4,6 +4,7 @@ and the bearer-token checks (mutations always, reads when the server protects th
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -11,9 +12,12 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from server.settings import Settings
+
+log = logging.getLogger("landscope.api")
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,9 +30,21 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One session per request; the handler commits, anything uncommitted is rolled back."""
-    with request.app.state.sessionmaker() as session:
+    """One session per request; the handler commits, anything uncommitted is rolled back.
+    A rollback that fails because the connection is lost (the database stopped answering:
+    server/db/watchdog.py cut it) is no fault of the request's: the pool discards the
+    connection, and the request's own answer, often sent already, stands."""
+    session = request.app.state.sessionmaker()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.warning("database connection lost while closing a request's session: %s",
+                        type(exc.orig).__name__)
 
 
 def get_celery(request: Request) -> Celery:

@@ -27,5 +27,6 @@ UNAUTHORIZED = {401: _doc("this server has an API token and the request lacks it
 CREATES = {
     **UNAUTHORIZED,
     400: _doc("the body is not JSON"),
+    413: _doc("the body is larger than the server allows (LANDSCOPE_MAX_BODY_BYTES)"),
     429: _doc("too many runs queued or running; retry later"),
 }
