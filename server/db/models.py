@@ -252,3 +252,33 @@ class WorkerRecord(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]
+
+
+class AdmissionLock(Base):
+    """One row that every request adding runs updates first thing in its transaction.
+
+    The update holds the row lock on PostgreSQL, and the database's write lock on SQLite,
+    until commit: counting the active runs, inserting and committing then happen one request
+    at a time, so concurrent requests cannot all see the same free room
+    (server/services/admission.py). The migration inserts the row.
+    """
+
+    __tablename__ = "admission_lock"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    admitted: Mapped[int] = mapped_column(default=0)  # requests that added runs, ever
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key and what its request created, written in the same transaction as
+    the runs: a client that lost the answer (even to a crash right after the commit) retries
+    with the same key and gets the same resource instead of a copy."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(32))  # "runs" | "experiments"
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical body
+    resource_id: Mapped[int]  # the run's or the experiment's id (no foreign key: runs go)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

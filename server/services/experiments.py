@@ -16,9 +16,17 @@ from sqlalchemy.orm import Session, selectinload
 
 from server.db.models import Experiment, Run
 from server.schemas import ExperimentCreate
+from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import InvalidRequest, NotFound
-from server.services.runs import check_queue_room, new_run, run_name
-from server.services.specs import Origin, find_preset, merge, reject_nonfinite, validate
+from server.services.runs import new_run, run_name
+from server.services.specs import (
+    Origin,
+    find_preset,
+    merge,
+    reject_oversized,
+    reject_unstorable,
+    validate,
+)
 from server.settings import Settings
 from server.spec import SpecError, expand_vary, flatten
 
@@ -26,11 +34,18 @@ BASE: tuple[str, ...] = ("body", "base")
 VARY: tuple[str, ...] = ("body", "vary")
 
 
-def create_experiment(session: Session, settings: Settings, req: ExperimentCreate) -> Experiment:
+def create_experiment(
+    session: Session, settings: Settings, req: ExperimentCreate, idem: Claim | None = None
+) -> tuple[Experiment, bool]:
+    """(the experiment, True) once saved with its runs, not committed; or (the experiment this
+    request's Idempotency-Key already created, False): the caller answers with it again."""
+    if (prior := prior_resource(session, idem)) is not None:  # a retry: no need to validate
+        return get_experiment(session, prior), False
     preset = find_preset(req.preset)
     base = merge(preset.base if preset else {}, req.base, BASE)
     vary = {**(preset.vary if preset else {}), **req.vary}
-    reject_nonfinite(req.vary, VARY)
+    reject_oversized(req.vary, VARY)
+    reject_unstorable(req.vary, VARY)
     n = math.prod(len(v) for v in vary.values())  # before expanding: the product may be huge
     if n > settings.max_runs_per_experiment:
         raise InvalidRequest(
@@ -50,7 +65,8 @@ def create_experiment(session: Session, settings: Settings, req: ExperimentCreat
         Origin(BASE, frozenset(flatten(req.base))),
     ]
     specs = [validate(d, settings, origins, BASE) for d in dicts]
-    check_queue_room(session, settings, len(specs))
+    if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile
+        return get_experiment(session, prior), False
 
     exp = Experiment(
         name=req.name or req.preset or "experiment",
@@ -66,7 +82,8 @@ def create_experiment(session: Session, settings: Settings, req: ExperimentCreat
         varied = dict(zip(vary, combo, strict=True))
         exp.runs.append(new_run(spec, run_name(spec, varied), exp.id))
     session.flush()
-    return exp
+    remember(session, idem, exp.id)
+    return exp, True
 
 
 def get_experiment(session: Session, exp_id: int) -> Experiment:

@@ -18,7 +18,8 @@ from server.db.metrics import delete_run_metrics
 from server.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, utcnow
 from server.queue import queue_for, send_run
 from server.schemas import RunCreate
-from server.services.errors import BrokerUnavailable, Conflict, NotFound, QueueFull
+from server.services.admission import Claim, admit, prior_resource, remember
+from server.services.errors import BrokerUnavailable, Conflict, NotFound
 from server.services.specs import Origin, find_preset, merge, validate
 from server.settings import Settings
 from server.spec import RunSpec, flatten
@@ -43,20 +44,13 @@ def new_run(spec: RunSpec, name: str, experiment_id: int | None = None) -> Run:
     )
 
 
-def check_queue_room(session: Session, settings: Settings, new: int) -> None:
-    """Refuse work past max_queued_runs (queued + running, all experiments together)."""
-    active = session.scalar(
-        select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE_STATUSES))
-    )
-    if active + new > settings.max_queued_runs:
-        raise QueueFull(
-            f"{active} runs are queued or running and this request adds {new}; the server "
-            f"takes at most {settings.max_queued_runs} (LANDSCOPE_MAX_QUEUED_RUNS). "
-            "Try again when some have finished."
-        )
-
-
-def create_run(session: Session, settings: Settings, req: RunCreate) -> Run:
+def create_run(
+    session: Session, settings: Settings, req: RunCreate, idem: Claim | None = None
+) -> tuple[Run, bool]:
+    """(the run, True) once saved, not committed; or (the run this request's Idempotency-Key
+    already created, False): nothing new, the caller answers with it again."""
+    if (prior := prior_resource(session, idem)) is not None:  # a retry: no need to validate
+        return replayed_run(session, prior), False
     preset = find_preset(req.preset)
     if preset is not None:
         data, fallback = preset.base, ("body", "overrides")
@@ -68,10 +62,20 @@ def create_run(session: Session, settings: Settings, req: RunCreate) -> Run:
     if req.spec:
         origins.append(Origin(("body", "spec"), frozenset(flatten(req.spec))))
     spec = validate(data, settings, origins, fallback)
-    check_queue_room(session, settings, 1)
+    if (prior := admit(session, settings, 1, idem)) is not None:  # sent while we validated
+        return replayed_run(session, prior), False
     run = new_run(spec, req.name or run_name(spec))
     session.add(run)
     session.flush()
+    remember(session, idem, run.id)
+    return run, True
+
+
+def replayed_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise Conflict(f"run {run_id}, created by an earlier request with this "
+                       "Idempotency-Key, has since been deleted; use a new key to submit again")
     return run
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from server.api import responses
 from server.api.deps import (
@@ -16,24 +16,33 @@ from server.api.deps import (
     SettingsDep,
 )
 from server.api.enqueue import commit_then_enqueue
+from server.api.idempotency import REPLAY_RESPONSES, IdempotencyKey, replay
 from server.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, Page
 from server.services import experiments
+from server.services.admission import claim
+from server.services.system import served_queues
 from server.services.views import experiment_detail, experiment_out
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Authorized],
-             responses=responses.CREATES)
+             responses={**responses.CREATES, **REPLAY_RESPONSES})
 def create_experiment(
-    body: ExperimentCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+    body: ExperimentCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep,
+    response: Response, idempotency_key: IdempotencyKey = None,
 ) -> ExperimentDetail:
     """One run per combination of `vary`, all sharing seed and data order unless `seed` is
     varied. 422 names the bad field (["body", "vary"] when the product is over the server's
-    limit); 429 when the queue is full; 503 when the broker is down (runs saved, sent later)."""
-    exp = experiments.create_experiment(session, settings, body)
+    limit); 429 when the queue is full; 503 when the broker is down (runs saved, sent later).
+    With an Idempotency-Key seen before, the experiment that key created (header
+    Idempotent-Replayed)."""
+    idem = claim(idempotency_key, "experiments", body)
+    exp, created = experiments.create_experiment(session, settings, body, idem)
+    if not created:
+        return replay(session, response, experiment_detail(exp, served_queues(session, settings)))
     commit_then_enqueue(session, celery, exp.runs)
-    return experiment_detail(exp)
+    return experiment_detail(exp, served_queues(session, settings))
 
 
 @router.get("")
@@ -50,5 +59,8 @@ def list_experiments(
 
 
 @router.get("/{experiment_id}", responses=responses.NOT_FOUND)
-def get_experiment(experiment_id: ExperimentId, session: SessionDep) -> ExperimentDetail:
-    return experiment_detail(experiments.get_experiment(session, experiment_id))
+def get_experiment(
+    experiment_id: ExperimentId, session: SessionDep, settings: SettingsDep
+) -> ExperimentDetail:
+    exp = experiments.get_experiment(session, experiment_id)
+    return experiment_detail(exp, served_queues(session, settings))

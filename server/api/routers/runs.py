@@ -17,31 +17,41 @@ from server.api.deps import (
     SettingsDep,
 )
 from server.api.enqueue import commit_then_enqueue
+from server.api.idempotency import REPLAY_RESPONSES, IdempotencyKey, replay
 from server.schemas import Page, RunCreate, RunOut, RunStatus
 from server.services import runs
+from server.services.admission import claim
+from server.services.system import served_queues
 from server.services.views import run_out
+from server.text import StoredText
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Authorized],
-             responses=responses.CREATES)
+             responses={**responses.CREATES, **REPLAY_RESPONSES})
 def create_run(
-    body: RunCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+    body: RunCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep,
+    response: Response, idempotency_key: IdempotencyKey = None,
 ) -> RunOut:
     """Validate, save, then send to a worker. 422 names the bad field; 429 when the queue is
-    full; 503 when the broker is down (the run is saved and sent once it is back)."""
-    run = runs.create_run(session, settings, body)
+    full; 503 when the broker is down (the run is saved and sent once it is back). With an
+    Idempotency-Key seen before, the run that key created (header Idempotent-Replayed)."""
+    run, created = runs.create_run(session, settings, body, claim(idempotency_key, "runs", body))
+    if not created:
+        return replay(session, response, run_out(run, served=served_queues(session, settings)))
     commit_then_enqueue(session, celery, [run])
-    return run_out(run)
+    return run_out(run, served=served_queues(session, settings))
 
 
 @router.get("")
 def list_runs(
     session: SessionDep,
+    settings: SettingsDep,
     status: RunStatus | None = None,
     experiment_id: IdQuery = None,
-    name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
+    name: Annotated[StoredText | None,
+                    Query(max_length=200, description="substring, any case")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> Page[RunOut]:
@@ -49,12 +59,14 @@ def list_runs(
     rows, total = runs.list_runs(
         session, status=status, experiment_id=experiment_id, name=name, limit=limit, offset=offset
     )
-    return Page[RunOut](items=[run_out(r) for r in rows], total=total, limit=limit, offset=offset)
+    queues = served_queues(session, settings)  # one query for the page
+    return Page[RunOut](items=[run_out(r, served=queues) for r in rows], total=total,
+                        limit=limit, offset=offset)
 
 
 @router.get("/{run_id}", responses=responses.NOT_FOUND)
-def get_run(run_id: RunId, session: SessionDep) -> RunOut:
-    return run_out(runs.get_run(session, run_id))
+def get_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> RunOut:
+    return run_out(runs.get_run(session, run_id), served=served_queues(session, settings))
 
 
 @router.post(
@@ -71,7 +83,7 @@ def cancel_run(run_id: RunId, session: SessionDep, response: Response) -> RunOut
     session.commit()
     if run.status == "running":
         response.status_code = status.HTTP_202_ACCEPTED
-    return run_out(run)
+    return run_out(run)  # no longer queued: it waits for no worker
 
 
 @router.delete(
