@@ -11,7 +11,9 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from server.text import StoredText, check_text
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
 JsonFloat = float | Literal["NaN", "Infinity", "-Infinity"]
@@ -31,6 +33,20 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Bounds on a request's free-form parts (what lies inside them is bounded by
+# server/services/specs.py `reject_oversized`, and each spec field by its own range).
+MAX_SPEC_KEYS = 64  # base, overrides, spec (a whole spec, flattened, has 43 keys)
+MAX_VARY_KEYS = 16
+MAX_VARY_VALUES = 64  # per key: the default LANDSCOPE_MAX_RUNS_PER_EXPERIMENT
+MAX_KEY_CHARS = 100
+MAX_PRESET_CHARS = 64
+SpecKey = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+# The length first: a constraint after StoredText's validator would speak of "items".
+PresetName = Annotated[str, Field(max_length=MAX_PRESET_CHARS), AfterValidator(check_text)]
+SpecParts = Annotated[dict[SpecKey, Any], Field(max_length=MAX_SPEC_KEYS)]
+VaryValues = Annotated[list[Any], Field(min_length=1, max_length=MAX_VARY_VALUES)]
+
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -48,15 +64,18 @@ class ExperimentCreate(_Request):
         },
     )
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="default: preset")
-    preset: str | None = Field(None, description="start from this preset's base and vary")
-    base: dict[str, Any] = Field(
+    name: StoredText | None = Field(
+        None, min_length=1, max_length=200, description="default: preset"
+    )
+    preset: PresetName | None = Field(None, description="start from this preset's base and vary")
+    base: SpecParts = Field(
         default_factory=dict,
         description="spec fields, nested or dotted ('probes.landscape.every'), applied over "
         "the preset's base (or over the spec defaults)",
     )
-    vary: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+    vary: dict[SpecKey, VaryValues] = Field(
         default_factory=dict,
+        max_length=MAX_VARY_KEYS,
         description="key -> values; the cross product becomes the runs. Keys replace the "
         "preset's own vary keys of the same name",
     )
@@ -70,10 +89,14 @@ class RunCreate(_Request):
         json_schema_extra={"examples": [{"preset": "quick-mlp", "overrides": {"norm": "batch"}}]},
     )
 
-    name: str | None = Field(None, min_length=1, max_length=200, description="default: a hint")
-    spec: dict[str, Any] | None = Field(None, description="run spec fields (defaults fill in)")
-    preset: str | None = Field(None, description="use this preset's base (its vary is not used)")
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    name: StoredText | None = Field(
+        None, min_length=1, max_length=200, description="default: a hint"
+    )
+    spec: SpecParts | None = Field(None, description="run spec fields (defaults fill in)")
+    preset: PresetName | None = Field(
+        None, description="use this preset's base (its vary is not used)"
+    )
+    overrides: SpecParts = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self) -> RunCreate:
@@ -118,6 +141,10 @@ class RunOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    waiting_for: str | None = Field(
+        None, description="queued while no online worker consumes its queue: who it waits "
+        "for ('a cuda worker', 'a cpu worker', 'a worker'); null otherwise"
+    )
 
 
 class ExperimentOut(BaseModel):
@@ -132,6 +159,21 @@ class ExperimentOut(BaseModel):
 
 class ExperimentDetail(ExperimentOut):
     runs: list[RunOut]
+
+
+class LimitsOut(BaseModel):
+    """This server's limits on one run and on the queue (LANDSCOPE_MAX_*): a spec over any
+    of them is refused with a 422 at the field that drives it."""
+
+    max_steps: int
+    max_width: int = Field(description="widest layer, units or channels")
+    max_batch: int
+    max_queued_runs: int
+    max_runs_per_experiment: int
+    max_params: int = Field(description="estimated model parameters")
+    max_memory_mb: float = Field(description="estimated training memory, MiB")
+    max_dataset_mb: float = Field(description="dataset in memory, MiB")
+    max_cost_steps: float = Field(description="whole run in training-step units")
 
 
 class PresetOut(BaseModel):

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker URL; default sqla+sqlite:///<data_dir>/broker.db"
     )
+    broker_key_prefix: str = Field(
+        "", max_length=100, pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Redis broker only: a prefix for every key the broker uses, so that "
+        "deployments (or test runs) can share one Redis database; API and workers must agree",
+    )
     api_token: SecretStr | None = Field(
         None, description="when set, mutating API requests need 'Authorization: Bearer <token>'"
     )
@@ -52,10 +57,42 @@ class Settings(BaseSettings):
     max_batch: int = Field(8192, ge=1, description="largest minibatch allowed")
     max_queued_runs: int = Field(200, ge=1, description="runs waiting at most, all together")
     max_runs_per_experiment: int = Field(64, ge=1, description="cross product size at most")
+    # Limits on a run's estimated cost (server/cost.py), not its shape: every preset, the
+    # paper's full-size VGG-16 included, stays well under them.
+    max_params: int = Field(200_000_000, ge=1, description="model parameters per run at most")
+    max_memory_mb: float = Field(
+        16384, gt=0, description="estimated training memory per run (activations of a batch, "
+        "weights, gradients, optimiser and probe state), MiB"
+    )
+    max_dataset_mb: float = Field(4096, gt=0, description="dataset held in memory, MiB")
+    max_cost_steps: float = Field(
+        20_000_000, gt=0, description="whole run in training-step units: steps x the probe "
+        "floor, plus test evaluations"
+    )
 
     # Serving (`landscope up` / `landscope api`).
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Bounds on every request: none may hold the server, whatever the client or the database.
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body; larger ones get 413 unread"
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request not answering by then gets 503 (and never commits)"
+    )
+    db_statement_timeout_seconds: float = Field(
+        5.0, gt=0, description="the API's longest SQL statement: PostgreSQL cancels it, a "
+        "connection silent 1 s longer is cut; SQLite waits this long for a lock"
+    )
+    db_connect_timeout_seconds: int = Field(
+        3, ge=2, description="the API's and workers' PostgreSQL connect timeout (libpq: >= 2)"
+    )
+    db_pool_timeout_seconds: float = Field(
+        3.0, gt=0, description="the API's longest wait for a free pooled database connection"
+    )
+    worker_db_statement_timeout_seconds: float = Field(
+        60.0, gt=0, description="as DB_STATEMENT_TIMEOUT_SECONDS, for workers (bulk inserts)"
+    )
 
     # Worker behaviour.
     worker_device: str = Field("auto", description="device of `landscope worker`: auto|cpu|cuda:N")

@@ -17,6 +17,7 @@ import dash
 from dash import Dash, Input, Output, dcc, html
 from werkzeug.http import parse_cookie
 
+from webapp import guard
 from webapp.client import ApiClient, acting_with
 from webapp.compare import callbacks as compare_callbacks
 from webapp.pages import compare, experiment, new_experiment, reproduction, runs
@@ -139,6 +140,7 @@ def create_dash(api_base_url: str, *, requests_pathname_prefix: str = "/",
     app.clientside_callback(SET_TOKEN_COOKIE % (TOKEN_COOKIE, requests_pathname_prefix),
                             Output("token-cookie", "data"), Input("token", "value"))
     app.server.wsgi_app = with_request_token(app.server.wsgi_app)
+    guard.install(app)  # hand-made bad requests to Dash's own routes: 400/404, never a 500
     if dev:
         app.enable_dev_tools(debug=True, dev_tools_hot_reload=False)
     return app

@@ -20,11 +20,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
-from server.api import errors, responses
+from server.api import errors, responses, timeouts
+from server.api.body_limit import BodyLimit
 from server.api.deps import ReadAuthorized
-from server.api.routers import experiments, metrics, runs, system
-from server.db.session import make_engine, make_sessionmaker
+from server.api.fallback import add_api_fallback
+from server.api.idempotency import REPLAYED
+from server.api.routers import experiments, limits, metrics, runs, system
+from server.db.session import WATCHDOG_GRACE_S, RequestSession, make_engine, make_sessionmaker
 from server.queue import make_celery
+from server.services.health import HealthMonitor
 from server.services.reconcile import GRACE_SECONDS, reconcile
 from server.settings import Settings, get_settings
 
@@ -44,10 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
+        engine = make_engine(
+            settings.db_url, statement_timeout=settings.db_statement_timeout_seconds,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.sessionmaker = make_sessionmaker(engine, RequestSession)
         app.state.celery = make_celery(settings)
+        app.state.health = HealthMonitor(engine, app.state.celery)
         # The first pass runs before serving: runs saved while the broker was down are sent
         # before anyone can ask about them. No request of this process is sending yet, so
         # no grace period.
@@ -59,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
+            # Requests answered 503 may still be running: let them end before the engine goes.
+            await stragglers.wait(timeout=commit_grace)
             app.state.celery.close()
             engine.dispose()
 
@@ -66,18 +77,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX, responses=responses.UNREACHABLE)
-    for module in (runs, experiments, metrics):  # system's routes choose their own
+    for module in (runs, experiments, metrics, limits):  # system's routes choose their own
         api.include_router(module.router, dependencies=[ReadAuthorized],
                            responses=responses.UNAUTHORIZED)
     api.include_router(system.router)
     app.include_router(api)
+    add_api_fallback(app, API_PREFIX)  # after every API route: JSON 404/405, never the page
+    # Load balancers and container health checks probe /health at the root, by convention;
+    # without this route the dashboard mounted at / answered it with its page.
+    app.add_api_route("/health", system.health, methods=["GET"], include_in_schema=False)
+    # Bounds on every request, the dashboard's included: the body first, then the time.
+    # A commit in flight at the deadline ends within the database watchdog's bound.
+    commit_grace = settings.db_statement_timeout_seconds + WATCHDOG_GRACE_S + 1.0
+    stragglers = timeouts.install(app, settings.request_timeout_seconds, commit_grace)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origin_list:
         # Opt-in, for a separate front end: only the listed origins, only the API's methods,
         # and no cookies (the API authenticates by bearer token, never by cookie).
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"], allow_credentials=False,
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=[REPLAYED], allow_credentials=False,
         )
     return app
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from server.schemas import json_float
 from server.services.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, QueueFull
 
 log = logging.getLogger("landscope.api")
@@ -24,9 +27,56 @@ def _json(code: int, detail: object, **extra: object) -> JSONResponse:
     return JSONResponse({"detail": detail, **extra}, status_code=code)
 
 
+# How much of a bad input a 422 echoes back: enough to recognise it, never the whole body.
+ECHO_CHARS = 200
+ECHO_ITEMS = 20
+ECHO_DEPTH = 6  # the error list and each error take two levels
+
+
+def json_safe(value: object, depth: int = 0) -> object:
+    """`value` as JSON can always carry it, abridged: non-finite floats as "NaN"/"Infinity",
+    lone surrogates escaped (UTF-8 cannot encode them), long strings and containers cut.
+    A 422 echoes the client's own input, which may be anything the JSON parser accepted."""
+    if isinstance(value, float):
+        return json_float(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
+    if depth >= ECHO_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(json_safe(str(k))): json_safe(v, depth + 1) for k, v in items[:ECHO_ITEMS]}
+        if len(items) > ECHO_ITEMS:
+            out["…"] = f"{len(items) - ECHO_ITEMS} more"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out_list = [json_safe(v, depth + 1) for v in seq[:ECHO_ITEMS]]
+        if len(seq) > ECHO_ITEMS:
+            out_list.append(f"… {len(seq) - ECHO_ITEMS} more")
+        return out_list
+    if isinstance(value, BaseException):  # pydantic's ctx carries the validator's error
+        return json_safe(str(value), depth)
+    try:
+        encoded = jsonable_encoder(value)
+    except Exception:  # noqa: BLE001 - anything unencodable is shown by its text
+        encoded = str(value)
+    return json_safe(encoded, depth)
+
+
+def _request_invalid(_req: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 shape, but always valid JSON: the default handler echoes the input
+    as is, and `{"name": NaN}` or a lone surrogate then turned the 422 into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, json_safe(list(exc.errors())))
+
+
 def _invalid(_req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidRequest)
-    return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, [exc.as_detail()])
+    return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, json_safe([exc.as_detail()]))
 
 
 def _not_found(_req: Request, exc: Exception) -> JSONResponse:
@@ -72,6 +122,7 @@ def _unreachable(exc: Exception) -> bool:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(InvalidRequest, _invalid)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)

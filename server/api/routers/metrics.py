@@ -12,6 +12,7 @@ from server.api.deps import INT32_MAX, EngineDep, RunId, SessionDep, StepQuery
 from server.schemas import DistributionsOut, KeysOut, MetricsOut, ProbesOut
 from server.services import export, metrics
 from server.services.runs import get_run
+from server.text import StoredText
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["metrics"], responses=responses.NOT_FOUND)
 
@@ -43,7 +44,8 @@ def list_keys(run_id: RunId, session: SessionDep) -> KeysOut:
 def read_metrics(
     run_id: RunId,
     session: SessionDep,
-    keys: Annotated[str | None, Query(max_length=4000, examples=["train/loss,landscape/*"])] = None,
+    keys: Annotated[StoredText | None,
+                    Query(max_length=4000, examples=["train/loss,landscape/*"])] = None,
     since_step: StepQuery = None,
     until_step: StepQuery = None,
     max_points: Annotated[int, Query(ge=1, le=1_000_000)] = 5000,
@@ -58,7 +60,7 @@ def read_metrics(
 def read_probes(
     run_id: RunId,
     session: SessionDep,
-    probe: Annotated[str | None, Query(max_length=32)] = None,
+    probe: Annotated[StoredText | None, Query(max_length=32)] = None,
     since_step: StepQuery = None,
     every: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000,
