@@ -18,7 +18,7 @@ from server.db.metrics import (
 )
 from server.db.models import DistributionRecord, ProbeRecord
 from server.schemas import DistributionOut, ProbeRecordOut, SeriesOut, json_float
-from server.services.runs import get_run
+from server.services.runs import require_run
 
 _GLOB = set("*?[")
 
@@ -73,9 +73,11 @@ def read_metrics(
     until_step: int | None = None,
     max_points: int | None = None,
 ) -> dict[str, SeriesOut]:
-    get_run(session, run_id)  # 404 for a run that does not exist, not an empty answer
     conn = session.connection()
-    wanted = select_keys(run_keys(conn, run_id), keys)
+    available = run_keys(conn, run_id)
+    if not available:  # 404 for a run that does not exist, not an empty answer
+        require_run(session, run_id)
+    wanted = select_keys(available, keys)
     found = {key: sid for key, sid in wanted.items() if sid is not None}
     # A live poll asks for a second of new points of every key: one statement finds which
     # series need downsampling, one more reads all the others, and each series that does
@@ -101,7 +103,7 @@ def read_metrics(
 
 
 def list_keys(session: Session, run_id: int) -> list[str]:
-    get_run(session, run_id)
+    require_run(session, run_id)
     return sorted(run_keys(session.connection(), run_id))
 
 
@@ -119,7 +121,7 @@ def probe_records(
     `every`: only steps that are multiples of it, plus every record with a non-finite loss or
     d(eta) wherever it is (a plot thinned to a readable number of lines still shows where the
     landscape blew up)."""
-    get_run(session, run_id)
+    require_run(session, run_id)
     stmt = select(ProbeRecord).where(ProbeRecord.run_id == run_id)
     if probe is not None:
         stmt = stmt.where(ProbeRecord.probe == probe)
@@ -158,7 +160,7 @@ def distributions(
     limit: int = 10_000,
 ) -> list[DistributionOut]:
     """Activation histograms; `stats` is stored JSON-safe already (non-finite as strings)."""
-    get_run(session, run_id)
+    require_run(session, run_id)
     d = DistributionRecord
     stmt = select(d).where(d.run_id == run_id)
     if layer is not None:

@@ -86,6 +86,13 @@ def get_run(session: Session, run_id: int) -> Run:
     return run
 
 
+def require_run(session: Session, run_id: int) -> None:
+    """NotFound unless the run exists: for reads of its measurements, which need no row
+    (loading one, JSON spec and all, was a fifth of a live poll's work)."""
+    if session.scalar(select(Run.id).where(Run.id == run_id)) is None:
+        raise NotFound("run", run_id)
+
+
 def list_runs(
     session: Session,
     *,
