@@ -186,8 +186,9 @@ class ApiClient:
     # -- plumbing -----------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, params: dict | None = None,
-                 json: Any = None, token: str | None = None) -> Any:
-        headers = {}
+                 json: Any = None, token: str | None = None,
+                 headers: dict[str, str] | None = None) -> Any:
+        headers = dict(headers or {})
         bearer = token or _request_token.get() or self.token
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
@@ -248,8 +249,10 @@ class ApiClient:
         """The server's LANDSCOPE_MAX_* limits (GET /limits)."""
         return self._request("GET", "/limits")
 
-    def create_experiment(self, body: dict[str, Any], token: str | None = None) -> dict:
-        return self._request("POST", "/experiments", json=body, token=token)
+    def create_experiment(self, body: dict[str, Any], token: str | None = None,
+                          idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/experiments", json=body, token=token, headers=headers)
 
     def cancel_run(self, run_id: int, token: str | None = None) -> dict[str, Any]:
         return self._request("POST", f"/runs/{run_id}/cancel", token=token)

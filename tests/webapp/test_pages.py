@@ -191,6 +191,36 @@ def test_launching_opens_the_experiment_page(api):
     assert len(exp["runs"]) == 2 and {r["total"] for r in exp["runs"]} == {50}
 
 
+def test_a_double_launch_from_one_page_visit_is_one_experiment(api):
+    # The launch's Idempotency-Key comes from the page visit and the form: a second click (or
+    # a retried callback) gets the first experiment back; another visit, or another form, a
+    # new one.
+    first = new_experiment.submit(api.client, form_values(steps=50), None, nonce="visit-a")
+    again = new_experiment.submit(api.client, form_values(steps=50), None, nonce="visit-a")
+    assert first[0] == again[0] and first[0].startswith("/experiments/")
+    assert len(api.client.experiments()) == 1
+    other_form = new_experiment.submit(api.client, form_values(steps=60), None, nonce="visit-a")
+    other_visit = new_experiment.submit(api.client, form_values(steps=50), None, nonce="visit-b")
+    assert len({first[0], other_form[0], other_visit[0]}) == 3
+    assert len(api.client.experiments()) == 3
+
+
+def test_each_visit_of_the_form_gets_its_own_launch_nonce():
+    def nonce(div) -> str:
+        found = [c for c in _walk(div) if getattr(c, "id", None) == "new-launch-nonce"]
+        return found[0].data
+
+    assert nonce(new_experiment.layout()) != nonce(new_experiment.layout())
+
+
+def _walk(component):
+    yield component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            yield from _walk(child)
+
+
 def test_server_limits_come_back_at_the_field(api_with_limits):
     limited = api_with_limits(max_steps=100, max_runs_per_experiment=3)
     _, errors, message = new_experiment.submit(limited.client, form_values(steps=500), None)

@@ -6,6 +6,9 @@ errors appear at the field they concern; launching opens the experiment's page."
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +109,9 @@ def layout(**_query) -> html.Div:
         dcc.Store(id="new-presets"),
         dcc.Store(id="new-limits"),
         dcc.Store(id="new-init", data=1),
+        # This page visit's launch nonce: with the form's content it makes the launch's
+        # Idempotency-Key, so a double click (or a retried callback) creates one experiment.
+        dcc.Store(id="new-launch-nonce", data=uuid.uuid4().hex),
         html.H2("New experiment", className="page-title"),
         html.Div([html.Div(form, className="new-form"), side], className="new-grid"),
     ], className="new-page")
@@ -213,18 +219,27 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
                   Output("new-result", "children"),
                   Input("new-launch", "n_clicks"), *[State(i.component_id, "value")
                                                      for i in inputs],
-                  State("token", "value"), prevent_initial_call=True)
+                  State("token", "value"), State("new-launch-nonce", "data"),
+                  prevent_initial_call=True)
     def launch(n_clicks, *args):
         # Fires when the page is inserted too (its output, nav, lives outside the page, and
         # Dash then ignores prevent_initial_call): only a click launches.
         if not n_clicks:
             raise PreventUpdate
-        values = dict(zip(formspec.FIELDS, args[:-1], strict=True))
-        href, errors, message = submit(client, values, args[-1], prefix)
+        values = dict(zip(formspec.FIELDS, args[:-2], strict=True))
+        href, errors, message = submit(client, values, args[-2], prefix, nonce=args[-1])
         return (href or no_update, *error_outputs(errors), message)
 
     return {"load": load, "fill": fill, "model_fields": model_fields, "check": check,
             "launch": launch}
+
+
+def launch_key(nonce: str | None, body: dict[str, Any]) -> str | None:
+    """The Idempotency-Key of launching `body` from the page visit `nonce` (None: none)."""
+    if not nonce:
+        return None
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+    return f"dashboard-{nonce[:64]}-{digest}"
 
 
 def _find(presets: list[dict] | None, name: str | None) -> dict | None:
@@ -243,13 +258,16 @@ def error_outputs(errors: dict[str, str]) -> list[str]:
 
 
 def submit(client: ApiClient, values: dict[str, Any], token: str | None,
-           prefix: str = "/") -> tuple[str | None, dict[str, str], str]:
-    """POST the form; (page to open, errors by field, message)."""
+           prefix: str = "/", nonce: str | None = None) -> tuple[str | None, dict[str, str], str]:
+    """POST the form; (page to open, errors by field, message). With a `nonce` (one per page
+    visit), the same form launched twice is one experiment: the second answer replays the
+    first (the API's Idempotency-Key)."""
     parsed = formspec.parse(values)
     if parsed.errors:
         return None, parsed.errors, "Fix the fields marked in red."
     try:
-        exp = client.create_experiment(parsed.body, token=token)
+        exp = client.create_experiment(parsed.body, token=token,
+                                       idempotency_key=launch_key(nonce, parsed.body))
     except ApiError as exc:
         errors: dict[str, str] = {}
         for loc, msg in exc.field_errors():
