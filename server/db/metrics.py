@@ -7,24 +7,24 @@ what lets a single worker store hundreds of thousands of points per second (MLfl
 row-per-statement writes were its historic bottleneck). SQLite takes an executemany in one
 transaction, which its C loop makes fast enough.
 
-Reads downsample in SQL: past `max_points`, the step range is cut into equal buckets and each
-bucket returns its mean and its min/max envelope, computed by GROUP BY in the database. To keep
-that fast on long runs, every write also refreshes the rollup buckets it touched (16, 256, 4096
-and 65536 steps wide, each level from the one below), so a read groups at most about 16 x
-max_points rollup rows plus the raw points at the edges of its range.
+Reads downsample in SQL (server/db/downsample.py): past `max_points`, the step range is cut
+into equal buckets and each bucket returns its mean and its min/max envelope, computed by GROUP
+BY in the database. To keep that fast on long runs, every write also refreshes the rollup
+buckets it touched (64, 4096 and 262144 steps wide, each level from the one below), so a read
+groups fewer than 32 x max_points rollup rows (or raw points) plus the raw points at the
+edges of its range.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, bindparam, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from server.db.downsample import SeriesData, read_buckets
 from server.db.models import (
     FINITE,
     ROLLUP_BASE,
@@ -194,23 +194,6 @@ def insert_distributions(conn: Connection, rows: Sequence[dict]) -> None:
 # -- reads ------------------------------------------------------------------------------------
 
 
-@dataclass
-class SeriesData:
-    """One key's points in [since, until]. Raw when `buckets` is False; else one entry per
-    bucket: steps are the bucket's mean step, values its mean over finite points (None when
-    none is finite), lo/hi its finite min and max, counts its points and nonfinite how many
-    of them were NaN or infinite (raw values carry those as float nan/inf)."""
-
-    key: str
-    buckets: bool = False
-    steps: list[float] = field(default_factory=list)
-    values: list[float | None] = field(default_factory=list)
-    lo: list[float | None] = field(default_factory=list)
-    hi: list[float | None] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    nonfinite: list[int] = field(default_factory=list)
-
-
 def run_keys(conn: Connection, run_id: int) -> dict[str, int]:
     rows = conn.execute(select(Series.key, Series.id).where(Series.run_id == run_id))
     return {k: i for k, i in rows}
@@ -311,90 +294,4 @@ def read_raw_many(
         data = out[key_of[sid]]
         data.steps.append(step)
         data.values.append(value if flag == FINITE else decode_value(value, flag))
-    return out
-
-
-def read_buckets(conn: Connection, series_id: int, key: str, span: tuple[int, int], *,
-                 since_step: int | None, until_step: int | None, max_points: int) -> SeriesData:
-    """The downsampled form of a series whose points in range span `span` (first, last step;
-    from read_series's probes or series_spans) and more than max_points steps."""
-    first, last = span
-    lo = first if since_step is None else since_step
-    hi = last if until_step is None else until_step
-    return _bucketed(conn, series_id, key, first, last, lo, hi, max_points)
-
-
-def plan_buckets(first: int, last: int, max_points: int) -> tuple[int, int]:
-    """(rollup level to read, output bucket width in steps) for points spanning [first, last].
-
-    The width is a multiple of the level's bucket width, so output buckets are unions of
-    whole rollup buckets; the level is the coarsest that still gives at least max_points / 2
-    buckets. (Asking for a full max_points would read raw points until a range spans 64 x
-    max_points steps: a 10,000-step run drawn at 300 points would aggregate every point
-    instead of 157 rollups.) Output bucket b holds steps [b*width, (b+1)*width).
-    """
-    span = last - first + 1
-    level = 0
-    while level < ROLLUP_LEVELS and ROLLUP_BASE ** (level + 1) * max_points <= 2 * span:
-        level += 1
-    unit = ROLLUP_BASE**level
-    width = unit * math.ceil(span / (max_points * unit))
-    while last // width - first // width + 1 > max_points:
-        width += unit
-    return level, width
-
-
-_BUCKETS = text(
-    "SELECT b, min(smin), max(smax), sum(vsum), sum(n), sum(n_bad), min(vmin), max(vmax) "
-    "FROM ("
-    " SELECT step / :width AS b, step AS smin, step AS smax, value AS vsum, 1 AS n,"
-    " CASE WHEN value IS NULL THEN 1 ELSE 0 END AS n_bad, value AS vmin, value AS vmax"
-    " FROM metric_points WHERE series_id = :sid AND step >= :lo AND step < :a"
-    " UNION ALL"
-    " SELECT step / :width, step, step, value, 1,"
-    " CASE WHEN value IS NULL THEN 1 ELSE 0 END, value, value"
-    " FROM metric_points WHERE series_id = :sid AND step >= :z AND step <= :hi"
-    " UNION ALL"
-    " SELECT (bucket * :unit) / :width, step_min, step_max, vsum, n, n_bad, vmin, vmax"
-    " FROM metric_rollups WHERE series_id = :sid AND level = :level"
-    " AND bucket >= :ra AND bucket < :rz"
-    ") AS parts GROUP BY b ORDER BY b"
-).bindparams(bindparam("level"))
-
-
-def _bucketed(conn, series_id, key, first, last, lo, hi, max_points) -> SeriesData:
-    """Buckets over [lo, hi]: whole rollup buckets inside, raw points at the two edges."""
-    level, width = plan_buckets(first, last, max_points)
-    unit = ROLLUP_BASE**level
-    if level == 0:
-        a = z = hi + 1  # everything raw: the span is at most 16 x max_points
-        ra = rz = 0
-    else:
-        ra = -(-lo // unit)  # first rollup bucket wholly inside [lo, hi]
-        rz = (hi + 1) // unit  # one past the last
-        a, z = ra * unit, rz * unit
-        if rz <= ra:
-            ra = rz = 0
-            a = z = hi + 1
-    params = {
-        "sid": series_id,
-        "width": width,
-        "unit": unit,
-        "level": level,
-        "lo": lo,
-        "hi": hi,
-        "a": a,
-        "z": z,
-        "ra": ra,
-        "rz": rz,
-    }
-    out = SeriesData(key, buckets=True)
-    for _b, smin, smax, vsum, n, bad, vmin, vmax in conn.execute(_BUCKETS, params):
-        good = int(n) - int(bad)
-        out.steps.append((smin + smax) / 2)
-        out.values.append(float(vsum) / good if good else None)
-        out.lo.append(vmin)
-        out.hi.append(vmax)
-        out.counts.append(int(n))
-        out.nonfinite.append(int(bad))
     return out

@@ -9,9 +9,8 @@ from fnmatch import fnmatchcase
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from server.db.downsample import SeriesData, read_buckets_many
 from server.db.metrics import (
-    SeriesData,
-    read_buckets,
     read_raw_many,
     run_keys,
     series_spans,
@@ -80,8 +79,8 @@ def read_metrics(
     wanted = select_keys(available, keys)
     found = {key: sid for key, sid in wanted.items() if sid is not None}
     # A live poll asks for a second of new points of every key: one statement finds which
-    # series need downsampling, one more reads all the others, and each series that does
-    # need buckets costs one statement (read_series would add two index probes per key).
+    # series need downsampling, one more reads all the others, and one more downsamples the
+    # rest (a page's first read; read_series would cost three statements per key).
     if max_points is None:
         read = read_raw_many(conn, found, since_step=since_step, until_step=until_step)
     else:
@@ -94,10 +93,9 @@ def read_metrics(
 
         read = read_raw_many(conn, {k: sid for k, sid in found.items() if not wide(sid)},
                              since_step=since_step, until_step=until_step)
-        for key, sid in found.items():
-            if wide(sid):
-                read[key] = read_buckets(conn, sid, key, spans[sid], since_step=since_step,
-                                         until_step=until_step, max_points=max_points)
+        read |= read_buckets_many(
+            conn, {k: (sid, spans[sid]) for k, sid in found.items() if wide(sid)},
+            since_step=since_step, until_step=until_step, max_points=max_points)
     return {key: series_out(read[key]) if key in read else
             SeriesOut(key=key, downsampled=False, steps=[], values=[]) for key in wanted}
 

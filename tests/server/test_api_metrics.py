@@ -286,3 +286,43 @@ def test_a_since_read_spanning_more_than_max_points_still_downsamples(client, ap
                    params={"keys": "train/loss", "since_step": 0, "max_points": 100}).json()
     assert s["series"]["train/loss"]["downsampled"] is True
     assert len(s["series"]["train/loss"]["steps"]) <= 100
+
+
+@pytest.mark.parametrize("since, until, max_points", [
+    (None, None, 300), (None, None, 50), (1000, None, 300), (500, 30_000, 200), (None, 9000, 7),
+])
+def test_a_first_read_downsamples_every_key_at_once_with_the_per_key_answer(
+        client, api_db, make_run, since, until, max_points):
+    """The one-statement downsampled read (a page's first poll) equals read_series key by key:
+    spans that read raw points, one rollup level and the next, edges of partial buckets, keys
+    too short to downsample, and non-finite points among them."""
+    from server.db.metrics import read_series, run_keys
+
+    rid = make_run(status="running", step=40_000, total=40_000)
+    rng = np.random.default_rng(5)
+    special = [math.nan, math.inf, -math.inf]
+    shapes = (("train/loss", 1, 40_000), ("landscape/beta", 20, 40_000),
+              ("test/acc", 100, 20_000), ("ics/L1/l2", 7, 3_001), ("act/L1/mean", 1, 120))
+    store(api_db, rid, {k: [(s, special[s % 3] if s % 89 == 0 else float(rng.normal()))
+                            for s in range(3, n, every)] for k, every, n in shapes})
+    params = {k: v for k, v in (("since_step", since), ("until_step", until),
+                                ("max_points", max_points)) if v is not None}
+    out = client.get(f"/api/v1/runs/{rid}/metrics", params=params).json()["series"]
+    downsampled = 0
+    with api_db.connect() as conn:
+        for key, sid in run_keys(conn, rid).items():
+            want = read_series(conn, sid, key, since_step=since, until_step=until,
+                               max_points=max_points)
+            got = out[key]
+            downsampled += got["downsampled"]
+            assert got["downsampled"] == want.buckets, key
+            assert got["steps"] == pytest.approx(want.steps), key
+            np.testing.assert_allclose([np.nan if v is None else unstring(v)
+                                        for v in got["values"]],
+                                       [np.nan if v is None else v for v in want.values],
+                                       rtol=1e-6)
+            if want.buckets:
+                assert got["min"] == pytest.approx(want.lo)
+                assert got["max"] == pytest.approx(want.hi)
+                assert got["counts"] == want.counts and got["nonfinite"] == want.nonfinite
+    assert downsampled >= 3

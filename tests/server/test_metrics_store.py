@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, insert, select
 
+from server.db.downsample import plan_buckets
 from server.db.metrics import (
     delete_run_metrics,
     insert_points,
-    plan_buckets,
     read_series,
     run_keys,
     series_ids,
