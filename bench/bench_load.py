@@ -436,7 +436,8 @@ def report(args, info: dict, s: dict) -> str:
         f"{v['sqlalchemy']}, psycopg {v['psycopg']}, httpx {v['httpx']}, {v['postgresql']} "
         f"on 127.0.0.1; git {info['git']}",
         "- server: `python -m worker.cli api --no-dashboard` (one uvicorn process, access log "
-        "on, the default connection pool) on a fresh, migrated PostgreSQL database",
+        "off as LANDSCOPE_ACCESS_LOG's default, the default connection pool and timeouts) on a "
+        "fresh, migrated PostgreSQL database",
         f"- writers: 2 processes, one per running run, each through worker/sql_sink.SqlSink "
         f"(flush every 1 s or 20,000 rows) and worker/heartbeat.RunLease (every 0.5 s), every "
         f"key the engine writes on the `webapp/synthetic.py` schedule plus its eta records and "
