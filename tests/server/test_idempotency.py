@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from server.db.models import IdempotencyKey, Run, utcnow
 from server.db.session import make_engine, make_sessionmaker
 from tests.support.concurrency import concurrently
 from tests.support.dying_api import DIED
+from tests.support.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = {"spec": {"steps": 5, "device": "cpu"}}
@@ -174,18 +174,8 @@ def start_api(module: list[str], env: dict[str, str], log: Path) -> tuple[subpro
             except httpx.TransportError:
                 pass
         time.sleep(0.2)
-    stop(proc)
+    stop_group(proc)
     raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def test_a_retry_after_the_api_died_between_commit_and_answer_gets_the_saved_run(
@@ -203,7 +193,7 @@ def test_a_retry_after_the_api_died_between_commit_and_answer_gets_the_saved_run
             httpx.post(f"{base}/runs", json=RUN, headers=keyed("doomed"), timeout=30)
         assert dying.wait(30) == DIED
     finally:
-        stop(dying)
+        stop_group(dying)
     engine = make_engine(pg_url)
     with engine.connect() as conn:
         saved = conn.execute(select(Run.id, Run.enqueued_at).order_by(Run.id)).all()
@@ -215,7 +205,7 @@ def test_a_retry_after_the_api_died_between_commit_and_answer_gets_the_saved_run
     try:
         r = httpx.post(f"{base}/runs", json=RUN, headers=keyed("doomed"), timeout=30)
     finally:
-        stop(api)
+        stop_group(api)
     assert r.status_code == 201, r.text
     assert r.headers["Idempotent-Replayed"] == "true"
     assert r.json()["id"] == saved[1].id

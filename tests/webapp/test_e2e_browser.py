@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ def serve(args: list[str], data_dir: Path, log: Path) -> tuple[subprocess.Popen,
         if found and ready(found.group(1)):
             return proc, found.group(1)
         time.sleep(0.2)
-    stop(proc)
+    stop_group(proc)
     raise AssertionError(f"`landscope {args[0]}` did not start:\n{log.read_text()[-3000:]}")
 
 
@@ -64,16 +65,6 @@ def ready(base: str) -> bool:
             return r.status == 200
     except OSError:
         return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -235,4 +226,4 @@ def test_launch_watch_live_and_export(browser, tmp_path, shots):
         assert [e for e in errors if "422" not in e] == [], errors
     finally:
         page.close()
-        stop(proc)
+        stop_group(proc)
