@@ -24,7 +24,7 @@ BatchNorm mode (`bn_mode`), explicit on every analysis and every figure:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -151,6 +151,18 @@ class AnalysisSpec(_Strict):
     chunk_points: int = Field(
         64, ge=1, le=MAX_GRID * MAX_GRID, description="grid points per worker task"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trajectory_defaults_to_pca(cls, data: Any) -> Any:
+        # A trajectory has one direction kind; asking for it by name should not be required.
+        if isinstance(data, dict) and data.get("kind") == "trajectory":
+            d = data.get("directions")
+            if d is None:
+                data = {**data, "directions": {"kind": "pca"}}
+            elif isinstance(d, dict) and "kind" not in d:
+                data = {**data, "directions": {**d, "kind": "pca"}}
+        return data
 
     @field_validator("steps")
     @classmethod

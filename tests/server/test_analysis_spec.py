@@ -17,6 +17,9 @@ def test_defaults_follow_the_issue():
     sl = AnalysisSpec(kind="slice")
     assert sl.grid_shape() == (1, 41) and sl.y_axis() is None
     assert AnalysisSpec(kind="spectrum").grid_points() == 0
+    tr = AnalysisSpec(kind="trajectory", directions={"seed": 3})  # its one kind: pca
+    assert (tr.directions.kind, tr.directions.seed) == ("pca", 3)
+    assert AnalysisSpec(kind="trajectory").directions.kind == "pca"
 
 
 def test_axis_values_include_both_ends_and_are_evenly_spaced():
