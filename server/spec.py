@@ -164,6 +164,38 @@ class SharpnessSpec(_Every):
     iters: int = Field(20, ge=1, le=500)
 
 
+MAX_SNAPSHOT_STEPS = 1000
+
+
+class SnapshotSpec(_Strict):
+    """Steps whose network (weights and BN buffers) is saved for analyses (server/analysis_spec.py).
+
+    The snapshot at step s is w_s, the weights at which step s's metrics are measured; step 0
+    and the last step (w_T, after the last update, saved as step T = steps) are always saved
+    when the run has somewhere to save them. Saving changes nothing of the trajectory.
+    """
+
+    every: int = Field(0, ge=0, le=MAX_COUNT, description="save every N steps; 0 = off")
+    steps: list[int] = Field(
+        default_factory=list, max_length=MAX_SNAPSHOT_STEPS,
+        description="further steps to save (step 0 and the last step are always saved)",
+        json_schema_extra={"items": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}},
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        if any(not 0 <= s <= MAX_COUNT for s in v):
+            raise ValueError(f"steps must lie in [0, {MAX_COUNT}]")
+        return sorted(set(v))
+
+    def due(self, step: int, last: int) -> bool:
+        """Whether step `step` of a run of `last` steps is saved."""
+        if step in (0, last):
+            return True
+        return (self.every > 0 and step % self.every == 0) or step in self.steps
+
+
 class ProbesSpec(_Strict):
     mode: Literal["train", "eval"] = Field(
         "train", description="normalisation mode during probes; the paper measures in train mode"
@@ -222,6 +254,7 @@ class RunSpec(_Strict):
     )
 
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
+    snapshots: SnapshotSpec = Field(default_factory=SnapshotSpec)
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -251,6 +284,9 @@ class RunSpec(_Strict):
                 raise ValueError(
                     f"norm_groups={self.norm_groups} must divide every layer width; {bad_w} do not"
                 )
+        late = [s for s in self.snapshots.steps if s > self.steps]
+        if late:
+            raise ValueError(f"snapshots.steps {late} exceed the run's {self.steps} steps")
         n = self.n_weight_layers()
         bad = [i for i in self.probes.ics.layers if i > n]
         if self.probes.ics.every and bad:

@@ -2,7 +2,9 @@
 
 A preset is an experiment: its `vary` (e.g. norm: none, batch) is run as one run per value,
 sharing seed and data order. --set fixes a key for every run (and removes it from vary);
---vary replaces the comparison. Each run writes its metrics under OUT/<run label>/.
+--vary replaces the comparison. Each run writes its metrics under OUT/<run label>/, and its
+snapshots (step 0, the last step and the spec's `snapshots` schedule) under
+OUT/<run label>/snapshots/, which `landscope analyse OUT/<run label>` reads.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop each run after this many steps (paused)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the runs' checkpoints in OUT (needs checkpoint_every)")
+    p.add_argument("--no-snapshots", dest="snapshots", action="store_false",
+                   help="save no snapshots (by default step 0, the last step and the spec's "
+                        "snapshots.every/steps go to RUN_DIR/snapshots/ for `landscope analyse`)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -102,6 +107,7 @@ def _train_one(spec, run_dir: Path, data_dir: Path, args: argparse.Namespace) ->
     from worker.engine.checkpoint import DirectoryCheckpointStore
     from worker.engine.file_sink import FileSink
     from worker.engine.sink import MemorySink, TeeSink
+    from worker.engine.snapshots import DirectorySnapshotStore
     from worker.engine.trainer import Trainer
 
     trainer = Trainer(spec, data_dir, args.device)
@@ -110,6 +116,10 @@ def _train_one(spec, run_dir: Path, data_dir: Path, args: argparse.Namespace) ->
         for old in run_dir.glob("checkpoints/ckpt-*.pt"):
             old.unlink()
     resume_step = store.latest_step() if (store is not None and args.resume) else 0
+    snapshots = DirectorySnapshotStore(run_dir / "snapshots") if args.snapshots else None
+    if not args.resume:  # a fresh run never keeps another run's snapshots
+        for old in run_dir.glob("snapshots/snap-*.pt"):
+            old.unlink()
     sink = FileSink(run_dir, from_step=resume_step)
     memory = MemorySink()
     bar = tqdm(total=spec.steps, desc=run_dir.name, unit="step", disable=args.quiet,
@@ -122,7 +132,7 @@ def _train_one(spec, run_dir: Path, data_dir: Path, args: argparse.Namespace) ->
 
     try:
         result = trainer.run(TeeSink(sink, memory), checkpoints=store, progress=progress,
-                             max_steps=args.max_steps)
+                             max_steps=args.max_steps, snapshots=snapshots)
     finally:
         bar.close()
         sink.close()

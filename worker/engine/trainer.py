@@ -11,7 +11,9 @@ One step t, in order:
   5. test evaluation at w_t when due; then the optimiser step makes w_{t+1};
   6. a checkpoint when due.
 Every metric recorded at step t is measured at w_t. After the last step the test set is
-evaluated once more at w_T, recorded at step T.
+evaluated once more at w_T, recorded at step T. With a snapshot store, w_t (weights and BN
+buffers as they are before step t's forward) is saved at the top of step t when the spec's
+snapshot schedule says so, and w_T after the last step (worker/engine/snapshots.py).
 
 Before each step the caller's `should_stop` may end the run: "cancel" (or True) ends it for
 good; "pause" ends it to be continued elsewhere, so the loop checkpoints at the step where it
@@ -39,6 +41,7 @@ from worker.engine.models import build_model
 from worker.engine.probes import ProbeContext, build_probes
 from worker.engine.probes.base import Shadow
 from worker.engine.sink import MetricSink
+from worker.engine.snapshots import SnapshotStore, snapshot_state
 from worker.engine.state import NoiseStream, resolve_device
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
@@ -123,13 +126,15 @@ class Trainer:
         checkpoints: CheckpointStore | None = None,
         progress: ProgressFn | None = None,
         max_steps: int | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> RunResult:
         """Train from the latest checkpoint (or from scratch) to the spec's last step.
 
         `max_steps` bounds the steps taken in this call (the run is then "paused", with no
         checkpoint of its own: tests use it to stand for a crash); `should_stop` is checked
         before every step: "cancel" (or True) ends the run "cancelled", "pause" ends it
-        "paused" with a checkpoint at that step (when there is a store).
+        "paused" with a checkpoint at that step (when there is a store). `snapshots` receives
+        w_s at every scheduled step s not already in it (a resumed run saves no step twice).
         """
         spec = self.spec
         start = self._restore(checkpoints.load_latest()) if checkpoints else 0
@@ -140,12 +145,15 @@ class Trainer:
         saved_at = start  # the step of the newest checkpoint (the one resumed, if any)
         pause_requested = False
         self._acc_pending = []
+        snapshot_due = self._snapshot_schedule(snapshots)
         for step in range(start, end):
             request = should_stop() if should_stop is not None else None
             if request:
                 pause_requested = request == "pause"
                 status = "paused" if pause_requested else "cancelled"
                 break
+            if snapshot_due(step):  # w_t: nothing of step t has touched the net yet
+                snapshots.save(step, snapshot_state(step, spec.model_dump_json(), self.net))
             last_loss, due, batch = self._forward_backward(step, sink, classify)
             next_step = step + 1
             if not math.isfinite(last_loss):
@@ -172,12 +180,23 @@ class Trainer:
                 status = "diverged" if diverged_at is not None else "succeeded"
                 if spec.eval_every:
                     self._evaluate(spec.steps, sink)
+                if snapshot_due(spec.steps):  # w_T, after the last update
+                    snapshots.save(
+                        spec.steps, snapshot_state(spec.steps, spec.model_dump_json(), self.net)
+                    )
         self._emit_acc(sink)
         sink.flush()  # as before a periodic checkpoint: metrics first, then the state
         if pause_requested and checkpoints and next_step != saved_at:
             # The stop came before step next_step began: the state is exactly w_{next_step}.
             checkpoints.save(next_step, self._state(next_step))
         return RunResult(status, next_step, last_loss, diverged_at, self.info, first_step=start)
+
+    def _snapshot_schedule(self, store: SnapshotStore | None) -> Callable[[int], bool]:
+        """Whether step s is saved now: scheduled, and not in the store yet (resume)."""
+        if store is None:
+            return lambda step: False
+        cfg, last, have = self.spec.snapshots, self.spec.steps, set(store.steps())
+        return lambda step: step not in have and cfg.due(step, last)
 
     def _forward_backward(self, step: int, sink: MetricSink, classify: bool):
         """Steps 1-3 of the docstring: g_t in the parameters' .grad, the loss in the sink."""
