@@ -1,0 +1,1 @@
+"""Landscape geometry: directions, grid evaluation, PCA, Hessian spectra and analysis jobs."""
