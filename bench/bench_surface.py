@@ -1,0 +1,208 @@
+"""Cost of a loss surface against plain forward passes, as ratios measured in one process.
+
+    python bench/bench_surface.py            # full run (~2 min on 2 quiet CPU cores): RESULTS.md
+    python bench/bench_surface.py --quick    # smoke test (seconds, a 5 x 5 grid); prints only
+
+Issue 12's goal: a 21 x 21 surface of the 6 x 128 MLP (mnist1d, with BatchNorm and without) on
+2,048 evaluation samples costs at most 1.2 x 441 forward passes of those 2,048 samples through
+the same net. Timed side by side, interleaved (bench/_timing.py), per norm:
+
+- plain: forwards of the evaluation set (in batches of --batch-size) through a copy of the
+  net in the mode the surface evaluates in (train mode: BatchNorm mode `batch`), under no_grad;
+- surface, loop: GridEvaluator.evaluate over the 441 grid points, one point at a time;
+- surface, vmap 8: the same in groups of 8 points under torch.func.vmap.
+
+Both surfaces include everything a chunk task does per point (writing theta + a d1 + b d2, the
+forwards, the loss and accuracy sums); building the evaluator (a copy of the net) is timed once,
+apart. The ratio is surface / plain; the goal applies to the path the evaluator takes by default
+on the device (use_vmap None: the loop on the CPU, vmap on a GPU), marked "(default)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from bench._machine import ROOT, describe, loadavg  # noqa: E402
+from bench._timing import gauged, interleave, paired, pressure  # noqa: E402
+from server.spec import RunSpec  # noqa: E402
+from worker.engine.data import load_dataset  # noqa: E402
+from worker.engine.geometry.directions import orthogonalize, random_direction  # noqa: E402
+from worker.engine.geometry.evaluate import GridEvaluator, eval_subset  # noqa: E402
+from worker.engine.models import build_model  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+GOAL = 1.2
+SLICE = 24  # grid points per timed segment: 3 vmap groups of 8
+NORMS = ("batch", "none")
+
+
+def _grid(points: int) -> list[tuple[float, float]]:
+    xs = [-1.0 + 2.0 * i / (points - 1) for i in range(points)]
+    return [(a, b) for b in xs for a in xs]  # flat index iy * nx + ix
+
+
+def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+    spec = RunSpec(model="mlp", depth=6, width=128, norm=norm, dataset="mnist1d", seed=0)
+    data = load_dataset(spec, args.data_dir)
+    net = build_model(spec, data.in_shape, data.n_outputs, torch.Generator(device=dev)).to(dev)
+    idx = eval_subset(data.n_train, args.samples, seed=0)
+    x, y = data.x_train[idx].to(dev), data.y_train[idx].to(dev)
+    theta = {n: p.detach().clone() for n, p in net.named_parameters()}
+    d1 = random_direction(theta, 0, "d1")
+    dirs = [d1, orthogonalize(random_direction(theta, 0, "d2"), d1)]
+    grid = _grid(args.points)
+    t0 = time.perf_counter()
+    default_vmap = dev.type != "cpu"  # GridEvaluator's use_vmap=None
+    evaluators = {
+        f"surface, {'vmap 8' if v else 'loop'}" + (" (default)" if v == default_vmap else ""):
+            GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=args.batch_size,
+                          classify=True, max_batched_points=8, use_vmap=v)
+        for v in (False, True)
+    }
+    build_s = (time.perf_counter() - t0) / len(evaluators)
+    plain_net = copy.deepcopy(net).train()
+    batches = x.split(args.batch_size)
+
+    # Segments: consecutive slices of the flat grid of SLICE points (a multiple of the vmap
+    # group, as the job's chunks are), cycled through `passes` times; each variant evaluates
+    # the same slice in the same repetition, so per-segment ratios pair like with like. Short
+    # segments let both sides of a ratio see the same bursts of a shared machine.
+    slices = [grid[i : i + SLICE] for i in range(0, len(grid), SLICE)]
+
+    def cycling(fn):
+        done = [0]
+
+        def run(_n: int) -> None:
+            fn(slices[done[0] % len(slices)])
+            done[0] += 1
+        return run
+
+    def plain(points: list) -> None:
+        with torch.no_grad():
+            for _ in points:
+                for xb in batches:
+                    plain_net(xb)
+
+    def surface(ev: GridEvaluator):
+        return lambda points: ev.evaluate(theta, dirs, points)
+
+    variants = {"plain": (cycling(plain), 0)}
+    variants.update({name: (cycling(surface(ev)), 0) for name, ev in evaluators.items()})
+    reps = len(slices) * args.passes
+    times = interleave(variants, reps, args.warmup * len(slices), dev)
+    out: dict[str, Any] = {"points": len(grid), "samples": len(x), "batch_size": args.batch_size,
+                           "evaluator_build_s": build_s, "segments": reps,
+                           "surface_s": {k: sum(v) / args.passes for k, v in times.items()},
+                           "times": times, "ratio": {}, "paired": {}}
+    for name, ev in evaluators.items():
+        out["ratio"][name] = sum(times[name]) / sum(times["plain"])
+        out["paired"][name] = paired(times[name], times["plain"], lambda a, b: a / b)
+        out.setdefault("fallback", {})[name] = ev.fallback
+    loop, vm = (next(k for k in evaluators if k.startswith(f"surface, {w}"))
+                for w in ("loop", "vmap"))
+    out["vmap_over_loop"] = paired(times[vm], times[loop], lambda a, b: a / b)
+    return out
+
+
+def markdown(res: dict, machine: dict, command: str, args: argparse.Namespace) -> str:
+    m = machine
+    lines = [
+        f"## {m['date']} - surface: {args.points} x {args.points} MLP 6x128 surface vs "
+        f"{args.points ** 2} forward passes ({'quick' if args.quick else 'full'})",
+        "",
+        f"- machine: {m['cpu']}, {m['cpu_count']} cores ({m['cpus_usable']} usable), "
+        f"{m['ram_gib']} GiB RAM" + (f"; GPU {m['gpu']}, CUDA {m['cuda']}" if "gpu" in m else ""),
+        f"- device {m['device']}; python {m['python']}, torch {m['torch']}, "
+        f"torch.set_num_threads({m['torch_threads']}), interop threads "
+        f"{m['torch_interop_threads']}",
+        f"- code: git {m['git_head']}, engine sources sha256 {m['engine_code_sha256']}",
+        f"- command: `{command}`; load average at start {m['loadavg_at_start']}",
+        f"- data: mnist1d, eval_subset of {args.samples} training samples (seed 0), evaluation "
+        f"batch {args.batch_size}; BatchNorm mode `batch`; random filter-normalised directions "
+        f"(the second orthogonalised); grid [-1, 1]^2",
+        f"- timing: the flat grid cut into slices of {SLICE} points, each timed "
+        f"{args.passes} times per variant, interleaved (after {args.warmup} warm-up pass); a "
+        f"plain segment = as many forwards (no_grad, train mode, same batches) as its slice "
+        "has points; s per surface = total / passes; ratio = surface / plain: paired median "
+        "[min, max] of per-segment ratios, and of the totals",
+        "",
+        f"| norm | variant | s per surface | plain s | paired ratio | of totals | goal <= {GOAL} "
+        "| pressure |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for norm, r in res.items():
+        for name in r["ratio"]:
+            p = r["paired"][name]
+            goal = ("met" if p["median"] <= GOAL else "**MISSED**") if "default" in name else "-"
+            fb = f" (fell back to the loop: {r['fallback'][name]})" if r["fallback"][name] else ""
+            lines.append(
+                f"| {norm} | {name}{fb} | {r['surface_s'][name]:.3f} "
+                f"| {r['surface_s']['plain']:.3f} "
+                f"| {p['median']:.3f} [{p['min']:.3f}, {p['max']:.3f}] | {r['ratio'][name]:.3f} "
+                f"| {goal} | {pressure(r)} |")
+    lines += ["", "vmap 8 / loop, paired per segment (on a GPU, the issue asks >= 5x faster, i.e. "
+              "<= 0.2): " + ", ".join(
+                  f"{norm} {r['vmap_over_loop']['median']:.3f} [{r['vmap_over_loop']['min']:.3f},"
+                  f" {r['vmap_over_loop']['max']:.3f}]" for norm, r in res.items())]
+    raw = {k: {kk: vv for kk, vv in v.items() if kk != "times"} for k, v in res.items()}
+    lines += ["", "<details><summary>raw results (JSON, seconds)</summary>", "", "```json",
+              json.dumps({"machine": machine, "results": raw}, default=str), "```", "",
+              "</details>", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: 5 x 5 grid, prints only")
+    p.add_argument("--device", default="cpu", help="cpu (the goal's device), cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--samples", type=int, default=2048, help="evaluation samples (default 2048)")
+    p.add_argument("--batch-size", type=int, default=2048,
+                   help="evaluation batch, both sides (default 2048: one batch per point)")
+    p.add_argument("--data-dir", type=Path, default=Path("/tmp"), help="unused by mnist1d")
+    p.add_argument("--results", type=Path, default=None,
+                   help=f"append the report here (default {RESULTS.relative_to(ROOT)} for full "
+                   "runs; --quick writes only when given)")
+    args = p.parse_args(argv)
+    args.points, args.passes, args.warmup = (5, 2, 1) if args.quick else (21, 5, 1)
+
+    torch.set_num_threads(args.threads)
+    with contextlib.suppress(RuntimeError):  # only settable before any parallel work
+        torch.set_num_interop_threads(1)
+    dev = torch.device(args.device)
+    machine = describe(dev)
+    machine["loadavg_at_start"] = loadavg()
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(json.dumps(machine), flush=True)
+    res = {}
+    for norm in NORMS:
+        r = res[norm] = gauged(bench_norm, norm, args, dev)
+        for name in r["ratio"]:
+            pr = r["paired"][name]
+            print(f"[surface] norm {norm}: {name}/plain paired {pr['median']:.3f} "
+                  f"[{pr['min']:.3f}, {pr['max']:.3f}], of totals {r['ratio'][name]:.3f}; "
+                  f"fallback {r['fallback'][name]}", flush=True)
+    report = markdown(res, machine, command, args)
+    out = args.results or (None if args.quick else RESULTS)
+    if out is None:
+        print("\n" + report)
+        return 0
+    with out.open("a") as f:
+        f.write("\n" + report)
+    print(f"appended to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

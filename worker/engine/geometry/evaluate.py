@@ -1,0 +1,286 @@
+"""Loss (and accuracy) of a network at grid points theta + sum_i c_i d_i, on an evaluation set.
+
+`GridEvaluator` never runs the caller's network: it evaluates a private copy (bn_modes.EvalCopy)
+set up for the analysis's BatchNorm mode, so the caller's parameters, buffers, noise generator
+and the global RNG are left bit-identical. The loss at a point is the mean over ALL evaluation
+samples of the per-sample loss (every batch's per-sample losses summed in float64, over the
+sample count: the average of per-batch means weighted by batch size); for sum_squares that is
+the mean of ||f(x) - y||^2. Accuracy (fraction correct, argmax) for cross-entropy classifiers.
+
+Several points per call. In `batch` and `running` mode on an accelerator, points are evaluated
+in groups of `max_batched_points`: one torch.func.vmap of functional_call over the group's
+stacked parameter sets per evaluation batch (BatchNorm in train mode carries no running
+statistics in the copy, so each set normalises with its own batch statistics, and nothing is
+written in place). Where vmap cannot run the evaluator falls back to the loop and says why
+(`fallback`). In `recalibrated` mode every point needs its own in-place recalibration pass: a
+loop. On the CPU the loop is the default (`use_vmap` None): there the stacked kernels and the
+layout copies vmap adds cost 2-3x the plain loop for the 6 x 128 MLP (bench/bench_surface.py),
+while on a GPU one call for K points is what fills the device.
+
+Determinism across chunks. A point's value must not depend on how a surface was cut into
+worker tasks (a surface cut into chunks equals the single-task surface bit for bit). Batched
+kernels (a stacked matmul) may round a row differently depending on the other rows and the
+group's size, so a group's composition is fixed by the grid, not by the call: `evaluate_range`
+evaluates the whole aligned groups [jK, (j+1)K) of flat grid indices that cover the requested
+range (at most 2(K-1) extra points per chunk) and every vmap call has exactly K points (the
+grid's last group is padded by repeating its last point; the analysis job cuts its chunks into
+the same aligned groups itself). The per-point loop has no such coupling. Noise (noisy
+BatchNorm) is re-seeded before every point (the loop) or group (vmap with randomness "same",
+which gives every point of the group the same draws): the same point always sees the same
+noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from server.analysis_spec import BN_MODES
+from worker.engine.geometry.bn_modes import EvalCopy
+from worker.engine.state import derive_seed
+
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class PointValue:
+    loss: float
+    acc: float | None  # fraction correct (classification), else None
+
+
+def eval_subset(n_train: int, samples: int | None, seed: int) -> Tensor:
+    """Row indices of the evaluation set: the first `samples` of a seeded permutation of the
+    training set (all of it, permuted, for None), the same for every run of an experiment that
+    shares the seed and the dataset. Permuted rather than sorted so that evaluation batches are
+    random mixes, like training batches (a class-sorted dataset would give BatchNorm
+    single-class batch statistics)."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "eval-subset"))
+    perm = torch.randperm(n_train, generator=g)
+    return perm if samples is None else perm[: min(samples, n_train)]
+
+
+LossSum = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor | None]]
+
+
+def _loss_sum(loss_name: str) -> LossSum:
+    """f(out, y, classify) -> (summed per-sample loss in float64, number correct or None), for
+    outputs of shape (*lead, N, C) against the N targets: one value per leading index (the K
+    points of a vmapped group), a scalar without. The mean is taken over all samples at the end.
+
+    Called once per point on the outputs of every evaluation batch concatenated, not once per
+    batch: on the CPU a dozen small reductions per batch cost a third of a 128-sample forward.
+    """
+    def cross_entropy(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
+        # log-sum-exp minus the label's logit: F.cross_entropy's value, at a third of its cost
+        # on the CPU for 10 classes (log_softmax over a short last dim vectorises badly). max()
+        # gives argmax's indices (the first maximum on a tie) from the same pass.
+        out = _wide(out)
+        m, idx = out.max(dim=-1)
+        lse = m + (out - m.unsqueeze(-1)).exp().sum(dim=-1).log()
+        label = out.gather(-1, y.expand(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        loss = (lse - label).sum(dim=-1, dtype=torch.float64)
+        return loss, ((idx == y).sum(dim=-1) if classify else None)
+
+    def sum_squares(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
+        sq = (_wide(out) - y) ** 2
+        return sq.flatten(start_dim=sq.dim() - y.dim()).sum(dim=-1, dtype=torch.float64), None
+
+    fns = {"cross_entropy": cross_entropy, "sum_squares": sum_squares}
+    if loss_name not in fns:
+        raise ValueError(f"unknown loss {loss_name!r}; use one of {sorted(fns)}")
+    return fns[loss_name]
+
+
+def _wide(out: Tensor) -> Tensor:
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
+
+def _cat(outs: list[Tensor], dim: int) -> Tensor:
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=dim)
+
+
+class GridEvaluator:
+    """Loss/accuracy of `net` at grid points, in one BatchNorm mode (see the module docstring).
+
+    x, y: the evaluation set, cut into consecutive batches of `batch_size` (None: one batch);
+    recal_x: the recalibration inputs (recalibrated mode; default x); noise_seed: the seed of
+    the private noise generators (noisy BatchNorm in train-mode passes); use_vmap: batch
+    `max_batched_points` points per call (None: on accelerators, not on the CPU).
+    """
+
+    def __init__(
+        self, net: nn.Module, loss_name: str, x: Tensor, y: Tensor, *, bn_mode: str,
+        batch_size: int | None, recal_x: Tensor | None = None, classify: bool,
+        max_batched_points: int = 8, noise_seed: int = 0, use_vmap: bool | None = None,
+    ) -> None:
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"unknown bn_mode {bn_mode!r}; use one of {list(BN_MODES)}")
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"need a non-empty evaluation set: {len(x)} inputs, {len(y)} targets")
+        if max_batched_points < 1:
+            raise ValueError("max_batched_points must be at least 1")
+        self.copy = EvalCopy(net, bn_mode, noise_seed)
+        self.module = self.copy.module
+        self.names = list(self.copy.params)
+        first = next(iter(self.copy.params.values()))
+        self.device, self.dtype = first.device, first.dtype
+        bs = len(x) if batch_size is None else batch_size
+        x, y = x.to(self.device), y.to(self.device)
+        self.batches = list(zip(x.split(bs), y.split(bs), strict=True))
+        self.y = y
+        self.n = len(x)
+        recal = x if recal_x is None else recal_x.to(self.device)
+        if bn_mode == "recalibrated" and len(recal) == 0:
+            raise ValueError("recalibrated mode needs a non-empty recalibration set")
+        self.recal_batches = list(recal.split(bs)) if bn_mode == "recalibrated" else []
+        self.bn_mode = bn_mode
+        self.loss_sum = _loss_sum(loss_name)
+        # Accuracy of a classifier trained with cross-entropy (as losses.evaluate reports it).
+        self.classify = classify and loss_name == "cross_entropy"
+        # Group size K: 1 means the per-point loop.
+        if use_vmap is None:
+            use_vmap = self.device.type != "cpu"
+        self.group = 1 if bn_mode == "recalibrated" or not use_vmap else max_batched_points
+        self.fallback: str | None = None  # why vmap was given up, if it was
+        self._stacked: list[Tensor] = []
+
+    # -- grid points --------------------------------------------------------------------------
+
+    def evaluate(self, theta: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]],
+                 coords: Sequence[Sequence[float]]) -> list[PointValue]:
+        """Values at theta + sum_i coords[p][i] * dirs[i] for every p, in consecutive groups of
+        K = max_batched_points from the start of `coords` (see evaluate_range for chunks)."""
+        theta_l, dirs_l = self._lists(theta, dirs)
+        out: list[PointValue] = []
+        k = self.group
+        for start in range(0, len(coords), k):
+            group = list(coords[start : start + k])
+            if k > 1 and self.fallback is None:
+                try:
+                    out.extend(self._group_vmap(theta_l, dirs_l, group, k))
+                    continue
+                except Exception as e:  # vmap has no batching rule for some op: loop instead
+                    self.fallback = f"{type(e).__name__}: {e}"
+            out.extend(self._point_loop(theta_l, dirs_l, c) for c in group)
+        return out
+
+    def evaluate_range(self, theta: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]],
+                       grid_coords: Sequence[Sequence[float]], indices: range) -> list[PointValue]:
+        """Values at the flat grid indices `indices` of a grid whose points are `grid_coords`
+        (all of them, in flat order), independent bit for bit of how the grid is cut into
+        ranges: the aligned groups covering `indices` are evaluated whole."""
+        if indices.step != 1 or indices.start < 0 or indices.stop > len(grid_coords):
+            raise ValueError(f"indices {indices} are not a range of the {len(grid_coords)} points")
+        if len(indices) == 0:
+            return []
+        k = self.group
+        lo = indices.start // k * k
+        hi = min(-(-indices.stop // k) * k, len(grid_coords))
+        values = self.evaluate(theta, dirs, grid_coords[lo:hi])
+        return values[indices.start - lo : indices.stop - lo]
+
+    def _lists(self, theta: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]]
+               ) -> tuple[list[Tensor], list[list[Tensor]]]:
+        def cast(t: Tensor) -> Tensor:
+            return t.detach().to(device=self.device, dtype=self.dtype)
+
+        return ([cast(theta[n]) for n in self.names],
+                [[cast(d[n]) for n in self.names] for d in dirs])
+
+    @staticmethod
+    def _write(out: list[Tensor], theta: list[Tensor], dirs: list[list[Tensor]],
+               c: Sequence[float]) -> None:
+        """out = theta + c_1 d_1 + c_2 d_2 ..., left to right: the same ops on both paths."""
+        if len(c) != len(dirs):
+            raise ValueError(f"a point has {len(c)} coordinates for {len(dirs)} directions")
+        with torch.no_grad():
+            torch._foreach_copy_(out, theta)
+            for d, ci in zip(dirs, c, strict=True):
+                torch._foreach_add_(out, d, alpha=float(ci))
+
+    def _point_loop(self, theta: list[Tensor], dirs: list[list[Tensor]],
+                    c: Sequence[float]) -> PointValue:
+        cp = self.copy
+        self._write(list(cp.params.values()), theta, dirs, c)
+        if self.bn_mode == "recalibrated":
+            cp.recalibrate(self.recal_batches)
+        cp.rewind()
+        with torch.no_grad():
+            outs = [self.module(xb) for xb, _ in self.batches]
+            loss, hits = self.loss_sum(_cat(outs, 0), self.y, self.classify)
+        return self._value(float(loss), 0 if hits is None else int(hits))
+
+    def _group_vmap(self, theta: list[Tensor], dirs: list[list[Tensor]],
+                    group: list[Sequence[float]], k: int) -> list[PointValue]:
+        if len(self._stacked) != len(theta):
+            self._stacked = [torch.empty((k, *t.shape), dtype=t.dtype, device=t.device)
+                             for t in theta]
+        stacked = self._stacked
+        padded = group + [group[-1]] * (k - len(group))  # every call has K points
+        for j, c in enumerate(padded):
+            self._write([s[j] for s in stacked], theta, dirs, c)
+        module, names = self.module, self.names
+
+        def one(flat: list[Tensor], xb: Tensor) -> Tensor:
+            return functional_call(module, dict(zip(names, flat, strict=True)), (xb,))
+
+        batched = vmap(one, in_dims=(0, None), randomness="same")
+        self.copy.rewind()
+        self.copy.vmapping = True
+        try:
+            with torch.no_grad():
+                outs = [batched(stacked, xb) for xb, _ in self.batches]  # each (K, B, ...)
+        finally:
+            self.copy.vmapping = False
+        with torch.no_grad():
+            loss, hits = self.loss_sum(_cat(outs, 1), self.y, self.classify)
+        tl = loss.tolist()
+        hl = [0] * k if hits is None else hits.tolist()
+        return [self._value(tl[j], hl[j]) for j in range(len(group))]
+
+    def _value(self, total: float, hits: int) -> PointValue:
+        return PointValue(loss=total / self.n, acc=hits / self.n if self.classify else None)
+
+    # -- differentiable loss, gradient ----------------------------------------------------------
+
+    def loss_fn_of_params(self, theta: Mapping[str, Tensor]) -> Callable[[Params], Tensor]:
+        """A differentiable L(params) on the whole evaluation set (summed batch losses over the
+        sample count), for Hessian-vector products and gradients at theta.
+
+        The BatchNorm state is fixed when the closure is made: batch mode normalises each batch
+        with its own statistics (differentiated through, as in training); running mode reads the
+        snapshot's statistics; recalibrated mode recalibrates once at theta and then holds those
+        statistics constant (the Hessian of the eval-mode loss with theta's statistics).
+        Noise, if any, is re-seeded at every call: L is a deterministic function of params.
+        """
+        cp = self.copy
+        if self.bn_mode == "recalibrated":
+            theta_l, _ = self._lists(theta, [])
+            self._write(list(cp.params.values()), theta_l, [], ())
+            cp.recalibrate(self.recal_batches)
+        buffers = cp.buffers()  # frozen: later evaluations may recalibrate the copy
+        module, loss_sum, batches, n = self.module, self.loss_sum, self.batches, self.n
+
+        def loss(params: Params) -> Tensor:
+            cp.rewind()
+            total: Tensor | None = None
+            for xb, yb in batches:
+                out = functional_call(module, {**buffers, **params}, (xb,))
+                part = loss_sum(out, yb, False)[0]
+                total = part if total is None else total + part
+            assert total is not None
+            return total / n
+
+        return loss
+
+    def gradient(self, theta: Mapping[str, Tensor]) -> Params:
+        """The gradient of the full evaluation-set loss at theta, by parameter name."""
+        params = {n: theta[n].detach().to(device=self.device, dtype=self.dtype).clone()
+                  .requires_grad_(True) for n in self.names}
+        loss = self.loss_fn_of_params(theta)(params)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        return {n: g.detach() for n, g in zip(self.names, grads, strict=True)}
