@@ -1,6 +1,7 @@
 """`landscope`: the command line.
 
     landscope train --preset NAME [--set key=value ...] [--vary key=a,b ...] [--out DIR]
+    landscope analyse RUN_DIR [--kind surface|slice|trajectory|spectrum] [--out DIR]
     landscope presets [NAME]
     landscope reproduce [--quick] [--api URL] [--no-wait] [--report]   the paper's figures
     landscope data download cifar10 [--data-dir DIR]
@@ -27,6 +28,7 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     # None of these imports torch at import time: `api` and `db` must stay torch-free.
     from worker.cli import (
+        analyse_cmd,
         api_cmd,
         data_cmd,
         db_cmd,
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
+    analyse_cmd.add_parser(sub)
     presets_cmd.add_parser(sub)
     reproduce_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
