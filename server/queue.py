@@ -14,6 +14,9 @@ from kombu import Exchange, Queue
 from server.settings import Settings
 
 RUN_TASK = "landscope.run"
+# Analyses (worker/analysis_tasks.py): one prepare per analysis, then one task per grid chunk.
+ANALYSIS_PREPARE_TASK = "landscope.analysis.prepare"
+ANALYSIS_CHUNK_TASK = "landscope.analysis.chunk"
 # A queue per device kind; "auto" runs go to the shared queue that every worker consumes.
 QUEUES = {"cpu": "landscope.cpu", "cuda": "landscope.gpu", "auto": "landscope.any"}
 # Who consumes each queue, in words: what a run in it waits for while no online worker does.
@@ -65,6 +68,20 @@ def send_run(app: Celery, run_id: int, queue: str) -> None:
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
     )
+
+
+def send_analysis_prepare(app: Celery, analysis_id: int, queue: str) -> None:
+    """Hand an analysis to the broker (its prepare task); raises as send_run does."""
+    app.send_task(ANALYSIS_PREPARE_TASK, args=[analysis_id], queue=queue, retry=True,
+                  retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+
+
+def send_analysis_chunk(app: Celery, analysis_id: int, step: int, chunk: int,
+                        queue: str) -> None:
+    """One chunk of grid points of one analysed step (server.analysis_spec.chunks)."""
+    app.send_task(ANALYSIS_CHUNK_TASK, args=[analysis_id, step, chunk], queue=queue,
+                  retry=True,
+                  retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
 
 
 def declare_queues(app: Celery) -> None:

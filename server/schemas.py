@@ -174,6 +174,9 @@ class LimitsOut(BaseModel):
     max_memory_mb: float = Field(description="estimated training memory, MiB")
     max_dataset_mb: float = Field(description="dataset in memory, MiB")
     max_cost_steps: float = Field(description="whole run in training-step units")
+    max_analysis_points: int = Field(description="grid points of one analysis, all steps")
+    max_lanczos_steps: int = Field(description="Hessian-vector products of one analysis")
+    max_analysis_memory_mb: float = Field(description="estimated memory of one analysis, MiB")
 
 
 class PresetOut(BaseModel):

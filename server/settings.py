@@ -69,6 +69,19 @@ class Settings(BaseSettings):
         20_000_000, gt=0, description="whole run in training-step units: steps x the probe "
         "floor, plus test evaluations"
     )
+    # Limits on one analysis (server/analysis_cost.py): a 101 x 101 surface at four steps,
+    # or a default spectrum at every one of 64 steps, fits.
+    max_analysis_points: int = Field(
+        50_000, ge=1, description="grid points of one analysis, all its steps together"
+    )
+    max_lanczos_steps: int = Field(
+        50_000, ge=1, description="Hessian-vector products of one analysis, all its steps "
+        "together (Lanczos, Hutchinson probes, stochastic Lanczos quadrature)"
+    )
+    max_analysis_memory_mb: float = Field(
+        16384, gt=0, description="estimated memory of one analysis (a batch's activations for "
+        "the points evaluated at once, weights, directions, the Lanczos basis, the dataset), MiB"
+    )
 
     # Serving (`landscope up` / `landscope api`).
     host: str = "127.0.0.1"

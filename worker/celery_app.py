@@ -68,7 +68,8 @@ class WorkerState:
 
 
 app = make_celery(get_settings())
-app.conf.update(include=["worker.tasks"], worker_pool="solo", worker_concurrency=1)
+app.conf.update(include=["worker.tasks", "worker.analysis_tasks"], worker_pool="solo",
+                worker_concurrency=1)
 STATE = WorkerState()
 
 

@@ -200,10 +200,15 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     """Build the trainer and train to the end (or a stop); the engine's RunResult."""
     from worker.engine.checkpoint import DirectoryCheckpointStore
     from worker.engine.trainer import Trainer
+    from worker.snapshot_index import IndexedSnapshotStore, snapshot_dir
     from worker.sql_sink import SqlSink
 
     spec = effective_spec(RunSpec.model_validate(claim.spec))
     trainer = Trainer(spec, settings.data_dir, device)
+    # Snapshots for analyses: files under the data directory, indexed in the database.
+    snapshots = IndexedSnapshotStore(engine, claim.run_id,
+                                     snapshot_dir(settings, claim.run_id),
+                                     outage_seconds=settings.db_outage_seconds)
     sink = SqlSink(engine, claim.run_id, flush_seconds=settings.sink_flush_seconds,
                    flush_points=settings.sink_flush_points,
                    outage_seconds=settings.db_outage_seconds)
@@ -218,6 +223,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
             should_stop=stop_request,
             checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
             progress=lease.progress,
+            snapshots=snapshots,
         )
     except BaseException:
         _close_quietly(sink)

@@ -25,9 +25,10 @@ from server.api.body_limit import BodyLimit
 from server.api.deps import ReadAuthorized
 from server.api.fallback import add_api_fallback
 from server.api.idempotency import REPLAYED
-from server.api.routers import experiments, limits, metrics, runs, system
+from server.api.routers import analyses, experiments, limits, metrics, runs, system
 from server.db.session import WATCHDOG_GRACE_S, RequestSession, make_engine, make_sessionmaker
 from server.queue import make_celery
+from server.services.analysis_reconcile import reconcile_analyses
 from server.services.health import HealthMonitor
 from server.services.reconcile import GRACE_SECONDS, reconcile
 from server.settings import Settings, get_settings
@@ -77,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX, responses=responses.UNREACHABLE)
-    for module in (runs, experiments, metrics, limits):  # system's routes choose their own
+    # system's routes choose their own
+    for module in (runs, experiments, metrics, limits, analyses):
         api.include_router(module.router, dependencies=[ReadAuthorized],
                            responses=responses.UNAUTHORIZED)
     api.include_router(system.router)
@@ -110,6 +112,11 @@ def reconcile_once(app: FastAPI, grace: float = GRACE_SECONDS) -> None:
         reconcile(app.state.sessionmaker, app.state.celery, app.state.settings, grace=grace)
     except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
         log.warning("reconcile: pass failed: %s", exc)
+    try:  # analyses: never sent, or abandoned by a dead worker
+        reconcile_analyses(app.state.sessionmaker, app.state.celery, app.state.settings,
+                           grace=grace)
+    except Exception as exc:  # noqa: BLE001 - logged; the next pass tries again
+        log.warning("reconcile: analyses pass failed: %s", exc)
 
 
 async def reconcile_forever(app: FastAPI, every: float) -> None:

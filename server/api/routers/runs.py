@@ -21,6 +21,7 @@ from server.api.idempotency import REPLAY_RESPONSES, IdempotencyKey, replay
 from server.schemas import Page, RunCreate, RunOut, RunStatus
 from server.services import runs
 from server.services.admission import claim
+from server.services.analyses import remove_files, run_files
 from server.services.system import served_queues
 from server.services.views import run_out
 from server.text import StoredText
@@ -94,7 +95,9 @@ def cancel_run(run_id: RunId, session: SessionDep, response: Response) -> RunOut
                409: {**responses.CONFLICT[409],
                      "description": "queued or running: cancel it first"}},
 )
-def delete_run(run_id: RunId, session: SessionDep) -> None:
-    """Delete a finished run and all its metrics."""
+def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete a finished run and all its metrics, snapshots and analyses."""
+    files = run_files(session, settings, run_id)
     runs.delete_run(session, run_id)
     session.commit()
+    remove_files(*files)  # only once the rows are gone for good
