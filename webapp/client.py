@@ -288,6 +288,32 @@ class ApiClient:
         body = self._request("GET", f"/runs/{run_id}/distributions", params=params)
         return [Histogram.from_json(r) for r in body["records"]]
 
+    # -- analyses (issue 12: surfaces, trajectories, spectra) ---------------------------------
+
+    def analyses(self, *, experiment_id: int | None = None, run_id: int | None = None,
+                 group_id: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """Analyses without their arrays, newest first as the API lists them."""
+        body = self._request("GET", "/analyses", params={
+            "experiment_id": experiment_id, "run_id": run_id, "group_id": group_id,
+            "limit": limit})
+        return body["items"] if isinstance(body, dict) else body
+
+    def analysis(self, analysis_id: int) -> dict[str, Any]:
+        """One analysis with its grids and values per step, as JSON: non-finite values stay
+        strings and missing points null (webapp/figures/geometry.py reads both)."""
+        return self._request("GET", f"/analyses/{analysis_id}")
+
+    def create_analyses(self, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        """POST /analyses: {"analyses": [...], "cost": {...}}; with dry_run only the cost."""
+        return self._request("POST", "/analyses", json=body, token=token)
+
+    def cancel_analysis(self, analysis_id: int, token: str | None = None) -> dict[str, Any]:
+        return self._request("POST", f"/analyses/{analysis_id}/cancel", token=token)
+
+    def analysis_csv_url(self, analysis_id: int) -> str:
+        """An analysis's grid points as CSV, as a browser link."""
+        return f"{self.public_api}/analyses/{analysis_id}/csv"
+
     def export_url(self, run_id: int) -> str:
         """The CSV export as a browser link (same origin as the dashboard)."""
         return f"{self.public_api}/runs/{run_id}/export?format=csv"

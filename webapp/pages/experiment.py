@@ -1,24 +1,35 @@
-"""/experiments/<id>: an experiment's runs compared live, side by side and overlaid."""
+"""/experiments/<id>: an experiment's runs compared live, side by side and overlaid (the Runs
+tab), and its loss landscapes, trajectories and Hessian spectra (the Landscape tab;
+?tab=landscape opens it)."""
 
 from __future__ import annotations
 
 import dash
-from dash import Dash, html
+from dash import Dash, dcc, html
 
 from webapp.client import ApiClient
 from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
+from webapp.landscape import callbacks as landscape_callbacks
+from webapp.landscape.layout import landscape_layout
 
 PATH_TEMPLATE = "/experiments/<experiment_id>"
 
 
 def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1000,
-           **_query) -> html.Div:
+           tab: str | None = None, **_query) -> html.Div | dcc.Tabs:
     try:
         exp = int(experiment_id or "")
     except ValueError:
         return html.Div(html.P(f"No experiment {experiment_id!r}.", className="notice"))
-    return opening_layout(client, {"experiment": exp}, poll_ms)
+    # Only the chosen tab's content is mounted: the Landscape tab polls nothing while the
+    # Runs tab is shown, and the other way round.
+    return dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
+                    className="exp-tabs", children=[
+        dcc.Tab(label="Runs", value="runs", children=opening_layout(
+            client, {"experiment": exp}, poll_ms)),
+        dcc.Tab(label="Landscape", value="landscape", children=landscape_layout(exp)),
+    ])
 
 
 def source_of(path: str, _query) -> dict | None:
@@ -29,10 +40,10 @@ def source_of(path: str, _query) -> dict | None:
 
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
     """The route, and a prefetch of its data when the page is requested; the compare view's
-    callbacks are registered once, by the app."""
+    callbacks are registered once, by the app; the Landscape tab's here (returned)."""
     prefetch.when_requested(app, client, source_of)
     dash.register_page(
         __name__, path_template=PATH_TEMPLATE, name="Experiment", title="Landscope · experiment",
         layout=lambda experiment_id=None, **q: layout(client, experiment_id, poll_ms, **q),
     )
-    return {}
+    return landscape_callbacks.register(app, client)
