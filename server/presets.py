@@ -4,11 +4,21 @@ A preset is a base spec (overrides of RunSpec's defaults) plus `vary`: the compa
 figure makes (e.g. norm: [none, batch]). Running a preset runs the cross product as one
 experiment, so every run shares seed and data order. Full-scale VGG presets read CIFAR-10 and
 want a GPU; `quick-*` presets show the BatchNorm effect on 2 CPU cores in about two minutes.
+
+Analyses (server/analysis_spec.py): every preset here varies the normalisation, and each gets
+DEFAULT_ANALYSES, run on every run's final network as soon as the run succeeds: a surface
+(two random filter-normalised directions, direction seed 0 shared by all runs, BN mode
+`batch`, 21 x 21 on the seeded 2,048-sample evaluation subset) and a spectrum (the spec's
+defaults: top-5 eigenvalues, Hutchinson trace, SLQ density, gradient share). The same
+directions and evaluation set for every run is what makes the runs' surfaces comparable side
+by side. The quick presets' analyses (QUICK_ANALYSES) use 512 evaluation samples and fewer
+Hutchinson probes and density vectors, to finish with their runs in about a minute on two
+CPU cores. An experiment may replace them (ExperimentCreate.analyses) or opt out with [].
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.spec import RunSpec, build_spec, expand_vary
@@ -21,6 +31,8 @@ class Preset:
     description: str
     base: dict[str, Any]
     vary: dict[str, list[Any]] = field(default_factory=dict)
+    # AnalysisSpec dicts run on each run's last step once it succeeds (see the module doc).
+    analyses: tuple[dict[str, Any], ...] = ()
 
     def specs(self) -> list[RunSpec]:
         return [build_spec(d) for d in expand_vary(self.base, self.vary)]
@@ -63,12 +75,48 @@ _QUICK_VGG = {
 }
 
 
+# The default end-of-training analyses of a paired preset. At full scale (VGG-16, 14.7M
+# parameters, CIFAR-10) they fit the server's default analysis limits as they are
+# (server/analysis_cost.py; tests/server/test_api_experiment_analyses.py checks every
+# preset): the surface is 441 points and about 4.7 GiB, the spectrum 406 HVPs and about
+# 12.8 GiB (mostly its 80-vector float64 Lanczos basis) of the 16 GiB default, so no
+# smaller grid or evaluation set is needed there.
+DEFAULT_SURFACE: dict[str, Any] = {
+    "kind": "surface", "directions": {"kind": "random", "seed": 0}, "bn_mode": "batch",
+    "x": {"lo": -1.0, "hi": 1.0, "points": 21}, "y": {"lo": -1.0, "hi": 1.0, "points": 21},
+}
+DEFAULT_SPECTRUM: dict[str, Any] = {"kind": "spectrum", "bn_mode": "batch"}
+DEFAULT_ANALYSES: tuple[dict[str, Any], ...] = (DEFAULT_SURFACE, DEFAULT_SPECTRUM)
+# The quick presets' are cheaper, so that runs and analyses together take about a minute on
+# two CPU cores. With the defaults above, quick-vgg took 224 s (15 s training, 210 s of
+# analyses, the spectra most of it) on one worker; with these 54 s (15 s + 40 s), quick-mlp
+# 11 s, quick-dln 16 s, quick-vgg-noisy 76 s (in process, one task after the other, on a
+# shared 2-core machine). The same 21 x 21 grid and directions on 512 evaluation samples
+# (4 batches of the training size, so BN still sees training-size batches), and a spectrum
+# with 20 Hutchinson probes and a 40-step x 2-vector density (136 HVPs instead of 406).
+QUICK_EVAL_SAMPLES = 512
+QUICK_ANALYSES: tuple[dict[str, Any], ...] = (
+    {**DEFAULT_SURFACE, "eval_samples": QUICK_EVAL_SAMPLES},
+    {**DEFAULT_SPECTRUM, "eval_samples": QUICK_EVAL_SAMPLES,
+     "spectrum": {"trace_probes": 20, "slq_steps": 40, "slq_vectors": 2}},
+)
+
+
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return {**base, **changes}
 
 
+def _paired(p: Preset) -> Preset:
+    """A preset comparing normalisations gets the default analyses (the quick ones the
+    cheaper set) unless it names its own."""
+    if p.analyses or "norm" not in p.vary:
+        return p
+    return replace(p, analyses=QUICK_ANALYSES if p.name.startswith("quick-")
+                   else DEFAULT_ANALYSES)
+
+
 PRESETS: dict[str, Preset] = {
-    p.name: p
+    p.name: _paired(p)
     for p in [
         Preset("paper-vgg16", "1, 3a, 4",
                "VGG-16 on CIFAR-10 at LR 0.1, with and without BatchNorm: accuracy, ICS, "

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from server.analysis_spec import AnalysisSpec
 from server.text import StoredText, check_text
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
@@ -40,6 +41,7 @@ MAX_VARY_KEYS = 16
 MAX_VARY_VALUES = 64  # per key: the default LANDSCOPE_MAX_RUNS_PER_EXPERIMENT
 MAX_KEY_CHARS = 100
 MAX_PRESET_CHARS = 64
+MAX_AUTO_ANALYSES = 16  # analyses an experiment runs on each run once it succeeds
 SpecKey = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
 # The length first: a constraint after StoredText's validator would speak of "items".
 PresetName = Annotated[str, Field(max_length=MAX_PRESET_CHARS), AfterValidator(check_text)]
@@ -78,6 +80,12 @@ class ExperimentCreate(_Request):
         max_length=MAX_VARY_KEYS,
         description="key -> values; the cross product becomes the runs. Keys replace the "
         "preset's own vary keys of the same name",
+    )
+    analyses: list[AnalysisSpec] | None = Field(
+        None, max_length=MAX_AUTO_ANALYSES,
+        description="analyses a worker runs on each run as soon as it succeeds (steps: null "
+        "= the last step, else steps in every run's snapshot schedule); null: the preset's "
+        "(paired presets: an end-of-training surface and spectrum), [] none",
     )
 
 
@@ -153,6 +161,8 @@ class ExperimentOut(BaseModel):
     preset: str | None
     base_spec: dict[str, Any]
     vary: dict[str, Any]
+    analyses: list[dict[str, Any]] = Field(
+        default_factory=list, description="run on each run once it succeeds (AnalysisSpec)")
     created_at: datetime
     status_counts: dict[str, int] = Field(description="runs by status")
 
@@ -185,6 +195,8 @@ class PresetOut(BaseModel):
     description: str
     base: dict[str, Any]
     vary: dict[str, list[Any]]
+    analyses: list[dict[str, Any]] = Field(
+        default_factory=list, description="default analyses of each run once it succeeds")
     runs: int = Field(description="size of the cross product")
 
 

@@ -17,6 +17,9 @@ Plain functions over a database engine and Settings, so tests drive them without
 - When the worker is shutting down mid-run, the engine pauses the run with a checkpoint at
   the step where it stopped, the run goes back to `queued` and the task requeues its
   message: the next worker resumes at exactly that step, training no step twice.
+- A run that succeeds gets its experiment's analyses in the transaction that records the
+  success (at most once per run and entry: a unique key), sent after the commit; a failed,
+  diverged or cancelled run gets none.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, update
+from celery import Celery
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.models import FINISHED_STATUSES, Run, utcnow
+from server.db.models import FINISHED_STATUSES, Analysis, Run, utcnow
 from server.db.session import make_sessionmaker, transaction, with_retries
 from server.settings import Settings
 from server.spec import RunSpec
@@ -112,15 +118,19 @@ def claim_run(
 
 
 def finish_run(factory: sessionmaker[Session], claim: Claim, outage_seconds: float = 0.0,
-               **values: Any) -> bool:
+               then: Callable[[Session], None] | None = None, **values: Any) -> bool:
     """Write the final (or requeued) state, fenced by the claim; False if it was lost.
-    Transient database errors are retried for `outage_seconds` (a blip must not lose it)."""
+    `then(session)` runs in the same transaction once the write hit. Transient database
+    errors are retried for `outage_seconds` (a blip must not lose it)."""
 
     def write() -> bool:
         with transaction(factory) as s:
             fence = (Run.id == claim.run_id, Run.attempts == claim.attempt,
                      Run.status == "running")
-            return bool(s.execute(update(Run).where(*fence).values(**values)).rowcount)
+            hit = bool(s.execute(update(Run).where(*fence).values(**values)).rowcount)
+            if hit and then is not None:
+                then(s)
+            return hit
 
     return with_retries(write, deadline_s=outage_seconds, what=f"run {claim.run_id}: state")
 
@@ -146,8 +156,11 @@ def execute_run(
     worker: str,
     device: str,
     shutdown: threading.Event | None = None,
+    celery: Celery | None = None,
 ) -> str:
-    """Run `run_id` to an end on `device`; returns the outcome (a status, REQUEUE, or why not)."""
+    """Run `run_id` to an end on `device`; returns the outcome (a status, REQUEUE, or why not).
+    On success its experiment's analyses are created with the success and sent through
+    `celery` after the commit (None: left to the reconciler)."""
     if shutdown is not None and shutdown.is_set():
         return REQUEUE  # delivered while this worker stops: not ours to start
     factory = make_sessionmaker(engine)
@@ -186,13 +199,54 @@ def execute_run(
                    status="queued", worker=None, heartbeat_at=None,
                    step=result.next_step, last_loss=result.last_loss)
         return REQUEUE
+    created: list[int] = []
+
+    def analyses(session: Session) -> None:  # with the success, in its transaction
+        created[:] = auto_analyses(session, settings, run_id)
+
     finish_run(
-        factory, claim, settings.db_outage_seconds, status=status, step=result.next_step,
-        last_loss=result.last_loss, diverged_at=result.diverged_at, info=result.info,
-        finished_at=utcnow(), heartbeat_at=utcnow(),
+        factory, claim, settings.db_outage_seconds,
+        then=analyses if status == "succeeded" else None, status=status,
+        step=result.next_step, last_loss=result.last_loss, diverged_at=result.diverged_at,
+        info=result.info, finished_at=utcnow(), heartbeat_at=utcnow(),
     )
     _drop_checkpoints(checkpoint_dir(settings, run_id))  # nothing will resume a finished run
+    if created and celery is not None:
+        send_auto_analyses(factory, celery, created)
     return status
+
+
+def auto_analyses(session: Session, settings: Settings, run_id: int) -> list[int]:
+    """Create the experiment's analyses of a run that has just succeeded, in the success's
+    transaction (server/services/auto_analyses.py); their ids, to send after the commit.
+    Under a savepoint: whatever goes wrong here costs the analyses, never the run's success
+    (a lost database is the exception: the whole write is retried)."""
+    from server.services.auto_analyses import create_for_run
+
+    try:
+        with session.begin_nested():
+            return [a.id for a in create_for_run(session, settings, run_id)]
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("run %s: could not create its experiment's analyses", run_id)
+        return []
+
+
+def send_auto_analyses(factory: sessionmaker[Session], celery: Celery, ids: list[int]) -> None:
+    """Send committed analyses' prepare tasks; any left unsent (the broker away, this worker
+    gone) are sent by the reconciler (saved, queued, enqueued_at NULL)."""
+    from server.services.analyses import send_analyses
+
+    try:
+        with transaction(factory) as s:
+            rows = list(s.scalars(select(Analysis).where(Analysis.id.in_(ids))
+                                  .order_by(Analysis.id)))
+            unsent = send_analyses(s, celery, rows)
+        if unsent:
+            log.warning("analyses %s: broker unreachable; the reconciler will send them", unsent)
+    except Exception:
+        log.exception("analyses %s: not sent; the reconciler will send them", ids)
 
 
 def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease: RunLease,

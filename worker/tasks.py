@@ -24,7 +24,7 @@ def run_task(self, run_id: int) -> str:
         outcome = execute_run(
             int(run_id), settings=settings, engine=STATE.engine(),
             worker=self.request.hostname or "unknown", device=STATE.device,
-            shutdown=STATE.shutdown,
+            shutdown=STATE.shutdown, celery=app,
         )
     except OperationalError as exc:
         # The database is unreachable, so the run's state could not be read or written.

@@ -1,5 +1,6 @@
-"""Analyses: snapshots, analyses, their grid points and their values (server/db/models.py
-says why each looks as it does).
+"""Analyses: snapshots, analyses, their grid points and their values, and the analyses an
+experiment runs on each run once it succeeds (server/db/models.py says why each looks as it
+does).
 
 Revision ID: 0003
 Revises: 0002
@@ -20,6 +21,8 @@ STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')"
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("experiments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("analyses", sa.JSON(), nullable=True))
     op.create_table(
         "snapshots",
         sa.Column("run_id", sa.Integer(), nullable=False),
@@ -37,6 +40,7 @@ def upgrade() -> None:
         sa.Column("experiment_id", sa.Integer(), nullable=True),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("group_id", sa.Integer(), nullable=False),
+        sa.Column("auto_index", sa.Integer(), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("bn_mode", sa.String(length=16), nullable=False),
         sa.Column("spec", sa.JSON(), nullable=False),
@@ -60,6 +64,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_analyses_run_id_runs"),
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_analyses")),
+        sa.UniqueConstraint("run_id", "auto_index", name=op.f("uq_analyses_run_id")),
     )
     with op.batch_alter_table("analyses", schema=None) as batch_op:
         for column in ("experiment_id", "group_id", "run_id", "status"):
@@ -100,3 +105,5 @@ def downgrade() -> None:
             batch_op.drop_index(batch_op.f(f"ix_analyses_{column}"))
     op.drop_table("analyses")
     op.drop_table("snapshots")
+    with op.batch_alter_table("experiments", schema=None) as batch_op:
+        batch_op.drop_column("analyses")

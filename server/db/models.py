@@ -110,6 +110,9 @@ class Experiment(Base):
     preset: Mapped[str | None] = mapped_column(String(64))
     base_spec: Mapped[dict[str, Any]]
     vary: Mapped[dict[str, Any]]
+    # AnalysisSpec dicts a worker creates for each run once it succeeds (server/services/
+    # auto_analyses.py); [] none. NULL only on rows written before analyses existed.
+    analyses: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.id")
@@ -321,6 +324,9 @@ class Analysis(Base):
         CheckConstraint(
             "status IN (" + ", ".join(f"'{s}'" for s in ANALYSIS_STATUSES) + ")", name="status"
         ),
+        # A run's automatic analyses, at most one per entry of its experiment's list: a
+        # redelivered success cannot create them twice (NULLs, requested ones, never clash).
+        UniqueConstraint("run_id", "auto_index"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -329,6 +335,7 @@ class Analysis(Base):
     )
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     group_id: Mapped[int] = mapped_column(index=True)
+    auto_index: Mapped[int | None]  # its entry in experiment.analyses; None: requested
     kind: Mapped[str] = mapped_column(String(16))
     bn_mode: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict[str, Any]]  # the AnalysisSpec, steps resolved

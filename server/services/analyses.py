@@ -190,14 +190,19 @@ def _schedule_text(spec: RunSpec) -> str:
     return ", ".join(parts)
 
 
-def _check_schedule(run: Run, spec: RunSpec, steps: Sequence[int]) -> None:
+def off_schedule(spec: RunSpec, steps: Sequence[int]) -> str | None:
+    """Why some of `steps` are not snapshot steps of a run of `spec`; None if all are (also
+    used for an experiment's analyses, before its runs exist: server/services/
+    auto_analyses.py)."""
     off = [s for s in steps if s > spec.steps or not spec.snapshots.due(s, spec.steps)]
-    if off:
-        raise InvalidRequest(
-            (*SPEC_LOC, "steps"),
-            f"run {run.id} saves no snapshot at step(s) {_listed(off)}; it saves "
-            f"{_schedule_text(spec)}", "not_a_snapshot_step",
-        )
+    if not off:
+        return None
+    return f"saves no snapshot at step(s) {_listed(off)}; it saves {_schedule_text(spec)}"
+
+
+def _check_schedule(run: Run, spec: RunSpec, steps: Sequence[int]) -> None:
+    if (why := off_schedule(spec, steps)) is not None:
+        raise InvalidRequest((*SPEC_LOC, "steps"), f"run {run.id} {why}", "not_a_snapshot_step")
 
 
 def _check_saved(run: Run, steps: Sequence[int], saved: Sequence[int]) -> None:

@@ -1,7 +1,9 @@
 """Experiments: a base spec and the values to vary, saved as one run per combination.
 
 Runs of one experiment differ only in the varied keys, so they share seed and data order
-unless the seed itself is varied: the comparison the paper's figures make.
+unless the seed itself is varied: the comparison the paper's figures make. The analyses to
+run on each run once it succeeds are checked against every run here and kept on the
+experiment (server/services/auto_analyses.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from server.db.models import Experiment, Run
 from server.schemas import ExperimentCreate
+from server.services import auto_analyses
 from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import InvalidRequest, NotFound
 from server.services.runs import new_run, run_name
@@ -65,6 +68,8 @@ def create_experiment(
         Origin(BASE, frozenset(flatten(req.base))),
     ]
     specs = [validate(d, settings, origins, BASE) for d in dicts]
+    wanted = auto_analyses.requested(req.analyses, preset)
+    auto_analyses.check(wanted, specs, settings, explicit=req.analyses is not None)
     if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile
         return get_experiment(session, prior), False
 
@@ -73,6 +78,7 @@ def create_experiment(
         preset=req.preset,
         base_spec=base,
         vary=vary,
+        analyses=auto_analyses.stored(wanted),
     )
     session.add(exp)
     session.flush()

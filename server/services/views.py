@@ -6,6 +6,7 @@ import math
 from collections.abc import Collection
 from datetime import datetime
 
+from server.analysis_spec import AnalysisSpec
 from server.db.models import Experiment, Run, WorkerRecord, utcnow
 from server.presets import Preset
 from server.queue import CONSUMERS
@@ -85,6 +86,7 @@ def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:
         preset=exp.preset,
         base_spec=exp.base_spec,
         vary=exp.vary,
+        analyses=exp.analyses or [],
         created_at=exp.created_at,
         status_counts=counts,
     )
@@ -108,6 +110,7 @@ def preset_out(p: Preset) -> PresetOut:
         description=p.description,
         base=p.base,
         vary=p.vary,
+        analyses=[AnalysisSpec.model_validate(a).model_dump(mode="json") for a in p.analyses],
         runs=math.prod(len(v) for v in p.vary.values()),
     )
 
