@@ -24,7 +24,7 @@ BatchNorm mode (`bn_mode`), explicit on every analysis and every figure:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,6 +38,7 @@ MAX_GRID = 101  # points per axis
 MAX_COORD = 100.0  # |alpha|, |beta|: a filter-normalised direction has theta's own scale
 MAX_STEPS_PER_ANALYSIS = 64
 MAX_SAMPLES = 1_000_000
+MAX_STEP = 1_000_000_000  # server.spec.MAX_COUNT: no run has more steps
 
 # Which direction kinds each analysis kind takes, and its default.
 DIRECTIONS_FOR: dict[str, tuple[str, ...]] = {
@@ -126,7 +127,7 @@ class Spectrum(_Strict):
 
 class AnalysisSpec(_Strict):
     kind: AnalysisKind = "surface"
-    steps: list[int] | None = Field(
+    steps: list[Annotated[int, Field(ge=0, le=MAX_STEP)]] | None = Field(
         None, max_length=MAX_STEPS_PER_ANALYSIS,
         description="snapshot steps to analyse; None = the run's last step "
                     "(trajectory: every snapshot, drawn on the last step's plane)",
@@ -167,11 +168,7 @@ class AnalysisSpec(_Strict):
     @field_validator("steps")
     @classmethod
     def _sorted_unique(cls, v: list[int] | None) -> list[int] | None:
-        if v is None:
-            return None
-        if any(s < 0 for s in v):
-            raise ValueError("steps must be >= 0")
-        return sorted(set(v))
+        return None if v is None else sorted(set(v))
 
     @model_validator(mode="after")
     def _consistent(self) -> AnalysisSpec:

@@ -71,7 +71,12 @@ def _request_invalid(_req: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422 shape, but always valid JSON: the default handler echoes the input
     as is, and `{"name": NaN}` or a lone surrogate then turned the 422 into a 500."""
     assert isinstance(exc, RequestValidationError)
-    return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, json_safe(list(exc.errors())))
+    errors = list(exc.errors())
+    detail = json_safe(errors[:ECHO_ITEMS])
+    if len(errors) > ECHO_ITEMS:  # the rest counted in an error of the same shape (the schema's)
+        detail.append({"type": "more_errors", "loc": ["body"], "input": None,
+                       "msg": f"{len(errors) - ECHO_ITEMS} more errors not shown"})
+    return _json(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
 def _invalid(_req: Request, exc: Exception) -> JSONResponse:

@@ -101,7 +101,7 @@ def test_presets_list_every_preset_with_its_run_count(sqlite_client):
 def _mutating_routes(app) -> list[tuple[str, str]]:
     """Every (method, path) that can change something, from the OpenAPI schema."""
     return [
-        (method.upper(), path.replace("{run_id}", "1"))
+        (method.upper(), path.replace("{run_id}", "1").replace("{analysis_id}", "1"))
         for path, ops in app.openapi()["paths"].items()
         for method in ops
         if method in {"post", "put", "patch", "delete"}
@@ -111,7 +111,8 @@ def _mutating_routes(app) -> list[tuple[str, str]]:
 def test_with_a_token_every_mutating_route_needs_it(sqlite_backend):
     app = create_app(sqlite_backend.model_copy(update={"api_token": SecretStr("s3cret-ü")}))
     routes = _mutating_routes(app)
-    assert len(routes) == 4  # POST runs, POST experiments, cancel, DELETE
+    # runs: POST, cancel, DELETE; POST experiments; analyses: POST, cancel, DELETE
+    assert len(routes) == 7, routes
     with TestClient(app) as c:
         for method, path in routes:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
