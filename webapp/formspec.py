@@ -96,7 +96,7 @@ def parse(values: dict[str, Any]) -> Parsed:
     batch = str(values.get("batch") or "").strip().lower()
     if batch in ("full", "none"):
         base["batch_size"] = None
-    elif batch.isdigit():
+    elif batch.isascii() and batch.isdigit():
         base["batch_size"] = int(batch)
     else:
         errors["batch"] = "a whole number, or 'full' for full-batch gradient descent"
@@ -136,7 +136,7 @@ def parse(values: dict[str, Any]) -> Parsed:
 def field_for_key(path: str, message: str = "") -> str:
     """The form field behind a spec path ('probes.landscape.every' -> 'stride'); for errors
     about the spec as a whole (no path) the first spec key the message names."""
-    path = ".".join(p for p in path.split(".") if p and not p.isdigit())
+    path = ".".join(p for p in path.split(".") if p and not (p.isascii() and p.isdigit()))
     while path:
         if path in KEY_FIELD:
             return KEY_FIELD[path]

@@ -37,7 +37,9 @@ class Origin:
 
 
 def _parts(path: str) -> Loc:
-    return tuple(int(p) if p.isdigit() else p for p in path.split(".")) if path else ()
+    # isascii: "¹".isdigit() is True, and int("¹") raises (a 500 schemathesis found)
+    return tuple(int(p) if p.isascii() and p.isdigit() else p
+                 for p in path.split(".")) if path else ()
 
 
 def _related(key: str, path: str) -> bool:

@@ -17,7 +17,7 @@ def parse_ids(text: str | None) -> list[int]:
     out = []
     for part in (text or "").split(","):
         part = part.strip()
-        if part.isdigit() and int(part) not in out:
+        if part.isascii() and part.isdigit() and int(part) not in out:
             out.append(int(part))
     return out
 

@@ -35,7 +35,8 @@ def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1
 def source_of(path: str, _query) -> dict | None:
     """The compare view's source for a request of this page's path (prefetch.py)."""
     head, _, rest = path.partition("/")
-    return {"experiment": int(rest)} if head == "experiments" and rest.isdigit() else None
+    numeric = rest.isascii() and rest.isdigit()  # "¹".isdigit(), but int("¹") raises
+    return {"experiment": int(rest)} if head == "experiments" and numeric else None
 
 
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:

@@ -88,7 +88,7 @@ def build_analysis_spec(args: argparse.Namespace) -> AnalysisSpec:
             data["y"] = {"points": args.points}
     if args.eval_samples is not None:
         text = args.eval_samples.strip().lower()
-        if text != "all" and not text.isdigit():
+        if text != "all" and not (text.isascii() and text.isdigit()):
             raise SpecError("--eval-samples", f"expected a number or 'all', got {text!r}")
         data["eval_samples"] = None if text == "all" else int(text)
     if args.test_set:

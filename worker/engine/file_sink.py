@@ -40,7 +40,7 @@ def _row_step(line: str, name: str) -> float:
     if name.endswith(".jsonl"):
         return json.loads(line)["step"]
     head = line.split(",", 1)[0]
-    return int(head) if head.isdigit() else -1
+    return int(head) if head.isascii() and head.isdigit() else -1
 
 
 class FileSink:

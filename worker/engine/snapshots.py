@@ -47,7 +47,7 @@ class DirectorySnapshotStore:
         out = []
         for p in self.dir.glob(f"{PREFIX}*.pt"):
             digits = p.stem.removeprefix(PREFIX)
-            if digits.isdigit():
+            if digits.isascii() and digits.isdigit():
                 out.append(int(digits))
         return sorted(out)
 
