@@ -12,7 +12,7 @@ from tests.webapp.landscape_data import analysis_json, bowl, spectrum_values
 from webapp.app import create_dash
 from webapp.landscape import callbacks as cb
 from webapp.landscape.data import Loaded, default_selection, fingerprint, groups_of
-from webapp.landscape.layout import OTHER, SURFACE, figure_for, key_of, sections
+from webapp.landscape.layout import CANCEL, OTHER, SURFACE, figure_for, key_of, sections
 from webapp.pages import experiment
 from webapp.runsets import build_views
 
@@ -275,6 +275,9 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     assert len([c for c in walk(listed) if isinstance(c, html.Tr)]) == 3  # head + 2 runs
     assert {"queued"} == {a["status"] for a in summaries} and notice == ""
     gid = chosen[0]
+    buttons = [c for c in walk(listed) if isinstance(c, html.Button)]
+    assert sorted(b.id["id"] for b in buttons) == sorted(a["id"] for a in summaries)
+    assert all(b.id["type"] == CANCEL for b in buttons)  # one per queued analysis
 
     by_run = {a["run_id"]: a for a in summaries}
     store_results(api, by_run[ids[0]], scale=10.0, nan_at=0)
@@ -308,3 +311,20 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     assert figs[1].data[0].zmin == pytest.approx(1 / (1 + bowl(1, 1, 10.0, 10)))
     csv = api.http.get(f"/api/v1/analyses/{by_run[ids[1]]['id']}/csv")
     assert csv.status_code == 200 and csv.text.count("\n") >= 50
+
+
+def test_cancel_from_the_list_through_the_api(api, snapshotted):
+    exp, _ids = snapshotted
+    _message, count = cb.launch(api.client, exp, 0, *FORM)
+    first, second = sorted(a["id"] for a in api.client.analyses(experiment_id=exp))
+    message, count2 = cb.cancel(api.client, first, count)
+    assert message == f"Cancelled analysis #{first}." and count2 == count + 1
+    status = {a["id"]: a["status"] for a in api.client.analyses(experiment_id=exp)}
+    assert status == {first: "cancelled", second: "queued"}
+    listed, *_ = cb.refresh(api.client, exp, [], None)
+    buttons = [c for c in walk(listed) if isinstance(c, html.Button)]
+    assert [b.id["id"] for b in buttons] == [second]  # a cancelled analysis has no button
+    refused, same = cb.cancel(api.client, 10_000, count2)  # no such analysis: said, no refresh
+    assert refused.className == "error" and same is no_update
+    junk, same = cb.cancel(api.client, "x", count2)
+    assert junk.className == "error" and same is no_update

@@ -26,6 +26,7 @@ from webapp.client import ApiClient, ApiError
 from webapp.landscape import data
 from webapp.landscape.data import groups_of
 from webapp.landscape.layout import (
+    CANCEL,
     OTHER,
     SURFACE,
     analyses_table,
@@ -65,7 +66,7 @@ def parse_steps(text: str | None) -> list[int] | None:
     parts = [p for p in re.split(r"[,\s;]+", (text or "").strip()) if p]
     if not parts:
         return None
-    if not all(p.isdigit() for p in parts):
+    if not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError("steps: whole numbers separated by commas")
     return sorted({int(p) for p in parts})
 
@@ -105,11 +106,12 @@ def cost_view(cost: dict[str, Any]) -> html.Div:
         [html.Tr([html.Td(k), html.Td(v)]) for k, v in rows], className="cost-table")])
 
 
-def preview(client: ApiClient, experiment_id: int, *form: Any) -> Any:
+def preview(client: ApiClient, experiment_id: int, *form: Any, token: str | None = None
+            ) -> Any:
     try:
         spec = spec_of(*form)
         body = client.create_analyses({"experiment_id": experiment_id, "spec": spec,
-                                       "dry_run": True})
+                                       "dry_run": True}, token=token)
     except ValueError as exc:
         return html.Span(str(exc), className="error")
     except ApiError as exc:
@@ -117,17 +119,29 @@ def preview(client: ApiClient, experiment_id: int, *form: Any) -> Any:
     return cost_view(body.get("cost") or {})
 
 
-def launch(client: ApiClient, experiment_id: int, launched: int, *form: Any
-           ) -> tuple[Any, int]:
+def launch(client: ApiClient, experiment_id: int, launched: int, *form: Any,
+           token: str | None = None) -> tuple[Any, int]:
     """(message, the new launch count): a count that changes makes the list refresh."""
     try:
         body = client.create_analyses({"experiment_id": experiment_id,
-                                       "spec": spec_of(*form), "dry_run": False})
+                                       "spec": spec_of(*form), "dry_run": False}, token=token)
     except (ValueError, ApiError) as exc:
         return html.Span(getattr(exc, "message", str(exc)), className="error"), no_update
     made = body.get("analyses") or []
     ids = ", ".join(f"#{a['id']}" for a in made)
     return f"Launched {len(made)} analyses ({ids}).", (launched or 0) + 1
+
+
+def cancel(client: ApiClient, analysis_id: Any, launched: int, token: str | None = None
+           ) -> tuple[Any, int]:
+    """(message, the new launch count) after asking the server to cancel one analysis."""
+    try:
+        client.cancel_analysis(int(analysis_id), token=token)
+    except (TypeError, ValueError):
+        return html.Span(f"not an analysis: {analysis_id!r}", className="error"), no_update
+    except ApiError as exc:
+        return html.Span(exc.message, className="error"), no_update
+    return f"Cancelled analysis #{int(analysis_id)}.", (launched or 0) + 1
 
 
 # -- the list ---------------------------------------------------------------------------------
@@ -255,22 +269,33 @@ def register(app: Dash, client: ApiClient) -> dict:
 
     @app.callback(Output("ls-cost", "children"), Input("ls-plotly", "data"),
                   *[Input(f, "value") for f in FORM], State("ls-source", "data"),
-                  prevent_initial_call=True)
+                  State("token", "value"), prevent_initial_call=True)
     def cb_preview(shown, *args):
-        *form, source = args
+        *form, source, token = args
         if shown != "full":
             return no_update
-        return preview(client, _exp(source), *form)
+        return preview(client, _exp(source), *form, token=token)
 
     @app.callback(Output("ls-message", "children"), Output("ls-launched", "data"),
                   Output("ls-poll", "disabled", allow_duplicate=True),
                   Input("ls-launch", "n_clicks"), *[State(f, "value") for f in FORM],
                   State("ls-source", "data"), State("ls-launched", "data"),
-                  prevent_initial_call=True)
+                  State("token", "value"), prevent_initial_call=True)
     def cb_launch(_n, *args):
-        *form, source, launched = args
-        message, count = launch(client, _exp(source), launched, *form)
+        *form, source, launched, token = args
+        message, count = launch(client, _exp(source), launched, *form, token=token)
         return message, count, False
+
+    @app.callback(Output("ls-message", "children", allow_duplicate=True),
+                  Output("ls-launched", "data", allow_duplicate=True),
+                  Input({"type": CANCEL, "id": ALL}, "n_clicks"),
+                  State("ls-launched", "data"), State("token", "value"),
+                  prevent_initial_call=True)
+    def cb_cancel(clicks, launched, token):
+        hit = ctx.triggered_id
+        if not isinstance(hit, dict) or not any(clicks or []):
+            return no_update, no_update  # the list was redrawn, nothing was clicked
+        return cancel(client, hit.get("id"), launched, token)
 
     @app.callback(Output("ls-list", "children"), Output("ls-groups", "options"),
                   Output("ls-groups", "value"), Output("ls-analyses", "data"),

@@ -39,6 +39,7 @@ FIGS_OF = {"surface": [("contour", True), ("surface", True)], "slice": [("slices
            "spectrum": [("density", False), ("training", False)]}
 SURFACE = "ls-surface"  # the 3D figures, whose cameras are kept in step
 OTHER = "ls-fig"
+CANCEL = "ls-cancel"  # a queued or running analysis's cancel button
 
 
 def direction_options(kind: str) -> list[dict[str, str]]:
@@ -155,9 +156,12 @@ def analyses_table(groups: list[Group], labels: dict[int, str],
                                  a["status"])),
                 html.Td(html.A("CSV", href=csv_url(a["id"]), className="csv-link")
                         if a["kind"] != "spectrum" else ""),
+                html.Td(html.Button("Cancel", id={"type": CANCEL, "id": a["id"]},
+                                    className="btn btn-small")
+                        if a["status"] in ("queued", "running") else ""),
             ], id=f"ls-analysis-{a['id']}"))
     head = html.Tr([html.Th(h) for h in ("group", "kind", "run", "BN mode", "steps",
-                                         "status", "progress", "")])
+                                         "status", "progress", "", "")])
     return html.Table([html.Thead(head), html.Tbody(rows)], className="ls-table")
 
 
