@@ -102,3 +102,17 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def publish(report: str, out: Path | None, header: str | None = None) -> int:
+    """Print a report (out None: a quick run), or append it to `out` (a new file starts with
+    `header`). Returns the exit status of a benchmark's main."""
+    if out is None:
+        print("\n" + report)
+        return 0
+    if header is not None and not out.exists():
+        out.write_text(header)
+    with out.open("a") as f:
+        f.write("\n" + report)
+    print(f"appended to {out}")
+    return 0

@@ -50,7 +50,7 @@ from bench._engine_cases import (  # noqa: E402
     bench_vmap,
 )
 from bench._engine_report import HEADER, markdown, spread  # noqa: E402
-from bench._machine import ROOT, describe, loadavg  # noqa: E402
+from bench._machine import ROOT, describe, loadavg, publish  # noqa: E402
 from bench._timing import gauged  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -130,15 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = markdown(res, machine, command, res["plan"]["name"])
     out = args.results or (None if args.quick else RESULTS)
-    if out is None:
-        print("\n" + report)
-        return 0
-    if not out.exists():
-        out.write_text(HEADER)
-    with out.open("a") as f:
-        f.write("\n" + report)
-    print(f"appended to {out}")
-    return 0
+    return publish(report, out, HEADER)
 
 
 if __name__ == "__main__":

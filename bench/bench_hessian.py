@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from bench._machine import ROOT, describe, loadavg  # noqa: E402
+from bench._machine import ROOT, describe, loadavg, publish  # noqa: E402
 from bench._timing import gauged, interleave, med, paired, pressure  # noqa: E402
 from server.spec import build_spec  # noqa: E402
 from worker.engine.data import load_dataset  # noqa: E402
@@ -297,13 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     report = markdown(res, machine, " ".join([Path(sys.executable).name, *sys.argv]), plan_name)
     out = args.results or (None if args.quick else RESULTS)
-    if out is None:
-        print("\n" + report)
-        return 0
-    with out.open("a") as f:
-        f.write("\n" + report)
-    print(f"appended to {out}")
-    return 0
+    return publish(report, out)
 
 
 if __name__ == "__main__":

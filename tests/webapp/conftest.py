@@ -6,6 +6,7 @@ updates equal a rebuild."""
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,3 +126,41 @@ def run_json():
 def apply_patch():
     """apply(figure dict, Patch) -> the figure the browser ends up with."""
     return _apply_patch
+
+
+# -- browser tests (test_e2e_*.py): Debian's chromium through Playwright, never `playwright
+# install`.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """save(page_or_locator, name, **screenshot_kw): a screenshot in tmp_path, and also in
+    $LANDSCOPE_SCREENSHOT_DIR when set (how docs/screenshots are regenerated)."""
+    extra = os.environ.get("LANDSCOPE_SCREENSHOT_DIR")
+
+    def save(target, name: str, **kw) -> Path:
+        if kw.get("full_page"):  # the sticky header belongs at the top of a full page
+            target.evaluate("window.scrollTo(0, 0)")
+        path = tmp_path / f"{name}.png"
+        target.screenshot(path=str(path), **kw)
+        if extra:
+            Path(extra).mkdir(parents=True, exist_ok=True)
+            target.screenshot(path=str(Path(extra) / f"{name}.png"), **kw)
+        return path
+
+    return save

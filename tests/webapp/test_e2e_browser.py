@@ -24,9 +24,6 @@ from tests.support.processes import stop_group
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 STEPS, STRIDE = 1500, 10  # long enough that a fast engine still takes many polls per run
 POINTS = STEPS // STRIDE
 # The x lengths of the filled band traces of a figure: one per run, in legend order.
@@ -67,33 +64,6 @@ def ready(base: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    extra = os.environ.get("LANDSCOPE_SCREENSHOT_DIR")
-
-    def save(target, name: str, **kw) -> Path:
-        if kw.get("full_page"):  # the sticky header belongs at the top of a full page
-            target.evaluate("window.scrollTo(0, 0)")
-        path = tmp_path / f"{name}.png"
-        target.screenshot(path=str(path), **kw)
-        if extra:
-            Path(extra).mkdir(parents=True, exist_ok=True)
-            target.screenshot(path=str(Path(extra) / f"{name}.png"), **kw)
-        return path
-
-    return save
 
 
 # Every distinct state the landscape bands go through, sampled every 50 ms in the page: how

@@ -26,9 +26,6 @@ from tests.support.processes import stop_group
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PORT = int(os.environ.get("LANDSCOPE_E2E_LANDSCAPE_PORT", "18510"))
 STEPS, EVERY = 200, 100  # snapshots at 0, 100, 200
 BASE = {"steps": STEPS, "eval_every": 50, "snapshots": {"every": EVERY},
@@ -95,31 +92,6 @@ def wait_runs(base: str, experiment_id: int, timeout: float = 600) -> list[dict]
     raise AssertionError(f"runs did not finish: {runs}")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see .ci/run)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    extra = os.environ.get("LANDSCOPE_SCREENSHOT_DIR")
-
-    def save(target, name: str, **kw) -> Path:
-        path = tmp_path / f"{name}.png"
-        target.screenshot(path=str(path), **kw)
-        if extra:
-            Path(extra).mkdir(parents=True, exist_ok=True)
-            target.screenshot(path=str(Path(extra) / f"{name}.png"), **kw)
-        return path
-
-    return save
 
 
 def choose(page, dropdown: str, label: str) -> None:
