@@ -1,10 +1,12 @@
-"""Stopping a server a test started in a session of its own (start_new_session=True)."""
+"""Servers a test starts in a session of its own (start_new_session=True): whether one
+answers, and stopping it."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import urllib.request
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 40) -> None:
@@ -17,3 +19,12 @@ def stop_group(proc: subprocess.Popen, grace: float = 40) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def answers(base: str) -> bool:
+    """Whether a Landscope server at `base` answers its health check with 200."""
+    try:
+        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False

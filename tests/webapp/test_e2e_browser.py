@@ -14,11 +14,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import answers as ready
 from tests.support.processes import stop_group
 
 pytestmark = pytest.mark.slow
@@ -54,14 +54,6 @@ def serve(args: list[str], data_dir: Path, log: Path) -> tuple[subprocess.Popen,
         time.sleep(0.2)
     stop_group(proc)
     raise AssertionError(f"`landscope {args[0]}` did not start:\n{log.read_text()[-3000:]}")
-
-
-def ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import answers as ready
 from tests.support.processes import stop_group
 
 pytestmark = pytest.mark.slow
@@ -52,14 +53,6 @@ def api(base: str, path: str, body: dict | None = None) -> dict:
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
-
-
-def ready(base: str) -> bool:
-    try:
-        with urllib.request.urlopen(base + "/api/v1/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def serve(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
