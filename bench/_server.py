@@ -22,7 +22,7 @@ class Server:
         env["LANDSCOPE_DATA_DIR"] = str(data_dir)
         env.update({f"LANDSCOPE_{k.upper()}": v for k, v in settings.items()})
         self.log = data_dir / "server.log"
-        argv = [sys.executable, "-m", "worker.cli", "api", "--host", "127.0.0.1", "--port", "0",
+        argv = [sys.executable, "-m", "landscope.cli", "api", "--host", "127.0.0.1", "--port", "0",
                 "--no-migrate"] + ([] if dashboard else ["--no-dashboard"])
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log.open("w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)

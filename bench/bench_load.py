@@ -7,7 +7,7 @@
 Goal (issue "Production: load"): p95 latency under 200 ms and 0 errors.
 
 What runs, each in its own process, all on this machine:
-- the server: `python -m worker.cli api --no-dashboard --port 0` (uvicorn, one process, as
+- the server: `python -m landscope.cli api --no-dashboard --port 0` (uvicorn, one process, as
   `landscope api` serves it) on a fresh PostgreSQL database this script creates (and drops at
   the end) on the server named by --pg, migrated first;
 - 2 writers (multiprocessing, spawn), one per run of a 2-run experiment whose runs are
@@ -435,7 +435,7 @@ def report(args, info: dict, s: dict) -> str:
         f"- python {v['python']}, fastapi {v['fastapi']}, uvicorn {v['uvicorn']}, SQLAlchemy "
         f"{v['sqlalchemy']}, psycopg {v['psycopg']}, httpx {v['httpx']}, {v['postgresql']} "
         f"on 127.0.0.1; git {info['git']}",
-        "- server: `python -m worker.cli api --no-dashboard` (one uvicorn process, access log "
+        "- server: `python -m landscope.cli api --no-dashboard` (one uvicorn process, access log "
         "off as LANDSCOPE_ACCESS_LOG's default, the default connection pool and timeouts) on a "
         "fresh, migrated PostgreSQL database",
         f"- writers: 2 processes, one per running run, each through worker/sql_sink.SqlSink "

@@ -4,6 +4,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 LANDSCOPE_DATA_DIR=/data
 COPY pyproject.toml constraints.txt README.md alembic.ini ./
+COPY landscope landscope
 COPY server server
 COPY worker worker
 COPY webapp webapp

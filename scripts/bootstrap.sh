@@ -1,4 +1,4 @@
-# Sourced by ./landscope and scripts/test: make sure .venv holds the project and its pinned
+# Sourced by scripts/landscope and scripts/test: make sure .venv holds the project and its pinned
 # dependencies. Re-installs only when pyproject.toml or constraints.txt changed since last time.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

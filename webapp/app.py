@@ -1,5 +1,5 @@
 """The dashboard: `create_dash(api_base_url)` builds the Dash app that `landscope up` (and
-`landscope api`) mount at / on the API's own port (worker/cli/api_cmd.py: mount_dashboard).
+`landscope api`) mount at / on the API's own port (landscope/cli/api_cmd.py: mount_dashboard).
 
 It reads and changes everything through the REST API (webapp/client.py), never the database,
 so it can also run on its own against a remote server:

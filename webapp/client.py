@@ -171,7 +171,7 @@ class ApiClient:
         self.token = token
         self.parallel = max(1, parallel)
         # No keep-alive: a fresh local connection costs ~1 ms, and a server that does not set
-        # TCP_NODELAY (as `landscope up` did not, before worker/cli/api_cmd.py's bind() asked
+        # TCP_NODELAY (as `landscope up` did not, before landscope/cli/api_cmd.py's bind() asked
         # for IPPROTO_TCP) makes every answer on a reused one wait ~40 ms for a delayed ACK.
         self.http = http or httpx.Client(
             timeout=timeout, limits=httpx.Limits(max_connections=32, max_keepalive_connections=0))

@@ -1,6 +1,6 @@
 """What answers below /api/v1 when no route does: JSON, never the dashboard.
 
-The dashboard is mounted at / (worker/cli/api_cmd.py) and serves its page for any path, so
+The dashboard is mounted at / (landscope/cli/api_cmd.py) and serves its page for any path, so
 without this an unknown /api/v1/... path (a typo, an old client) answered 200 with HTML. The
 catch-all is registered after every API route: a path that exists with other methods still
 gets its 405 and an Allow header, any other path a JSON 404.

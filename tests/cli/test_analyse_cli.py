@@ -11,7 +11,7 @@ import torch
 
 from server.analysis_spec import AnalysisSpec
 from server.spec import RunSpec, SpecError
-from worker.cli import _parser, analyse_cmd, main
+from landscope.cli import _parser, analyse_cmd, main
 from worker.engine.geometry.job import AnalysisJob
 from worker.engine.geometry.sink import MemoryAnalysisSink
 from worker.engine.snapshots import DirectorySnapshotStore
@@ -202,7 +202,7 @@ def test_against_a_server_its_refusals_are_shown(server, capsys):
 
 
 def test_following_an_analysis_on_a_server_ends_at_its_final_status(server, tmp_path):
-    from worker.cli.reproduce_cmd import Api
+    from landscope.cli.reproduce_cmd import Api
 
     client, run_id = server
     assert analyse_cmd.run(server_args("--run", str(run_id), "--kind", "slice"),

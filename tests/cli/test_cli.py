@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from worker.cli import main
+from landscope.cli import main
 
 TINY = ["--set", "steps=12", "--set", "probes.landscape.every=4", "--quiet"]
 
@@ -118,6 +118,6 @@ def test_missing_cifar_archive_names_the_file_and_the_command(capsys, tmp_path):
 
 
 def test_module_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "worker.cli", "presets"],
+    proc = subprocess.run([sys.executable, "-m", "landscope.cli", "presets"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "paper-vgg16" in proc.stdout

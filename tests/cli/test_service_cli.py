@@ -39,7 +39,7 @@ def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 NO_TORCH_MAIN = (
-    "import sys; from worker.cli import main; rc = main({argv!r}); "
+    "import sys; from landscope.cli import main; rc = main({argv!r}); "
     "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
 )
 
@@ -79,7 +79,7 @@ import sys
 from fastapi.testclient import TestClient
 from server.db.migrate import upgrade
 from server.settings import get_settings
-from worker.cli import api_cmd
+from landscope.cli import api_cmd
 
 upgrade(get_settings().db_url)
 app, mounted = api_cmd.build_app(get_settings(), "http://127.0.0.1:9")
@@ -112,7 +112,7 @@ def test_worker_rejects_bad_options_with_exit_2(tmp_path, argv, needle):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_worker_on_a_missing_gpu_exits_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "worker", "--device", "cuda:0"],
+    done = subprocess.run([sys.executable, "-m", "landscope.cli", "worker", "--device", "cuda:0"],
                           cwd=ROOT, env=env_with(data_dir=tmp_path), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "CUDA is not available" in done.stderr
@@ -168,7 +168,7 @@ class Served:
         self.port = free_port()
         self.log = tmp_path / f"{command}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", command, "--port", str(self.port)],
+            [sys.executable, "-m", "landscope.cli", command, "--port", str(self.port)],
             cwd=ROOT, env=env_with(data_dir=tmp_path, heartbeat_seconds=0.5, **settings),
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -256,7 +256,7 @@ def test_the_port_accepts_connections_as_soon_as_it_is_announced():
     starts (migrations, the first reconciler pass) instead of being refused."""
     import socket
 
-    from worker.cli.api_cmd import bind
+    from landscope.cli.api_cmd import bind
 
     sock = bind("127.0.0.1", 0)
     try:

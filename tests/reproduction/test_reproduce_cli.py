@@ -30,12 +30,12 @@ def env_for(data_dir: Path) -> dict[str, str]:
 
 def landscope(*argv: str, env: dict[str, str], timeout: float = 120
               ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *argv], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "landscope.cli", *argv], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_an_unreachable_server_names_landscope_up_without_importing_torch(tmp_path):
-    code = ("import sys; from worker.cli import main; "
+    code = ("import sys; from landscope.cli import main; "
             "rc = main(['reproduce', '--quick', '--api', 'http://127.0.0.1:9']); "
             "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env_for(tmp_path),
@@ -74,7 +74,7 @@ def server(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "up.log"
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "landscope.cli", "up", "--port", str(port),
                              "--no-dashboard"], cwd=ROOT, env=env_for(tmp_path),
                             stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -200,7 +200,7 @@ def test_a_retry_after_the_api_died_between_commit_and_answer_gets_the_saved_run
     # The doomed request's run was committed, and it died before sending it.
     assert len(saved) == 2 and saved[1].enqueued_at is None
 
-    api, base = start_api(["worker.cli", "api", "--port", "0", "--no-dashboard"], env,
+    api, base = start_api(["landscope.cli", "api", "--port", "0", "--no-dashboard"], env,
                           tmp_path / "api.log")
     try:
         r = httpx.post(f"{base}/runs", json=RUN, headers=keyed("doomed"), timeout=30)

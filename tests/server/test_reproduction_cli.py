@@ -9,7 +9,7 @@ import pytest
 from server import reproduction as R
 from server.db.session import make_engine
 from server.spec import RunSpec
-from worker.cli import reproduce_cmd
+from landscope.cli import reproduce_cmd
 from worker.runner import execute_run
 
 STEPS = 30  # every probe of the quick DLN plan fires at steps 0, 10, 20

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from server.settings import Settings
-from worker.cli.api_cmd import bind, build_app, public_base
+from landscope.cli.api_cmd import bind, build_app, public_base
 
 
 @dataclass

@@ -16,7 +16,7 @@ from webapp.synthetic import create_experiment
 
 
 def test_landscope_up_mounts_the_dashboard_beside_the_api(api):
-    from worker.cli.api_cmd import build_app
+    from landscope.cli.api_cmd import build_app
 
     app, mounted = build_app(api.settings, "http://127.0.0.1:9")
     assert mounted

@@ -42,7 +42,7 @@ def serve(args: list[str], data_dir: Path, log: Path) -> tuple[subprocess.Popen,
     # other under contention can make a tiny model's step take seconds.
     env["OMP_NUM_THREADS"] = "1"
     out = log.open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args, "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "landscope.cli", *args, "--port", "0"],
                             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 120

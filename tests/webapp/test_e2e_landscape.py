@@ -61,7 +61,7 @@ def serve(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     env["OMP_NUM_THREADS"] = "1"  # see test_e2e_browser.serve
     base = f"http://127.0.0.1:{PORT}"
     assert not ready(base), f"port {PORT} is taken"
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--port", str(PORT)],
+    proc = subprocess.Popen([sys.executable, "-m", "landscope.cli", "up", "--port", str(PORT)],
                             cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 120

@@ -114,7 +114,7 @@ def test_the_mounted_dashboard_answers_404_through_the_whole_app(tmp_path):
 
     from server.db.migrate import upgrade
     from server.settings import Settings
-    from worker.cli.api_cmd import build_app
+    from landscope.cli.api_cmd import build_app
 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     upgrade(url)

@@ -97,7 +97,7 @@ def test_dev_tools_only_in_development(api, dev):
 def test_landscope_up_turns_dev_tools_on_only_with_landscope_dev(api):
     from fastapi.testclient import TestClient
 
-    from worker.cli.api_cmd import build_app
+    from landscope.cli.api_cmd import build_app
 
     for dev in (False, True):
         settings = api.settings.model_copy(update={"dev": dev})

@@ -166,7 +166,7 @@ class WorkerProcs:
     def start(self, env: dict[str, str], name: str = "w") -> subprocess.Popen:
         log = self.tmp / f"worker-{name}-{len(self.procs)}.log"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "--device", "cpu",
+            [sys.executable, "-m", "landscope.cli", "worker", "--device", "cpu",
              "--name", f"test-{name}-{len(self.procs)}@%h"],
             cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -27,7 +27,7 @@ EXIT_USAGE = 2
 
 def _parser() -> argparse.ArgumentParser:
     # None of these imports torch at import time: `api` and `db` must stay torch-free.
-    from worker.cli import (
+    from landscope.cli import (
         analyse_cmd,
         api_cmd,
         data_cmd,

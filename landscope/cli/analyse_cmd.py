@@ -230,7 +230,7 @@ def _summary(sink, steps: list[int]) -> None:
 # -- against a server ------------------------------------------------------------------------
 
 def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
-    from worker.cli.reproduce_cmd import Api, ServerError
+    from landscope.cli.reproduce_cmd import Api, ServerError
 
     if (args.run_id is None) == (args.experiment is None):
         raise SpecError("--run", "with --server give --run ID or --experiment ID")
@@ -272,7 +272,7 @@ def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
 
 def save_details(api, details: list[dict], out: Path) -> None:
     """Each analysis's detail (grids and values) as analysis-ID.json, its grid as .csv."""
-    from worker.cli.reproduce_cmd import API_PREFIX, ServerError
+    from landscope.cli.reproduce_cmd import API_PREFIX, ServerError
 
     out.mkdir(parents=True, exist_ok=True)
     headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}

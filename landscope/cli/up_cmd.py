@@ -14,8 +14,8 @@ import subprocess
 import sys
 import threading
 
-from worker.cli import api_cmd
-from worker.cli.worker_cmd import DEVICE_HELP, check_device
+from landscope.cli import api_cmd
+from landscope.cli.worker_cmd import DEVICE_HELP, check_device
 
 STOP_TIMEOUT = 20.0  # seconds a worker gets to hand its run back before it is killed
 
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def start_worker(device: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "worker.cli", "worker"]
+    cmd = [sys.executable, "-m", "landscope.cli", "worker"]
     if device:
         cmd += ["--device", device]
     # Own session: the terminal's SIGINT goes to `up` alone, which then stops the worker in

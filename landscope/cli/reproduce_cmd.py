@@ -122,7 +122,7 @@ def _overrides(args: argparse.Namespace, scale: R.Scale, exps: list[R.Experiment
             raise SpecError("--set", f"expected KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_value(value)
     if args.device:
-        from worker.cli.worker_cmd import check_device
+        from landscope.cli.worker_cmd import check_device
 
         out["device"] = check_device(args.device)
     for exp in exps:

@@ -16,7 +16,7 @@ import sys
 from contextlib import contextmanager
 
 from server.settings import Settings, get_settings
-from worker.cli.db_cmd import migrate
+from landscope.cli.db_cmd import migrate
 
 API_PREFIX = "/api/v1"
 

@@ -1,0 +1,5 @@
+import sys
+
+from landscope.cli import main
+
+sys.exit(main())
