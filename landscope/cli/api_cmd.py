@@ -15,8 +15,8 @@ import socket
 import sys
 from contextlib import contextmanager
 
-from server.settings import Settings, get_settings
 from landscope.cli.db_cmd import migrate
+from server.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 

@@ -9,9 +9,9 @@ import struct
 import pytest
 import torch
 
+from landscope.cli import _parser, analyse_cmd, main
 from server.analysis_spec import AnalysisSpec
 from server.spec import RunSpec, SpecError
-from landscope.cli import _parser, analyse_cmd, main
 from worker.engine.geometry.job import AnalysisJob
 from worker.engine.geometry.sink import MemoryAnalysisSink
 from worker.engine.snapshots import DirectorySnapshotStore

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from landscope.cli import reproduce_cmd
 from server import reproduction as R
 from server.db.session import make_engine
 from server.spec import RunSpec
-from landscope.cli import reproduce_cmd
 from worker.runner import execute_run
 
 STEPS = 30  # every probe of the quick DLN plan fires at steps 0, 10, 20

@@ -14,9 +14,9 @@ from contextvars import ContextVar
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from landscope.cli.api_cmd import announce, bind, public_base, serve
 from server.api.app import create_app
 from server.settings import get_settings
-from landscope.cli.api_cmd import announce, bind, public_base, serve
 
 DIED = 77  # the exit status a test can recognise
 _request_key: ContextVar[str | None] = ContextVar("request_key", default=None)

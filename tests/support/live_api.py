@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from server.settings import Settings
 from landscope.cli.api_cmd import bind, build_app, public_base
+from server.settings import Settings
 
 
 @dataclass

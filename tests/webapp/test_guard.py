@@ -112,9 +112,9 @@ def test_callback_errors_map_to_what_the_api_said():
 def test_the_mounted_dashboard_answers_404_through_the_whole_app(tmp_path):
     from fastapi.testclient import TestClient
 
+    from landscope.cli.api_cmd import build_app
     from server.db.migrate import upgrade
     from server.settings import Settings
-    from landscope.cli.api_cmd import build_app
 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     upgrade(url)
