@@ -1,8 +1,11 @@
 """The analyses' reconciler: the database says what work is left; send it again.
 
-Two ways an analysis can be stranded, and the fix:
+Three ways an analysis can be stranded, and the fix:
 1. saved but never sent (the broker was down when it was created): send its prepare task;
-2. running, but no worker has touched it for stale_after seconds (killed mid-chunk: with
+2. queued and sent, but its prepare message is gone (Redis restarted or flushed before a
+   worker took it): send the prepare task again, when the broker can be read and shows no
+   live message for it (waiting, or delivered and not yet acknowledged);
+3. running, but no worker has touched it for stale_after seconds (killed mid-chunk: with
    late acks its message stays unacknowledged on Redis for the visibility timeout, and the
    embedded broker never shows a delivered message again): send the prepare task if a step
    is not prepared (or the analysis has no grid), else every chunk that still misses a
@@ -48,6 +51,7 @@ log = logging.getLogger("landscope.reconcile")
 class ReconciledAnalyses:
     sent: list[int] = field(default_factory=list)  # never sent: prepare sent now
     resent: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)  # stale
+    lost: list[int] = field(default_factory=list)  # queued, message gone: prepare sent again
 
 
 def _missing(session: Session, a: Analysis, spec: AnalysisSpec) -> list[tuple[int, int]]:
@@ -68,6 +72,8 @@ def _task_of(raw: bytes | str) -> Task | None:
     """The analysis task a serialized Celery message (protocol 2) carries, or None."""
     try:
         msg = json.loads(raw)
+        if isinstance(msg, list):  # the unacked hash stores [message, exchange, routing_key]
+            msg = msg[0]
         name = msg.get("headers", {}).get("task")
         if name not in (ANALYSIS_PREPARE_TASK, ANALYSIS_CHUNK_TASK):
             return None
@@ -80,8 +86,10 @@ def _task_of(raw: bytes | str) -> Task | None:
         return None
 
 
-def waiting_tasks(settings: Settings) -> set[Task] | None:
-    """Analysis tasks waiting in a queue (not yet delivered); None: the broker is unknown."""
+def waiting_tasks(settings: Settings, *, unacked: bool = False) -> set[Task] | None:
+    """Analysis tasks waiting in a queue (not yet delivered), and with `unacked` also those
+    delivered to a worker and not yet acknowledged; None: the broker is unknown. (The
+    embedded broker never shows a delivered message again: there, waiting is all there is.)"""
     url = settings.broker
     if url.startswith(("redis://", "rediss://")):
         import redis
@@ -95,6 +103,8 @@ def waiting_tasks(settings: Settings) -> set[Task] | None:
             pipe = client.pipeline()
             for name in names:
                 pipe.lrange(prefix + name, 0, -1)
+            if unacked:
+                pipe.hvals(prefix + "unacked")
             payloads: Iterable = [p for chunk in pipe.execute() for p in chunk]
             return {t for t in map(_task_of, payloads) if t is not None}
         finally:
@@ -114,6 +124,30 @@ def waiting_tasks(settings: Settings) -> set[Task] | None:
     return None
 
 
+def _resend_lost(factory: sessionmaker[Session], celery: Celery, settings: Settings,
+                 sent_before) -> list[int]:
+    """Queued analyses, sent before `sent_before`, with no live prepare message: send again.
+    Only when the broker can be read: for an unknown broker, nothing is guessed."""
+    live = waiting_tasks(settings, unacked=True)
+    if live is None:
+        return []
+    lost: list[int] = []
+    with transaction(factory) as s:
+        queued = s.scalars(
+            select(Analysis).where(Analysis.status == "queued", Analysis.enqueued_at.is_not(None),
+                                   Analysis.enqueued_at <= sent_before)
+            .order_by(Analysis.id).with_for_update(skip_locked=True))
+        for a in queued:
+            if ("prepare", a.id) in live:
+                continue
+            send_analysis_prepare(celery, a.id, a.queue)
+            a.enqueued_at = utcnow()  # the next pass gives this message a full grace period
+            s.flush()
+            lost.append(a.id)
+            log.warning("analysis %s: queued, but its message is gone; sent again", a.id)
+    return lost
+
+
 def reconcile_analyses(factory: sessionmaker[Session], celery: Celery, settings: Settings,
                        *, grace: float = 10.0) -> ReconciledAnalyses:
     """One pass; a broker failure propagates (what was sent before it is stamped)."""
@@ -129,6 +163,7 @@ def reconcile_analyses(factory: sessionmaker[Session], celery: Celery, settings:
             a.enqueued_at = utcnow()
             s.flush()
             out.sent.append(a.id)
+    out.lost = _resend_lost(factory, celery, settings, now - timedelta(seconds=grace))
     cutoff = now - timedelta(seconds=settings.stale_after_seconds)
     waiting = waiting_tasks(settings) or set()
     with transaction(factory) as s:

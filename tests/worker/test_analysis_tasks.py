@@ -319,6 +319,51 @@ def test_the_reconciler_resends_what_a_silent_analysis_misses(env, make_run, tmp
         celery.close()
 
 
+@pytest.mark.parametrize("broker", ["embedded", "redis"])
+def test_the_reconciler_resends_a_queued_analysis_whose_message_was_lost(
+        env, make_run, tmp_path, request, broker):
+    """A broker flush between the send and a worker's take leaves the analysis queued with no
+    message anywhere: the reconciler sends its prepare task again, once; a message waiting, or
+    delivered and not yet acknowledged, is left alone."""
+    import redis
+
+    if broker == "redis":
+        space = request.getfixturevalue("redis_space")
+        settings = env.settings.model_copy(update=space.settings())
+    else:
+        settings = env.settings.model_copy(update={
+            "broker_url": f"sqla+sqlite:///{tmp_path / 'broker.db'}"})
+    run_id = env.train(make_run)
+    a = env.create(run_id, **SURFACE)
+    celery = make_celery(settings)
+    try:
+        send_analysis_prepare(celery, a.id, a.queue)
+        with env.engine.begin() as c:
+            c.execute(update(Analysis).where(Analysis.id == a.id).values(enqueued_at=func.now()))
+        assert reconcile_analyses(env.factory, celery, settings, grace=0.0).lost == []
+        if broker == "redis":
+            # Delivered to a worker, not acknowledged: kombu moves it to the unacked hash.
+            r = redis.Redis.from_url(space.url)
+            key = space.prefix + a.queue
+            raw = r.lpop(key)
+            r.hset(space.prefix + "unacked", "tag-1", f'[{raw.decode()}, "", "{a.queue}"]')
+            assert reconcile_analyses(env.factory, celery, settings, grace=0.0).lost == []
+            space.clear()  # the flush
+        else:
+            from sqlalchemy import create_engine, text
+
+            broker_db = create_engine(settings.broker_url.removeprefix("sqla+"))
+            with broker_db.begin() as c:
+                c.execute(text("DELETE FROM kombu_message"))
+            broker_db.dispose()
+        assert waiting_tasks(settings, unacked=True) == set()
+        assert reconcile_analyses(env.factory, celery, settings, grace=0.0).lost == [a.id]
+        assert waiting_tasks(settings) == {("prepare", a.id)}
+        assert reconcile_analyses(env.factory, celery, settings, grace=0.0).lost == []
+    finally:
+        celery.close()
+
+
 # -- real workers -----------------------------------------------------------------------------
 
 STALE = 2.0  # seconds of silence that make an analysis's worker dead, for these tests
