@@ -322,3 +322,40 @@ def test_eval_subset_is_seeded_distinct_and_bounded():
     everything = eval_subset(100, None, seed=5)
     assert sorted(everything.tolist()) == list(range(100))
     assert len(eval_subset(10, 2048, seed=0)) == 10
+
+
+@pytest.mark.parametrize("mode", ["batch", "running", "recalibrated"])
+def test_points_written_into_the_flat_buffer_equal_per_tensor_writes_bit_for_bit(mode):
+    """The loop writes a point into one flat buffer that every parameter of the copy views
+    (bn_modes._flatten); the values are those of writing each parameter tensor, bit for bit."""
+    net, x, y, recal = _bn_mlp()
+    theta = _theta(net)
+    dirs = [random_direction(theta, 4, "d1"), random_direction(theta, 4, "d2")]
+    coords = [(0.0, 0.0), (0.5, -0.25), (-1.0, 1.0), (0.3, 0.7)]
+
+    def evaluator():
+        return GridEvaluator(net, "cross_entropy", x, y, bn_mode=mode, batch_size=8,
+                             classify=True, recal_x=recal)
+
+    flat = evaluator()
+    assert flat.copy.flat is not None
+    params = list(flat.copy.params.values())
+    assert all(p.untyped_storage().data_ptr() == flat.copy.flat.untyped_storage().data_ptr()
+               for p in params)
+    per_tensor = evaluator()
+    per_tensor.copy.flat = None  # the per-tensor writes
+    assert flat.evaluate(theta, dirs, coords) == per_tensor.evaluate(theta, dirs, coords)
+
+
+def test_parameters_that_cannot_share_a_buffer_keep_per_tensor_writes():
+    net, x, y, _recal = _bn_mlp()
+    w = next(p for p in net.parameters() if p.dim() == 2)
+    w.data = w.data.t().contiguous().t()  # the same values, transposed in memory
+    assert not w.is_contiguous()
+    theta = _theta(net)
+    dirs = [random_direction(theta, 4, "d1")]
+    ev = GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=8, classify=True)
+    assert ev.copy.flat is None
+    got = ev.evaluate(theta, dirs, [(0.5,)])[0]
+    want, _ = _brute(net, _point(theta, dirs, (0.5,)), x, y, 8, "batch")
+    assert got.loss == pytest.approx(want, rel=1e-12)

@@ -76,14 +76,14 @@ def _loss_sum(loss_name: str) -> LossSum:
     """
     def cross_entropy(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
         # log-sum-exp minus the label's logit: F.cross_entropy's value, at a third of its cost
-        # on the CPU for 10 classes (log_softmax over a short last dim vectorises badly). max()
-        # gives argmax's indices (the first maximum on a tie) from the same pass.
+        # on the CPU for 10 classes (log_softmax over a short last dim vectorises badly), and
+        # torch.logsumexp in one kernel rather than max, subtract, exp, sum, log and add (0.2 ->
+        # 0.12 ms for 2,048 x 10). argmax gives the first maximum on a tie.
         out = _wide(out)
-        m, idx = out.max(dim=-1)
-        lse = m + (out - m.unsqueeze(-1)).exp().sum(dim=-1).log()
+        lse = torch.logsumexp(out, dim=-1)
         label = out.gather(-1, y.expand(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
         loss = (lse - label).sum(dim=-1, dtype=torch.float64)
-        return loss, ((idx == y).sum(dim=-1) if classify else None)
+        return loss, ((out.argmax(dim=-1) == y).sum(dim=-1) if classify else None)
 
     def sum_squares(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
         sq = (_wide(out) - y) ** 2
@@ -155,6 +155,7 @@ class GridEvaluator:
         """Values at theta + sum_i coords[p][i] * dirs[i] for every p, in consecutive groups of
         K = max_batched_points from the start of `coords` (see evaluate_range for chunks)."""
         theta_l, dirs_l = self._lists(theta, dirs)
+        loop: tuple | None = None  # the loop's operands, made when the loop first needs them
         out: list[PointValue] = []
         k = self.group
         for start in range(0, len(coords), k):
@@ -165,7 +166,8 @@ class GridEvaluator:
                     continue
                 except Exception as e:  # vmap has no batching rule for some op: loop instead
                     self.fallback = f"{type(e).__name__}: {e}"
-            out.extend(self._point_loop(theta_l, dirs_l, c) for c in group)
+            loop = loop or self._loop_operands(theta_l, dirs_l)
+            out.extend(self._point_loop(*loop, c) for c in group)
         return out
 
     def evaluate_range(self, theta: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]],
@@ -191,6 +193,20 @@ class GridEvaluator:
         return ([cast(theta[n]) for n in self.names],
                 [[cast(d[n]) for n in self.names] for d in dirs])
 
+    def _loop_operands(self, theta: list[Tensor], dirs: list[list[Tensor]]
+                       ) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]]]:
+        """(target, theta, dirs) of the per-point writes: the copy's flat parameter buffer and
+        theta and the directions flattened alike when it has one (bn_modes._flatten), else the
+        parameter tensors themselves. The same elementwise ops either way: the same values."""
+        flat = self.copy.flat
+        if flat is None:
+            return list(self.copy.params.values()), theta, dirs
+
+        def cat(ts: list[Tensor]) -> list[Tensor]:
+            return [torch.cat([t.reshape(-1) for t in ts])]
+
+        return [flat], cat(theta), [cat(d) for d in dirs]
+
     @staticmethod
     def _write(out: list[Tensor], theta: list[Tensor], dirs: list[list[Tensor]],
                c: Sequence[float]) -> None:
@@ -202,10 +218,10 @@ class GridEvaluator:
             for d, ci in zip(dirs, c, strict=True):
                 torch._foreach_add_(out, d, alpha=float(ci))
 
-    def _point_loop(self, theta: list[Tensor], dirs: list[list[Tensor]],
+    def _point_loop(self, target: list[Tensor], theta: list[Tensor], dirs: list[list[Tensor]],
                     c: Sequence[float]) -> PointValue:
         cp = self.copy
-        self._write(list(cp.params.values()), theta, dirs, c)
+        self._write(target, theta, dirs, c)
         if self.bn_mode == "recalibrated":
             cp.recalibrate(self.recal_batches)
         cp.rewind()
