@@ -69,7 +69,8 @@ def top_eigen(
     k = min(k, res.steps)  # fewer only if the HVPs went non-finite
     order = torch.arange(res.steps - 1, res.steps - 1 - k, -1)
     assert res.basis is not None
-    vectors = s[:, order].T.to(res.basis.device) @ res.basis
+    basis = res.basis
+    vectors = (s[:, order].T.to(device=basis.device, dtype=basis.dtype) @ basis).to(torch.float64)
     residuals = (s[-1, order] * res.residual_beta).abs()
     return TopEigen(values=[float(v) for v in theta[order]], vectors=vectors, hvps=res.hvps,
                     residuals=[float(r) for r in residuals])

@@ -1,12 +1,19 @@
 """Lanczos on a symmetric operator, with full reorthogonalisation, and what its tridiagonal gives.
 
 An operator is any callable mapping a 1-D vector of size n to H v (a Hessian-vector product,
-or a matrix in a test). The recurrences, the basis and the tridiagonal T are kept in float64
-whatever dtype the operator works in: a float32 HVP is noisy at ~1e-7, but the Gram-Schmidt
-against every earlier basis vector (twice: "twice is enough", Parlett) keeps the basis
-orthonormal to float64 precision, so no ghost copies of converged eigenvalues appear and the
-eigenvalues of T are honest Ritz values (PyHessian's power iteration with deflation needs
-~tens of HVPs per eigenvalue instead; Ghorbani et al. 2019 use the same Lanczos for SLQ).
+or a matrix in a test). The recurrences (each H q in float64, alpha, beta) and the tridiagonal T
+are kept in float64 whatever dtype the operator works in. The basis Q is stored in the precision
+the operator is applied in: float64 for a float64 operator, float32 otherwise. A float32 HVP
+sees its input rounded to float32 anyway (so the float32 basis is exactly the vectors H was
+applied to) and is itself noisy at ~1e-7; Gram-Schmidt against every earlier basis vector
+(twice when needed: "twice is enough", Parlett) keeps the basis orthonormal to far below the
+square root of its precision's epsilon (~1e-13 in float64, ~1e-5 in float32:
+semi-orthogonality, which is all that Ritz values as accurate as the operator need, Simon
+1984), so no ghost copies of converged eigenvalues appear and the eigenvalues of T are honest
+Ritz values (PyHessian's power iteration with deflation needs ~tens of HVPs per
+eigenvalue instead; Ghorbani et al. 2019 use the same Lanczos for SLQ). The reads of the basis
+in that Gram-Schmidt are Lanczos's whole cost beyond its HVPs (about m^2 n values over m
+steps): a float32 basis halves them (bench/bench_hessian.py).
 
 From T = S diag(theta) S^T:
 - Ritz values theta_i approximate eigenvalues of H; Ritz vectors Q^T s_i, with the residual
@@ -40,7 +47,8 @@ class LanczosResult:
     """alphas: T's diagonal (steps,); betas: its off-diagonal (steps - 1,), 0.0 where a new
     block was started after an invariant subspace; residual_beta: the coupling to the next
     (never computed) vector, so that Ritz residuals are |residual_beta * s_{steps,i}|; basis:
-    Q (steps x n, float64, orthonormal rows) unless keep_basis=False. steps <= m: fewer when n
+    Q (steps x n, orthonormal rows; float64 for a float64 operator, else float32) unless
+    keep_basis=False. steps <= m: fewer when n
     is reached (or, with restart=False, at an invariant subspace)."""
 
     alphas: Tensor
@@ -88,23 +96,38 @@ def rademacher(n: int, generator: torch.Generator) -> Tensor:
     return bits.to(torch.float64) * 2.0 - 1.0
 
 
-def _project_out(w: Tensor, basis: Tensor) -> Tensor:
+def _project_out(w: Tensor, basis: Tensor, low: Tensor | None = None,
+                 spare: Tensor | None = None) -> Tensor:
     """Removes from w, in place, its components on the rows of basis, and returns them
     (classical Gram-Schmidt: two matrix-vector products, one read of the basis each).
 
+    A basis in a lower precision than w (float32 against float64) is applied in its own
+    precision: w is rounded into `low` and the correction computed into `spare` (two
+    preallocated n-vectors of the basis's dtype), then subtracted from w in w's precision.
+
     One pass leaves w orthogonal to the basis up to ~eps * ||w_in|| / ||w_out||; a second pass
     ("twice is enough", Parlett) runs only when the first cancelled more than REPEAT_BELOW of
-    w, so that this stays below ~1e-12, far under the sqrt(eps) that accurate Ritz values need
-    (Simon 1984). Lanczos's cost beyond its HVPs is these reads of the basis (about m^2 n
-    float64 reads over m steps): skipping needless second passes halves it.
+    w, so that this stays far under the sqrt(eps) that accurate Ritz values need (Simon 1984).
+    Lanczos's cost beyond its HVPs is these reads of the basis (about m^2 n values over m
+    steps): skipping needless second passes halves it.
     """
     before = float(w.norm())
-    coef = basis @ w
-    w.addmv_(basis.T, coef, alpha=-1.0)
+
+    def once() -> Tensor:
+        if basis.dtype == w.dtype:
+            coef = basis @ w
+            w.addmv_(basis.T, coef, alpha=-1.0)
+            return coef
+        assert low is not None and spare is not None
+        low.copy_(w)
+        coef = basis @ low
+        torch.mv(basis.T, coef, out=spare)
+        w.sub_(spare)
+        return coef.to(w.dtype)
+
+    coef = once()
     if float(w.norm()) < REPEAT_BELOW * before:
-        again = basis @ w
-        w.addmv_(basis.T, again, alpha=-1.0)
-        coef += again
+        coef += once()
     return coef
 
 
@@ -151,10 +174,14 @@ def lanczos(
     steps = min(m, n)
     # Preallocated and written in place: a fresh n-vector per operation costs page faults
     # (large allocations are mmapped anew each time) that, on a small model, rival the HVP.
-    basis = torch.empty((steps, n), dtype=torch.float64, device=device)
+    basis_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    basis = torch.empty((steps, n), dtype=basis_dtype, device=device)
     basis[0].copy_(q)
     w = torch.empty(n, dtype=torch.float64, device=device)
-    q_op = None if dtype == torch.float64 else torch.empty(n, dtype=dtype, device=device)
+    low, spare = (None, None) if basis_dtype == torch.float64 else (
+        torch.empty(n, dtype=basis_dtype, device=device),
+        torch.empty(n, dtype=basis_dtype, device=device))
+    q_op = None if dtype == basis_dtype else torch.empty(n, dtype=dtype, device=device)
     alphas: list[float] = []
     betas: list[float] = []
     beta, scale, hvps = 0.0, 0.0, 0
@@ -164,10 +191,15 @@ def lanczos(
         hvps += 1
         if reorthogonalize:
             # Against the whole basis, q_j and q_{j-1} included: this subsumes the three-term
-            # recurrence, and alpha_j is the component on q_j.
-            alpha = float(_project_out(w, basis[: j + 1])[j])
+            # recurrence, and alpha_j is the component on q_j (in float64: a float32 basis
+            # gives the projection, the dot product of q_j with H q_j is taken exactly).
+            if low is None:
+                alpha = float(_project_out(w, basis[: j + 1])[j])
+            else:
+                alpha = float(torch.dot(q.to(torch.float64), w))
+                _project_out(w, basis[: j + 1], low, spare)
         else:
-            alpha = float(q @ w)
+            alpha = float(torch.dot(q.to(torch.float64), w))
             w.add_(q, alpha=-alpha)
             if j > 0:
                 w.add_(basis[j - 1], alpha=-beta)
@@ -179,15 +211,15 @@ def lanczos(
         if j + 1 == steps:
             break
         if beta > BREAKDOWN_RTOL * max(scale, 1e-300):
-            torch.div(w, beta, out=basis[j + 1])
+            basis[j + 1].copy_(w.div_(beta))
             betas.append(beta)
             continue
         if not restart:
             break
         # Invariant subspace: a new block from a random vector orthogonal to everything so far.
         fresh = gaussian_vector(n, generator).to(device)
-        _project_out(fresh, basis[: j + 1])
-        torch.div(fresh, fresh.norm(), out=basis[j + 1])
+        _project_out(fresh, basis[: j + 1], low, spare)
+        basis[j + 1].copy_(fresh / fresh.norm())
         betas.append(0.0)
         beta = 0.0
     done = len(alphas)
