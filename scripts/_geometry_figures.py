@@ -1,4 +1,5 @@
-"""The PNG figures of docs/geometry.md, drawn with matplotlib from results.json.
+"""The PNG figures of docs/geometry.md, drawn with matplotlib from results.json, four per
+experiment (`exp`: one entry of results["experiments"]), named after its preset.
 
 matplotlib comes with mnist1d (a dependency); plotly's own image export needs kaleido, which
 the project does not install. The BN mode is in every title, as on the dashboard.
@@ -14,15 +15,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-from _geometry_page import bulk_edge, spectrum_of  # noqa: E402
+from _geometry_stats import bulk_edge, spectrum_of  # noqa: E402
 
 COLOURS = {"none": "#d62728", "batch": "#1f77b4", "running": "#2ca02c"}
 NAMES = {"none": "no norm", "batch": "BatchNorm"}
 DPI = 110
 
 
-def _cell(results: dict[str, Any], seed: int, norm: str) -> dict[str, Any]:
-    (c,) = [c for c in results["cells"] if c["seed"] == seed and c["norm"] == norm]
+def _cell(exp: dict[str, Any], seed: int, norm: str) -> dict[str, Any]:
+    (c,) = [c for c in exp["cells"] if c["seed"] == seed and c["norm"] == norm]
     return c
 
 
@@ -40,13 +41,14 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _planes(results: dict[str, Any], key: str, out: Path, title: str) -> Path:
+def _planes(exp: dict[str, Any], key: str, out: Path, title: str) -> Path:
     """Two contour panels (none, batch) of seed 0's grid `key`, one colour scale."""
-    seed = results["seeds"][0]
-    cells = [_cell(results, seed, n) for n in results["norms"]]
+    seed = exp["seeds"][0]
+    cells = [_cell(exp, seed, n) for n in exp["norms"]]
     zs = [_log10(c[key]["grid"]["loss"]) for c in cells]
     finite = [v for z in zs for row in z for v in row if math.isfinite(v)]
     lo, hi = min(finite), max(finite)
+    hi = max(hi, lo + 1e-6)  # a flat grid still needs increasing levels
     levels = [lo + (hi - lo) * i / 24 for i in range(25)]
     fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 4.4), sharey=True)
     for ax, c, z in zip(axes, cells, zs, strict=True):
@@ -72,9 +74,9 @@ def _planes(results: dict[str, Any], key: str, out: Path, title: str) -> Path:
     return _save(fig, out)
 
 
-def slices(results: dict[str, Any], out: Path) -> Path:
+def slices(exp: dict[str, Any], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for c in results["cells"]:
+    for c in exp["cells"]:
         g = c["surface"]["grid"]
         mid = min(range(len(g["y"])), key=lambda i: abs(g["y"][i]))
         ax.plot(g["x"], [float(v) for v in g["loss"][mid]], color=COLOURS[c["norm"]],
@@ -82,45 +84,55 @@ def slices(results: dict[str, Any], out: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("α along d1 (β = 0)")
     ax.set_ylabel("loss (log scale)")
-    ax.set_title("Loss along the first filter-normalised direction, BN mode batch")
+    ax.set_title(f"{exp['preset']}: loss along the first filter-normalised direction, "
+                 "BN mode batch")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out)
 
 
-def spectra(results: dict[str, Any], out: Path) -> Path:
-    seed = results["seeds"][0]
+def spectra(exp: dict[str, Any], out: Path) -> Path:
+    """Left: the densities on one eigenvalue axis. Right: each against eigenvalue / its own top
+    eigenvalue, so that spectra of very different scales (a net at chance) can be compared."""
+    seed = exp["seeds"][0]
     shown = [("none", "batch"), ("batch", "batch"), ("batch", "running")]
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    floor = math.inf
+    fig, axes = plt.subplots(1, 2, figsize=(12.4, 4.4))
+    floors = [math.inf, math.inf]
     for norm, mode in shown:
-        s = spectrum_of(_cell(results, seed, norm), mode)
+        s = spectrum_of(_cell(exp, seed, norm), mode)
         if s is None:
             continue
         colour = COLOURS["running" if mode == "running" else norm]
         label = f"{NAMES[norm]}, BN mode {mode}" if norm != "none" else NAMES[norm]
         ys = [max(float(v), 1e-300) for v in s["density"]["y"]]
-        floor = min(floor, max(ys) * 1e-8)
-        ax.plot(s["density"]["x"], ys, color=colour, label=label, linewidth=1)
-        for v in s["top_eigenvalues"]:
-            ax.axvline(v, ymin=0.93, ymax=1.0, color=colour, linewidth=1.5)
-        c = _cell(results, seed, norm)
-        ax.axvline(bulk_edge(s, c["spectrum"]["parameters"]), color=colour, linestyle=":",
-                   linewidth=1)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=floor)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log scale)")
-    ax.set_title(f"Hessian eigenvalue density at the last step, seed {seed}")
-    ax.legend(fontsize=8)
+        edge = bulk_edge(s, _cell(exp, seed, norm)["spectrum"]["parameters"])
+        top = float(s["top_eigenvalues"][0])
+        for i, (ax, scale) in enumerate(zip(axes, (1.0, abs(top) or 1.0), strict=True)):
+            scaled = [y * scale for y in ys]  # a density per unit of the rescaled axis
+            floors[i] = min(floors[i], max(scaled) * 1e-8)
+            ax.plot([float(x) / scale for x in s["density"]["x"]], scaled, color=colour,
+                    label=label, linewidth=1)
+            for v in s["top_eigenvalues"]:
+                ax.axvline(float(v) / scale, ymin=0.93, ymax=1.0, color=colour, linewidth=1.5)
+            ax.axvline(edge / scale, color=colour, linestyle=":", linewidth=1)
+    for ax, floor in zip(axes, floors, strict=True):
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+    axes[0].set_xlabel("eigenvalue")
+    axes[1].set_xlabel("eigenvalue / its spectrum's top eigenvalue")
+    axes[0].set_ylabel("density (log scale)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{exp['preset']}: Hessian eigenvalue density at the last step, seed {seed}")
     return _save(fig, out)
 
 
-def draw_all(results: dict[str, Any], figures: Path) -> dict[str, Path]:
+def draw_all(exp: dict[str, Any], figures: Path) -> dict[str, Path]:
+    name = exp["preset"]
     return {
-        "surfaces": _planes(results, "surface", figures / "surfaces.png",
-                            "Loss surface at the last step (random directions, shared seed)"),
-        "slices": slices(results, figures / "slices.png"),
-        "spectra": spectra(results, figures / "spectra.png"),
-        "trajectory": _planes(results, "trajectory", figures / "trajectory.png",
-                              "Training trajectory on its PCA plane"),
+        "surfaces": _planes(exp, "surface", figures / f"{name}-surfaces.png",
+                            f"{name}: loss surface at the last step (random directions, "
+                            "shared seed)"),
+        "slices": slices(exp, figures / f"{name}-slices.png"),
+        "spectra": spectra(exp, figures / f"{name}-spectra.png"),
+        "trajectory": _planes(exp, "trajectory", figures / f"{name}-trajectory.png",
+                              f"{name}: training trajectory on its PCA plane"),
     }
