@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, bindparam, text
 
+from server.db import float_sums
 from server.db.models import ROLLUP_BASE, ROLLUP_LEVELS
 
 
@@ -61,8 +62,10 @@ def plan_buckets(first: int, last: int, max_points: int) -> tuple[int, int]:
     return level, width
 
 
-_BUCKETS = text(
-    "SELECT b, min(smin), max(smax), sum(vsum), sum(n), sum(n_bad), min(vmin), max(vmax) "
+# {vsum}: the sum of vsum, which PostgreSQL must take through float_sums.total (a bare float8
+# sum raises on overflow there; SQLite's gives inf).
+_BUCKETS_SQL = (
+    "SELECT b, min(smin), max(smax), {vsum}, sum(n), sum(n_bad), min(vmin), max(vmax) "
     "FROM ("
     " SELECT step / :width AS b, step AS smin, step AS smax, value AS vsum, 1 AS n,"
     " CASE WHEN value IS NULL THEN 1 ELSE 0 END AS n_bad, value AS vmin, value AS vmax"
@@ -76,7 +79,11 @@ _BUCKETS = text(
     " FROM metric_rollups WHERE series_id = :sid AND level = :level"
     " AND bucket >= :ra AND bucket < :rz"
     ") AS parts GROUP BY b ORDER BY b"
-).bindparams(bindparam("level"))
+)
+_BUCKETS = {
+    dialect: text(_BUCKETS_SQL.format(vsum=vsum)).bindparams(bindparam("level"))
+    for dialect, vsum in (("sqlite", "sum(vsum)"), ("postgresql", float_sums.total("vsum")))
+}
 
 
 def _bucket_params(first: int, last: int, lo: int, hi: int, max_points: int) -> dict[str, int]:
@@ -119,7 +126,7 @@ def _columns(rows: list) -> list[list]:
 def _bucketed(conn, series_id, key, first, last, lo, hi, max_points) -> SeriesData:
     """Buckets over [lo, hi]: whole rollup buckets inside, raw points at the two edges."""
     params = {"sid": series_id, **_bucket_params(first, last, lo, hi, max_points)}
-    rows = [row[1:] for row in conn.execute(_BUCKETS, params).all()]  # less the bucket
+    rows = [row[1:] for row in conn.execute(_BUCKETS[conn.dialect.name], params).all()]
     return _fill_buckets(SeriesData(key, buckets=True), _columns(rows))
 
 
@@ -127,7 +134,7 @@ _COLUMNS = ("sid", "width", "unit", "level", "lo", "hi", "a", "z", "ra", "rz")
 # _BUCKETS for many series at once: each series' parameters are a row of p.
 _BUCKETS_MANY = (
     "WITH p ({cols}) AS (VALUES {rows}) "
-    "SELECT sid, b, min(smin) AS smin, max(smax) AS smax, sum(vsum) AS vsum, sum(n) AS n, "
+    "SELECT sid, b, min(smin) AS smin, max(smax) AS smax, {vsum} AS vsum, sum(n) AS n, "
     "sum(n_bad) AS n_bad, min(vmin) AS vmin, max(vmax) AS vmax "
     "FROM ("
     " SELECT p.sid, m.step / p.width AS b, m.step AS smin, m.step AS smax, m.value AS vsum,"
@@ -167,8 +174,10 @@ def read_buckets_many(conn: Connection, series: dict[str, tuple[int, tuple[int, 
         params.update({f"{c}_{i}": row[c] for c in _COLUMNS})
         rows.append("(" + ", ".join(f":{c}_{i}" for c in _COLUMNS) + ")")
         key_of[sid] = key
-    sql = _BUCKETS_MANY.format(cols=", ".join(_COLUMNS), rows=", ".join(rows))
-    if conn.dialect.name == "postgresql":
+    pg = conn.dialect.name == "postgresql"
+    sql = _BUCKETS_MANY.format(cols=", ".join(_COLUMNS), rows=", ".join(rows),
+                               vsum=float_sums.total("vsum") if pg else "sum(vsum)")
+    if pg:
         for sid, *columns in conn.execute(text(_ARRAYS.format(grouped=sql)), params).all():
             _fill_buckets(out[key_of[sid]], columns)
         return out

@@ -1,9 +1,11 @@
 """Metric writes and reads, in SQL, shared by the worker's sink (writes) and the API (reads).
 
 Writes are idempotent (insert-ignore on the primary key), so a redelivered task that measures
-a step again duplicates nothing. PostgreSQL takes a batch as four arrays in one
-INSERT ... SELECT FROM unnest(...) statement: one round trip and one plan per batch, which is
-what lets a single worker store hundreds of thousands of points per second (MLflow's
+a step again duplicates nothing. insert_series is the write path of scalars (the ingest
+endpoint, the worker's SqlSink): on PostgreSQL it sends the rows no series holds yet by binary
+COPY (server/db/ingest_pg.py, ~4x the statement below) and the rest through that statement.
+insert_points, kept for callers holding encoded rows, is that statement: four arrays in one
+INSERT ... SELECT FROM unnest(...) statement: one round trip and one plan per batch (MLflow's
 row-per-statement writes were its historic bottleneck). SQLite takes an executemany in one
 transaction, which its C loop makes fast enough.
 
@@ -17,14 +19,17 @@ edges of its range.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from server.db import float_sums
 from server.db.downsample import SeriesData, read_buckets
+from server.db.ingest_pg import copy_points, raw_cursor
 from server.db.models import (
     FINITE,
     ROLLUP_BASE,
@@ -36,6 +41,7 @@ from server.db.models import (
     Series,
     decode_value,
 )
+from server.db.point_arrays import encoded, sorted_unique, steps_array, values_array
 
 PointRow = tuple[int, int, float | None, int]  # (series_id, step, value or None, flag)
 
@@ -57,12 +63,19 @@ def series_ids(conn: Connection, run_id: int, keys: Iterable[str]) -> dict[str, 
     keys = sorted(set(keys))
     if not keys:
         return {}
-    stmt = _insert(conn, Series).values([{"run_id": run_id, "key": k} for k in keys])
+    query = select(Series.key, Series.id).where(Series.run_id == run_id, Series.key.in_(keys))
+    found = {k: i for k, i in conn.execute(query)}
+    if len(found) == len(keys):  # every batch after a run's first: one read, no insert
+        return found
+    missing = [k for k in keys if k not in found]
+    stmt = _insert(conn, Series).values([{"run_id": run_id, "key": k} for k in missing])
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "key"]))
-    rows = conn.execute(
-        select(Series.key, Series.id).where(Series.run_id == run_id, Series.key.in_(keys))
-    )
-    return {k: i for k, i in rows}
+    return {k: i for k, i in conn.execute(query)}
+
+
+_SQLITE_INSERT = (
+    "INSERT OR IGNORE INTO metric_points (series_id, step, value, flag) VALUES (?, ?, ?, ?)"
+)
 
 
 def insert_points(conn: Connection, rows: Sequence[PointRow]) -> None:
@@ -72,10 +85,7 @@ def insert_points(conn: Connection, rows: Sequence[PointRow]) -> None:
     if conn.dialect.name == "postgresql":
         _insert_pg(conn, rows)
         return
-    conn.exec_driver_sql(
-        "INSERT OR IGNORE INTO metric_points (series_id, step, value, flag) VALUES (?, ?, ?, ?)",
-        list(rows),
-    )
+    conn.exec_driver_sql(_SQLITE_INSERT, list(rows))
     spans: dict[int, tuple[int, int]] = {}
     for sid, step, _v, _f in rows:
         lo, hi = spans.get(sid, (step, step))
@@ -83,17 +93,63 @@ def insert_points(conn: Connection, rows: Sequence[PointRow]) -> None:
     update_rollups(conn, spans)
 
 
+def insert_series(
+    conn: Connection,
+    run_id: int,
+    columns: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+) -> int:
+    """Store raw float points of a run, per key (steps, values); returns the points received.
+
+    Values may be NaN or +-inf (stored as NULL plus a flag). Series are created as needed;
+    a (key, step) already stored, or repeated within the batch, is left as it was first
+    written, and rollups stay exact either way. This is the one write path of scalars: the
+    ingest endpoint and the worker's SqlSink both use it. PostgreSQL takes most rows by
+    binary COPY (server/db/ingest_pg.py), SQLite an executemany.
+    """
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, (steps, values) in columns.items():
+        if len(steps) != len(values):
+            raise ValueError(f"metric {key!r}: {len(steps)} steps but {len(values)} values")
+        if len(steps):
+            arrays[key] = (steps_array(key, steps), values_array(key, values))
+    if not arrays:
+        return 0
+    total = sum(len(st) for st, _ in arrays.values())
+    ids = series_ids(conn, run_id, arrays)
+    sid = np.concatenate([np.full(len(st), ids[k], np.int64) for k, (st, _) in arrays.items()])
+    step = np.concatenate([st for st, _ in arrays.values()])
+    value = np.concatenate([v for _, v in arrays.values()])
+    sid, step, value = sorted_unique(sid, step, value)  # the index fills in order
+    if conn.dialect.name == "postgresql":
+        copy_points(conn, sid, step, value, _insert_ignore_pg)
+        return total
+    conn.exec_driver_sql(_SQLITE_INSERT, list(zip(sid.tolist(), step.tolist(),
+                                                  *encoded(value), strict=True)))
+    first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])  # sorted: a span per series
+    last = np.r_[first[1:], len(sid)] - 1
+    spans = zip(step[first].tolist(), step[last].tolist(), strict=True)
+    update_rollups(conn, dict(zip(sid[first].tolist(), spans, strict=True)))
+    return total
+
+
+def _insert_ignore_pg(conn: Connection, sid: np.ndarray, step: np.ndarray,
+                      value: np.ndarray) -> None:
+    values, flags = encoded(value)
+    with raw_cursor(conn, _PG_INSERT) as cur:
+        cur.execute(_PG_INSERT, (sid.tolist(), step.tolist(), values, flags))
+
+
 _ADD_TO_ROLLUPS = (
     "r{level} AS (INSERT INTO metric_rollups "
     "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) "
     "SELECT series_id, {level}, step / {width}, count(*), count(*) - count(value), "
-    "sum(value), min(value), max(value), min(step), max(step) FROM ins "
+    + float_sums.total("value") + ", min(value), max(value), min(step), max(step) FROM ins "
     "GROUP BY series_id, step / {width} "
     "ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
     "n = metric_rollups.n + excluded.n, n_bad = metric_rollups.n_bad + excluded.n_bad, "
     "vsum = CASE WHEN metric_rollups.vsum IS NULL THEN excluded.vsum "
     "WHEN excluded.vsum IS NULL THEN metric_rollups.vsum "
-    "ELSE metric_rollups.vsum + excluded.vsum END, "
+    "ELSE " + float_sums.add("metric_rollups.vsum", "excluded.vsum") + " END, "
     "vmin = least(metric_rollups.vmin, excluded.vmin), "
     "vmax = greatest(metric_rollups.vmax, excluded.vmax), "
     "step_min = least(metric_rollups.step_min, excluded.step_min), "
@@ -116,7 +172,7 @@ def _insert_pg(conn: Connection, rows: Sequence[PointRow]) -> None:
     really inserted. RETURNING leaves out the points that were already there, so adding
     is exact under redelivery; binary parameters halve the cost of sending the arrays."""
     sid, step, value, flag = (list(c) for c in zip(*rows, strict=True))
-    with conn.connection.dbapi_connection.cursor(binary=True) as cur:
+    with raw_cursor(conn, _PG_INSERT) as cur:
         cur.execute(_PG_INSERT, (sid, step, value, flag))
 
 

@@ -155,3 +155,35 @@ def test_series_ids_are_stable_and_delete_removes_everything(engine):
         left = c.scalar(select(func.count()).select_from(Rollup))
         assert left == c.scalar(select(func.count()).select_from(Rollup).where(
             Rollup.series_id == run_keys(c, other)["a"]))
+
+
+def test_float_sums_are_plain_sums_below_the_edge_and_overflow_to_infinity(pg_url):
+    """server/db/float_sums.py in PostgreSQL: bit for bit the plain float8 arithmetic where it
+    cannot overflow; +-inf (never an error) where it does; NaN kept; NULLs ignored."""
+    from sqlalchemy import create_engine, text
+
+    from server.db import float_sums
+
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as c:
+            def add(a: float, b: float) -> float:
+                return c.execute(text("SELECT " + float_sums.add(":a", ":b")),
+                                 {"a": a, "b": b}).scalar()
+
+            def total(xs: list, agg: str | None = None) -> float | None:
+                rows = ", ".join(f"(CAST(:x{i} AS float8))" for i in range(len(xs)))
+                sql = f"SELECT {agg or float_sums.total('v')} FROM (VALUES {rows}) AS t(v)"
+                return c.execute(text(sql), {f"x{i}": x for i, x in enumerate(xs)}).scalar()
+
+            assert add(0.1, 0.2) == 0.1 + 0.2
+            assert add(1e308, 1e308) == math.inf and add(-1e308, -1e308) == -math.inf
+            assert add(1e308, -1.5e308) == -0.5e308
+            assert add(math.inf, 1.0) == math.inf and math.isnan(add(math.inf, -math.inf))
+            xs = [0.1, 0.7, 1e-300, 3.3e10, None]
+            assert total(xs) == total(xs, "sum(v)")  # the plain sum, bit for bit
+            assert total([1e308, 1.5e308]) == math.inf
+            assert total([1e308, 1.5e308, -1.7e308, 0.25]) == pytest.approx(0.8e308)
+            assert total([None, None]) is None
+    finally:
+        engine.dispose()
