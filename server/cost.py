@@ -1,12 +1,13 @@
 """What a run will take, estimated from its spec alone (no torch): the server's limits check
 these numbers before a run is accepted, and the new-experiment form shows them.
 
-- `params`: the exact parameter count of the model worker/engine/models.py builds (weights,
-  biases, the affine parts of the norms; tests/engine/test_cost.py compares it with the
-  engine's own models).
+- `params`: the exact parameter count of the model worker/engine/models.py (or resnet.py)
+  builds (weights, biases, the affine parts of the norms; tests/engine/test_cost.py and
+  tests/engine/test_resnet_cost.py compare it with the engine's own models).
 - `activation_elements`: per training batch, the elements of every layer output the engine's
-  model produces (weight layers, norm slots, ReLUs, pools; Flatten is a view and "none" an
-  identity, so they add nothing). Exact, checked against forward hooks on a real batch.
+  model produces (weight layers, norm slots, ReLUs, pools, a ResNet's shortcut sums and padded
+  shortcuts; Flatten is a view and "none" an identity, so they add nothing). Exact, checked
+  against forward hooks on a real batch.
 - `activation_mb`: those elements in bytes (4 each; 2 for weight-layer, ReLU and pool outputs
   under bf16), times ACTIVATION_FACTOR for what autograd keeps besides layer outputs (the
   intermediates of the l1/l2/linf and noise layers, masks), times the heaviest probe's own
@@ -22,6 +23,11 @@ these numbers before a run is accepted, and the new-experiment form shows them.
 
 `drivers` names, for each quantity, the spec fields that drive it, most responsible first: a
 limit's 422 points at the first of them the request set.
+
+A plug-in model or dataset (worker/engine/plugins.py) is known only to the workers that have
+it: what the spec alone cannot tell is listed in `unknown` (NaN, or 0 for counts) and never
+checked against a limit, so such a run is bounded by its steps, batch sizes and `cost_steps`,
+which the probes fix (with a plug-in dataset, a lower bound: test evaluations not counted).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from server.spec import VGG_CONFIGS, RunSpec
+from server.spec import RESNET_WIDTHS, SHIFT_FREE_NORMS, VGG_CONFIGS, RunSpec
 
 MB = 1024 * 1024
 # Bytes autograd keeps per layer-output element, beyond the outputs themselves: covers the
@@ -65,9 +71,16 @@ class Cost:
     dataset_mb: float
     cost_steps: float
     drivers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unknown: tuple[str, ...] = ()  # quantities a plug-in leaves unknown (see the module doc)
+
+
+class UnknownCost(ValueError):
+    """The quantity depends on a plug-in model or dataset, which the server never loads."""
 
 
 def data_shape(spec: RunSpec) -> Shape:
+    if spec.plugin_dataset:
+        raise UnknownCost(f"dataset {spec.dataset!r} is a plug-in: its shape is unknown here")
     if spec.dataset == "gaussian_linear":
         d = spec.input_dim
         return Shape((d,), d, spec.n_samples, spec.n_samples)
@@ -131,9 +144,44 @@ def _dense(spec: RunSpec, shape: Shape) -> _Tally:
     return t
 
 
+def _resnet(spec: RunSpec, shape: Shape) -> _Tally:
+    """worker/engine/resnet.py: stem, 3 stages of n basic blocks, global pool, classifier."""
+    t = _Tally()
+    channels, h, w = shape.in_shape
+    bias = spec.norm in SHIFT_FREE_NORMS
+
+    def conv(c_in: int, c_out: int, stride: int) -> None:
+        nonlocal h, w
+        h, w = (h - 1) // stride + 1, (w - 1) // stride + 1  # 3x3, padding 1
+        t.weight(c_in * c_out * 9 + (c_out if bias else 0), c_out * h * w)
+        t.norm(spec, c_out, c_out * h * w)
+
+    conv(channels, RESNET_WIDTHS[0], 1)
+    t.elementwise(RESNET_WIDTHS[0] * h * w)  # ReLU
+    channels = RESNET_WIDTHS[0]
+    for s, width in enumerate(RESNET_WIDTHS):
+        for b in range((spec.resnet_depth - 2) // 6):
+            stride = 2 if s > 0 and b == 0 else 1
+            conv(channels, width, stride)
+            t.elementwise(width * h * w)  # ReLU
+            conv(width, width, 1)
+            if spec.skip:
+                if stride != 1 or width != channels:
+                    t.elementwise(width * h * w)  # the subsampled, zero-padded shortcut
+                t.norm_out += width * h * w  # the sum, at the norm output's precision
+            t.elementwise(width * h * w)  # ReLU
+            channels = width
+    t.elementwise(channels)  # global average pool
+    t.weight(channels * shape.n_outputs + shape.n_outputs, shape.n_outputs)
+    return t
+
+
 def tally(spec: RunSpec) -> _Tally:
+    if spec.plugin_model:
+        raise UnknownCost(f"model {spec.model!r} is a plug-in: its size is unknown here")
     shape = data_shape(spec)
-    return _vgg(spec, shape) if spec.model == "vgg" else _dense(spec, shape)
+    builders = {"vgg": _vgg, "resnet": _resnet}
+    return builders.get(spec.model, _dense)(spec, shape)
 
 
 def train_batch(spec: RunSpec) -> int:
@@ -180,6 +228,8 @@ def eval_steps(spec: RunSpec) -> float:
 
 
 def estimate(spec: RunSpec) -> Cost:
+    if spec.plugin_model or spec.plugin_dataset:
+        return _plugin_estimate(spec)
     t = tally(spec)
     batch = train_batch(spec)
     elements = batch * (t.norm_out + t.other_out)
@@ -206,9 +256,28 @@ def estimate(spec: RunSpec) -> Cost:
     )
 
 
+def _plugin_estimate(spec: RunSpec) -> Cost:
+    """What the spec alone says of a run with a plug-in model or dataset (module doc)."""
+    unknown = ["params", "activation_elements", "activation_mb", "memory_mb"]
+    if spec.plugin_dataset:
+        unknown.append("dataset_mb")
+        dataset_mb, evals = math.nan, 0.0  # evaluations: unknown test set, not counted
+    else:
+        dataset_mb, evals = dataset_bytes(spec) / MB, eval_steps(spec)
+    return Cost(
+        params=0, activation_elements=0, activation_mb=math.nan, memory_mb=math.nan,
+        dataset_mb=dataset_mb, cost_steps=spec.steps * spec.probe_cost()["floor"] + evals,
+        drivers={"cost_steps": _cost_drivers(spec, evals)}
+        | ({} if spec.plugin_dataset else {"dataset": _dataset_drivers(spec)}),
+        unknown=tuple(unknown),
+    )
+
+
 def _param_drivers(spec: RunSpec) -> tuple[str, ...]:
     if spec.model == "vgg":
         return ("width", "vgg_config", "model", "dataset")
+    if spec.model == "resnet":
+        return ("resnet_depth", "model", "dataset")
     inputs = "input_dim" if spec.dataset == "gaussian_linear" else "dataset"
     return ("width", "depth", inputs, "model")
 

@@ -74,6 +74,41 @@ _QUICK_VGG = {
     },
 }
 
+# Li et al. 2018 ("Visualizing the loss landscape of neural nets"), skip connections x BatchNorm
+# on CIFAR ResNets (worker/engine/resnet.py). Their optimiser: SGD, LR 0.1, momentum 0.9,
+# weight decay 5e-4, batch 128. They train 300 epochs with the LR cut 10x three times; the
+# engine has one constant LR, so this runs He et al.'s 64,000 steps (164 epochs) at LR 0.1.
+# ResNet-56 is where the "noshort" net's landscape turns chaotic in their Fig 5.
+_RESNET56 = {
+    "model": "resnet", "resnet_depth": 56, "dataset": "cifar10",
+    "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
+    "steps": 64000, "loss": "cross_entropy", "eval_every": 1000,
+    "probes": {
+        "landscape": {"every": 200, "multipliers": [0.5, 1.0, 2.0, 4.0]},
+        "ics": {"every": 200, "layers": [10, 46]},  # mid stage 1, mid stage 3
+        "activations": {"every": 200},
+        "sharpness": {"every": 0},
+    },
+}
+# Its CPU version: ResNet-20 (0.27M parameters) on digits, plain SGD, 300 steps. Measured
+# (one thread's CPU time, on a shared machine): training 11-15 s a run; the quick surface
+# 17-19 s and the quick spectrum 30-55 s a run (at 400 steps). Skip without BN reaches 96.9%
+# test accuracy, noshort without BN stays at chance (8.9%; its surface is flat at loss 2.3),
+# both with BN 97.5-98.3%. Without BN the skip net's median effective beta is 4x and its
+# gradient change 47x those with BN, and its surface climbs to 653 at the grid's edge (9.4 with
+# BN, at 400 steps).
+_QUICK_RESNET = {
+    "model": "resnet", "resnet_depth": 20, "dataset": "digits",
+    "optimizer": "sgd", "lr": 0.1, "batch_size": 128, "steps": 300,
+    "loss": "cross_entropy", "eval_every": 50,
+    "probes": {
+        "landscape": {"every": 20, "multipliers": [0.5, 1.0, 2.0, 4.0]},
+        "ics": {"every": 20, "layers": [5, 15]},  # stage 1, stage 3
+        "activations": {"every": 20},
+    },
+}
+_SKIP_X_BN = {"skip": [True, False], "norm": ["none", "batch"]}
+
 
 # The default end-of-training analyses of a paired preset. At full scale (VGG-16, 14.7M
 # parameters, CIFAR-10) they fit the server's default analysis limits as they are
@@ -165,6 +200,16 @@ PRESETS: dict[str, Preset] = {
                      "landscape": {"every": 10, "multipliers": [0.01, 0.1, 1.0, 10.0, 30.0]},
                      "ics": {"every": 10, "layers": [9, 17]}, "activations": {"every": 10}}),
                {"norm": ["none", "batch"]}),
+        Preset("paper-resnet56-skip", "Li et al. 2018, Fig 5",
+               "ResNet-56 on CIFAR-10 with and without skip connections, with and without "
+               "BatchNorm (Li et al. 2018's comparison): surfaces, Hessian spectra, "
+               "predictiveness.",
+               _RESNET56, _SKIP_X_BN),
+        Preset("quick-resnet", "Li et al. 2018, Fig 5 (reduced)",
+               "ResNet-20 on digits, with and without skips and BatchNorm, 300 steps: "
+               "without both it stays at chance; skips alone train it, with a rougher "
+               "landscape (larger beta and gradient change) than with BatchNorm.",
+               _QUICK_RESNET, _SKIP_X_BN),
     ]
 }
 

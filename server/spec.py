@@ -11,23 +11,59 @@ step t is measured at w_t on B_t (see docs/engine.md).
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NormName = Literal[
     "none", "batch", "noisy_batch", "noise", "l1", "l2", "linf", "layer", "group"
 ]
 NORMS: tuple[str, ...] = NormName.__args__  # type: ignore[attr-defined]
-ModelName = Literal["vgg", "dln", "mlp"]
+ModelName = Literal["vgg", "dln", "mlp", "resnet"]
 DatasetName = Literal["cifar10", "gaussian_linear", "digits", "mnist1d"]
+
+# Plug-ins (worker/engine/plugins.py): a model or dataset that an installed distribution
+# provides under the entry-point group landscope.models / landscope.datasets, named by its
+# entry point. Only the name travels: a worker looks it up among its entry points and never
+# imports anything a spec names. The server accepts it only when a live worker reports it.
+PLUGIN_NAME = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+MAX_PLUGIN_NAME = 100
+MAX_OPTIONS_BYTES = 16 * 1024  # model_options / dataset_options, as compact JSON
+MAX_OPTIONS_KEYS = 64
+
+
+def builtin_models() -> tuple[str, ...]:
+    return ModelName.__args__  # type: ignore[attr-defined]
+
+
+def builtin_datasets() -> tuple[str, ...]:
+    return DatasetName.__args__  # type: ignore[attr-defined]
+
+
+def is_plugin_name(name: str, kind: Literal["model", "dataset"]) -> bool:
+    """Whether `name` names a plug-in: a valid name that is not a built-in."""
+    builtins = builtin_models() if kind == "model" else builtin_datasets()
+    return name not in builtins and re.fullmatch(PLUGIN_NAME, name) is not None
 
 # CIFAR VGG layer configs (paper-protocol.md): ints are 3x3 conv widths, "M" a 2x2 max-pool.
 VGG_CONFIGS: dict[int, tuple[int | str, ...]] = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
 }
+# CIFAR ResNets (He et al. 2016; worker/engine/resnet.py): depth 6n+2, three stages of n basic
+# blocks at these widths. A conv before a norm with no learnable shift keeps its bias.
+RESNET_WIDTHS: tuple[int, int, int] = (16, 32, 64)
+SHIFT_FREE_NORMS: tuple[str, ...] = ("none", "noise")
 
 
 # Sanity bounds of the spec itself, whatever a server allows (its limits are settings and
@@ -212,8 +248,27 @@ class RunSpec(_Strict):
     """Everything that determines one run. Defaults give a small CPU-friendly MLP on mnist1d."""
 
     # Model
-    model: ModelName = "mlp"
+    model: str = Field(
+        "mlp", max_length=MAX_PLUGIN_NAME,
+        description="a built-in model, or the name of a plug-in model a worker has installed "
+        "(entry-point group landscope.models; GET /api/v1/workers lists them)",
+        json_schema_extra={"anyOf": [{"enum": list(builtin_models())},
+                                     {"pattern": PLUGIN_NAME}]},
+    )
+    model_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="plug-in models only: JSON passed to the plug-in's factory as is "
+        f"(at most {MAX_OPTIONS_BYTES // 1024} KiB)",
+        json_schema_extra={"maxProperties": MAX_OPTIONS_KEYS},
+    )
     vgg_config: Literal[11, 16] = 11
+    resnet_depth: Literal[20, 32, 56] = Field(
+        20, description="resnet: depth 6n+2 (n basic blocks per stage, 16/32/64 channels)"
+    )
+    skip: bool = Field(
+        True, description="resnet: identity shortcuts; false = the same net without them "
+        "(Li et al. 2018's 'noshort')",
+    )
     width: float = Field(
         128, gt=0, le=1_000_000,
         description="vgg: channel multiplier (1 = paper); dln/mlp: hidden units",
@@ -225,7 +280,19 @@ class RunSpec(_Strict):
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
 
     # Data
-    dataset: DatasetName = "mnist1d"
+    dataset: str = Field(
+        "mnist1d", max_length=MAX_PLUGIN_NAME,
+        description="a built-in dataset, or the name of a plug-in dataset a worker has "
+        "installed (entry-point group landscope.datasets)",
+        json_schema_extra={"anyOf": [{"enum": list(builtin_datasets())},
+                                     {"pattern": PLUGIN_NAME}]},
+    )
+    dataset_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="plug-in datasets only: JSON passed to the plug-in's factory as is "
+        f"(at most {MAX_OPTIONS_BYTES // 1024} KiB)",
+        json_schema_extra={"maxProperties": MAX_OPTIONS_KEYS},
+    )
     n_samples: int = Field(
         1000, ge=2, le=100_000_000, description="gaussian_linear: samples (train and test each)"
     )
@@ -256,6 +323,54 @@ class RunSpec(_Strict):
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
     snapshots: SnapshotSpec = Field(default_factory=SnapshotSpec)
 
+    @field_validator("model", "dataset")
+    @classmethod
+    def _builtin_or_plugin(cls, v: str, info: ValidationInfo) -> str:
+        kind = info.field_name
+        builtins = builtin_models() if kind == "model" else builtin_datasets()
+        if v in builtins or is_plugin_name(v, kind):
+            return v
+        raise ValueError(
+            f"unknown {kind} {v!r}; built-in: {', '.join(builtins)}; or a plug-in's name "
+            "(lower-case letters, digits and _, dot-separated, e.g. 'mylab.wide_net')"
+        )
+
+    @field_validator("model_options", "dataset_options")
+    @classmethod
+    def _small_json(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.field_name.removesuffix("_options")
+        name = info.data.get(kind)  # absent when that field failed: its error is reported
+        if v and name is not None and not is_plugin_name(name, kind):
+            # Built-ins take their settings from the spec's own fields: options would be
+            # silently ignored, and no spec key is.
+            raise ValueError(f"only plug-in {kind}s take options; {kind} {name!r} is built in")
+        if len(v) > MAX_OPTIONS_KEYS:
+            raise ValueError(f"at most {MAX_OPTIONS_KEYS} keys")
+        try:
+            text = json.dumps(v, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON with finite numbers ({exc})") from None
+        if len(text.encode()) > MAX_OPTIONS_BYTES:
+            raise ValueError(f"at most {MAX_OPTIONS_BYTES} bytes as JSON")
+        return v
+
+    @field_validator("skip", mode="before")
+    @classmethod
+    def _skip_bool(cls, v: Any) -> Any:
+        # Only real booleans, as probes.landscape.batched: a typo never flips the architecture.
+        if not isinstance(v, bool):
+            raise ValueError("must be true or false")
+        return v
+
+    @field_validator("resnet_depth", "skip")
+    @classmethod
+    def _resnet_only(cls, v: Any, info: ValidationInfo) -> Any:
+        # Settings of one model are not silently ignored by another (model is validated first).
+        model, default = info.data.get("model"), cls.model_fields[info.field_name].default
+        if model is not None and model != "resnet" and v != default:
+            raise ValueError(f"{info.field_name} applies to model 'resnet' only")
+        return v
+
     @field_validator("batch_size", mode="before")
     @classmethod
     def _full_batch_words(cls, v: Any) -> Any:
@@ -276,8 +391,10 @@ class RunSpec(_Strict):
             raise ValueError("model 'dln' regresses: use loss 'sum_squares'")
         if self.dataset == "gaussian_linear" and self.loss != "sum_squares":
             raise ValueError("dataset 'gaussian_linear' is regression: use loss 'sum_squares'")
-        if self.model == "vgg" and self.dataset not in ("cifar10", "digits"):
-            raise ValueError("model 'vgg' needs image data: dataset 'cifar10' or 'digits'")
+        if self.model in ("vgg", "resnet") and self.dataset not in ("cifar10", "digits") \
+                and not self.plugin_dataset:  # a plug-in's shape is known once loaded
+            raise ValueError(
+                f"model {self.model!r} needs image data: dataset 'cifar10' or 'digits'")
         if self.norm == "group":
             bad_w = sorted({w for w in self.layer_widths() if w % self.norm_groups})
             if bad_w:
@@ -287,23 +404,42 @@ class RunSpec(_Strict):
         late = [s for s in self.snapshots.steps if s > self.steps]
         if late:
             raise ValueError(f"snapshots.steps {late} exceed the run's {self.steps} steps")
-        n = self.n_weight_layers()
-        bad = [i for i in self.probes.ics.layers if i > n]
+        n = self.n_weight_layers()  # None for a plug-in: the engine checks once it is built
+        bad = [i for i in self.probes.ics.layers if n is not None and i > n]
         if self.probes.ics.every and bad:
             raise ValueError(f"probes.ics.layers {bad} exceed the model's {n} weight layers")
         return self
 
-    def n_weight_layers(self) -> int:
-        """Weight (conv/linear) layers from input to output; the last one is never normalised."""
+    @property
+    def plugin_model(self) -> bool:
+        return is_plugin_name(self.model, "model")
+
+    @property
+    def plugin_dataset(self) -> bool:
+        return is_plugin_name(self.dataset, "dataset")
+
+    def n_weight_layers(self) -> int | None:
+        """Weight (conv/linear) layers from input to output; the last one is never normalised.
+        None for a plug-in model: only the built model knows (worker/engine/plugins.py)."""
+        if self.plugin_model:
+            return None
         if self.model == "vgg":
             return sum(1 for c in VGG_CONFIGS[self.vgg_config] if c != "M") + 1
+        if self.model == "resnet":  # the stem, 2 convs per block, the classifier
+            return self.resnet_depth
         return self.depth
 
     def layer_widths(self) -> list[int]:
-        """Output width (units or channels) of every normalised layer, input side first."""
+        """Output width (units or channels) of every normalised layer, input side first;
+        empty for a plug-in model (the engine reads them off the built model)."""
+        if self.plugin_model:
+            return []
         if self.model == "vgg":
             cfg = VGG_CONFIGS[self.vgg_config]
             return [max(1, round(c * self.width)) for c in cfg if c != "M"]
+        if self.model == "resnet":  # the stem's, then each stage's 2n convolutions
+            n = (self.resnet_depth - 2) // 6
+            return [RESNET_WIDTHS[0]] + [w for w in RESNET_WIDTHS for _ in range(2 * n)]
         return [int(self.width)] * (self.depth - 1)
 
     def probe_cost(self) -> dict[str, float]:
@@ -325,6 +461,9 @@ class RunSpec(_Strict):
         arch = (
             f"vgg{self.vgg_config}x{self.width:g}"
             if self.model == "vgg"
+            else f"resnet{self.resnet_depth}{'' if self.skip else '-noshort'}"
+            if self.model == "resnet"
+            else self.model if self.plugin_model  # width and depth are the plug-in's business
             else f"{self.model}{self.depth}x{int(self.width)}"
         )
         return f"{arch}-{self.norm}-lr{self.lr:g}-s{self.seed}"
@@ -361,13 +500,18 @@ def parse_value(text: str) -> Any:
     return t
 
 
+# Free-form JSON fields: a dict given for one is a value (it replaces the whole field), not a
+# section to merge key by key; a dotted override ("model_options.hidden=32") sets one key.
+FREE_FORM = frozenset({"model_options", "dataset_options"})
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested sections to dotted keys, so a partial section merges into the preset's one
     instead of replacing it ({"probes": {"ics": {"every": 5}}} keeps probes.landscape)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict) and v and key not in FREE_FORM:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v
@@ -389,12 +533,25 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             if i == len(parts) - 1:
                 node[part] = value
                 break
+            if model is RunSpec and part in FREE_FORM:
+                _set_nested(node, parts[i:], value)
+                break
             sub = fields[part].annotation
             if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
                 raise SpecError(dotted, f"{'.'.join(parts[: i + 1])} is a value, not a section")
             node = node.setdefault(part, {})
             model = sub
     return out
+
+
+def _set_nested(node: dict[str, Any], keys: list[str], value: Any) -> None:
+    """node[k0][k1]...[kn] = value, making (or replacing non-dict values by) dicts on the way;
+    `node` is already a deep copy."""
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,8 @@ def _layers(spec: dict[str, Any]) -> int:
         from server.spec import VGG_CONFIGS  # the same table the engine builds VGG from
 
         return sum(1 for c in VGG_CONFIGS[int(spec.get("vgg_config", 11))] if c != "M")
+    if spec.get("model") == "resnet":  # a norm slot after every conv: depth - 1 of them
+        return int(spec.get("resnet_depth", 20)) - 1
     return max(0, int(spec.get("depth", 1)) - 1)
 
 

@@ -27,6 +27,7 @@ from kombu import Exchange, Queue
 from server.db.session import make_engine, make_sessionmaker
 from server.queue import make_celery, worker_queues
 from server.settings import get_settings
+from worker.engine import plugins
 from worker.engine.state import resolve_device
 from worker.heartbeat import WorkerHeartbeat
 
@@ -110,6 +111,16 @@ def _force_solo_pool(sender, **_kw) -> None:
     limit_torch_threads(STATE.device)
 
 
+def installed_plugins() -> dict:
+    """The plug-ins this worker can run, for its row in `workers`: the server accepts a spec
+    naming a plug-in only when an online worker reports it (server/services/plugins.py)."""
+    try:
+        return plugins.installed()
+    except Exception as exc:  # a broken distribution's metadata must not stop the worker
+        log.error("could not list the installed plug-ins: %s", exc)
+        return {"models": {}, "datasets": {}, "problems": [f"listing failed: {exc}"]}
+
+
 @signals.worker_ready.connect
 def _register(sender, **_kw) -> None:
     s = get_settings()
@@ -117,7 +128,8 @@ def _register(sender, **_kw) -> None:
     STATE.heartbeat = WorkerHeartbeat(
         make_sessionmaker(STATE.engine()), name=sender.hostname, device=STATE.device,
         queues=queues, interval=s.heartbeat_seconds,
-        info={"torch": torch.__version__, "threads": torch.get_num_threads()},
+        info={"torch": torch.__version__, "threads": torch.get_num_threads(),
+              "plugins": installed_plugins()},
     )
     try:
         STATE.heartbeat.start()

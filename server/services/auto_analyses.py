@@ -33,6 +33,7 @@ from server.analysis_spec import AnalysisSpec
 from server.db.models import AdmissionLock, Analysis, Experiment, Run, utcnow
 from server.presets import Preset
 from server.schemas_analyses import AnalysisCreate
+from server.services import plugins
 from server.services.analyses import limit_violations, off_schedule, plan_analyses
 from server.services.errors import Conflict, InvalidRequest
 from server.services.specs import Origin, locate_first
@@ -92,6 +93,9 @@ def check(specs: Sequence[AnalysisSpec], runs: Sequence[RunSpec], settings: Sett
                             f"run {n} of the experiment saves "
                             f"{scheduled_snapshots(run, step)} (add snapshots.every)",
                             "not_enough_snapshots")
+            if (why := plugins.analysis_refusal(run)) is not None:
+                raise InvalidRequest(loc, f"run {n} of the experiment: {why}{whose}",
+                                     "plugin_analyses")
             snaps = scheduled_snapshots(run, max(steps))
             cost = estimate_analysis(run, spec.model_copy(update={"steps": steps}),
                                      snapshots=snaps)

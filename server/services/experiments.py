@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from server.db.models import Experiment, Run
 from server.schemas import ExperimentCreate
-from server.services import auto_analyses
+from server.services import auto_analyses, plugins
 from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import InvalidRequest, NotFound
 from server.services.runs import new_run, run_name
@@ -68,6 +68,7 @@ def create_experiment(
         Origin(BASE, frozenset(flatten(req.base))),
     ]
     specs = [validate(d, settings, origins, BASE) for d in dicts]
+    plugins.check_available(session, settings, specs, origins, BASE)
     wanted = auto_analyses.requested(req.analyses, preset)
     auto_analyses.check(wanted, specs, settings, explicit=req.analyses is not None)
     if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile

@@ -25,7 +25,8 @@ from webapp.style import norm_color, norm_label
 PATH = "/new"
 DEFAULT_PRESET = "quick-mlp"
 INPUT_FIELDS = [f for f in formspec.FIELDS if f != "preset"]
-MODELS = [("mlp", "MLP"), ("vgg", "VGG (CIFAR configs)"), ("dln", "deep linear network")]
+MODELS = [("mlp", "MLP"), ("vgg", "VGG (CIFAR configs)"), ("resnet", "ResNet (CIFAR, 6n+2)"),
+          ("dln", "deep linear network")]
 DATASETS = [("mnist1d", "mnist1d (generated offline)"), ("digits", "digits (scikit-learn)"),
             ("cifar10", "CIFAR-10"), ("gaussian_linear", "Gaussian linear task (DLN)")]
 
@@ -202,6 +203,8 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
                   Input("new-model", "value"))
     def model_fields(model):
         hide = {"display": "none"}
+        if model == "resnet":  # its depth is resnet_depth (20 by default; presets set it)
+            return hide, hide
         return (None, hide) if model == "vgg" else (hide, None)
 
     @app.callback(Output("new-cost", "children"), *errs,

@@ -90,7 +90,13 @@ def build_model(
     Built on CPU; the caller moves it to the run's device. `noise_generator` must already live on
     that device (it feeds the noisy norm layers during training forwards).
     """
-    builders = {"vgg": _vgg, "dln": _dln, "mlp": _mlp}
+    from worker.engine.resnet import build_resnet  # a Net look-alike: its blocks branch
+
+    builders = {"vgg": _vgg, "dln": _dln, "mlp": _mlp, "resnet": build_resnet}
+    if spec.plugin_model:  # an installed entry point of that name (worker/engine/plugins.py)
+        from worker.engine.plugins import build_plugin_model
+
+        return build_plugin_model(spec, in_shape, n_outputs, noise_generator)
     return builders[spec.model](spec, in_shape, n_outputs, noise_generator)
 
 

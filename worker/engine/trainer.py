@@ -40,9 +40,10 @@ from worker.engine.losses import LOSSES, correct_per_row, evaluate
 from worker.engine.models import build_model
 from worker.engine.probes import ProbeContext, build_probes
 from worker.engine.probes.base import Shadow
+from worker.engine.random_state import RandomState
 from worker.engine.sink import MetricSink
 from worker.engine.snapshots import SnapshotStore, snapshot_state
-from worker.engine.state import NoiseStream, resolve_device
+from worker.engine.state import NoiseStream, derive_seed, resolve_device
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
 StopRequest = Literal["cancel", "pause"]
@@ -79,6 +80,9 @@ class Trainer:
         self.order = BatchOrder(data.n_train, spec.batch_size, spec.seed)
         self.noise = NoiseStream(spec.seed, self.device)
         self.net = build_model(spec, data.in_shape, data.n_outputs, self.noise.generator)
+        # What probes rewind and restore: the noise generator and, for a plug-in network,
+        # the global generators its dropout draws from (random_state.py).
+        self.rng = RandomState(self.net, self.noise.generator)
         self.net.to(self.device).train()
         self.loss_fn = LOSSES[spec.loss]
         self.optimizer = self._make_optimizer()
@@ -118,7 +122,18 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(
+    def run(self, sink: MetricSink, **kwargs: Any) -> RunResult:
+        """Train (see _run for the keyword arguments) with torch's global generators seeded
+        from the spec, and the caller's put back afterwards. The engine's networks never draw
+        from them, but a plug-in's dropout does: seeded here, its masks are the same whatever
+        ran before in the process (a worker runs many runs); a resumed run then takes the
+        state its checkpoint saved."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(self.spec.seed, "global-rng"))
+            return self._run(sink, **kwargs)
+
+    def _run(
         self,
         sink: MetricSink,
         *,
@@ -205,7 +220,7 @@ class Trainer:
         if due or self.spec.bf16:
             with contextlib.ExitStack() as hooks:
                 if due:  # only probes rewind the noise or hook the forward: skip both otherwise
-                    self.noise.mark_step_start()
+                    self.rng.mark_step_start()
                     for p in due:
                         hooks.enter_context(p.on_train_forward(self.net))
                 with self.autocast():
@@ -238,7 +253,7 @@ class Trainer:
             sink.scalars(step, {"train/acc": c / n})
 
     def _measure(self, step: int, due: list, x, y, sink: MetricSink) -> None:
-        after_training_forward = self.noise.get_state()
+        after_training_forward = self.rng.get_state()
         if self._shadow is None:  # made on the first probed step, reused after
             self._shadow = Shadow(self.net, self.spec.probes.mode)
         ctx = ProbeContext(
@@ -251,7 +266,7 @@ class Trainer:
             loss_fn=self.loss_fn,
             lr=self.spec.lr,
             optimizer=self.optimizer,
-            noise=self.noise,
+            noise=self.rng,
             mode=self.spec.probes.mode,
             autocast=self.autocast,
             shadow=self._shadow,
@@ -265,7 +280,7 @@ class Trainer:
                 sink.eta_records(step, probe.name, out.eta_records)
             if out.distributions:
                 sink.distributions(step, out.distributions)
-        self.noise.set_state(after_training_forward)
+        self.rng.set_state(after_training_forward)
 
     def _evaluate(self, step: int, sink: MetricSink) -> None:
         if self.data.x_test is None:

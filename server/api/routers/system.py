@@ -8,6 +8,8 @@ from server.api.deps import ReadAuthorized, SessionDep, SettingsDep
 from server.api.responses import UNAUTHORIZED
 from server.presets import PRESETS
 from server.schemas import HealthOut, PresetOut, WorkerOut
+from server.schemas_plugins import PluginsOut
+from server.services import plugins as plugin_service
 from server.services import system
 from server.services.views import preset_out
 
@@ -32,6 +34,12 @@ def workers(
 ) -> list[WorkerOut]:
     """Workers seen within the last few heartbeats (and, on request, the others)."""
     return system.list_workers(session, settings, include_offline)
+
+
+@router.get("/plugins", dependencies=[ReadAuthorized], responses=UNAUTHORIZED)
+def plugins(session: SessionDep, settings: SettingsDep) -> PluginsOut:
+    """Plug-in models and datasets of the online workers: the names a run spec may use."""
+    return PluginsOut.model_validate(plugin_service.catalogue(session, settings))
 
 
 @router.get("/presets", dependencies=[ReadAuthorized], responses=UNAUTHORIZED)

@@ -87,6 +87,13 @@ class Dataset:
 def load_dataset(spec: RunSpec, data_dir: pathlib.Path) -> Dataset:
     """The dataset `spec.dataset` names; only cifar10 reads `data_dir` (the rest need no files)."""
     name = spec.dataset
+    if spec.plugin_dataset:  # an installed entry point of that name (worker/engine/plugins.py)
+        from worker.engine.plugins import PluginError, load_plugin_dataset
+
+        try:
+            return load_plugin_dataset(spec, pathlib.Path(data_dir))
+        except PluginError as exc:
+            raise DataError(str(exc)) from exc
     if name == "cifar10":
         from worker.engine.data.cifar10 import load_cifar10
 

@@ -30,7 +30,7 @@ def build_probes(spec: RunSpec, net, init_params: Params) -> list[Probe]:
             ActivationsProbe(
                 p.activations.every,
                 points,
-                spec.layer_widths(),
+                net.layer_widths() if hasattr(net, "layer_widths") else spec.layer_widths(),
                 spec.seed,
                 p.activations.bins,
                 p.activations.range,
