@@ -31,11 +31,21 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A rebuilt table is dropped and replaced; with foreign keys on, dropping `runs`
+            # would cascade to every row that references it (metrics, analyses). The pragma
+            # only works outside a transaction, so before the migrations' one begins.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         # batch mode: SQLite cannot ALTER most things; Alembic rebuilds tables there instead.
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True, compare_type=True)
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite and (bad := connection.exec_driver_sql("PRAGMA foreign_key_check")
+                           .fetchall()):
+                raise RuntimeError(f"migration left rows with dangling foreign keys: {bad}")
     engine.dispose()
 
 

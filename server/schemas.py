@@ -16,7 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from server.analysis_spec import AnalysisSpec
 from server.text import StoredText, check_text
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled"]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "diverged", "cancelled",
+                    "crashed"]
+Source = Literal["service", "sdk"]
 JsonFloat = float | Literal["NaN", "Infinity", "-Infinity"]
 T = TypeVar("T")
 
@@ -127,11 +129,15 @@ class RunOut(BaseModel):
     id: int
     experiment_id: int | None
     name: str
+    source: Source = Field(
+        "service", description="service: trained by a worker from `spec`; sdk: by the "
+        "user's own loop (landscope.init), `spec` {} and `config` its own settings")
+    config: dict[str, Any] | None = Field(None, description="sdk runs: the loop's config")
     spec: dict[str, Any]
     status: RunStatus
     queue: str
     step: int = Field(description="steps done so far")
-    total: int = Field(description="steps asked for")
+    total: int = Field(description="steps asked for (sdk runs: planned; 0 when not known)")
     progress: float = Field(ge=0, le=1)
     eta_seconds: float | None = Field(description="while running: from the step rate so far")
     last_loss: JsonFloat | None = Field(description="null before the first step")
@@ -158,6 +164,7 @@ class RunOut(BaseModel):
 class ExperimentOut(BaseModel):
     id: int
     name: str
+    source: Source = Field("service", description="sdk: runs of users' own loops")
     preset: str | None
     base_spec: dict[str, Any]
     vary: dict[str, Any]

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         3.0, gt=0, description="the API's longest wait for a free pooled database connection"
     )
+    max_ingest_mb: float = Field(
+        64, gt=0, description="POST /runs/{id}/ingest (SDK metric batches): largest body, "
+        "MiB, and largest after gzip decompression (larger: 413)"
+    )
+    sdk_heartbeat_timeout_seconds: float = Field(
+        60.0, gt=0, description="an SDK run silent this long is marked crashed (a heartbeat "
+        "arriving later revives it)"
+    )
     worker_db_statement_timeout_seconds: float = Field(
         60.0, gt=0, description="as DB_STATEMENT_TIMEOUT_SECONDS, for workers (bulk inserts)"
     )

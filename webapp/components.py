@@ -6,7 +6,7 @@ from typing import Any
 
 from dash import html
 
-from webapp.style import STATUS_COLORS
+from webapp.style import SDK_COLOR, STATUS_COLORS
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -28,11 +28,26 @@ def status_badge(status: str, extra: str = "") -> html.Span:
     )
 
 
+def source_badge(run: dict[str, Any]) -> html.Span | None:
+    """'SDK' for a run trained by its user's own loop (landscope.init); None for the rest."""
+    if run.get("source") != "sdk":
+        return None
+    return html.Span("SDK", className="badge source-sdk", style={"backgroundColor": SDK_COLOR},
+                     title="trained by its user's own loop through the Python SDK")
+
+
+def step_text(run: dict[str, Any]) -> str:
+    """steps done/total; just the steps done when no total is known (an SDK run that gave
+    none)."""
+    step, total = run.get("step", 0), run.get("total", 0)
+    return f"{step:,}/{total:,}" if total else f"{step:,} steps"
+
+
 def progress_bar(run: dict[str, Any]) -> html.Div:
     """step/total as a bar with the count and, while running, the time left."""
     pct = 100 * float(run.get("progress") or 0)
     eta = fmt_duration(run.get("eta_seconds"))
-    label = f"{run.get('step', 0):,}/{run.get('total', 0):,}" + (f" · {eta} left" if eta else "")
+    label = step_text(run) + (f" · {eta} left" if eta else "")
     return html.Div(
         [html.Div(className="progress-fill",
                   style={"width": f"{pct:.1f}%",

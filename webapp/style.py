@@ -40,8 +40,10 @@ STATUS_COLORS: dict[str, str] = {
     "failed": "#b3261e",
     "diverged": "#d62728",
     "cancelled": "#6c6c6c",
+    "crashed": "#a05a00",  # an SDK run whose training process stopped beating
 }
-FINISHED = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+FINISHED = frozenset({"succeeded", "failed", "diverged", "cancelled", "crashed"})
+SDK_COLOR = "#6f42c1"  # the badge of runs trained by a user's own loop (landscope.init)
 # The Reproduction page's verdicts (server/reproduction.py): green holds, amber partly, red
 # does not, grey cannot be decided yet.
 VERDICT_COLORS: dict[str, str] = {

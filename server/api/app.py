@@ -21,11 +21,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from server.api import errors, responses, timeouts
-from server.api.body_limit import BodyLimit
+from server.api.body_limit import INGEST_PATH, BodyLimit
 from server.api.deps import ReadAuthorized
 from server.api.fallback import add_api_fallback
 from server.api.idempotency import REPLAYED
-from server.api.routers import analyses, experiments, limits, metrics, runs, system
+from server.api.routers import (
+    analyses,
+    analysis_upload,
+    experiments,
+    limits,
+    metrics,
+    runs,
+    sdk,
+    system,
+)
 from server.db.session import WATCHDOG_GRACE_S, RequestSession, make_engine, make_sessionmaker
 from server.queue import make_celery
 from server.services.analysis_reconcile import reconcile_analyses
@@ -79,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX, responses=responses.UNREACHABLE)
     # system's routes choose their own
-    for module in (runs, experiments, metrics, limits, analyses):
+    for module in (runs, experiments, metrics, limits, analyses, sdk, analysis_upload):
         api.include_router(module.router, dependencies=[ReadAuthorized],
                            responses=responses.UNAUTHORIZED)
     api.include_router(system.router)
@@ -92,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A commit in flight at the deadline ends within the database watchdog's bound.
     commit_grace = settings.db_statement_timeout_seconds + WATCHDOG_GRACE_S + 1.0
     stragglers = timeouts.install(app, settings.request_timeout_seconds, commit_grace)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # SDK metric batches are larger than any other body (LANDSCOPE_MAX_INGEST_MB).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, routes=[
+        (INGEST_PATH, int(settings.max_ingest_mb * 2**20), "LANDSCOPE_MAX_INGEST_MB")])
     if settings.cors_origin_list:
         # Opt-in, for a separate front end: only the listed origins, only the API's methods,
         # and no cookies (the API authenticates by bearer token, never by cookie).

@@ -6,26 +6,44 @@ a Content-Length the bytes outrun) is read first, counted, and refused as soon a
 passes the limit; a body within it is then replayed to the application, which reads it as
 usual. Nothing downstream streams uploads, so reading first costs nothing: FastAPI and Flask
 read the whole body before parsing it anyway.
+
+Routes may have limits of their own (`routes`: path pattern, bytes, the setting's name): the
+SDK's ingest route takes metric batches up to LANDSCOPE_MAX_INGEST_MB.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# POST /api/v1/runs/{id}/ingest (server/api/routers/sdk.py)
+INGEST_PATH = re.compile(r"^/api/v1/runs/[^/]+/ingest/?$")
+
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 routes: Sequence[tuple[re.Pattern[str], int, str]] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = list(routes)
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        path = scope.get("path", "")
+        for pattern, max_bytes, setting in self.routes:
+            if pattern.match(path):
+                return max_bytes, setting
+        return self.max_bytes, ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self._declared(scope) > self.max_bytes:
-            await self._refuse(send)
+        limit, setting = self._limit(scope)
+        if self._declared(scope) > limit:
+            await self._refuse(send, limit, setting)
             return
         messages: list[Message] = []
         size = 0
@@ -34,8 +52,8 @@ class BodyLimit:
             if message["type"] != "http.request":  # the client went away: nobody to answer
                 return
             size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(send)
+            if size > limit:
+                await self._refuse(send, limit, setting)
                 return
             messages.append(message)
             if not message.get("more_body", False):
@@ -56,9 +74,10 @@ class BodyLimit:
                     return 0  # the server rejects a malformed length before we see it
         return 0
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int, setting: str) -> None:
+        named = f" ({setting})" if setting else ""
         body = json.dumps({"detail": f"the request body is over the server's limit of "
-                                     f"{self.max_bytes} bytes"}).encode()
+                                     f"{limit} bytes{named}"}).encode()
         # Connection: close, since the rest of the body stays unread on the connection.
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

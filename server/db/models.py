@@ -34,9 +34,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled")
+# crashed: an SDK run whose training process stopped beating (server/services/reconcile.py);
+# a heartbeat that arrives later revives it to running.
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "diverged", "cancelled", "crashed")
 ACTIVE_STATUSES = ("queued", "running")
-FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled")
+FINISHED_STATUSES = ("succeeded", "failed", "diverged", "cancelled", "crashed")
+# Run.source / Experiment.source: trained by a worker from a spec, or by a user's own loop
+# through the SDK (landscope.init), which sends its metrics to POST /runs/{id}/ingest.
+SOURCES = ("service", "sdk")
 
 ROLLUP_BASE = 64
 ROLLUP_LEVELS = 3  # buckets of 64, 4096 and 262144 steps
@@ -113,6 +118,7 @@ class Experiment(Base):
     # AnalysisSpec dicts a worker creates for each run once it succeeds (server/services/
     # auto_analyses.py); [] none. NULL only on rows written before analyses existed.
     analyses: Mapped[list[Any] | None] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.id")
@@ -149,6 +155,12 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # SDK runs: spec is {} (no RunSpec: the user's loop is the spec), config the user's own
+    # dict, client_id the SDK's uuid4 hex, so a retried init or a `landscope sync` of the
+    # same offline run finds this row again. total is 0 when the SDK gave no plan.
+    source: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client_id: Mapped[str | None] = mapped_column(String(32), unique=True)
 
     experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
 

@@ -96,8 +96,9 @@ def admit(session: Session, settings: Settings, new: int, c: Claim | None) -> in
 def check_queue_room(session: Session, settings: Settings, new: int) -> None:
     """Refuse work past max_queued_runs (queued + running, all experiments together)."""
     active = session.scalar(
-        select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE_STATUSES))
-    )
+        select(func.count()).select_from(Run)
+        .where(Run.status.in_(ACTIVE_STATUSES), Run.source == "service")
+    )  # sdk runs train in their users' processes: they take no worker's room
     if active + new > settings.max_queued_runs:
         raise QueueFull(
             f"{active} runs are queued or running and this request adds {new}; the server "

@@ -37,6 +37,7 @@ from server.db.models import (
 )
 from server.queue import send_analysis_prepare
 from server.schemas_analyses import AnalysisCreate
+from server.services import plugins
 from server.services.admission import Claim, prior_resource, remember
 from server.services.errors import Conflict, InvalidRequest, NotFound
 from server.services.specs import Origin, locate_first
@@ -87,6 +88,8 @@ def plan_analyses(session: Session, settings: Settings, req: AnalysisCreate) -> 
     planned = []
     for run in runs:
         run_spec = _run_spec(run)
+        if (why := plugins.analysis_refusal(run_spec)) is not None:
+            raise Conflict(f"run {run.id}: {why}")
         steps = req.spec.steps if req.spec.steps is not None else [run_spec.steps]
         spec = req.spec.model_copy(update={"steps": steps})
         saved = _saved_steps(session, run.id)
@@ -169,6 +172,9 @@ def _target_runs(session: Session, req: AnalysisCreate) -> list[Run]:
 
 
 def _run_spec(run: Run) -> RunSpec:
+    if run.source == "sdk":  # no spec, no snapshots: the SDK analyses in its own process
+        raise Conflict(f"run {run.id} is an SDK run: workers cannot rebuild its network; "
+                       "analyse it in its own process with landscope.analyse(...)")
     try:
         return build_spec(run.spec)
     except SpecError as exc:  # stored by an older version that no longer validates

@@ -7,6 +7,8 @@ The database is the source of truth for runs. Three ways a run can be stranded, 
    queue and send it; the next worker resumes from the run's last checkpoint.
 Sending a run twice is harmless: a worker claims a run only when it is queued or its
 heartbeat is stale (worker/runner.py), so a second message finds nothing to do.
+SDK runs (a user's own loop trains them) are never requeued nor sent: when their heartbeat
+goes stale they become `crashed` (server/services/sdk_runs.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from server.broker_inspect import live_run_ids
 from server.db.models import Run, utcnow
 from server.queue import declare_queues
 from server.services.runs import send_runs
+from server.services.sdk_runs import mark_crashed
 from server.settings import Settings
 
 log = logging.getLogger("landscope.reconcile")
@@ -35,6 +38,7 @@ GRACE_SECONDS = 10.0
 class Reconciled:
     requeued: list[int] = field(default_factory=list)  # stale running runs put back
     resent: list[int] = field(default_factory=list)  # queued runs sent (again)
+    crashed: list[int] = field(default_factory=list)  # sdk runs whose heartbeat stopped
     broker_view: bool = True  # False: the broker's messages could not be listed
 
 
@@ -42,7 +46,8 @@ def requeue_stale(session: Session, stale_seconds: float) -> list[int]:
     """Running runs whose heartbeat is older than `stale_seconds` go back to queued."""
     cutoff = utcnow() - timedelta(seconds=stale_seconds)
     stale = select(Run.id).where(
-        Run.status == "running", or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff)
+        Run.source == "service", Run.status == "running",
+        or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
     )
     ids = list(session.scalars(stale))
     if ids:
@@ -67,7 +72,8 @@ def stranded_queued(session: Session, live: set[int] | None, grace: float) -> li
         cond = or_(unsent, lost)
     stmt = (
         select(Run)
-        .where(Run.status == "queued", Run.cancel_requested.is_(False), cond)
+        .where(Run.source == "service", Run.status == "queued",
+               Run.cancel_requested.is_(False), cond)
         .order_by(Run.id)
         .with_for_update(skip_locked=True)  # two API replicas never both send a run
     )
@@ -83,6 +89,7 @@ def reconcile(factory: sessionmaker[Session], celery_app: Celery, settings: Sett
     out = Reconciled()
     with factory() as session, session.begin():
         out.requeued = requeue_stale(session, settings.stale_after_seconds)
+        out.crashed = mark_crashed(session, settings.sdk_heartbeat_timeout_seconds)
     try:
         live = live_run_ids(settings)
     except Exception as exc:  # noqa: BLE001 - any failure to look means: do not guess
@@ -106,4 +113,6 @@ def reconcile(factory: sessionmaker[Session], celery_app: Celery, settings: Sett
         out.resent = sorted(r.id for r in runs + fresh)
     if out.requeued or out.resent:
         log.warning("reconcile: requeued %s, sent %s", out.requeued, out.resent)
+    if out.crashed:
+        log.warning("reconcile: sdk runs %s crashed (no heartbeat)", out.crashed)
     return out

@@ -18,6 +18,7 @@ from server.db.metrics import delete_run_metrics
 from server.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, utcnow
 from server.queue import queue_for, send_run
 from server.schemas import RunCreate
+from server.services import plugins
 from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import BrokerUnavailable, Conflict, NotFound
 from server.services.specs import Origin, find_preset, merge, validate
@@ -62,6 +63,7 @@ def create_run(
     if req.spec:
         origins.append(Origin(("body", "spec"), frozenset(flatten(req.spec))))
     spec = validate(data, settings, origins, fallback)
+    plugins.check_available(session, settings, [spec], origins, fallback)
     if (prior := admit(session, settings, 1, idem)) is not None:  # sent while we validated
         return replayed_run(session, prior), False
     run = new_run(spec, req.name or run_name(spec))
@@ -141,6 +143,10 @@ def cancel_run(session: Session, run_id: int) -> Run:
 def delete_run(session: Session, run_id: int) -> None:
     """Delete a finished run with its metrics; a queued or running one must be cancelled
     first (its worker would otherwise write into a run that no longer exists)."""
+    # The row lock first (PostgreSQL): an SDK batch being stored holds a key-share lock on
+    # the run (server/services/sdk_runs.py), so its points land before these deletes, not
+    # after them as orphans.
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
     run = get_run(session, run_id)
     if run.status in ACTIVE_STATUSES:
         raise Conflict(f"run {run_id} is {run.status}: cancel it first")

@@ -17,8 +17,8 @@ from server.spec import SpecError, build_spec
 def eta_seconds(run: Run, now: datetime) -> float | None:
     """Seconds left at the step rate since the run started; None unless running with steps
     done (a rate from zero steps says nothing)."""
-    if run.status != "running" or run.started_at is None or run.step <= 0:
-        return None
+    if run.status != "running" or run.started_at is None or run.step <= 0 or run.total <= 0:
+        return None  # (an sdk run that gave no total: no end to count down to)
     elapsed = (now - run.started_at).total_seconds()
     if elapsed <= 0:
         return None
@@ -35,6 +35,8 @@ def last_loss(run: Run) -> float | str | None:
 
 
 def probe_cost(spec: dict) -> dict[str, float] | None:
+    if not spec:  # an sdk run: no RunSpec (an empty dict would validate as the defaults)
+        return None
     try:
         return build_spec(spec).probe_cost()
     except SpecError:  # a spec stored by an older version that no longer validates
@@ -55,6 +57,8 @@ def run_out(run: Run, now: datetime | None = None,
         id=run.id,
         experiment_id=run.experiment_id,
         name=run.name,
+        source=run.source,
+        config=run.config,
         spec=run.spec,
         status=run.status,
         queue=run.queue,
@@ -83,6 +87,7 @@ def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:
     return ExperimentOut(
         id=exp.id,
         name=exp.name,
+        source=exp.source,
         preset=exp.preset,
         base_spec=exp.base_spec,
         vary=exp.vary,

@@ -8,7 +8,7 @@ from typing import Any
 
 from dash import dcc, html
 
-from webapp.components import progress_bar, status_badge, swatch
+from webapp.components import progress_bar, source_badge, status_badge, swatch
 from webapp.figures import DEFAULT_LOG
 from webapp.runsets import RunView
 from webapp.style import graph_config
@@ -150,7 +150,8 @@ def run_strip(runs: list[dict[str, Any]], views: list[RunView], export_url) -> l
         extra = f"at {run['diverged_at']}" if run.get("diverged_at") is not None else ""
         chips.append(html.Div([
             html.Div([swatch(v.color, v.dash), html.Span(v.label, className="chip-label"),
-                      status_badge(run["status"], extra)], className="chip-top"),
+                      source_badge(run), status_badge(run["status"], extra)],
+                     className="chip-top"),
             progress_bar(run),
             html.Div([html.Span(f"#{v.id} {v.name}", className="muted"),
                       html.Span(where, className="muted"),

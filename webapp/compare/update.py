@@ -19,7 +19,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import Patch
 
-from webapp import figures
+from webapp import figures, sdk_view
 from webapp.client import ApiClient, ApiError
 from webapp.compare.data import (
     REBUILD_POINTS,
@@ -121,6 +121,8 @@ def paper_log(runs: list[dict[str, Any]]) -> tuple[str, ...]:
 def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
                choose_log: bool = False) -> Result:
     runs, title = load_runs(client, source)
+    # SDK runs have no spec: the figures learn their probes from what they recorded.
+    runs = client.map(lambda r: sdk_view.describe(client, r), runs)
     views = build_views(runs)
     if choose_log:
         controls = replace(controls, log=paper_log(runs))

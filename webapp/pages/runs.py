@@ -12,14 +12,15 @@ from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from webapp.client import ApiClient, ApiError
-from webapp.components import fmt_duration
-from webapp.style import FINISHED, FONT, STATUS_COLORS, norm_color, norm_label
+from webapp.components import fmt_duration, step_text
+from webapp.style import FINISHED, FONT, SDK_COLOR, STATUS_COLORS, norm_color, norm_label
 
 PATH = "/"
 REFRESH_MS = 2000
 COLUMNS = [
     {"id": "id", "name": "#"},
     {"id": "name", "name": "run", "presentation": "markdown"},
+    {"id": "source", "name": "source"},
     {"id": "norm", "name": "normalisation"},
     {"id": "experiment", "name": "experiment", "presentation": "markdown"},
     {"id": "status", "name": "status"},
@@ -58,16 +59,20 @@ def table_rows(runs: list[dict[str, Any]], export_url, prefix: str = "/") -> lis
     """One table row per run (API JSON), links relative to the app's path prefix."""
     rows = []
     for r in runs:
-        norm = r["spec"].get("norm", "")
+        sdk = r.get("source") == "sdk"
+        # An SDK run has no spec: its config may name its normalisation.
+        norm = r["spec"].get("norm", "") if not sdk else str((r.get("config") or {})
+                                                                .get("norm", ""))
         exp = r.get("experiment_id")
         created = r.get("created_at") or ""
         rows.append({
             "id": r["id"],
             "name": f"[{_md(r['name'])}]({prefix}compare?runs={r['id']})",
+            "source": "SDK" if sdk else "",
             "norm": norm_label(norm),
             "experiment": f"[experiment {exp}]({prefix}experiments/{exp})" if exp else "",
             "status": status_text(r),
-            "progress": f"{r['step']:,}/{r['total']:,} ({100 * r['progress']:.0f}%)",
+            "progress": step_text(r) + (f" ({100 * r['progress']:.0f}%)" if r["total"] else ""),
             "eta": fmt_duration(r.get("eta_seconds")),
             "device": r.get("device") or "",
             "worker": r.get("worker") or "",
@@ -101,6 +106,11 @@ def row_styles(rows: list[dict]) -> list[dict]:
         })
         styles.append({"if": {"filter_query": f"{{id}} = {row['id']}", "column_id": "status"},
                        "color": color, "fontWeight": 600})
+        if row.get("source"):  # the SDK badge
+            styles.append({"if": {"filter_query": f"{{id}} = {row['id']}",
+                                  "column_id": "source"},
+                           "color": "white", "backgroundColor": SDK_COLOR, "fontWeight": 600,
+                           "fontSize": "0.8em", "textAlign": "center"})
         # An inset shadow, not a border: the list view's own borders override cell borders.
         styles.append({"if": {"filter_query": f"{{id}} = {row['id']}", "column_id": "norm"},
                        "boxShadow": f"inset 4px 0 0 {norm_color(row['_norm'])}",
