@@ -4,6 +4,7 @@
     landscope analyse RUN_DIR [--kind surface|slice|trajectory|spectrum] [--out DIR]
     landscope presets [NAME]
     landscope reproduce [--quick] [--api URL] [--no-wait] [--report]   the paper's figures
+    landscope sync DIR [--server URL] [--token T]   upload an offline run, a spool
     landscope data download cifar10 [--data-dir DIR]
     landscope up [--host H] [--port P] [--device D]     API + dashboard + one worker
     landscope api [--host H] [--port P]                  API + dashboard only
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         db_cmd,
         presets_cmd,
         reproduce_cmd,
+        sync_cmd,
         train_cmd,
         up_cmd,
         worker_cmd,
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     analyse_cmd.add_parser(sub)
     presets_cmd.add_parser(sub)
     reproduce_cmd.add_parser(sub)
+    sync_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
     up_cmd.add_parser(sub)
     api_cmd.add_parser(sub)

@@ -57,7 +57,7 @@ class EvalCopy:
                 m.momentum = None  # cumulative average over the recalibration batches
         elif bn_mode != "running":
             raise ValueError(f"unknown bn_mode {bn_mode!r}")
-        self.module.train(bn_mode == "batch")
+        self._mode(bn_mode == "batch")
         for p in self.module.parameters():
             p.requires_grad_(False)  # values are written in; gradients go through functional_call
         self.params = dict(self.module.named_parameters())
@@ -72,6 +72,15 @@ class EvalCopy:
     def _contiguous_under_vmap(self, _module: nn.Module, args: tuple) -> tuple | None:
         return (args[0].contiguous(), *args[1:]) if self.vmapping else None
 
+    def _mode(self, train: bool) -> None:
+        """train/eval mode, with every Dropout module off in both: dropout is a training-time
+        draw from the global RNG, not a normalisation, and a point's value must be a function
+        of its parameters (a user's network may have it: landscope.analyse; the engine's not)."""
+        self.module.train(train)
+        for m in self.module.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
+
     def rewind(self) -> None:
         """Every private noise generator back to its fixed seed."""
         for g, s in zip(self.generators, self.seeds, strict=True):
@@ -82,13 +91,13 @@ class EvalCopy:
         """Running statistics recomputed at the current parameters, then eval mode."""
         for m in self.norms:
             m.reset_running_stats()
-        self.module.train()
+        self._mode(True)
         self.rewind()
         try:
             for xb in batches:
                 self.module(xb)
         finally:
-            self.module.eval()
+            self._mode(False)
 
     def buffers(self) -> dict[str, Tensor]:
         """Copies of the current buffers (running statistics), to freeze them in a closure."""

@@ -113,7 +113,7 @@ class GridEvaluator:
     """
 
     def __init__(
-        self, net: nn.Module, loss_name: str, x: Tensor, y: Tensor, *, bn_mode: str,
+        self, net: nn.Module, loss_name: str | LossSum, x: Tensor, y: Tensor, *, bn_mode: str,
         batch_size: int | None, recal_x: Tensor | None = None, classify: bool,
         max_batched_points: int = 8, noise_seed: int = 0, use_vmap: bool | None = None,
     ) -> None:
@@ -138,9 +138,10 @@ class GridEvaluator:
             raise ValueError("recalibrated mode needs a non-empty recalibration set")
         self.recal_batches = list(recal.split(bs)) if bn_mode == "recalibrated" else []
         self.bn_mode = bn_mode
-        self.loss_sum = _loss_sum(loss_name)
+        # A name, or a LossSum of the caller's own (the SDK's analyse: a user's loss function).
+        self.loss_sum = loss_name if callable(loss_name) else _loss_sum(loss_name)
         # Accuracy of a classifier trained with cross-entropy (as losses.evaluate reports it).
-        self.classify = classify and loss_name == "cross_entropy"
+        self.classify = classify and (callable(loss_name) or loss_name == "cross_entropy")
         # Group size K: 1 means the per-point loop.
         if use_vmap is None:
             use_vmap = self.device.type != "cpu"

@@ -31,7 +31,7 @@ from server.analysis_spec import AnalysisSpec, chunks
 from server.spec import RunSpec
 from worker.engine.data import load_dataset
 from worker.engine.geometry import job_prepare as jp
-from worker.engine.geometry.evaluate import GridEvaluator, eval_subset
+from worker.engine.geometry.evaluate import GridEvaluator, LossSum, eval_subset
 from worker.engine.geometry.hessian import network_hvp, spectrum
 from worker.engine.geometry.sink import AnalysisSink, GridValue
 from worker.engine.models import build_model
@@ -58,37 +58,70 @@ class AnalysisJob:
     def __init__(self, run_spec: RunSpec, spec: AnalysisSpec, data_dir: Path,
                  snapshots: SnapshotStore, device: str | torch.device | None = None,
                  other_snapshots: SnapshotStore | None = None) -> None:
-        self.run_spec, self.spec = run_spec, spec
-        self.store, self.other = snapshots, other_snapshots
-        if spec.directions.kind == "interpolation" and spec.directions.source == "run" \
-                and other_snapshots is None:
-            raise ValueError("interpolation between runs needs the other run's snapshots")
-        self.device = torch.device(device) if device is not None else resolve_device(
-            run_spec.device)
+        _check_other(spec, other_snapshots)
+        device = torch.device(device) if device is not None else resolve_device(run_spec.device)
         data = load_dataset(run_spec, Path(data_dir))
-        self.classify = data.task == "classification"
-        n = data.n_train
+        if spec.test_set and data.x_test is None:
+            raise ValueError(f"dataset {run_spec.dataset!r} has no test set")
+        gen = torch.Generator(device=device)  # replaced by the evaluator's own (noisy BN)
+        net = build_model(run_spec, data.in_shape, data.n_outputs, gen).to(device)
+        self.run_spec = run_spec
+        self._setup(spec, net, run_spec.loss, (data.x_train, data.y_train),
+                    test=(data.x_test, data.y_test) if spec.test_set else None,
+                    classify=data.task == "classification", snapshots=snapshots,
+                    other_snapshots=other_snapshots, device=device,
+                    batch_size=spec.batch_size or run_spec.batch_size, norm=run_spec.norm)
+
+    @classmethod
+    def from_model(cls, net: torch.nn.Module, loss: str | LossSum,
+                   data: tuple[Tensor, Tensor], spec: AnalysisSpec, snapshots: SnapshotStore,
+                   *, classify: bool, test: tuple[Tensor, Tensor] | None = None,
+                   device: str | torch.device | None = None,
+                   other_snapshots: SnapshotStore | None = None,
+                   norm: str | None = None) -> AnalysisJob:
+        """A job on a network built elsewhere (the SDK: a user's own model) instead of a run
+        spec: `net` gives the architecture (its weights come from `snapshots`), `data` the
+        set the evaluation subset is drawn from (as a run's training set), `loss` a loss name
+        or a LossSum (evaluate.py). `norm` is only recorded in the meta."""
+        _check_other(spec, other_snapshots)
+        if spec.test_set and test is None:
+            raise ValueError("test_set needs test data")
+        device = torch.device(device) if device is not None else next(net.parameters()).device
+        job = cls.__new__(cls)
+        job.run_spec = None
+        job._setup(spec, net.to(device), loss, data, test=test, classify=classify,
+                   snapshots=snapshots, other_snapshots=other_snapshots, device=device,
+                   batch_size=spec.batch_size, norm=norm)
+        return job
+
+    def _setup(self, spec: AnalysisSpec, net: torch.nn.Module, loss: str | LossSum,
+               train: tuple[Tensor, Tensor], *, test: tuple[Tensor, Tensor] | None,
+               classify: bool, snapshots: SnapshotStore,
+               other_snapshots: SnapshotStore | None, device: torch.device,
+               batch_size: int | None, norm: str | None) -> None:
+        self.spec, self.loss, self.classify = spec, loss, classify
+        self.store, self.other = snapshots, other_snapshots
+        self.device = device
+        x_all, y_all = train
+        n = len(x_all)
         idx = eval_subset(n, jp.subset_size(spec.eval_samples, n), spec.eval_seed)
-        self.x, self.y = data.x_train[idx].to(self.device), data.y_train[idx].to(self.device)
+        self.x, self.y = x_all[idx].to(self.device), y_all[idx].to(self.device)
         self.recal_x = None
         if spec.bn_mode == "recalibrated":
             r_seed = derive_seed(spec.eval_seed, "recalibration")
             r_idx = eval_subset(n, jp.subset_size(spec.recalibration_samples, n), r_seed)
-            self.recal_x = data.x_train[r_idx].to(self.device)
+            self.recal_x = x_all[r_idx].to(self.device)
         self.test = None
-        if spec.test_set:
-            if data.x_test is None:
-                raise ValueError(f"dataset {run_spec.dataset!r} has no test set")
-            self.test = (data.x_test.to(self.device), data.y_test.to(self.device))
-        self.batch_size = spec.batch_size or run_spec.batch_size or len(self.x)
-        gen = torch.Generator(device=self.device)  # replaced by the evaluator's own (noisy BN)
-        self.net = build_model(run_spec, data.in_shape, data.n_outputs, gen).to(self.device)
+        if test is not None:
+            self.test = (test[0].to(self.device), test[1].to(self.device))
+        self.batch_size = batch_size or len(self.x)
+        self.net = net
         self.names = [n for n, _ in self.net.named_parameters()]
         self.xs = spec.x_axis().values()
         y_axis = spec.y_axis()
         self.ys = y_axis.values() if y_axis is not None else None
         self.meta = jp.meta(
-            run_spec, spec, eval_samples=len(self.x), batch_size=self.batch_size,
+            norm, spec, eval_samples=len(self.x), batch_size=self.batch_size,
             recal_samples=None if self.recal_x is None else len(self.recal_x),
             test_samples=None if self.test is None else len(self.test[0]), device=self.device,
             dtype=next(self.net.parameters()).dtype)
@@ -119,9 +152,8 @@ class AnalysisJob:
         kw = dict(bn_mode=self.spec.bn_mode, batch_size=self.batch_size, recal_x=self.recal_x,
                   classify=self.classify, max_batched_points=GROUP,
                   noise_seed=self.spec.eval_seed)
-        ev = GridEvaluator(self.net, self.run_spec.loss, self.x, self.y, **kw)
-        test = None if self.test is None else GridEvaluator(
-            self.net, self.run_spec.loss, *self.test, **kw)
+        ev = GridEvaluator(self.net, self.loss, self.x, self.y, **kw)
+        test = None if self.test is None else GridEvaluator(self.net, self.loss, *self.test, **kw)
         return ev, test
 
     def _params(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -330,6 +362,12 @@ def interpolation_barrier(spec: AnalysisSpec, losses: Mapping[int, float],
     idx = sorted(losses)
     return jp.barrier([xs[i] for i in idx], [losses[i] for i in idx],
                       endpoints["a"]["loss"], endpoints["b"]["loss"])
+
+
+def _check_other(spec: AnalysisSpec, other: SnapshotStore | None) -> None:
+    d = spec.directions
+    if d.kind == "interpolation" and d.source == "run" and other is None:
+        raise ValueError("interpolation between runs needs the other run's snapshots")
 
 
 def _require(want: list[int], have: list[int], where: str) -> None:

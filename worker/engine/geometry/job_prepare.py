@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 from server.analysis_spec import AnalysisSpec
-from server.spec import RunSpec
 from worker.engine.geometry.directions import orthogonalize, random_direction
 from worker.engine.geometry.flat import dot, norm, unflatten
 from worker.engine.geometry.hessian import network_hvp, top_eigen
@@ -157,13 +156,13 @@ def barrier(alphas: list[float], losses: list[float], loss_a: float, loss_b: flo
     return max(on) - max(loss_a, loss_b)
 
 
-def meta(run_spec: RunSpec, spec: AnalysisSpec, *, eval_samples: int, batch_size: int,
+def meta(norm_name: str | None, spec: AnalysisSpec, *, eval_samples: int, batch_size: int,
          recal_samples: int | None, test_samples: int | None, device: torch.device,
          dtype: torch.dtype) -> dict[str, Any]:
     """How every value of this analysis was measured (shown beside each figure)."""
     d = spec.directions
     return {
-        "bn_mode": spec.bn_mode, "norm": run_spec.norm, "eval_samples": eval_samples,
+        "bn_mode": spec.bn_mode, "norm": norm_name, "eval_samples": eval_samples,
         "eval_seed": spec.eval_seed, "batch_size": batch_size,
         "recalibration_samples": recal_samples, "test_samples": test_samples,
         "directions": {"kind": d.kind, "seed": d.seed, "keep_1d": d.keep_1d,
