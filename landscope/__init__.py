@@ -34,7 +34,8 @@ _EXPORTS = {
     "LandscopeError": "landscope.client",
 }
 
-__all__ = ["Client", "LandscopeError", "Probes", "Run", "analyse", "init"]  # = _EXPORTS, spelt out for tools
+# = _EXPORTS, spelt out for tools
+__all__ = ["Client", "LandscopeError", "Probes", "Run", "analyse", "init"]
 
 if TYPE_CHECKING:  # for editors and type checkers only
     from landscope.client import Client, LandscopeError

@@ -52,13 +52,10 @@ _NEWEST = (
     "SELECT u.s, (SELECT max(p.step) FROM metric_points p WHERE p.series_id = u.s) "
     "FROM unnest(%b::int4[]) AS u(s)"
 )
-_ADD_ROLLUPS = (
-    "INSERT INTO metric_rollups "
-    "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) "
-    "SELECT s, l, b, n, nb, CASE WHEN nb < n THEN vs END, CASE WHEN nb < n THEN lo END, "
-    "CASE WHEN nb < n THEN hi END, smin, smax FROM unnest(%b::int4[], %b::int2[], %b::int4[], "
-    "%b::int4[], %b::int4[], %b::float8[], %b::float8[], %b::float8[], %b::int4[], %b::int4[]) "
-    "AS u(s, l, b, n, nb, vs, lo, hi, smin, smax) "
+# Rollup increments merged into the buckets already stored: counts and sums add (NULL sums:
+# no finite value yet), extremes and step spans widen. Both write paths (this COPY's numpy
+# increments, metrics.py's insert-ignore RETURNING rows) merge by this one rule.
+MERGE_ROLLUPS = (
     "ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
     "n = metric_rollups.n + excluded.n, n_bad = metric_rollups.n_bad + excluded.n_bad, "
     "vsum = CASE WHEN metric_rollups.vsum IS NULL THEN excluded.vsum "
@@ -68,6 +65,14 @@ _ADD_ROLLUPS = (
     "vmax = greatest(metric_rollups.vmax, excluded.vmax), "
     "step_min = least(metric_rollups.step_min, excluded.step_min), "
     "step_max = greatest(metric_rollups.step_max, excluded.step_max)"
+)
+_ADD_ROLLUPS = (
+    "INSERT INTO metric_rollups "
+    "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) "
+    "SELECT s, l, b, n, nb, CASE WHEN nb < n THEN vs END, CASE WHEN nb < n THEN lo END, "
+    "CASE WHEN nb < n THEN hi END, smin, smax FROM unnest(%b::int4[], %b::int2[], %b::int4[], "
+    "%b::int4[], %b::int4[], %b::float8[], %b::float8[], %b::float8[], %b::int4[], %b::int4[]) "
+    "AS u(s, l, b, n, nb, vs, lo, hi, smin, smax) " + MERGE_ROLLUPS
 )
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from server.db import float_sums
 from server.db.downsample import SeriesData, read_buckets
-from server.db.ingest_pg import copy_points, raw_cursor
+from server.db.ingest_pg import MERGE_ROLLUPS, copy_points, raw_cursor
 from server.db.models import (
     FINITE,
     ROLLUP_BASE,
@@ -144,16 +144,7 @@ _ADD_TO_ROLLUPS = (
     "(series_id, level, bucket, n, n_bad, vsum, vmin, vmax, step_min, step_max) "
     "SELECT series_id, {level}, step / {width}, count(*), count(*) - count(value), "
     + float_sums.total("value") + ", min(value), max(value), min(step), max(step) FROM ins "
-    "GROUP BY series_id, step / {width} "
-    "ON CONFLICT (series_id, level, bucket) DO UPDATE SET "
-    "n = metric_rollups.n + excluded.n, n_bad = metric_rollups.n_bad + excluded.n_bad, "
-    "vsum = CASE WHEN metric_rollups.vsum IS NULL THEN excluded.vsum "
-    "WHEN excluded.vsum IS NULL THEN metric_rollups.vsum "
-    "ELSE " + float_sums.add("metric_rollups.vsum", "excluded.vsum") + " END, "
-    "vmin = least(metric_rollups.vmin, excluded.vmin), "
-    "vmax = greatest(metric_rollups.vmax, excluded.vmax), "
-    "step_min = least(metric_rollups.step_min, excluded.step_min), "
-    "step_max = greatest(metric_rollups.step_max, excluded.step_max))"
+    "GROUP BY series_id, step / {width} " + MERGE_ROLLUPS + ")"
 )
 _PG_INSERT = (
     "WITH ins AS (INSERT INTO metric_points (series_id, step, value, flag) "
