@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,22 +19,11 @@ from sqlalchemy.pool import NullPool
 
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.support.processes import answers, stop_group
+from tests.support.served import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = range(18200, 18300)  # this suite's own range
 DATA_ROOT = Path("/tmp/transport")
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
 
 
 class ApiProcess:
@@ -45,7 +33,7 @@ class ApiProcess:
         self.db_url = db_url
         self.data_dir = data_dir
         self.token = token
-        self.port = free_port()
+        self.port = free_port(PORTS)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "api.log"

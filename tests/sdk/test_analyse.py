@@ -24,6 +24,7 @@ from landscope.sdk.analyse import analyse
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.sdk.test_probes import ResidualDropNet, batches
 from tests.support.processes import answers, stop_group
+from tests.support.served import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = range(18500, 18600)  # this helper's own range
@@ -168,26 +169,13 @@ def test_pca_trajectory_from_the_users_snapshots():
 # -- the upload, against a real server ------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """`landscope api` on PostgreSQL, in a process and session of its own."""
     db = create_pg_database()
     data = DATA_ROOT / uuid.uuid4().hex[:10]
     data.mkdir(parents=True)
-    port = _free_port()
+    port = free_port(PORTS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LANDSCOPE_")}
     env.update(LANDSCOPE_DATA_DIR=str(data), LANDSCOPE_DATABASE_URL=db, PYTHONUNBUFFERED="1")
     log = data / "api.log"
@@ -265,7 +253,7 @@ def test_an_unreachable_server_keeps_the_result(server):
 
     class Away:
         id = run.id
-        api = landscope.sdk.api.Api(f"http://127.0.0.1:{_free_port()}")
+        api = landscope.sdk.api.Api(f"http://127.0.0.1:{free_port(PORTS)}")
 
     with pytest.warns(RuntimeWarning, match="not uploaded"):
         assert r.upload(Away()) is None

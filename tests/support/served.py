@@ -22,15 +22,18 @@ _lo, _hi = os.environ.get("LANDSCOPE_TEST_PORTS", "18700-18799").split("-")
 PORTS = range(int(_lo), int(_hi) + 1)
 
 
-def free_port() -> int:
-    for port in PORTS:
+def free_port(ports: range = PORTS) -> int:
+    """The first port of `ports` nothing listens on (SO_REUSEADDR, as uvicorn binds: a port
+    a stopped server left in TIME_WAIT counts as free, so a test can restart a server on it)."""
+    for port in ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def clean_env(**landscope: str) -> dict[str, str]:
