@@ -98,6 +98,8 @@ def test_smoothing_moves_the_centre_only(w):
     assert center["y"] == ema(gs.steps, gs.center, w)
     assert center["y"] != gs.center
     assert [row[2] for row in center["customdata"]] == gs.center  # the hover's raw value
+    assert [row[:2] for row in center["customdata"]] == [[a, b] for a, b in
+                                                         zip(gs.lo, gs.hi, strict=True)]
     go.Figure({"data": traces})
 
 
