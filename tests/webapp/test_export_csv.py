@@ -274,3 +274,21 @@ def test_valid_plotly_input_is_what_is_exported():
     fig = {"data": group_traces(gs, x=None, name="g", color="#1f77b4", smooth=0.5,
                                 legendgroup="g", showlegend=True), "layout": {}}
     assert figure_csv(fig) == figure_csv(go.Figure(fig).to_dict())
+
+
+def test_typed_arrays_as_plotly_sends_numpy():
+    np = pytest.importorskip("numpy")
+    z = np.array([[0.5, NAN], [INF, -2.25]])
+    fig = go.Figure([go.Heatmap(z=z, x=np.array([1, 2], dtype=np.int8), y=[10.0, 20.0],
+                                name="h"),
+                     go.Scatter(x=np.arange(3, dtype=np.uint16),
+                                y=np.array([1.5, 2.5, 3.5], dtype=np.float32), name="s",
+                                error_y={"type": "data", "array": np.array([0.5, 0.5, 0.5])})])
+    sent = fig.to_plotly_json()  # what Dash serialises: {"dtype", "bdata", "shape"}
+    assert "bdata" in sent["data"][0]["z"]
+    rows = parse(figure_csv(sent))[2]
+    got = [(r["x"], r["y"], r["z"]) for r in rows["h"]]
+    assert got[0] == (1, 10.0, 0.5) and math.isnan(got[1][2]) and got[2:] == [
+        (1, 20.0, INF), (2, 20.0, -2.25)]
+    assert [(r["x"], r["y"], r["lo"], r["hi"]) for r in rows["s"]] == [
+        (0, 1.5, 1.0, 2.0), (1, 2.5, 2.0, 3.0), (2, 3.5, 3.0, 4.0)]

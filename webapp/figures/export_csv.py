@@ -25,10 +25,13 @@ significant digits (webapp/figures/common.py: compact), and so is this export of
 
 from __future__ import annotations
 
+import array
+import base64
 import csv
 import io
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -52,6 +55,27 @@ def cell(v: Any) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(float(v))  # a numpy float's repr names its type
     return str(v)
+
+
+# plotly.py 6+ sends numpy arrays as typed-array specs {"dtype", "bdata", "shape"}, and a
+# figure read back from the page (dcc.Graph's figure as State) holds them as sent.
+_TYPECODES = {"i1": "b", "u1": "B", "i2": "h", "u2": "H", "i4": "i", "u4": "I", "f4": "f",
+              "f8": "d"}
+
+
+def _typed(v: Any) -> Any:
+    """A typed-array spec decoded to (nested) lists; anything else as it is."""
+    if not (isinstance(v, dict) and "bdata" in v and v.get("dtype") in _TYPECODES):
+        return v.tolist() if hasattr(v, "tolist") else v
+    a = array.array(_TYPECODES[v["dtype"]])
+    a.frombytes(base64.b64decode(v["bdata"]))
+    if sys.byteorder == "big":
+        a.byteswap()  # plotly writes little-endian
+    flat = a.tolist()
+    shape = [int(d) for d in str(v.get("shape") or len(flat)).split(",")]
+    if len(shape) == 2:
+        return [flat[i * shape[1]:(i + 1) * shape[1]] for i in range(shape[0])]
+    return flat
 
 
 def _text(title: Any) -> str:
@@ -185,8 +209,10 @@ def _points3d_rows(trace: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
 
 def trace_rows(trace: dict[str, Any]) -> list[tuple[Any, ...]]:
     """(x, y, lo, hi, z) of every drawn point of one trace ([] when it draws nothing)."""
-    # A go.Figure's to_dict() may hold numpy arrays and tuples: plain lists from here on.
-    trace = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in trace.items()}
+    # Numpy arrays (a go.Figure's to_dict()) and typed-array specs: plain lists from here on.
+    trace = {k: _typed(v) for k, v in trace.items()}
+    if isinstance(trace.get("error_y"), dict):
+        trace["error_y"] = {k: _typed(v) for k, v in trace["error_y"].items()}
     kind = trace.get("type", "scatter")
     if kind in GRIDS:
         rows = [(x, y, None, None, z) for x, y, z in _grid_rows(trace)]
