@@ -17,8 +17,8 @@ Across the group's runs the statement then takes, per bucket:
 - how many runs had points in the bucket that were all non-finite.
 
 PostgreSQL raises where IEEE arithmetic overflows or underflows, so there the sums go through
-float_sums.total, a run's mean is flushed to 0 where the quotient would underflow (below
-1e-323, which IEEE rounds to 0 or a denormal), and the deviations are squared in numeric.
+float_sums.total, a run's mean below 1e-322 in magnitude (a denormal, or 0, in IEEE) is
+taken as 0 rather than divided, and the deviations are squared in numeric.
 The final divisions and the square root are taken in Python (GroupedSeries.finish).
 """
 
@@ -115,9 +115,10 @@ _DIALECT = {
     },
     "postgresql": {
         "total_vsum": float_sums.total("vsum"), "total_v": float_sums.total("v"),
-        # IEEE gives 0 or a denormal below 1e-323; PostgreSQL raises "underflow" for a 0.
-        "mean": "CASE WHEN abs(rsum) < cnt * 1e-322::float8 THEN 0.0::float8 "
-                "ELSE rsum / cnt END",
+        # PostgreSQL raises "underflow" where IEEE rounds a quotient to 0: a mean below
+        # 1e-322 (0 or a denormal in IEEE) is taken as 0; a single point as it is.
+        "mean": "CASE WHEN cnt = 1 THEN rsum WHEN abs(rsum) < cnt * 1e-322::float8 "
+                "THEN 0.0::float8 ELSE rsum / cnt END",
         # numeric: exact squares that never overflow or underflow (infinite values left out)
         "finite_v": "CASE WHEN abs(v) < 'Infinity'::float8 THEN v::numeric END",
         "dev2": "CASE WHEN abs(v) < 'Infinity'::float8 THEN (v::numeric - m) * (v::numeric - m)"
