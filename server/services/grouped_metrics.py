@@ -23,7 +23,7 @@ MAX_GROUPS = 64
 MAX_RUNS = 256  # distinct runs in one request, all groups together
 # groups x keys x max_points: the most buckets one request may ask for (each is a row of the
 # statement's result and six numbers of the answer).
-MAX_CELLS = 2_000_000
+MAX_CELLS = 500_000
 
 
 def parse_groups(groups: Sequence[str]) -> list[list[int]]:
