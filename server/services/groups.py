@@ -100,12 +100,13 @@ def _signature(settings: dict[str, Any], key: str) -> str | None:
 
 def labels(groups: Sequence[Group]) -> list[str]:
     """Per group: its normalisation, then `key=value` for every other setting that differs
-    between the groups (sorted by key; a few, then "…"). The seed is never part of it:
-    it is what a group's runs differ in. A lone group is named by its normalisation, or,
-    without one, by its first run's name."""
+    between the groups (the source first, then by key; a few, then "…"). The seed is never
+    part of it: it is what a group's runs differ in. A lone group is named by its
+    normalisation, or, without one, by its first run's name."""
     flat = [_settings(g.runs[0]) for g in groups]
     keys = sorted({k for f in flat for k in f})
     differing = [k for k in keys if k != "norm" and len({_signature(f, k) for f in flat}) > 1]
+    differing.sort(key=lambda k: k != "source")  # service vs SDK first: it explains the rest
     out = []
     for group, settings in zip(groups, flat, strict=True):
         parts = [p for p in [_norm(group.runs[0])] if p is not None]

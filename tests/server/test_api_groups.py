@@ -74,6 +74,13 @@ def test_labels_name_the_norm_and_what_else_differs_never_the_seed():
     # keys one group lacks show as "—"
     mixed = labels(group_runs([sdk, _run(6, source="sdk", config={"width": 3, "depth": 2})]))
     assert mixed == ["depth=—", "depth=2"]
+    # service and SDK runs side by side: the source first, then the rest
+    both = labels(group_runs([runs[0], _run(7, source="sdk", config={"norm": "layer"})]))
+    assert both == ["none · source=service · lr=0.1 · model=mlp · probes.ics.every=5",
+                    "layer · source=sdk · lr=— · model=— · probes.ics.every=—"]
+    many = {f"k{i}": i for i in range(9)}
+    cut = labels(group_runs([_run(8, source="sdk", config=many), _run(9, source="sdk")]))
+    assert cut[0] == "k0=0 · k1=1 · k2=2 · k3=3 · k4=4 · k5=5 · …"
 
 
 @pytest.mark.parametrize(("text", "ids"), [("1,2,3", [1, 2, 3]), (" 3 , 1,3,", [3, 1]),
