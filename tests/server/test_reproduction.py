@@ -1,4 +1,4 @@
-"""The reproduction catalogue (server/reproduction.py): what it submits is what the server
+"""The reproduction catalogue (server/reproduction/): what it submits is what the server
 makes, every figure can be decided from its experiment's runs, and the checks decide right."""
 
 from __future__ import annotations
