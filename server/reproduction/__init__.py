@@ -10,7 +10,8 @@ registry.py; what they share:
 - plans.py: `Plan`, `Experiment`, `Paper` and the scales (what gets submitted);
 - runs.py: `RunData` from the API or an in-process sink, `pick` (what comes back);
 - stats.py: the statistics over a series (peak, median, tail, ratio...);
-- verdicts.py: `Claim`, `Figure`, `evaluate` and the verdict rules;
+- verdicts.py: `Claim`, `Figure`, `evaluate` and the verdict rules, seed by seed (a claim
+  "holds in k of n seeds", with the median and range of each number);
 - report.py: the text and Markdown tables.
 
 This module re-exports the names the rest of Landscope uses (`from server import reproduction
@@ -35,7 +36,7 @@ from server.reproduction.registry import (
     paper_of,
     parse_name,
 )
-from server.reproduction.report import report_markdown, report_text
+from server.reproduction.report import mark, report_markdown, report_text
 from server.reproduction.runs import (
     EtaPoint,
     MissingData,
@@ -47,32 +48,40 @@ from server.reproduction.runs import (
 from server.reproduction.stats import (
     TAIL,
     TIE,
+    Spread,
     fmt,
     lower,
     median,
     peak,
     ratio,
+    spread,
     step_changes,
     tail,
 )
 from server.reproduction.verdicts import (
     Claim,
+    ClaimStatus,
     Figure,
     FigureResult,
     Outcome,
     Verdict,
+    by_seed,
+    combine,
     evaluate,
     select_runs,
+    status_of,
     uses,
+    verdict_from,
     verdict_of,
 )
 
 __all__ = [
     "EXPERIMENTS", "FIGURES", "FIGURE_BY_ID", "METRIC_KEYS", "NAME_PREFIX", "PAPERS",
-    "PAPER_BY_KEY", "SCALES", "TAIL", "TIE", "Claim", "EtaPoint", "Experiment", "Figure",
-    "FigureResult", "MissingData", "Outcome", "Paper", "Plan", "RunData", "Scale", "Verdict",
-    "claim", "evaluate", "evaluate_all", "experiments_for", "figures_for", "fmt", "lower",
-    "median", "needs_etas", "paper_of", "parse_name", "peak", "pick", "ratio",
-    "report_markdown", "report_text", "run_data_from_api", "run_data_from_memory",
-    "select_runs", "step_changes", "tail", "uses", "verdict_of",
+    "PAPER_BY_KEY", "SCALES", "TAIL", "TIE", "Claim", "ClaimStatus", "EtaPoint", "Experiment",
+    "Figure", "FigureResult", "MissingData", "Outcome", "Paper", "Plan", "RunData", "Scale",
+    "Spread", "Verdict", "by_seed", "claim", "combine", "evaluate", "evaluate_all",
+    "experiments_for", "figures_for", "fmt", "lower", "mark", "median", "needs_etas",
+    "paper_of", "parse_name", "peak", "pick", "ratio", "report_markdown", "report_text",
+    "run_data_from_api", "run_data_from_memory", "select_runs", "spread", "status_of",
+    "step_changes", "tail", "uses", "verdict_from", "verdict_of",
 ]

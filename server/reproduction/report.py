@@ -6,9 +6,14 @@ from collections.abc import Sequence
 
 from server.reproduction.plans import Scale
 from server.reproduction.registry import EXPERIMENTS, PAPERS, paper_of
-from server.reproduction.verdicts import FigureResult
+from server.reproduction.verdicts import FigureResult, Outcome
 
-_MARK = {True: "holds", False: "fails", None: "no data"}
+
+def mark(outcome: Outcome) -> str:
+    """A claim's mark: holds, fails, no data, or "k of n seeds" where the seeds disagree."""
+    if outcome.status == "mixed":
+        return f"{outcome.k} of {outcome.n} seeds"
+    return outcome.status
 
 
 def _by_paper(results: Sequence[FigureResult]) -> list[tuple[str, list[FigureResult]]]:
@@ -29,7 +34,7 @@ def report_text(results: Sequence[FigureResult], scale: Scale) -> str:
             lines.append(f"Fig {f.id} ({f.model}) {f.title}: {res.verdict.upper()}")
             lines.append(f"  data: {exp.data[scale]}")
             for c, o in res.outcomes:
-                lines.append(f"  [{_MARK[o.ok]}] {c.text}")
+                lines.append(f"  [{mark(o)}] {c.text}")
                 lines.append(f"      paper: {c.paper}")
                 lines.append(f"      ours:  {o.ours}")
             lines.append("")
@@ -51,5 +56,5 @@ def report_markdown(results: Sequence[FigureResult], scale: Scale) -> str:
         for i, (c, o) in enumerate(res.outcomes):
             head = f"**Fig {f.id}** ({f.model}): {res.verdict}" if i == 0 else ""
             rows.append(f"| {head} | {_cell(c.text)} | {_cell(c.paper)} | {_cell(o.ours)} | "
-                        f"{_MARK[o.ok]} |")
+                        f"{mark(o)} |")
     return "\n".join(rows) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from server.reproduction.runs import MissingData
 
@@ -59,3 +60,24 @@ def fmt(x: float) -> str:
 def lower(a: float, b: float) -> bool:
     """a is lower than b by more than TIE (1 %): not the same level."""
     return a < b * (1 - TIE)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One number of a claim over seeds: the median, the range and how many seeds gave it."""
+
+    median: float
+    lo: float
+    hi: float
+    n: int
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Median (the mean of the middle two for an even count) and range over seeds; NaN is
+    ignored, an infinite value counts (a diverged seed's peak is infinite)."""
+    vals = sorted(v for v in values if not math.isnan(v))
+    if not vals:
+        return Spread(math.nan, math.nan, math.nan, 0)
+    mid = len(vals) // 2
+    centre = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+    return Spread(centre, vals[0], vals[-1], len(vals))
