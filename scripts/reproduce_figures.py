@@ -8,7 +8,7 @@ docs/reproduction/*.png and the verdict table from the results directory.
 RESULTS/<experiment key>/<run label>/{run.json, scalars.csv, landscape.csv,
 distributions.jsonl}. A spec that two experiments share is trained once and copied (the engine
 is deterministic: same spec, same numbers). `render` reads that directory back, decides every
-figure's verdict with server/reproduction.py (the same checks `landscope reproduce --report`
+figure's verdict with server/reproduction/ (the same checks `landscope reproduce --report`
 applies to results in the database) and draws the figures with the dashboard's own figure
 builders (webapp/figures), screenshotted in headless chromium.
 """

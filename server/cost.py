@@ -300,7 +300,8 @@ def _cost_drivers(spec: RunSpec, evals: float) -> tuple[str, ...]:
     itself, then steps; else steps first."""
     p = spec.probe_cost()
     per_step = {
-        "sharpness": (p["sharpness"], ("probes.sharpness.every", "probes.sharpness.iters")),
+        "sharpness": (p["sharpness"], ("probes.sharpness.every", "probes.sharpness.max_iters",
+                                   "probes.sharpness.iters")),
         "landscape": (p["landscape"], ("probes.landscape.every", "probes.landscape.multipliers")),
         "ics": (p["ics"], ("probes.ics.every", "probes.ics.layers")),
         "eval": (evals / spec.steps, ("eval_every",)),

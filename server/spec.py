@@ -17,6 +17,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -195,9 +196,30 @@ class ActivationsSpec(_Every):
 
 
 class SharpnessSpec(_Every):
-    """Top Hessian eigenvalue by power iteration on Hessian-vector products (vs 2/LR)."""
+    """The algebraically largest Hessian eigenvalue by Lanczos on Hessian-vector products (vs
+    2/LR), run until its relative change falls below `tol` or for `max_iters` steps.
 
-    iters: int = Field(20, ge=1, le=500)
+    `iters` (the fixed power-iteration count of earlier versions) is accepted as another name
+    for `max_iters`, so that stored specs still validate; a spec is written back as `max_iters`.
+    """
+
+    max_iters: int = Field(
+        100, ge=1, le=500, validation_alias=AliasChoices("max_iters", "iters"),
+        description="at most this many Lanczos steps (one Hessian-vector product each); "
+        "`iters` is accepted as an old name",
+    )
+    tol: float = Field(
+        1e-3, ge=0, le=1,
+        description="stop when the estimate changes by at most tol x its size in one step "
+        "(0 = always run max_iters)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "iters" in data and "max_iters" in data:
+            raise ValueError("give max_iters or its old name iters, not both")
+        return data
 
 
 MAX_SNAPSHOT_STEPS = 1000
@@ -451,7 +473,7 @@ class RunSpec(_Strict):
             "landscape": len(p.landscape.multipliers) / p.landscape.every if p.landscape.every
             else 0.0,
             "ics": len(p.ics.layers) / p.ics.every if p.ics.every else 0.0,
-            "sharpness": (1 + 2 * p.sharpness.iters) / p.sharpness.every if p.sharpness.every
+            "sharpness": (1 + 2 * p.sharpness.max_iters) / p.sharpness.every if p.sharpness.every
             else 0.0,
         }
         return {**cost, "floor": 1.0 + sum(cost.values())}
@@ -527,10 +549,14 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         node = out
         for i, part in enumerate(parts):
             fields = model.model_fields
-            if part not in fields:
+            names = _accepted_names(model)
+            if part not in names:
                 where = ".".join(parts[:i]) or "the run spec"
                 raise SpecError(dotted, f"unknown key; {where} has: {', '.join(sorted(fields))}")
             if i == len(parts) - 1:
+                for other, name in names.items():  # an old name replaces the new one, and back
+                    if name == names[part] and other != part:
+                        node.pop(other, None)
                 node[part] = value
                 break
             if model is RunSpec and part in FREE_FORM:
@@ -541,6 +567,16 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
                 raise SpecError(dotted, f"{'.'.join(parts[: i + 1])} is a value, not a section")
             node = node.setdefault(part, {})
             model = sub
+    return out
+
+
+def _accepted_names(model: type[BaseModel]) -> dict[str, str]:
+    """Every key the model accepts (its field names and their old names, e.g. SharpnessSpec's
+    `iters`), mapped to the field's name."""
+    out = {name: name for name in model.model_fields}
+    for name, f in model.model_fields.items():
+        if isinstance(f.validation_alias, AliasChoices):
+            out.update({a: name for a in f.validation_alias.choices if isinstance(a, str)})
     return out
 
 

@@ -193,7 +193,7 @@ def cost(specs: list[RunSpec], limits: dict[str, Any] | None = None) -> dict[str
         "detail": {
             "landscape": (len(p.landscape.multipliers), p.landscape.every),
             "ics": (len(p.ics.layers), p.ics.every),
-            "sharpness": (1 + 2 * p.sharpness.iters, p.sharpness.every),
+            "sharpness": (1 + 2 * p.sharpness.max_iters, p.sharpness.every),
         },
         "floor": c["floor"],
         "estimates": estimates(specs, limits or {}),

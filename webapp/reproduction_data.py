@@ -1,5 +1,5 @@
 """What the Reproduction page reads from the API: the newest `repro: ...` experiment per
-catalogue entry and scale (server/reproduction.py names them), each run's raw series for the
+catalogue entry and scale (server/reproduction/ names them), each run's raw series for the
 checks, and the downsampled series, probe records and histograms its plots draw.
 
 Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees.

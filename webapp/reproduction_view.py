@@ -22,8 +22,8 @@ from webapp.runsets import build_views
 from webapp.style import FINISHED, VERDICT_COLORS, graph_config
 
 VERDICTS: tuple[R.Verdict, ...] = ("reproduced", "partly", "not reproduced", "no data")
-MARKS = {True: ("holds", "claim-holds"), False: ("fails", "claim-fails"),
-         None: ("no data", "claim-nodata")}
+MARKS = {"holds": "claim-holds", "fails": "claim-fails", "mixed": "claim-mixed",
+         "no data": "claim-nodata"}  # by claim status (a mixed claim holds in some seeds)
 TITLES = {name: title for name, title, *_ in SECTIONS}
 QUICK_COMMAND = "landscope reproduce --quick"
 
@@ -61,7 +61,10 @@ def reasons(result: R.FigureResult, experiment: dict[str, Any] | None,
                            f"not apply: {claim.text.removeprefix('premise: ')} fails "
                            f"({outcome.ours}).")
             continue
-        if outcome.ok is False:
+        if outcome.status == "mixed":
+            out.append(f"Holds in only {outcome.k} of {outcome.n} seeds: {claim.text} "
+                       f"(ours: {outcome.ours}).")
+        elif outcome.ok is False:
             out.append(f"Does not hold: {claim.text} (ours: {outcome.ours}).")
         elif outcome.ok is None:
             out.append(f"Not decided yet: {outcome.ours.removeprefix('no data: ')}.")
@@ -74,7 +77,7 @@ def claims_table(result: R.FigureResult, ran: bool = True) -> html.Table:
     "no run with {...}" for every claim would only repeat that)."""
     rows = []
     for claim, outcome in result.outcomes:
-        mark, cls = MARKS[outcome.ok]
+        mark, cls = R.mark(outcome), MARKS[outcome.status]
         ours = outcome.ours if ran else "not run"
         premise = claim is result.figure.premise
         rows.append(html.Tr([

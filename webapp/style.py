@@ -44,7 +44,7 @@ STATUS_COLORS: dict[str, str] = {
 }
 FINISHED = frozenset({"succeeded", "failed", "diverged", "cancelled", "crashed"})
 SDK_COLOR = "#6f42c1"  # the badge of runs trained by a user's own loop (landscope.init)
-# The Reproduction page's verdicts (server/reproduction.py): green holds, amber partly, red
+# The Reproduction page's verdicts (server/reproduction/): green holds, amber partly, red
 # does not, grey cannot be decided yet.
 VERDICT_COLORS: dict[str, str] = {
     "reproduced": "#2e8540",

@@ -4,7 +4,7 @@
                         [--only KEY,...] [--device D] [--set KEY=VALUE ...] [--no-wait]
     landscope reproduce --report [--scale S] [--out FILE.md]
 
-Each catalogue experiment (server/reproduction.py) becomes one experiment on the server,
+Each catalogue experiment (server/reproduction/) becomes one experiment on the server,
 named "repro: <figures> (<model>) [<scale>]", through the normal API and worker path, so the
 results land in the database and show in the dashboard. Without --no-wait it waits with a
 progress bar over runs finishing, then prints each figure's verdict; --report reads the newest

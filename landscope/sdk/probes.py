@@ -146,7 +146,8 @@ class Probes:
             out.append(LandscapeProbe(p.landscape.every, p.landscape.multipliers,
                                       p.landscape.batched))
         if p.sharpness.every:
-            out.append(SharpnessProbe(p.sharpness.every, p.sharpness.iters, self.seed))
+            out.append(SharpnessProbe(p.sharpness.every, p.sharpness.max_iters, self.seed,
+                                      p.sharpness.tol))
         if p.grad_norm.every:
             out.append(GradNormProbe(p.grad_norm.every))
         if p.distance.every:  # w_0: the parameters when the probes were made

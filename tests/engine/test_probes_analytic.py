@@ -4,7 +4,7 @@ L(w) = 1/2 (w - c)^T H (w - c), g = H (w - c). Along -g:
     l(eta) = L(w - eta g)                     exactly
     d(eta) = ||H (w - eta g - c) - g|| = eta ||H g||
     beta   = ||H g|| / ||g||                  for every eta
-    sharpness = the top eigenvalue of H
+    sharpness = the algebraically largest eigenvalue of H
 ICS on a two-block quadratic: after block 1 steps by -lr g_1, the block-2 gradient moves by
 exactly -lr H_21 g_1.
 """
@@ -92,18 +92,81 @@ def test_landscape_matches_closed_form(batched):
     assert out.scalars["landscape/grad_dist_min"] == pytest.approx(0.5 * lr * hg, rel=1e-12)
 
 
+def sharpness(eigs, *, max_iters=100, tol=1e-3, seed=0, lr=0.1):
+    h, c, w = make_problem(eigs, seed=seed)
+    probe = SharpnessProbe(every=1, max_iters=max_iters, seed=seed, tol=tol)
+    return probe.measure(context(h, c, w, lr=lr)).scalars
+
+
 def test_sharpness_is_top_eigenvalue():
-    h, c, w = make_problem(EIGS)
-    out = SharpnessProbe(every=1, iters=200, seed=0).measure(context(h, c, w, lr=0.1))
-    assert out.scalars["sharpness/top_eig"] == pytest.approx(10.0, rel=1e-9)
-    assert out.scalars["sharpness/edge"] == pytest.approx(2 / 0.1)
+    out = sharpness(EIGS, tol=0.0)
+    # DIM Lanczos steps span the whole space: the top Ritz value is exact (float64 problem).
+    assert out["sharpness/top_eig"] == pytest.approx(10.0, rel=1e-9)
+    assert out["sharpness/edge"] == pytest.approx(2 / 0.1)
+    assert out["sharpness/iters"] == DIM  # never more steps than the dimension
 
 
-def test_sharpness_finds_a_dominant_negative_eigenvalue():
-    """Power iteration returns the eigenvalue of largest magnitude, sign included."""
-    h, c, w = make_problem([3.0, 2.0, 1.0, 0.5, 0.1, -8.0])
-    out = SharpnessProbe(every=1, iters=300, seed=1).measure(context(h, c, w, lr=0.1))
-    assert out.scalars["sharpness/top_eig"] == pytest.approx(-8.0, rel=1e-9)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sharpness_is_the_largest_eigenvalue_not_the_largest_magnitude(seed):
+    """The largest-magnitude eigenvalue is -8 (what power iteration finds); the answer is 3."""
+    out = sharpness([3.0, 2.0, 1.0, 0.5, 0.1, -8.0], seed=seed, tol=0.0)
+    assert out["sharpness/top_eig"] == pytest.approx(3.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("eigs,top", [
+    ([10.0, 4.0, 2.0, 1.0, 0.5, 0.25], 10.0),  # positive definite
+    ([-0.5, -1.0, -2.0, -3.0, -4.0, -9.0], -0.5),  # all negative: the one nearest zero
+    ([1e-3, -1.0, -2.0, -3.0, -4.0, -20.0], 1e-3),  # tiny positive top under a big negative
+])
+def test_sharpness_sign_cases(eigs, top):
+    out = sharpness(eigs, tol=0.0)
+    assert out["sharpness/top_eig"] == pytest.approx(top, rel=1e-9, abs=1e-12)
+
+
+def test_sharpness_never_exceeds_the_top_and_stops_on_the_tolerance():
+    """Stopping rule: the first step k >= 2 whose estimate moved by <= tol x its size. The
+    largest Ritz value never exceeds lambda_max and never decreases with k."""
+    eigs = [10.0, 9.0, 4.0, 2.0, 1.0, -12.0]
+    h, c, w = make_problem(eigs, seed=3)
+    estimates = []
+    for k in range(1, DIM + 1):
+        out = SharpnessProbe(every=1, max_iters=k, seed=3, tol=0.0).measure(
+            context(h, c, w, lr=0.1)).scalars
+        assert out["sharpness/iters"] == k
+        estimates.append(out["sharpness/top_eig"])
+    assert all(e <= 10.0 * (1 + 1e-12) for e in estimates)
+    assert all(b >= a - 1e-12 for a, b in zip(estimates, estimates[1:], strict=False))
+    for tol in (1e-1, 1e-2, 1e-3):
+        want = next((k for k in range(2, DIM + 1)
+                     if abs(estimates[k - 1] - estimates[k - 2]) <= tol * abs(estimates[k - 1])),
+                    DIM)
+        out = SharpnessProbe(every=1, max_iters=100, seed=3, tol=tol).measure(
+            context(h, c, w, lr=0.1)).scalars
+        assert out["sharpness/iters"] == want
+        assert out["sharpness/top_eig"] == estimates[want - 1]
+
+
+def test_sharpness_near_degenerate_top_pair():
+    """lambda_1 and lambda_2 within 1e-5 of each other: any vector of their plane has a Rayleigh
+    quotient within 1e-5 of the top, so the tolerance is met without separating them and the
+    answer is right to well within tol."""
+    out = sharpness([5.0, 5.0 - 5e-5, 1.0, 0.5, -0.5, -4.9], tol=1e-3)
+    assert out["sharpness/top_eig"] == pytest.approx(5.0, rel=1e-3)
+    assert out["sharpness/top_eig"] <= 5.0 * (1 + 1e-12)
+    assert 2 <= out["sharpness/iters"] <= DIM
+
+
+def test_sharpness_iterations_are_capped():
+    out = sharpness(EIGS, max_iters=3, tol=0.0)
+    assert out["sharpness/iters"] == 3
+    assert out["sharpness/top_eig"] <= 10.0 * (1 + 1e-12)
+    assert sharpness(EIGS, max_iters=1, tol=0.0)["sharpness/iters"] == 1
+
+
+def test_sharpness_of_a_flat_loss_is_zero_after_one_step():
+    out = sharpness([0.0] * DIM)
+    assert out["sharpness/top_eig"] == 0.0
+    assert out["sharpness/iters"] == 1
 
 
 def test_ics_on_two_blocks_is_exact():

@@ -6,7 +6,7 @@ trained in-process, must show the paper's findings that hold robustly (Fig 10, s
 - with BatchNorm, noisy BatchNorm and every lp normalisation the effective beta stays within
   100 times its median over training (no spikes).
 
-The checks are the catalogue's own (server/reproduction.py), the ones `landscope reproduce
+The checks are the catalogue's own (server/reproduction/), the ones `landscope reproduce
 --report` applies to results in the database. A spec two experiments share is trained once.
 """
 
@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from server import reproduction as R
+from server.reproduction.santurkar2018 import flatness
 from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
 
@@ -89,5 +90,5 @@ def test_with_any_normalisation_beta_stays_within_100x_its_median(runs, claim_id
 
 def test_the_plain_net_is_the_one_that_spikes(runs):
     # The flatness check is not vacuous: the same statistic on the plain net is far above 100.
-    out = R.flatness(("none",))(runs["dln-landscape"])
+    out = flatness(("none",))(runs["dln-landscape"])
     assert out.ok is False and out.values["none/ratio"] > 100

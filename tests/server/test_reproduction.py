@@ -1,4 +1,4 @@
-"""The reproduction catalogue (server/reproduction.py): what it submits is what the server
+"""The reproduction catalogue (server/reproduction/): what it submits is what the server
 makes, every figure can be decided from its experiment's runs, and the checks decide right."""
 
 from __future__ import annotations
@@ -258,3 +258,36 @@ def test_figures_select_their_runs_from_api_specs():
              for s in R.EXPERIMENTS["dln-landscape"].plans["cpu"].specs()]
     assert sorted(s["norm"] for s in specs if R.uses(fig11, s)) == ["batch", "none"]
     assert all(R.uses(R.FIGURE_BY_ID["10"], s) for s in specs)
+
+
+# -- seeds and papers ----------------------------------------------------------------------------
+
+
+def test_every_figure_judged_over_three_identical_seeds_is_judged_as_one():
+    """The same runs in seeds 0, 1, 2: every claim is decided in 3 of 3 seeds with the one
+    seed's status and numbers (median = range = the value), and the verdicts do not move."""
+    for fig in R.figures_for("quick"):
+        specs = R.EXPERIMENTS[fig.experiment].plans["quick"].specs()
+        one = R.evaluate(fig, [synthetic(s) for s in specs])
+        three = R.evaluate(fig, [synthetic(s.model_copy(update={"seed": k}))
+                                 for k in (0, 1, 2) for s in specs])
+        assert three.verdict == one.verdict, fig.id
+        for (c1, o1), (c3, o3) in zip(one.outcomes, three.outcomes, strict=True):
+            assert c1 is c3 and (o3.k, o3.n) == (3 * o1.k, 3), (fig.id, c1.id)
+            assert o3.status == o1.status and o3.values == o1.values
+            assert o3.ours.startswith(f"holds in {3 * o1.k} of 3 seeds")
+            assert all(sp.lo == sp.median == sp.hi for sp in o3.spread.values()
+                       if not math.isnan(sp.median))
+
+
+def test_the_registry_finds_each_paper_module_and_refuses_clashes():
+    from server.reproduction import registry
+
+    assert [p.key for p in R.PAPERS] == ["santurkar2018"]
+    assert R.paper_of(R.FIGURE_BY_ID["3b"]).title == "Santurkar et al. 2018"
+    assert set(R.EXPERIMENTS) == {e.key for p in R.PAPERS for e in p.experiments}
+    registry._unique("figure", [("1", "a2019"), ("2", "a2019")])
+    with pytest.raises(ValueError, match="figure '1' is defined by both a2019 and b2020"):
+        registry._unique("figure", [("1", "a2019"), ("1", "b2020")])
+    assert registry.PAPER_MODULE.fullmatch("ghorbani2019")
+    assert not registry.PAPER_MODULE.fullmatch("verdicts")

@@ -152,6 +152,9 @@ def test_every_part_of_a_request_body_is_bounded():
     ({"probes": {"ics": {"layers": list(range(1, 202))}}}, "probes.ics.layers"),
     ({"probes": {"ics": {"layers": [10**6]}}}, "probes.ics.layers"),
     ({"probes": {"sharpness": {"iters": 501}}}, "probes.sharpness.iters"),
+    ({"probes": {"sharpness": {"max_iters": 501}}}, "probes.sharpness.max_iters"),
+    ({"probes": {"sharpness": {"tol": 2.0}}}, "probes.sharpness.tol"),
+    ({"probes": {"sharpness": {"tol": -1e-3}}}, "probes.sharpness.tol"),
     ({"input_dim": 10**9}, "input_dim"), ({"n_samples": 10**12}, "n_samples"),
     ({"steps": 10**12}, "steps"), ({"probes": {"ics": {"every": 10**12}}}, "probes.ics.every"),
     ({"device": "cuda:" + "0" * 100}, "device"),
@@ -160,3 +163,39 @@ def test_values_out_of_any_sane_range_are_refused_at_the_field(data, path):
     with pytest.raises(SpecError) as err:
         build_spec(data)
     assert err.value.path == path
+
+
+def test_sharpness_defaults_run_to_a_tolerance_under_a_cap():
+    s = RunSpec().probes.sharpness
+    assert (s.max_iters, s.tol) == (100, 1e-3)
+
+
+def test_old_sharpness_iters_still_validates_and_is_written_back_as_max_iters():
+    """Stored runs (and their checkpoints) carry `iters`, the power iteration's fixed count."""
+    old = RunSpec().model_dump()
+    old["probes"]["sharpness"] = {"every": 5, "iters": 20}
+    spec = RunSpec.model_validate(old)
+    assert spec.probes.sharpness.max_iters == 20
+    assert spec.probes.sharpness.tol == 1e-3
+    dumped = spec.model_dump()["probes"]["sharpness"]
+    assert dumped == {"every": 5, "max_iters": 20, "tol": 1e-3}
+    assert RunSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert build_spec({"probes": {"sharpness": {"iters": 7}}}).probes.sharpness.max_iters == 7
+
+
+def test_sharpness_iters_and_max_iters_together_are_refused():
+    with pytest.raises(SpecError) as err:
+        build_spec({"probes": {"sharpness": {"iters": 7, "max_iters": 9}}})
+    assert err.value.path == "probes.sharpness"
+
+
+def test_overrides_accept_the_old_name_and_replace_the_new_one():
+    base = {"probes": {"sharpness": {"every": 3, "max_iters": 9}}}
+    out = apply_overrides(base, {"probes.sharpness.iters": 4})
+    assert out["probes"]["sharpness"] == {"every": 3, "iters": 4}
+    assert build_spec(out).probes.sharpness.max_iters == 4
+    back = apply_overrides(out, {"probes.sharpness.max_iters": 6})
+    assert back["probes"]["sharpness"] == {"every": 3, "max_iters": 6}
+    specs = expand_vary({"probes": {"sharpness": {"every": 2}}},
+                        {"probes.sharpness.iters": [3, 5]})
+    assert [build_spec(s).probes.sharpness.max_iters for s in specs] == [3, 5]

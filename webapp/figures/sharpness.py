@@ -1,6 +1,6 @@
-"""Beyond the paper: sharpness (the top Hessian eigenvalue by power iteration) against the
-edge of stability 2/LR (Cohen et al. 2021: gradient descent drives sharpness up to 2/LR and
-hovers there), and the optimisation's dynamics: gradient norm and distance from the
+"""Beyond the paper: sharpness (the algebraically largest Hessian eigenvalue, by Lanczos)
+against the edge of stability 2/LR (Cohen et al. 2021: gradient descent drives sharpness up to
+2/LR and hovers there), and the optimisation's dynamics: gradient norm and distance from the
 initial weights."""
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def layout(**_query) -> html.Div:
             _field("ics_layers", "ICS layers", _text("ics_layers"),
                    "weight layers, counted from the input"),
             _field("sharpness", "Sharpness every", _num("sharpness", min=0, step=1),
-                   "top Hessian eigenvalue by power iteration (0 = off)"),
+                   "largest Hessian eigenvalue by Lanczos (0 = off)"),
             _field("eval_every", "Test every", _num("eval_every", min=0, step=1)),
         ]),
     ]

@@ -45,7 +45,8 @@ def build_probes(spec: RunSpec, net, init_params: Params) -> list[Probe]:
         weight_names = [names[id(layer.weight)] for layer in net.weight_layers]
         probes.append(IcsProbe(p.ics.every, p.ics.layers, weight_names, net.param_layer_index()))
     if p.sharpness.every:
-        probes.append(SharpnessProbe(p.sharpness.every, p.sharpness.iters, spec.seed))
+        probes.append(SharpnessProbe(p.sharpness.every, p.sharpness.max_iters, spec.seed,
+                                        p.sharpness.tol))
     if p.grad_norm.every:
         probes.append(GradNormProbe(p.grad_norm.every))
     if p.distance.every:

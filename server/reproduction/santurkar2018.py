@@ -1,86 +1,35 @@
-"""The paper reproduction: which experiments make which of the paper's figures, what the paper
-reports for each, and the checks that turn our measurements into a verdict.
+"""Santurkar, Tsipras, Ilyas and Madry 2018, "How Does Batch Normalization Help
+Optimization?": which experiments make which of the paper's figures, what the paper reports
+for each, and the checks that turn our measurements into a verdict. See docs/reproduction.md
+for the results.
 
-Pure data and pure functions over metric series (no torch, no HTTP), so the CLI
-(`landscope reproduce`), the dashboard's Reproduction page, scripts/reproduce_figures.py and
-the tests share one definition. See docs/reproduction.md for the results.
-
-- An `Experiment` is what gets submitted: a preset (or base + vary) per *scale*:
-  `quick` (minutes on two CPU cores; what CI runs), `cpu` (the paper's deep linear network in
-  full, VGG at reduced scale on offline data) and `paper` (everything at the paper's scale;
-  VGG-16 on CIFAR-10 wants a GPU and the archive). Figures made from the same runs share one
-  experiment (Fig 9, 10 and 11 are one set of DLN runs, as in the paper).
-- A `Figure` names its experiment, the runs it uses (`select`), the dashboard figures that draw
-  it, and its `Claim`s: the paper's value, our statistic, and the test deciding it.
-- `evaluate(figure, runs)` gives a `FigureResult`: every claim's numbers and a verdict,
-  "reproduced" (every claim holds), "partly", "not reproduced" (none holds, or the figure's
-  premise, a condition of the paper's setting such as "both nets train", fails) or "no data".
-
-Runs come in as `RunData` (a spec and its series), built from the API's JSON
-(`run_data_from_api`) or from an in-process MemorySink (`run_data_from_memory`).
-Statistics ignore NaN; an infinite value counts (a diverged run's peak is infinite).
+Figures made from the same runs share one experiment (Fig 9, 10 and 11 are one set of DLN
+runs, as in the paper). The DLN is reproduced in full at every scale but `quick`; VGG at
+reduced scale on offline data at `cpu`, VGG-16 on CIFAR-10 at `paper`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from server.presets import get_preset
-from server.spec import RunSpec, apply_overrides, build_spec, expand_vary
+from server.reproduction.plans import Experiment, Paper, Plan
+from server.reproduction.runs import MissingData, RunData, pick
+from server.reproduction.stats import fmt, lower, median, peak, ratio, step_changes, tail
+from server.reproduction.verdicts import Claim, Figure, Outcome
 
-Scale = Literal["quick", "cpu", "paper"]
-SCALES: tuple[Scale, ...] = ("quick", "cpu", "paper")
-Verdict = Literal["reproduced", "partly", "not reproduced", "no data"]
-NAME_PREFIX = "repro: "
-
-# Thresholds, from the paper's wording, never fitted to our numbers. All but TIE were fixed
-# before any run; TIE was added once the DLN's losses showed plateaus (docs/reproduction.md).
+# Thresholds, from the paper's wording, never fitted to our numbers. All but TIE (stats.py)
+# were fixed before any run; TIE was added once the DLN's losses showed plateaus
+# (docs/reproduction.md).
 ORDERS = 100.0  # "orders of magnitude": the paper's DLN gaps are 1e3 to 1e10
 TRAINS_ACC = 0.5  # a 10-class net that "trains" (the paper's VGG reaches 80-83 %)
 CHANCE_ACC = 0.2  # "stays at chance" (10 %) on 10 classes, with room for noise
 SAME_ACC = 0.05  # "nearly identical" training accuracy: within 5 points
-TAIL = 0.1  # "final" values: the median over the last 10 % of recorded steps
-TIE = 0.01  # final losses within 1 % are the same level (a plateau), neither is "lower"
 
 
 # -- what gets submitted ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One experiment as the API takes it (POST /experiments): preset, base (dotted keys),
-    vary (keys replace the preset's vary keys of the same name)."""
-
-    preset: str
-    base: dict[str, Any] = field(default_factory=dict)
-    vary: dict[str, list[Any]] = field(default_factory=dict)
-
-    def body(self, name: str) -> dict[str, Any]:
-        return {"name": name, "preset": self.preset, "base": dict(self.base),
-                "vary": {k: list(v) for k, v in self.vary.items()}}
-
-    def specs(self, **extra: Any) -> list[RunSpec]:
-        """The runs the server makes of `body` (the same merge and cross product)."""
-        p = get_preset(self.preset)
-        base = apply_overrides(p.base, {**self.base, **extra})
-        vary = {k: v for k, v in {**p.vary, **self.vary}.items() if k not in extra}
-        return [build_spec(d) for d in expand_vary(base, vary)]
-
-
-@dataclass(frozen=True)
-class Experiment:
-    key: str
-    title: str  # e.g. "Fig 3b ICS (DLN)"
-    plans: dict[str, Plan]  # by scale; a scale without a plan does not run it
-    data: dict[str, str]  # by scale: the data and scale, in words, for the report
-
-    def name(self, scale: Scale) -> str:
-        """The experiment's name on the server, e.g. "repro: Fig 3b ICS (DLN) [quick]"."""
-        return f"{NAME_PREFIX}{self.title} [{scale}]"
 
 
 _DLN_QUICK = {"steps": 300, "probes.landscape.every": 10, "probes.ics.every": 10,
@@ -105,7 +54,7 @@ def _dln(title: str, preset: str, key: str, vary: dict[str, list[Any]] | None = 
                        "paper": f"{_DLN_DATA}, 10,000 steps (the paper's), probes every 50"})
 
 
-EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in [
+EXPERIMENTS: tuple[Experiment, ...] = (
     _dln("Fig 3b ICS (DLN)", "paper-dln-ics", "dln-ics",
          quick={"steps": 300, "probes.ics.every": 10}),
     _dln("Fig 5b lp normalisation (DLN)", "paper-dln-lp", "dln-lp"),
@@ -130,151 +79,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in [
         {"quick": Plan("quick-mlp", {"lr": 0.1}), "cpu": Plan("quick-mlp", {"lr": 0.1})},
         {s: "6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
             "the paper's LR 0.1, 800 steps, probes every 20 steps" for s in ("quick", "cpu")}),
-]}
+)
 
 
-def experiments_for(scale: Scale) -> list[Experiment]:
-    return [e for e in EXPERIMENTS.values() if scale in e.plans]
-
-
-def parse_name(name: str) -> tuple[Experiment, Scale] | None:
-    """The catalogue experiment and scale an experiment name stands for, or None."""
-    for e in EXPERIMENTS.values():
-        for s in e.plans:
-            if e.name(s) == name:
-                return e, s
-    return None
-
-
-# -- what comes back --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EtaPoint:
-    step: int
-    multiplier: float
-    eta: float
-    loss: float
-    grad_dist: float
-
-
-@dataclass
-class RunData:
-    """One run as the checks see it: its spec (JSON form), status and series by key."""
-
-    spec: dict[str, Any]
-    series: dict[str, tuple[list[int], list[float]]]  # key -> (steps, values), step order
-    status: str = "succeeded"
-    etas: list[EtaPoint] = field(default_factory=list)
-    name: str = ""
-
-    def values(self, key: str) -> list[float]:
-        if key not in self.series or not self.series[key][1]:
-            raise MissingData(f"{self.label()} has no {key}")
-        return self.series[key][1]
-
-    def label(self) -> str:
-        return f"{self.spec.get('norm')} at LR {self.spec.get('lr'):g}"
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("succeeded", "diverged")
-
-
-class MissingData(Exception):
-    """A claim cannot be decided: a run or a key it needs is not there (yet)."""
-
-
-def _float(v: Any) -> float:
-    return math.nan if v is None else float(v)  # "NaN", "Infinity" parse too
-
-
-def run_data_from_api(run: Mapping[str, Any], metrics: Mapping[str, Any],
-                      probes: Mapping[str, Any] | None = None) -> RunData:
-    """From GET /runs/{id}, /runs/{id}/metrics (raw, not downsampled) and /runs/{id}/probes."""
-    series = {}
-    for key, s in metrics.get("series", {}).items():
-        if s.get("downsampled"):
-            raise ValueError(f"{key} came downsampled; ask for max_points above the step count")
-        series[key] = (list(s["steps"]), [_float(v) for v in s["values"]])
-    etas = [EtaPoint(r["step"], r["multiplier"], r["eta"], _float(r["loss"]),
-                     _float(r["grad_dist"]))
-            for r in (probes or {}).get("records", []) if r.get("probe", "landscape") ==
-            "landscape"]
-    return RunData(dict(run["spec"]), series, run["status"], etas, run.get("name", ""))
-
-
-def run_data_from_memory(spec: Mapping[str, Any], sink: Any, status: str = "succeeded",
-                         name: str = "") -> RunData:
-    """From a worker.engine MemorySink (duck-typed: `.series` {key: {step: value}} and
-    `.etas` {probe: {step: [records]}})."""
-    series = {k: (sorted(s), [s[t] for t in sorted(s)]) for k, s in sink.series.items()}
-    etas = [EtaPoint(step, r.multiplier, r.eta, r.loss, r.grad_dist)
-            for step, recs in sorted(sink.etas.get("landscape", {}).items()) for r in recs]
-    return RunData(dict(spec), series, status, etas, name)
-
-
-# -- statistics -------------------------------------------------------------------------------
-
-
-def peak(values: Sequence[float]) -> float:
-    """The maximum, NaN ignored (+inf counts: a diverged run's peak is infinite)."""
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        raise MissingData("no values that are not NaN")
-    return max(vals)
-
-
-def median(values: Sequence[float]) -> float:
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        raise MissingData("no finite values")
-    return statistics.median(vals)
-
-
-def tail(values: Sequence[float], frac: float = TAIL) -> float:
-    """The median of the last `frac` of the series: a final value that one step cannot swing."""
-    n = max(1, math.ceil(len(values) * frac))
-    return median(values[-n:])
-
-
-def step_changes(values: Sequence[float]) -> list[float]:
-    """|v_(t+1) - v_t| between consecutive recorded steps (Fig 8)."""
-    return [abs(b - a) for a, b in zip(values, values[1:], strict=False)]
-
-
-def ratio(a: float, b: float) -> float:
-    if b == 0:
-        return math.inf if a > 0 else math.nan
-    return a / b
-
-
-def fmt(x: float) -> str:
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.3g}"
-
-
-def pick(runs: Sequence[RunData], **where: Any) -> RunData:
-    """The one run whose spec has these values (floats compared with a tolerance)."""
-    def match(r: RunData) -> bool:
-        for k, v in where.items():
-            got = r.spec.get(k)
-            if isinstance(v, float) and isinstance(got, int | float):
-                if not math.isclose(got, v, rel_tol=1e-9):
-                    return False
-            elif got != v:
-                return False
-        return True
-
-    found = [r for r in runs if match(r)]
-    if not found:
-        raise MissingData(f"no run with {where}")
-    if not found[0].finished:
-        raise MissingData(f"run {found[0].label()} is {found[0].status}")
-    return found[0]
+# -- the checks, one per claim ----------------------------------------------------------------
 
 
 def final_acc(run: RunData, key: str = "test/acc") -> float:
@@ -282,99 +90,6 @@ def final_acc(run: RunData, key: str = "test/acc") -> float:
     if run.status == "diverged":
         return 0.1
     return run.values(key)[-1] if key == "test/acc" else tail(run.values(key))
-
-
-# -- claims and verdicts ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool | None  # None: not decidable (missing runs or keys)
-    ours: str  # our numbers, in words
-    values: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    text: str  # the paper's claim, as we test it
-    paper: str  # the paper's value (read off its figure) or "qualitative"
-    statistic: str  # how our number is computed
-    test: Callable[[list[RunData]], Outcome]
-
-    def evaluate(self, runs: list[RunData]) -> Outcome:
-        try:
-            return self.test(runs)
-        except MissingData as exc:
-            return Outcome(None, f"no data: {exc}")
-
-
-@dataclass(frozen=True)
-class Figure:
-    id: str  # "3b", "10", "4-mlp"
-    title: str
-    model: str  # "DLN", "VGG", "MLP"
-    experiment: str  # Experiment.key
-    claims: tuple[Claim, ...]
-    select: dict[str, Any] = field(default_factory=dict)  # the experiment's runs it uses
-    plots: tuple[str, ...] = ()  # webapp.figures names that draw it
-    layers: tuple[int, ...] = ()  # activation figures: the normalised layers shown
-    choices: tuple[str, ...] = ()  # protocol choices made where the paper is silent
-    beyond_paper: bool = False
-    # A condition of the paper's setting the comparison rests on (e.g. both nets train): when
-    # it fails, the figure is "not reproduced" whatever the other claims say.
-    premise: Claim | None = None
-
-
-@dataclass(frozen=True)
-class FigureResult:
-    figure: Figure
-    verdict: Verdict
-    outcomes: tuple[tuple[Claim, Outcome], ...]
-
-
-def verdict_of(oks: Sequence[bool | None]) -> Verdict:
-    """All hold: reproduced; none: not reproduced; some: partly. While some claims cannot be
-    decided yet (runs missing or unfinished), only a claim that holds makes it "partly"."""
-    decided = [ok for ok in oks if ok is not None]
-    if not decided:
-        return "no data"
-    if len(decided) < len(oks):
-        return "partly" if any(decided) else "no data"
-    if all(decided):
-        return "reproduced"
-    return "partly" if any(decided) else "not reproduced"
-
-
-def uses(figure: Figure, spec: Mapping[str, Any]) -> bool:
-    """Whether a figure uses the run with this spec (JSON form): every `select` key equal (or
-    in its list). The dashboard filters an experiment's runs (API JSON) with it."""
-    for k, want in figure.select.items():
-        options = want if isinstance(want, list) else [want]
-        got = spec.get(k)
-        if not any(got == w or (isinstance(w, float) and isinstance(got, int | float)
-                                and math.isclose(got, w, rel_tol=1e-9)) for w in options):
-            return False
-    return True
-
-
-def select_runs(figure: Figure, runs: Sequence[RunData]) -> list[RunData]:
-    """The experiment's runs a figure uses."""
-    return [r for r in runs if uses(figure, r.spec)]
-
-
-def evaluate(figure: Figure, runs: Sequence[RunData]) -> FigureResult:
-    """Every claim's outcome (the premise first, when the figure has one) and the verdict."""
-    chosen = select_runs(figure, runs)
-    claims = ((figure.premise,) if figure.premise else ()) + figure.claims
-    outcomes = tuple((c, c.evaluate(chosen)) for c in claims)
-    verdict = verdict_of([o.ok for c, o in outcomes if c is not figure.premise])
-    if figure.premise and outcomes[0][1].ok is False:
-        verdict = "not reproduced"
-    return FigureResult(figure, verdict, outcomes)
-
-
-# -- the checks, one per claim ----------------------------------------------------------------
 
 
 def _pair(runs: list[RunData], key: str, stat: Callable[[Sequence[float]], float],
@@ -463,11 +178,6 @@ _LP = ("batch", "l1", "l2", "linf")
 
 def _final_losses(runs: list[RunData]) -> dict[str, float]:
     return {n: tail(pick(runs, norm=n).values("train/loss")) for n in ("none", *_LP)}
-
-
-def lower(a: float, b: float) -> bool:
-    """a is lower than b by more than TIE (1 %): not the same level."""
-    return a < b * (1 - TIE)
 
 
 def _norms_beat_none(runs: list[RunData]) -> Outcome:
@@ -729,72 +439,8 @@ FIGURES: tuple[Figure, ...] = (
            choices=("A stand-in for Fig 4: the quick-mlp preset (6 layers of 128, mnist1d) at "
                     "the paper's LR 0.1.",), beyond_paper=True, premise=_BOTH_TRAIN),
 )
-FIGURE_BY_ID: dict[str, Figure] = {f.id: f for f in FIGURES}
 
-
-def figures_for(scale: Scale) -> list[Figure]:
-    return [f for f in FIGURES if scale in EXPERIMENTS[f.experiment].plans]
-
-
-def claim(claim_id: str) -> Claim:
-    for f in FIGURES:
-        for c in (f.premise, *f.claims) if f.premise else f.claims:
-            if c.id == claim_id:
-                return c
-    raise KeyError(claim_id)
-
-
-# -- reading results back and reporting -------------------------------------------------------
-
-# Every scalar key a check reads (the API takes globs).
-METRIC_KEYS = "train/*,test/*,landscape/*,ics/*,act/*"
-
-
-def needs_etas(experiment_key: str) -> bool:
-    """Whether a figure of this experiment reads the per-eta probe records (Fig 11)."""
-    return any(f.experiment == experiment_key and "etas" in f.plots for f in FIGURES)
-
-
-def evaluate_all(scale: Scale, runs_by_experiment: Mapping[str, Sequence[RunData]]
-                 ) -> list[FigureResult]:
-    """Every figure of the scale, from the runs of each experiment (missing: no data)."""
-    return [evaluate(f, list(runs_by_experiment.get(f.experiment, ())))
-            for f in figures_for(scale)]
-
-
-_MARK = {True: "holds", False: "fails", None: "no data"}
-
-
-def report_text(results: Sequence[FigureResult], scale: Scale) -> str:
-    """The per-figure table for a terminal: verdict, then each claim with both numbers."""
-    lines = [f"Reproduction of Santurkar et al. 2018, scale {scale!r}", ""]
-    for res in results:
-        f = res.figure
-        exp = EXPERIMENTS[f.experiment]
-        lines.append(f"Fig {f.id} ({f.model}) {f.title}: {res.verdict.upper()}")
-        lines.append(f"  data: {exp.data[scale]}")
-        for c, o in res.outcomes:
-            lines.append(f"  [{_MARK[o.ok]}] {c.text}")
-            lines.append(f"      paper: {c.paper}")
-            lines.append(f"      ours:  {o.ours}")
-        lines.append("")
-    counts = {v: sum(r.verdict == v for r in results)
-              for v in ("reproduced", "partly", "not reproduced", "no data")}
-    lines.append(", ".join(f"{n} {v}" for v, n in counts.items()))
-    return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def report_markdown(results: Sequence[FigureResult], scale: Scale) -> str:
-    """The same as a Markdown table (docs/reproduction.md)."""
-    rows = ["| figure | claim | paper | ours | holds |", "| --- | --- | --- | --- | --- |"]
-    for res in results:
-        f = res.figure
-        for i, (c, o) in enumerate(res.outcomes):
-            head = f"**Fig {f.id}** ({f.model}): {res.verdict}" if i == 0 else ""
-            rows.append(f"| {head} | {_cell(c.text)} | {_cell(c.paper)} | {_cell(o.ours)} | "
-                        f"{_MARK[o.ok]} |")
-    return "\n".join(rows) + "\n"
+PAPER = Paper(
+    key="santurkar2018", title="Santurkar et al. 2018", experiments=EXPERIMENTS,
+    figures=FIGURES, metric_keys="train/*,test/*,landscape/*,ics/*,act/*",
+)

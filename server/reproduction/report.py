@@ -1,0 +1,60 @@
+"""The per-figure tables: a terminal report and the Markdown of docs/reproduction.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.reproduction.plans import Scale
+from server.reproduction.registry import EXPERIMENTS, PAPERS, paper_of
+from server.reproduction.verdicts import FigureResult, Outcome
+
+
+def mark(outcome: Outcome) -> str:
+    """A claim's mark: holds, fails, no data, or "k of n seeds" where the seeds disagree."""
+    if outcome.status == "mixed":
+        return f"{outcome.k} of {outcome.n} seeds"
+    return outcome.status
+
+
+def _by_paper(results: Sequence[FigureResult]) -> list[tuple[str, list[FigureResult]]]:
+    out: dict[str, list[FigureResult]] = {}
+    for res in results:
+        out.setdefault(paper_of(res.figure).title, []).append(res)
+    return list(out.items())
+
+
+def report_text(results: Sequence[FigureResult], scale: Scale) -> str:
+    """The per-figure table for a terminal: verdict, then each claim with both numbers."""
+    lines = []
+    for title, group in _by_paper(results) or [(", ".join(p.title for p in PAPERS), [])]:
+        lines += [f"Reproduction of {title}, scale {scale!r}", ""]
+        for res in group:
+            f = res.figure
+            exp = EXPERIMENTS[f.experiment]
+            lines.append(f"Fig {f.id} ({f.model}) {f.title}: {res.verdict.upper()}")
+            lines.append(f"  data: {exp.data[scale]}")
+            for c, o in res.outcomes:
+                lines.append(f"  [{mark(o)}] {c.text}")
+                lines.append(f"      paper: {c.paper}")
+                lines.append(f"      ours:  {o.ours}")
+            lines.append("")
+    counts = {v: sum(r.verdict == v for r in results)
+              for v in ("reproduced", "partly", "not reproduced", "no data")}
+    lines.append(", ".join(f"{n} {v}" for v, n in counts.items()))
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(results: Sequence[FigureResult], scale: Scale) -> str:
+    """The same as a Markdown table (docs/reproduction.md)."""
+    rows = ["| figure | claim | paper | ours | holds |", "| --- | --- | --- | --- | --- |"]
+    for res in results:
+        f = res.figure
+        for i, (c, o) in enumerate(res.outcomes):
+            head = f"**Fig {f.id}** ({f.model}): {res.verdict}" if i == 0 else ""
+            rows.append(f"| {head} | {_cell(c.text)} | {_cell(c.paper)} | {_cell(o.ours)} | "
+                        f"{mark(o)} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,97 @@
+"""What comes back: runs as the checks see them, from the API's JSON or an in-process sink.
+
+Runs come in as `RunData` (a spec and its series), built from the API's JSON
+(`run_data_from_api`) or from an in-process MemorySink (`run_data_from_memory`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EtaPoint:
+    step: int
+    multiplier: float
+    eta: float
+    loss: float
+    grad_dist: float
+
+
+@dataclass
+class RunData:
+    """One run as the checks see it: its spec (JSON form), status and series by key."""
+
+    spec: dict[str, Any]
+    series: dict[str, tuple[list[int], list[float]]]  # key -> (steps, values), step order
+    status: str = "succeeded"
+    etas: list[EtaPoint] = field(default_factory=list)
+    name: str = ""
+
+    def values(self, key: str) -> list[float]:
+        if key not in self.series or not self.series[key][1]:
+            raise MissingData(f"{self.label()} has no {key}")
+        return self.series[key][1]
+
+    def label(self) -> str:
+        return f"{self.spec.get('norm')} at LR {self.spec.get('lr'):g}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "diverged")
+
+
+class MissingData(Exception):
+    """A claim cannot be decided: a run or a key it needs is not there (yet)."""
+
+
+def _float(v: Any) -> float:
+    return math.nan if v is None else float(v)  # "NaN", "Infinity" parse too
+
+
+def run_data_from_api(run: Mapping[str, Any], metrics: Mapping[str, Any],
+                      probes: Mapping[str, Any] | None = None) -> RunData:
+    """From GET /runs/{id}, /runs/{id}/metrics (raw, not downsampled) and /runs/{id}/probes."""
+    series = {}
+    for key, s in metrics.get("series", {}).items():
+        if s.get("downsampled"):
+            raise ValueError(f"{key} came downsampled; ask for max_points above the step count")
+        series[key] = (list(s["steps"]), [_float(v) for v in s["values"]])
+    etas = [EtaPoint(r["step"], r["multiplier"], r["eta"], _float(r["loss"]),
+                     _float(r["grad_dist"]))
+            for r in (probes or {}).get("records", []) if r.get("probe", "landscape") ==
+            "landscape"]
+    return RunData(dict(run["spec"]), series, run["status"], etas, run.get("name", ""))
+
+
+def run_data_from_memory(spec: Mapping[str, Any], sink: Any, status: str = "succeeded",
+                         name: str = "") -> RunData:
+    """From a worker.engine MemorySink (duck-typed: `.series` {key: {step: value}} and
+    `.etas` {probe: {step: [records]}})."""
+    series = {k: (sorted(s), [s[t] for t in sorted(s)]) for k, s in sink.series.items()}
+    etas = [EtaPoint(step, r.multiplier, r.eta, r.loss, r.grad_dist)
+            for step, recs in sorted(sink.etas.get("landscape", {}).items()) for r in recs]
+    return RunData(dict(spec), series, status, etas, name)
+
+
+def pick(runs: Sequence[RunData], **where: Any) -> RunData:
+    """The one run whose spec has these values (floats compared with a tolerance)."""
+    def match(r: RunData) -> bool:
+        for k, v in where.items():
+            got = r.spec.get(k)
+            if isinstance(v, float) and isinstance(got, int | float):
+                if not math.isclose(got, v, rel_tol=1e-9):
+                    return False
+            elif got != v:
+                return False
+        return True
+
+    found = [r for r in runs if match(r)]
+    if not found:
+        raise MissingData(f"no run with {where}")
+    if not found[0].finished:
+        raise MissingData(f"run {found[0].label()} is {found[0].status}")
+    return found[0]
