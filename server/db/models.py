@@ -130,7 +130,7 @@ class Experiment(Base):
 
     @property
     def tags(self) -> list[str]:
-        return [t.tag for t in self.tag_rows]
+        return sorted(t.tag for t in self.tag_rows)
 
 
 class Run(Base):
@@ -178,7 +178,7 @@ class Run(Base):
 
     @property
     def tags(self) -> list[str]:
-        return [t.tag for t in self.tag_rows]
+        return sorted(t.tag for t in self.tag_rows)
 
 
 # Tags: a row per (owner, tag), not a JSON list on the owner, so "runs tagged x and y" is an

@@ -1,0 +1,73 @@
+"""Tags and notes on runs and experiments: the user's own words, changed at any status.
+
+Each change first locks the owner's row (PostgreSQL; SQLite has one writer at a time), so two
+requests that change the same object's tags apply one after the other instead of both
+inserting the same (owner, tag) row. The owner may be running: a worker or an SDK batch
+writing it at the same time touches other columns, and its conditional UPDATEs do not read
+the tags or the note.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.db.models import Experiment, ExperimentTag, Run, RunTag
+from server.schemas_annotations import MAX_TAGS
+from server.services.errors import InvalidRequest, NotFound
+
+Owner = Run | Experiment
+_TAG_MODEL = {Run: RunTag, Experiment: ExperimentTag}
+_WHAT = {Run: "run", Experiment: "experiment"}
+
+
+def _locked(session: Session, model: type[Owner], owner_id: int) -> Any:
+    session.execute(select(model.id).where(model.id == owner_id).with_for_update())
+    owner = session.get(model, owner_id)
+    if owner is None:
+        raise NotFound(_WHAT[model], owner_id)
+    return owner
+
+
+def _set_tags(owner: Owner, tags: list[str]) -> None:
+    model = _TAG_MODEL[type(owner)]
+    keep = [r for r in owner.tag_rows if r.tag in tags]
+    have = {r.tag for r in keep}
+    # The rows removed from the collection are deleted (delete-orphan); kept ones untouched.
+    owner.tag_rows = keep + [model(tag=t) for t in tags if t not in have]
+
+
+def annotate(session: Session, model: type[Owner], owner_id: int,
+             changes: dict[str, Any]) -> Any:
+    """Apply an AnnotationPatch's changes (validated: tags deduplicated and bounded)."""
+    owner = _locked(session, model, owner_id)
+    if "tags" in changes:
+        _set_tags(owner, changes["tags"])
+    if "note" in changes:
+        owner.note = changes["note"]
+    session.flush()
+    return owner
+
+
+def add_tag(session: Session, model: type[Owner], owner_id: int, tag: str) -> Any:
+    """Add one tag (validated); adding one it has already changes nothing."""
+    owner = _locked(session, model, owner_id)
+    tags = owner.tags
+    if tag not in tags:
+        if len(tags) >= MAX_TAGS:
+            raise InvalidRequest(("path", "tag"),
+                                f"this {_WHAT[model]} has {MAX_TAGS} tags already, the most it "
+                                "may have; remove one first")
+        _set_tags(owner, [*tags, tag])
+        session.flush()
+    return owner
+
+
+def remove_tag(session: Session, model: type[Owner], owner_id: int, tag: str) -> Any:
+    """Remove one tag; removing one it does not have changes nothing."""
+    owner = _locked(session, model, owner_id)
+    _set_tags(owner, [t for t in owner.tags if t != tag])
+    session.flush()
+    return owner
