@@ -36,7 +36,9 @@ def editor(kind: str, obj: dict[str, Any]) -> html.Div:
     oid = obj["id"]
     tags, note = obj.get("tags") or [], obj.get("note")
     return html.Div([
-        html.Div(chips(tags), id=_id("chips", kind, oid), className="tag-chips"),
+        html.Div([html.Span(f"{kind} #{oid}", className="ann-title"),
+                  html.Div(chips(tags), id=_id("chips", kind, oid), className="tag-chips")],
+                 className="ann-head"),
         html.Div([
             dcc.Input(id=_id("tags", kind, oid), value=", ".join(tags), debounce=False,
                       placeholder="tags, comma-separated", className="ann-tags"),

@@ -240,6 +240,8 @@ def layout(prefix: str = "/", client: ApiClient | None = None, **query) -> html.
             dcc.Input(id="runs-name", placeholder="name contains…", debounce=True,
                       className="name-filter"),
             *filter_controls(values, experiment_options(client, values.get("experiment"))),
+        ], className="toolbar card runs-filters"),
+        html.Div([
             html.Button("Compare selected", id="runs-compare", className="btn btn-primary",
                         disabled=True),
             html.Button("Cancel selected", id="runs-cancel", className="btn", disabled=True),

@@ -73,13 +73,14 @@ def get_experiment(
 
 
 ANNOTATE = {**responses.NOT_FOUND, **responses.UNAUTHORIZED}
+PATCHES = {**ANNOTATE, **{c: responses.CREATES[c] for c in (400, 413)}}
 
 
 def _out(session, exp: Experiment) -> ExperimentOut:
     return experiment_out(exp, experiments.status_counts(session, [exp.id])[exp.id])
 
 
-@router.patch("/{experiment_id}", dependencies=[Authorized], responses=ANNOTATE)
+@router.patch("/{experiment_id}", dependencies=[Authorized], responses=PATCHES)
 def annotate_experiment(experiment_id: ExperimentId, body: AnnotationPatch,
                         session: SessionDep) -> ExperimentOut:
     """Set the experiment's tags (the whole set) and/or note; fields left out stay. Its

@@ -114,9 +114,10 @@ def delete_run(run_id: RunId, session: SessionDep, settings: SettingsDep) -> Non
 
 
 ANNOTATE = {**responses.NOT_FOUND, **responses.UNAUTHORIZED}
+PATCHES = {**ANNOTATE, **{c: responses.CREATES[c] for c in (400, 413)}}
 
 
-@router.patch("/{run_id}", dependencies=[Authorized], responses=ANNOTATE)
+@router.patch("/{run_id}", dependencies=[Authorized], responses=PATCHES)
 def annotate_run(run_id: RunId, body: AnnotationPatch, session: SessionDep,
                  settings: SettingsDep) -> RunOut:
     """Set the run's tags (the whole set) and/or note, at any status; fields left out stay."""
