@@ -1,17 +1,17 @@
 """Tags and notes on runs and experiments: the user's own words, changed at any status.
 
-Each change first locks the owner's row (PostgreSQL; SQLite has one writer at a time), so two
-requests that change the same object's tags apply one after the other instead of both
-inserting the same (owner, tag) row. The owner may be running: a worker or an SDK batch
-writing it at the same time touches other columns, and its conditional UPDATEs do not read
-the tags or the note.
+Each change first locks the owner's row (PostgreSQL) or the database (SQLite), so two requests
+that change the same object's tags apply one after the other instead of both inserting the
+same (owner, tag) row (tests/server/test_api_tags_notes.py sends them at once). The owner may
+be running: a worker or an SDK batch writing it at the same time touches other columns, and
+its conditional UPDATEs do not read the tags or the note.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from server.db.models import Experiment, ExperimentTag, Run, RunTag
@@ -24,7 +24,16 @@ _WHAT = {Run: "run", Experiment: "experiment"}
 
 
 def _locked(session: Session, model: type[Owner], owner_id: int) -> Any:
-    session.execute(select(model.id).where(model.id == owner_id).with_for_update())
+    if session.get_bind().dialect.name == "sqlite":
+        # The driver opens SQLite's transaction at the first write, and a SELECT locks
+        # nothing: a no-op UPDATE first takes the database's write lock (waiting up to the
+        # busy timeout), so the tags read next are the ones this request replaces.
+        session.execute(update(model).where(model.id == owner_id).values(note=model.note))
+    else:
+        # FOR NO KEY UPDATE, not FOR UPDATE: an SDK batch being stored holds a key-share lock
+        # on its run (server/services/sdk_runs.py) and need not wait for a tag, nor it for one.
+        session.execute(select(model.id).where(model.id == owner_id)
+                        .with_for_update(key_share=True))
     owner = session.get(model, owner_id)
     if owner is None:
         raise NotFound(_WHAT[model], owner_id)

@@ -245,3 +245,35 @@ def test_runs_filters_match_a_filter_in_python(client, catalogue):
 ])
 def test_bad_filters_are_422_at_the_parameter(sqlite_client, params, loc):
     assert loc in _loc(sqlite_client.get(f"{API}/runs", params=params))
+
+
+# -- concurrent changes -----------------------------------------------------------------------
+
+
+def test_concurrent_tag_changes_apply_one_after_the_other(backend):
+    """Twelve requests at once on one run, each adding its own tag and a shared one, or
+    replacing the set: never a 5xx, and the end state is one of the orders they could run in
+    (every added tag there, each once)."""
+    from server.api.app import create_app
+    from tests.support.concurrency import concurrently
+
+    app = create_app(backend)
+    with TestClient(app) as c:
+        rid = c.post(f"{API}/runs", json={"spec": {"steps": 5}}).json()["id"]
+
+        def send(client, i):
+            if i % 2:
+                return client.post(f"{API}/runs/{rid}/tags/t{i}")
+            return client.patch(f"{API}/runs/{rid}", json={"tags": ["shared", f"t{i}"],
+                                                          "note": f"n{i}"})
+
+        answers = concurrently(app, 12, send)
+        assert [r.status_code for r in answers] == [200] * 12, [
+            r.text for r in answers if r.status_code != 200]
+        final = c.get(f"{API}/runs/{rid}").json()
+    # The last PATCH replaced the set; every POST after it added its tag.
+    assert "shared" in final["tags"] and final["note"] in {f"n{i}" for i in range(0, 12, 2)}
+    assert len(final["tags"]) == len(set(final["tags"]))
+    patched = int(final["note"][1:])
+    assert f"t{patched}" in final["tags"]
+    assert set(final["tags"]) <= {"shared", *(f"t{i}" for i in range(12))}
