@@ -159,6 +159,8 @@ class RunOut(BaseModel):
         None, description="queued while no online worker consumes its queue: who it waits "
         "for ('a cuda worker', 'a cpu worker', 'a worker'); null otherwise"
     )
+    tags: list[str] = Field(default_factory=list, description="the user's tags, sorted")
+    note: str | None = Field(None, description="the user's note")
 
 
 class ExperimentOut(BaseModel):
@@ -172,6 +174,8 @@ class ExperimentOut(BaseModel):
         default_factory=list, description="run on each run once it succeeds (AnalysisSpec)")
     created_at: datetime
     status_counts: dict[str, int] = Field(description="runs by status")
+    tags: list[str] = Field(default_factory=list, description="the user's tags, sorted")
+    note: str | None = Field(None, description="the user's note")
 
 
 class ExperimentDetail(ExperimentOut):

@@ -17,7 +17,7 @@ import dash
 from dash import Dash, Input, Output, dcc, html
 from werkzeug.http import parse_cookie
 
-from webapp import guard
+from webapp import annotations, guard
 from webapp.client import ApiClient, acting_with
 from webapp.compare import callbacks as compare_callbacks
 from webapp.pages import compare, experiment, new_experiment, reproduction, runs
@@ -136,6 +136,7 @@ def create_dash(api_base_url: str, *, requests_pathname_prefix: str = "/",
     app.landscope_callbacks = {page.__name__.rsplit(".", 1)[-1]: page.register(
         app, client, poll_ms) for page in PAGES}
     app.landscope_callbacks["compare_view"] = compare_callbacks.register(app, client)
+    app.landscope_callbacks["annotations"] = annotations.register(app, client)
     app.layout = shell(requests_pathname_prefix, client.docs_url())
     app.clientside_callback(SET_TOKEN_COOKIE % (TOKEN_COOKIE, requests_pathname_prefix),
                             Output("token-cookie", "data"), Input("token", "value"))

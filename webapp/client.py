@@ -383,3 +383,52 @@ class ApiClient:
         """The API's interactive documentation (FastAPI serves it beside /api/v1)."""
         root = self.public_api.rsplit("/api/", 1)[0] if "/api/" in self.public_api else ""
         return f"{root}/docs"
+
+    # -- tags, notes and the runs listing's filters (h4-tags) -----------------------------------
+
+    def filter_runs(self, *, status: str | None = None, norm: str | None = None,
+                    model: str | None = None, dataset: str | None = None,
+                    experiment_id: int | None = None, tags: Iterable[str] = (),
+                    source: str | None = None, name: str | None = None,
+                    limit: int = 200) -> list[dict[str, Any]]:
+        """Runs, newest first, filtered by the API (in SQL): every filter given must hold,
+        and every one of `tags` must be on the run."""
+        params = {"status": status, "norm": norm or None, "model": model or None,
+                  "dataset": dataset or None, "experiment_id": experiment_id,
+                  "tag": list(tags) or None, "source": source, "name": name or None,
+                  "limit": limit}
+        return self._request("GET", "/runs", params=params)["items"]
+
+    def annotate_run(self, run_id: int, *, tags: Iterable[str] | None = None,
+                     note: Any = ..., token: str | None = None) -> dict:
+        """Set the run's tags (the whole set; None: leave them) and/or note (None clears it;
+        left out: left as it is). The run's JSON back."""
+        return self._request("PATCH", f"/runs/{run_id}", json=_annotation(tags, note),
+                             token=token)
+
+    def annotate_experiment(self, experiment_id: int, *, tags: Iterable[str] | None = None,
+                            note: Any = ...,
+                            token: str | None = None) -> dict:
+        """As annotate_run, for an experiment (its runs keep their own tags)."""
+        return self._request("PATCH", f"/experiments/{experiment_id}",
+                             json=_annotation(tags, note), token=token)
+
+    def tag_run(self, run_id: int, tag: str, token: str | None = None) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return self._request("POST", f"/runs/{run_id}/tags/{quote(tag, safe='')}", token=token)
+
+    def untag_run(self, run_id: int, tag: str, token: str | None = None) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return self._request("DELETE", f"/runs/{run_id}/tags/{quote(tag, safe='')}",
+                             token=token)
+
+
+def _annotation(tags: Iterable[str] | None, note: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if tags is not None:
+        body["tags"] = list(tags)
+    if note is not ...:  # (None means something: clear the note)
+        body["note"] = note
+    return body

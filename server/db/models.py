@@ -24,6 +24,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     SmallInteger,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,8 +122,16 @@ class Experiment(Base):
     analyses: Mapped[list[Any] | None] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)  # the user's own words, free text
 
     runs: Mapped[list[Run]] = relationship(back_populates="experiment", order_by="Run.id")
+    # Tags load only when asked for: list reads ask with selectinload (one query per page).
+    tag_rows: Mapped[list[ExperimentTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ExperimentTag.tag")
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(t.tag for t in self.tag_rows)
 
 
 class Run(Base):
@@ -161,8 +171,49 @@ class Run(Base):
     source: Mapped[str] = mapped_column(String(16), default="service", server_default="service")
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     client_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    note: Mapped[str | None] = mapped_column(Text)  # the user's own words, free text
 
     experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
+    tag_rows: Mapped[list[RunTag]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="RunTag.tag")
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(t.tag for t in self.tag_rows)
+
+
+# Tags: a row per (owner, tag), not a JSON list on the owner, so "runs tagged x and y" is an
+# indexed lookup on both backends (the (tag, owner) index) instead of a scan through JSON.
+# Deleting the owner deletes its tags (the foreign key cascades; SQLite has foreign_keys on).
+TAG_CHARS = 64
+
+
+class RunTag(Base):
+    __tablename__ = "run_tags"
+    __table_args__ = (Index("ix_run_tags_tag", "tag", "run_id"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(TAG_CHARS), primary_key=True)
+
+
+class ExperimentTag(Base):
+    __tablename__ = "experiment_tags"
+    __table_args__ = (Index("ix_experiment_tags_tag", "tag", "experiment_id"),)
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(TAG_CHARS), primary_key=True)
+
+
+@event.listens_for(Run, "init")
+@event.listens_for(Experiment, "init")
+def _no_tags_yet(_target: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+    # A new row has no tags: known without asking, so answering a request that created
+    # 64 runs does not look up each one's tags (an empty collection, not a lazy load).
+    kwargs.setdefault("tag_rows", [])
 
 
 class Series(Base):

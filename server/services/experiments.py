@@ -21,6 +21,7 @@ from server.schemas import ExperimentCreate
 from server.services import auto_analyses, plugins
 from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import InvalidRequest, NotFound
+from server.services.run_filters import with_experiment_tags
 from server.services.runs import new_run, run_name
 from server.services.specs import (
     Origin,
@@ -94,18 +95,23 @@ def create_experiment(
 
 
 def get_experiment(session: Session, exp_id: int) -> Experiment:
-    exp = session.get(Experiment, exp_id, options=[selectinload(Experiment.runs)])
+    exp = session.get(Experiment, exp_id, options=[
+        selectinload(Experiment.runs).selectinload(Run.tag_rows),
+        selectinload(Experiment.tag_rows)])
     if exp is None:
         raise NotFound("experiment", exp_id)
     return exp
 
 
 def list_experiments(
-    session: Session, *, limit: int = 50, offset: int = 0
+    session: Session, *, limit: int = 50, offset: int = 0, tags: Sequence[str] = ()
 ) -> tuple[Sequence[Experiment], int]:
-    total = session.scalar(select(func.count()).select_from(Experiment)) or 0
+    """A page of experiments (those carrying every one of `tags`), newest first."""
+    stmt = with_experiment_tags(select(Experiment), tags)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(
-        select(Experiment).order_by(Experiment.id.desc()).limit(limit).offset(offset)
+        stmt.order_by(Experiment.id.desc()).limit(limit).offset(offset)
+        .options(selectinload(Experiment.tag_rows))
     ).all()
     return rows, total
 

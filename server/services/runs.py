@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from server.db.metrics import delete_run_metrics
 from server.db.models import ACTIVE_STATUSES, FINISHED_STATUSES, Run, utcnow
@@ -21,6 +21,7 @@ from server.schemas import RunCreate
 from server.services import plugins
 from server.services.admission import Claim, admit, prior_resource, remember
 from server.services.errors import BrokerUnavailable, Conflict, NotFound
+from server.services.run_filters import RunFilters
 from server.services.specs import Origin, find_preset, merge, validate
 from server.settings import Settings
 from server.spec import RunSpec, flatten
@@ -103,18 +104,16 @@ def list_runs(
     name: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    filters: RunFilters | None = None,
 ) -> tuple[Sequence[Run], int]:
-    """A page of runs, newest first, and how many match in all."""
-    stmt: Select = select(Run)
-    if status is not None:
-        stmt = stmt.where(Run.status == status)
-    if experiment_id is not None:
-        stmt = stmt.where(Run.experiment_id == experiment_id)
-    if name:
-        # lower() on both sides: LIKE is case-blind on SQLite but not on PostgreSQL.
-        stmt = stmt.where(func.lower(Run.name).contains(name.lower(), autoescape=True))
+    """A page of runs, newest first, and how many match in all. `filters` (when given)
+    replaces status/experiment_id/name."""
+    filters = filters or RunFilters(status=status, experiment_id=experiment_id, name=name)
+    stmt: Select = filters.apply(select(Run))
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
-    rows = session.scalars(stmt.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
+    # The page's tags in one more query (the listing shows them), not one per run.
+    rows = session.scalars(stmt.order_by(Run.id.desc()).limit(limit).offset(offset)
+                           .options(selectinload(Run.tag_rows))).all()
     return rows, total or 0
 
 

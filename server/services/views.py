@@ -80,6 +80,8 @@ def run_out(run: Run, now: datetime | None = None,
         finished_at=run.finished_at,
         heartbeat_at=run.heartbeat_at,
         waiting_for=waiting_for(run, served),
+        tags=run.tags,
+        note=run.note,
     )
 
 
@@ -94,6 +96,8 @@ def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:
         analyses=exp.analyses or [],
         created_at=exp.created_at,
         status_counts=counts,
+        tags=exp.tags,
+        note=exp.note,
     )
 
 

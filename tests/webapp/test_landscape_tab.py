@@ -199,10 +199,11 @@ def test_the_experiment_page_has_a_landscape_tab_chosen_by_query(api):
     from tests.support.synthetic import create_experiment
 
     exp, _ids = create_experiment(api.engine, ["none", "batch"], steps=30)
-    page = experiment.layout(api.client, str(exp))
+    page = experiment.layout(api.client, str(exp)).children[-1]  # (below tags and note)
     assert isinstance(page, dcc.Tabs) and page.value == "runs"
     assert [t.value for t in page.children] == ["runs", "landscape"]
-    assert experiment.layout(api.client, str(exp), tab="landscape").value == "landscape"
+    assert experiment.layout(api.client, str(exp),
+                             tab="landscape").children[-1].value == "landscape"
     ids = {getattr(c, "id", None) for c in walk(page.children[1])}
     assert {"ls-kind", "ls-launch", "ls-list", "ls-groups", "ls-step", "ls-play",
             "ls-figures", "ls-cost"} <= ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dash
 from dash import Dash, html
 
+from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
@@ -27,7 +28,10 @@ def layout(client: ApiClient, runs: str | None = None, poll_ms: int = 1000,
     ids = parse_ids(runs)
     if not ids:
         return html.Div(html.P("Choose runs to compare on the Runs page.", className="notice"))
-    return opening_layout(client, {"runs": ids}, poll_ms)
+    page = opening_layout(client, {"runs": ids}, poll_ms)
+    if len(ids) == 1:  # one run: its page, with its tags and note (webapp/annotations.py)
+        return html.Div([annotations.section(client, "run", ids[0]), page])
+    return page
 
 
 def source_of(path: str, query) -> dict | None:

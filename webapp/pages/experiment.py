@@ -7,6 +7,7 @@ from __future__ import annotations
 import dash
 from dash import Dash, dcc, html
 
+from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
@@ -17,19 +18,21 @@ PATH_TEMPLATE = "/experiments/<experiment_id>"
 
 
 def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1000,
-           tab: str | None = None, **_query) -> html.Div | dcc.Tabs:
+           tab: str | None = None, **_query) -> html.Div:
     try:
         exp = int(experiment_id or "")
     except ValueError:
         return html.Div(html.P(f"No experiment {experiment_id!r}.", className="notice"))
     # Only the chosen tab's content is mounted: the Landscape tab polls nothing while the
     # Runs tab is shown, and the other way round.
-    return dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
+    tabs = dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
                     className="exp-tabs", children=[
         dcc.Tab(label="Runs", value="runs", children=opening_layout(
             client, {"experiment": exp}, poll_ms)),
         dcc.Tab(label="Landscape", value="landscape", children=landscape_layout(exp)),
     ])
+    # The experiment's tags and note above both tabs (webapp/annotations.py).
+    return html.Div([annotations.section(client, "experiment", exp), tabs])
 
 
 def source_of(path: str, _query) -> dict | None:

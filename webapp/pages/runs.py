@@ -1,5 +1,7 @@
-"""/ (Runs): every run with its status, progress, time left, device and worker; cancel,
-delete, export, and a selection to compare. It refreshes itself every two seconds."""
+"""/ (Runs): every run with its status, progress, time left, device and worker, tags and note;
+filters (status, normalisation, model, dataset, experiment, tags: the API filters, in SQL);
+cancel, delete, export, and a selection to compare. It refreshes itself every two seconds.
+The filters open from the URL too (/?norm=batch&tag=baseline), so a filtered list is a link."""
 
 from __future__ import annotations
 
@@ -11,12 +13,20 @@ import dash
 from dash import Dash, Input, Output, State, dash_table, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from server.spec import NORMS, DatasetName, ModelName
+from webapp.annotations import parse_tags
 from webapp.client import ApiClient, ApiError
 from webapp.components import fmt_duration, step_text
 from webapp.style import FINISHED, FONT, SDK_COLOR, STATUS_COLORS, norm_color, norm_label
 
 PATH = "/"
 REFRESH_MS = 2000
+NOTE_CHARS = 60
+MODELS: tuple[str, ...] = ModelName.__args__  # type: ignore[attr-defined]
+DATASETS: tuple[str, ...] = DatasetName.__args__  # type: ignore[attr-defined]
+# The filters, in the order of the toolbar and of the refresh callback's inputs after the
+# original four; each is also a URL query parameter of the page.
+FILTERS = ("norm", "model", "dataset", "experiment", "tag")
 COLUMNS = [
     {"id": "id", "name": "#"},
     {"id": "name", "name": "run", "presentation": "markdown"},
@@ -29,6 +39,8 @@ COLUMNS = [
     {"id": "device", "name": "device"},
     {"id": "worker", "name": "worker"},
     {"id": "last_loss", "name": "last loss"},
+    {"id": "tags", "name": "tags"},
+    {"id": "note", "name": "note"},
     {"id": "created", "name": "created"},
     {"id": "csv", "name": "export", "presentation": "markdown"},
 ]
@@ -79,11 +91,22 @@ def table_rows(runs: list[dict[str, Any]], export_url, prefix: str = "/") -> lis
             "last_loss": _loss(r.get("last_loss")),
             "created": _when(created),
             "csv": f"[CSV]({export_url(r['id'])})",
+            "tags": " ".join(r.get("tags") or []),
+            "note": _short(r.get("note")),
             "_status": r["status"],
             "_norm": norm,
             "_pct": 100 * float(r.get("progress") or 0),
         })
     return rows
+
+
+def _short(note: str | None, chars: int = NOTE_CHARS) -> str:
+    """A note's first line, cut to fit a table cell (the run's page shows all of it)."""
+    text = (note or "").strip()
+    first = text.splitlines()[0] if text else ""
+    if first == text and len(text) <= chars:
+        return text
+    return first[:chars].rstrip() + "…"
 
 
 def _when(iso: str) -> str:
@@ -150,7 +173,57 @@ def act_on(client: ApiClient, action: str, ids: list[int], token: str | None) ->
     return msg + (" ".join(failed) if failed else "")
 
 
-def layout(prefix: str = "/", **_query) -> html.Div:
+def filter_values(query: dict[str, Any]) -> dict[str, Any]:
+    """The filters a URL query asks for (/?status=running&norm=batch&tag=a,b), as the
+    controls' values; anything malformed is left out (the page opens unfiltered instead)."""
+    out: dict[str, Any] = {}
+    if query.get("status") in STATUS_COLORS:
+        out["status"] = query["status"]
+    if query.get("norm") in NORMS:
+        out["norm"] = query["norm"]
+    for key in ("model", "dataset", "tag"):
+        if isinstance(query.get(key), str) and len(query[key]) <= 200:
+            out[key] = query[key]
+    exp = query.get("experiment")
+    if isinstance(exp, str) and exp.isascii() and exp.isdigit() and 0 < int(exp) < 2**31:
+        out["experiment"] = int(exp)
+    return out
+
+
+def experiment_options(client: ApiClient | None, chosen: int | None = None) -> list[dict]:
+    """The newest experiments, for the experiment filter (an id from the URL is kept even
+    when it is not among them)."""
+    try:
+        exps = client.experiments(limit=200) if client is not None else []
+    except ApiError:
+        exps = []
+    opts = [{"label": f"#{e['id']} {e['name']}", "value": e["id"]} for e in exps]
+    if chosen is not None and chosen not in {o["value"] for o in opts}:
+        opts.insert(0, {"label": f"#{chosen}", "value": chosen})
+    return opts
+
+
+def filter_controls(values: dict[str, Any], exp_options: list[dict]) -> list:
+    return [
+        dcc.Dropdown(id="runs-norm", placeholder="any normalisation", clearable=True,
+                     value=values.get("norm"), className="filter-select",
+                     options=[{"label": norm_label(n), "value": n} for n in NORMS]),
+        dcc.Input(id="runs-model", placeholder="model", debounce=True, list="runs-models",
+                  value=values.get("model"), className="filter-input"),
+        html.Datalist(id="runs-models", children=[html.Option(value=m) for m in MODELS]),
+        dcc.Input(id="runs-dataset", placeholder="dataset", debounce=True,
+                  list="runs-datasets", value=values.get("dataset"), className="filter-input"),
+        html.Datalist(id="runs-datasets", children=[html.Option(value=d) for d in DATASETS]),
+        dcc.Dropdown(id="runs-experiment", placeholder="any experiment", clearable=True,
+                     value=values.get("experiment"), options=exp_options,
+                     className="filter-select"),
+        dcc.Input(id="runs-tag", placeholder="tags (all of)…", debounce=True,
+                  value=values.get("tag"), className="filter-input"),
+    ]
+
+
+def layout(prefix: str = "/", client: ApiClient | None = None, **query) -> html.Div:
+    values = filter_values(query)
     return html.Div([
         dcc.Interval(id="runs-poll", interval=REFRESH_MS),
         dcc.Store(id="runs-changed"),
@@ -162,9 +235,13 @@ def layout(prefix: str = "/", **_query) -> html.Div:
         html.P(id="runs-workers", className="muted"),
         html.Div([
             dcc.Dropdown(id="runs-status", placeholder="any status", clearable=True,
-                         options=list(STATUS_COLORS), className="status-filter"),
+                         value=values.get("status"), options=list(STATUS_COLORS),
+                         className="status-filter"),
             dcc.Input(id="runs-name", placeholder="name contains…", debounce=True,
                       className="name-filter"),
+            *filter_controls(values, experiment_options(client, values.get("experiment"))),
+        ], className="toolbar card runs-filters"),
+        html.Div([
             html.Button("Compare selected", id="runs-compare", className="btn btn-primary",
                         disabled=True),
             html.Button("Cancel selected", id="runs-cancel", className="btn", disabled=True),
@@ -190,19 +267,26 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
     del poll_ms
     prefix = app.config.requests_pathname_prefix
     dash.register_page(__name__, path=PATH, name="Runs", title="Landscope · runs", order=0,
-                       layout=lambda **q: layout(prefix, **q))
+                       layout=lambda **q: layout(prefix, client, **q))
 
     @app.callback(
         Output("runs-table", "data"), Output("runs-table", "style_data_conditional"),
         Output("runs-workers", "children"),
         Input("runs-poll", "n_intervals"), Input("runs-status", "value"),
         Input("runs-name", "value"), Input("runs-changed", "data"),
+        *(Input(f"runs-{f}", "value") for f in FILTERS),
     )
-    def refresh(_n, status, name, _changed):
+    def refresh(_n, status, name, _changed, norm=None, model=None, dataset=None,
+                experiment=None, tag=None):
         try:
-            runs = client.runs(status=status, name=name)
+            runs = client.filter_runs(
+                status=status, name=name, norm=norm, model=(model or "").strip() or None,
+                dataset=(dataset or "").strip() or None, experiment_id=experiment,
+                tags=parse_tags(tag))
             workers = client.workers()
         except ApiError as exc:
+            if exc.status == 422:  # a filter the API refuses (a tag with a space, say)
+                return [], [], f"No runs: {exc.message}"
             return no_update, no_update, f"Could not reach the API: {exc.message}"
         rows = table_rows(runs, client.export_url, prefix)
         return rows, row_styles(rows), workers_line(workers)

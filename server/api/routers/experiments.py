@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from server.api import responses
+from server.api.annotation_params import TagPath, TagQuery
 from server.api.deps import (
     INT32_MAX,
     Authorized,
@@ -17,8 +18,10 @@ from server.api.deps import (
 )
 from server.api.enqueue import commit_then_enqueue
 from server.api.idempotency import REPLAY_RESPONSES, IdempotencyKey, replay
+from server.db.models import Experiment
 from server.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, Page
-from server.services import experiments
+from server.schemas_annotations import AnnotationPatch
+from server.services import annotations, experiments
 from server.services.admission import claim
 from server.services.system import served_queues
 from server.services.views import experiment_detail, experiment_out
@@ -48,11 +51,14 @@ def create_experiment(
 @router.get("")
 def list_experiments(
     session: SessionDep,
+    tag: TagQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> Page[ExperimentOut]:
-    """Newest first, each with its runs counted by status."""
-    rows, total = experiments.list_experiments(session, limit=limit, offset=offset)
+    """Newest first, each with its runs counted by status; `tag` repeated: those with every
+    one."""
+    rows, total = experiments.list_experiments(session, limit=limit, offset=offset,
+                                               tags=tuple(tag or ()))
     counts = experiments.status_counts(session, [e.id for e in rows])
     items = [experiment_out(e, counts[e.id]) for e in rows]
     return Page[ExperimentOut](items=items, total=total, limit=limit, offset=offset)
@@ -64,3 +70,39 @@ def get_experiment(
 ) -> ExperimentDetail:
     exp = experiments.get_experiment(session, experiment_id)
     return experiment_detail(exp, served_queues(session, settings))
+
+
+ANNOTATE = {**responses.NOT_FOUND, **responses.UNAUTHORIZED}
+PATCHES = {**ANNOTATE, **{c: responses.CREATES[c] for c in (400, 413)}}
+
+
+def _out(session, exp: Experiment) -> ExperimentOut:
+    return experiment_out(exp, experiments.status_counts(session, [exp.id])[exp.id])
+
+
+@router.patch("/{experiment_id}", dependencies=[Authorized], responses=PATCHES)
+def annotate_experiment(experiment_id: ExperimentId, body: AnnotationPatch,
+                        session: SessionDep) -> ExperimentOut:
+    """Set the experiment's tags (the whole set) and/or note; fields left out stay. Its
+    runs' own tags are theirs: unchanged."""
+    exp = annotations.annotate(session, Experiment, experiment_id, body.changes())
+    session.commit()
+    return _out(session, exp)
+
+
+@router.post("/{experiment_id}/tags/{tag}", dependencies=[Authorized], responses=ANNOTATE)
+def add_experiment_tag(experiment_id: ExperimentId, tag: TagPath,
+                       session: SessionDep) -> ExperimentOut:
+    """Add one tag (already there: nothing changes). 422 past 32 tags."""
+    exp = annotations.add_tag(session, Experiment, experiment_id, tag)
+    session.commit()
+    return _out(session, exp)
+
+
+@router.delete("/{experiment_id}/tags/{tag}", dependencies=[Authorized], responses=ANNOTATE)
+def remove_experiment_tag(experiment_id: ExperimentId, tag: TagPath,
+                          session: SessionDep) -> ExperimentOut:
+    """Remove one tag (not there: nothing changes)."""
+    exp = annotations.remove_tag(session, Experiment, experiment_id, tag)
+    session.commit()
+    return _out(session, exp)
