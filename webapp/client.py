@@ -393,7 +393,7 @@ def _interim_grouped_metrics(self, groups: list[list[int]], keys: str, *,
     import statistics
 
     data = {rid: self.metrics(rid, keys, since_step=since_step, until_step=until_step,
-                              max_points=10**7) for g in groups for rid in g}
+                              max_points=1_000_000) for g in groups for rid in g}
     all_steps = sorted({s for d in data.values() for ser in d.values() for s in ser.steps})
     if not all_steps:
         return [{} for _ in groups]
