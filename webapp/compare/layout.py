@@ -108,7 +108,7 @@ def view_controls(view: ViewState, grouped: bool) -> html.Div:
                   _toggle("cmp-single", "single runs", view.single)], className="control"),
         html.Div([html.Label("Smoothing"), dcc.Slider(
             id="cmp-smooth", min=0, max=MAX_SMOOTH, step=0.01, value=view.smooth,
-            updatemode="mouseup", marks={0: "0", 0.6: "0.6", 0.9: "0.9", MAX_SMOOTH: "0.99"},
+            updatemode="mouseup", marks={0: "0", 0.5: "0.5", 0.9: "0.9"},
             tooltip={"placement": "bottom"}, className="smooth-slider")],
             className="control control-smooth"),
         html.Div([html.Label("x axis"), dcc.Dropdown(
@@ -126,7 +126,7 @@ def view_controls(view: ViewState, grouped: bool) -> html.Div:
                   html.Span(id="cmp-copied", className="muted"),
                   html.Code(id="cmp-link", className="permalink")],
                  className="control control-wide"),
-    ], className="controls card")
+    ], className="controls view-controls card")
 
 
 def controls(log: list[str], live: str | None, view: ViewState | None = None) -> html.Div:
