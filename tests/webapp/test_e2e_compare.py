@@ -144,6 +144,16 @@ def test_a_permalink_reopens_the_view_zoom_follows_and_the_link_copies(browser, 
             for name, axes in _ranges(page).items():
                 for _kind, rng in axes:
                     assert rng == pytest.approx(beta, abs=1e-4), name
+
+            # -- another x axis: the zoom (in steps) goes; these runs recorded no dataset
+            # size, so the page says so and keeps steps
+            page.locator("#cmp-x").click()
+            page.get_by_text("epoch", exact=True).click()
+            page.wait_for_function("() => { const q = new URL(location.href).searchParams;"
+                                   " return q.get('x') === 'epoch' && !q.has('range'); }",
+                                   timeout=60_000)
+            page.wait_for_function("document.querySelector('#cmp-notice')?.innerText"
+                                   ".includes('showing training steps')", timeout=60_000)
             assert [e for e in errors if "favicon" not in e] == [], errors
         finally:
             ctx.close()

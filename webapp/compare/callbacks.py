@@ -93,8 +93,10 @@ def register(app: Dash, client: ApiClient) -> dict:
               logx=(), xrange=None):
         triggered = {p.split(".")[0] for p in ctx.triggered_prop_ids}
         controls = controls_of(arrange, log, step_from, step_to, layer, scope)
+        # A new x axis drops the zoom (its range is in the old axis' units; the browser
+        # clears the stored one at the same time, viewsync.RESET_RANGE).
         controls = viewsync.with_view(controls, group, center, band, single, smooth, x, logx,
-                                      xrange)
+                                      None if "cmp-x" in triggered else xrange)
         result = ctl.safe_update(client, classify(triggered), source, state, controls)
         return outputs(result, client)
 

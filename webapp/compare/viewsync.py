@@ -19,7 +19,7 @@ from flask import abort
 from webapp.compare import update as ctl
 from webapp.compare.layout import SECTIONS, VIEW_INPUTS
 from webapp.compare.transform import STEP_FIGURES
-from webapp.compare.viewstate import ViewState, from_query, to_query
+from webapp.compare.viewstate import ViewState, to_query
 from webapp.figures import FIGURES
 from webapp.figures.export_csv import figure_csv
 
@@ -87,10 +87,6 @@ def _parse(search: str | None) -> dict[str, str]:
     return dict(parse_qsl((search or "").lstrip("?"), keep_blank_values=True))
 
 
-def opening_view(query: dict[str, Any]) -> ViewState:
-    return from_query(query)
-
-
 # The x range of the figure just zoomed, in data units, set on every other step figure.
 SYNC_ZOOM = """
 function() {
@@ -134,6 +130,11 @@ function() {
     return range;
 }
 """.replace("FIGS", repr(list(STEP_FIGURES)))
+
+# Another x axis: a range in the old axis' units means nothing on the new one.
+RESET_RANGE = """
+function(_x) { window.landscopeRange = null; return null; }
+"""
 
 LINK_TEXT = """
 function(search) {
@@ -222,6 +223,8 @@ def register(app: Dash) -> dict:
         SYNC_ZOOM, Output("cmp-range", "data"),
         *[Input(f"fig-{n}", "relayoutData") for n in STEP_FIGURES],
         prevent_initial_call=True)
+    app.clientside_callback(RESET_RANGE, Output("cmp-range", "data", allow_duplicate=True),
+                            Input("cmp-x", "value"), prevent_initial_call=True)
     app.clientside_callback(LINK_TEXT, Output("cmp-link", "children"),
                             Input("cmp-url", "search"))
     app.clientside_callback(COPY_LINK, Output("cmp-copied", "children"),
