@@ -5,6 +5,8 @@ the group's median band inside a lighter envelope (webapp/figures/groups.py draw
 The cross-seed statistics come from the server, one request (one SQL statement) per figure
 (ApiClient.grouped_metrics); a figure's layout is the single-run figure's, laid out for one
 representative run per group, so grids, log toggles and titles behave as in the single view.
+The traces take figures/groups.py's keyword extras beyond contract B (axes, dash, and the
+words of the hover: centre, band, x axis).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webapp.client import ApiClient, Group, GroupSeries
-from webapp.compare.transform import XAxis
+from webapp.compare.transform import X_TITLES, XAxis
 from webapp.figures import FIGURES, Options
 from webapp.figures.axes import axis_ref, cell_axes
 from webapp.figures.groups import band_traces, group_traces
@@ -36,6 +38,7 @@ KEYS: dict[str, str] = {
     "dynamics": ",".join(k for k, _ in DYNAMICS),
 }
 GROUPED_FIGURES = tuple(KEYS)
+BAND_LABELS = {"minmax": "min–max", "std": "± 1 std"}
 
 
 @dataclass
@@ -124,7 +127,8 @@ def fetch(client: ApiClient, groups: list[Group], names: list[str], *, center: s
 
 
 def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]],
-          opts: Options, x: XAxis, *, smooth: float = 0.0) -> dict[str, Any]:
+          opts: Options, x: XAxis, *, smooth: float = 0.0, center: str = "median",
+          band: str = "minmax") -> dict[str, Any]:
     """The figure `name` by group: the single view's layout for the representative runs,
     a line and band per group and panel."""
     views = [gv.view for gv in gviews]
@@ -133,29 +137,24 @@ def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]]
     for gv, series in zip(gviews, data, strict=True):
         f = x.of(gv.view.id)
         label = gv.group.label or gv.view.label
-        n = len(gv.group.run_ids)
-        name_ = f"{label} (n={n})"
+        name_ = f"{label} (n={len(gv.group.run_ids)})"
         for p in panels(name, views, opts, gv.view):
             s = series.get(p.key)
             if s is None or not s.steps:
                 continue
-            xs = f(list(s.steps)) if f else list(s.steps)
-            common = {"x": xs, "name": name_, "color": gv.view.color,
-                      "legendgroup": f"group-{gv.group.key}", "showlegend": p.legend}
+            common = {"x": f(list(s.steps)) if f else list(s.steps), "name": name_,
+                      "color": gv.view.color, "legendgroup": f"group-{gv.group.key}",
+                      "showlegend": p.legend, "axes": p.axes,
+                      "center_label": center, "xlabel": X_TITLES[x.axis]}
             if p.hi_key:
                 hi = series.get(p.hi_key)
                 if hi is None:
                     continue
-                new = band_traces(s, hi, **common)
+                traces += band_traces(s, hi, **common)
             else:
-                if p.dash:
-                    common["name"] = f"{name_} (test)"
-                new = group_traces(s, smooth=smooth, **common)
-            for t in new:
-                t.update(p.axes)
-                if p.dash and "fill" not in t:
-                    t["line"] = {**t.get("line", {}), "dash": p.dash}
-                elif gv.view.dash != "solid" and "fill" not in t and "line" in t:
-                    t["line"] = {**t["line"], "dash": gv.view.dash}
-            traces += new
+                test = p.dash is not None
+                traces += group_traces(
+                    s, **{**common, "name": f"{name_} (test)" if test else name_},
+                    smooth=smooth, dash=p.dash or gv.view.dash,
+                    band_label=BAND_LABELS.get(band, band))
     return {"data": traces, "layout": layout}

@@ -213,7 +213,8 @@ def _grouped_figures(client: ApiClient, groups: list[Group], runs: list[dict[str
                     center=controls.center, band=controls.band, step_range=opts.step_range)
     out = {}
     for name in gp.GROUPED_FIGURES:
-        fig = gp.build(name, gviews, data[name], opts, x, smooth=controls.smooth)
+        fig = gp.build(name, gviews, data[name], opts, x, smooth=controls.smooth,
+                       center=controls.center, band=controls.band)
         # The groups' traces are mapped to x already (they belong to no single run): this
         # sets the axes' titles, log x, range and marks.
         fig = apply_view(name, fig, x=x, logx=controls.logx, xrange=controls.xrange,

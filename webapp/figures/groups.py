@@ -1,5 +1,6 @@
 """TEMPORARY (h2-compare): a stand-in for contract B's group traces until h3-figmath's
-branch lands; h3-figmath's module REPLACES this file at merge."""
+branch lands; h3-figmath's module REPLACES this file at merge. The keyword-only extras (axes, dash,
+and the hover's words) are h3-figmath's, beyond the contract."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _band(x, lo, hi, *, name, color, alpha, legendgroup) -> list[dict[str, Any]]
 
 
 def group_traces(gs: GroupSeries, *, x, name: str, color: str, smooth: float = 0.0,
-                 legendgroup: str, showlegend: bool) -> list[dict[str, Any]]:
+                 legendgroup: str, showlegend: bool, axes: dict[str, str] | None = None,
+                 dash: str = "solid", **_labels: str) -> list[dict[str, Any]]:
     out = _band(x, gs.lo, gs.hi, name=name, color=color, alpha=0.18, legendgroup=legendgroup)
     line = {"type": "scatter", "mode": "lines", "x": list(x), "y": list(gs.center),
             "name": name, "legendgroup": legendgroup, "showlegend": showlegend,
@@ -31,15 +33,22 @@ def group_traces(gs: GroupSeries, *, x, name: str, color: str, smooth: float = 0
                     "hoverinfo": "skip"})
         line["y"] = ema(list(x), gs.center, smooth)
     out.append(line)
+    for t in out:
+        t.update(axes or {})
+        if "fill" not in t:
+            t["line"] = {**t["line"], "dash": dash}
     return out
 
 
 def band_traces(lo: GroupSeries, hi: GroupSeries, *, x, name: str, color: str,
-                legendgroup: str, showlegend: bool) -> list[dict[str, Any]]:
+                legendgroup: str, showlegend: bool, axes: dict[str, str] | None = None,
+                **_labels: str) -> list[dict[str, Any]]:
     out = _band(x, lo.lo, hi.hi, name=f"{name} envelope", color=color, alpha=0.12,
                 legendgroup=legendgroup)
     med = _band(x, lo.center, hi.center, name=name, color=color, alpha=0.4,
                 legendgroup=legendgroup)
     med[1]["showlegend"] = showlegend
     med[1]["name"] = name
+    for t in out + med:
+        t.update(axes or {})
     return out + med
