@@ -123,6 +123,43 @@ class Histogram:
         return sum(self.counts) + self.underflow + self.overflow + self.nonfinite
 
 
+@dataclass(frozen=True)
+class Group:
+    """Runs that differ only in their seed (GET /groups); `label` says what tells this group
+    apart from the others of the same request."""
+
+    key: str
+    label: str
+    run_ids: list[int]
+    seeds: list[int | None]
+
+
+@dataclass
+class GroupSeries:
+    """One key of one group (GET /groups/metrics), a bucket per entry on the request's grid:
+    center (median or mean across the runs), lo/hi (min/max or mean -/+ std), n runs with a
+    finite value, nonfinite runs whose points were all NaN or infinite. None where no run had
+    a finite value; non-finite numbers as float nan/inf."""
+
+    key: str
+    steps: list[float] = field(default_factory=list)
+    center: list[float | None] = field(default_factory=list)
+    lo: list[float | None] = field(default_factory=list)
+    hi: list[float | None] = field(default_factory=list)
+    n: list[int] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GroupSeries:
+        return cls(
+            key=d["key"], steps=[float(s) for s in d["steps"]],
+            center=[to_float(v) for v in d["center"]], lo=[to_float(v) for v in d["lo"]],
+            hi=[to_float(v) for v in d["hi"]], n=list(d["n"]), nonfinite=list(d["nonfinite"]))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
 class ApiError(Exception):
     """A non-2xx answer (or no answer at all: status 0) with the API's `detail`."""
 
@@ -288,6 +325,30 @@ class ApiClient:
         body = self._request("GET", f"/runs/{run_id}/distributions", params=params)
         return [Histogram.from_json(r) for r in body["records"]]
 
+    # -- seed groups --------------------------------------------------------------------------
+
+    def groups(self, *, runs: list[int] | None = None,
+               experiment_id: int | None = None) -> list[Group]:
+        """The seed groups of these runs, or of an experiment's runs, in first-seen order."""
+        params = {"runs": None if runs is None else ",".join(map(str, runs)),
+                  "experiment_id": experiment_id}
+        body = self._request("GET", "/groups", params=params)
+        return [Group(key=g["key"], label=g["label"], run_ids=list(g["run_ids"]),
+                      seeds=list(g["seeds"])) for g in body["groups"]]
+
+    def grouped_metrics(self, groups: list[list[int]], keys: str, *, center: str = "median",
+                        band: str = "minmax", max_points: int = 300,
+                        since_step: int | None = None, until_step: int | None = None
+                        ) -> list[dict[str, GroupSeries]]:
+        """Per requested group, in order, its series by key: one line with a band per group,
+        all on one bucket grid (GET /groups/metrics)."""
+        params = {"group": [",".join(map(str, g)) for g in groups], "keys": keys,
+                  "center": center, "band": band, "max_points": max_points,
+                  "since_step": since_step, "until_step": until_step}
+        body = self._request("GET", "/groups/metrics", params=params)
+        return [{s["key"]: GroupSeries.from_json(s) for s in g["series"]}
+                for g in body["groups"]]
+
     # -- analyses (issue 12: surfaces, trajectories, spectra) ---------------------------------
 
     def analyses(self, *, experiment_id: int | None = None, run_id: int | None = None,
@@ -322,140 +383,3 @@ class ApiClient:
         """The API's interactive documentation (FastAPI serves it beside /api/v1)."""
         root = self.public_api.rsplit("/api/", 1)[0] if "/api/" in self.public_api else ""
         return f"{root}/docs"
-
-
-# == TEMPORARY (h2-compare): a stand-in for contract A's client side until h1-groups' branch
-# lands. It computes groups and grouped series in the client from /runs and /metrics, with
-# the contract's signatures and semantics on raw steps; h1-groups' version (one SQL statement
-# on the server) REPLACES this whole block at merge. =======================================
-
-@dataclass
-class Group:
-    key: str
-    label: str
-    run_ids: list[int]
-    seeds: list[int | None]
-
-
-@dataclass
-class GroupSeries:
-    key: str
-    steps: list[float] = field(default_factory=list)
-    center: list[float | None] = field(default_factory=list)
-    lo: list[float | None] = field(default_factory=list)
-    hi: list[float | None] = field(default_factory=list)
-    n: list[int] = field(default_factory=list)
-    nonfinite: list[int] = field(default_factory=list)
-
-
-def _interim_group_key(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    import hashlib
-    import json
-
-    if run.get("source", "service") == "sdk":
-        body = {k: v for k, v in (run.get("config") or {}).items()
-                if k not in ("seed", "random_seed")}
-    else:
-        body = {k: v for k, v in (run.get("spec") or {}).items() if k != "seed"}
-    canon = json.dumps({"source": run.get("source", "service"), "body": body}, sort_keys=True)
-    return hashlib.sha256(canon.encode()).hexdigest()[:16], body
-
-
-def _interim_groups(self, *, runs: list[int] | None = None,
-                    experiment_id: int | None = None) -> list[Group]:
-    if experiment_id is not None:
-        found = self.experiment(experiment_id)["runs"]
-    else:
-        found = [self.run(r) for r in runs or []]
-    groups: dict[str, Group] = {}
-    bodies: dict[str, dict[str, Any]] = {}
-    for run in found:
-        key, body = _interim_group_key(run)
-        seed = (run.get("spec") or {}).get("seed", (run.get("config") or {}).get("seed"))
-        g = groups.setdefault(key, Group(key, "", [], []))
-        bodies[key] = body
-        g.run_ids.append(run["id"])
-        g.seeds.append(seed)
-    keys = sorted({k for b in bodies.values() for k in b})
-    differ = [k for k in keys if k != "norm"
-              and len({repr(b.get(k)) for b in bodies.values()}) > 1]
-    for key, g in groups.items():
-        b = bodies[key]
-        g.label = " · ".join([str(b.get("norm", "run"))]
-                             + [f"{k}={b.get(k)}" for k in differ])
-    return list(groups.values())
-
-
-def _interim_grouped_metrics(self, groups: list[list[int]], keys: str, *,
-                             center: str = "median", band: str = "minmax",
-                             max_points: int = 300, since_step: int | None = None,
-                             until_step: int | None = None) -> list[dict[str, GroupSeries]]:
-    import statistics
-
-    data = {rid: self.metrics(rid, keys, since_step=since_step, until_step=until_step,
-                              max_points=1_000_000) for g in groups for rid in g}
-    all_steps = sorted({s for d in data.values() for ser in d.values() for s in ser.steps})
-    if not all_steps:
-        return [{} for _ in groups]
-    lo_s, hi_s = all_steps[0], all_steps[-1]
-    raw = hi_s - lo_s + 1 <= max_points
-    width = 1.0 if raw else (hi_s - lo_s + 1) / max_points
-
-    def bucket(step: float) -> int:
-        return int(step - lo_s) if raw else min(max_points - 1, int((step - lo_s) / width))
-
-    nb = int(hi_s - lo_s + 1) if raw else max_points
-    mids = [lo_s + i if raw else lo_s + (i + 0.5) * width for i in range(nb)]
-    out = []
-    for g in groups:
-        per_key: dict[str, GroupSeries] = {}
-        for key in sorted({k for rid in g for k in data[rid]}):
-            cells: list[dict[int, list[float]]] = []
-            for rid in g:
-                ser = data[rid].get(key)
-                c: dict[int, list[float]] = {}
-                for s, v in zip(ser.steps if ser else [], ser.values if ser else [],
-                                strict=False):
-                    c.setdefault(bucket(s), []).append(v)
-                cells.append(c)
-            gs = GroupSeries(key)
-            for i in range(nb):
-                vals, bad = [], 0
-                present = False
-                for c in cells:
-                    if i not in c:
-                        continue
-                    present = True
-                    fin = [v for v in c[i] if math.isfinite(v)]
-                    if fin:
-                        vals.append(sum(fin) / len(fin))
-                    else:
-                        bad += 1
-                if not present:
-                    continue
-                gs.steps.append(mids[i])
-                gs.n.append(len(vals))
-                gs.nonfinite.append(bad)
-                if not vals:
-                    gs.center.append(None)
-                    gs.lo.append(None)
-                    gs.hi.append(None)
-                    continue
-                mean = sum(vals) / len(vals)
-                gs.center.append(statistics.median(vals) if center == "median" else mean)
-                if band == "std":
-                    sd = statistics.pstdev(vals)
-                    gs.lo.append(mean - sd)
-                    gs.hi.append(mean + sd)
-                else:
-                    gs.lo.append(min(vals))
-                    gs.hi.append(max(vals))
-            per_key[key] = gs
-        out.append(per_key)
-    return out
-
-
-if not hasattr(ApiClient, "groups"):
-    ApiClient.groups = _interim_groups  # type: ignore[attr-defined]
-    ApiClient.grouped_metrics = _interim_grouped_metrics  # type: ignore[attr-defined]
-# == end of TEMPORARY block =================================================================
