@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from server.db.models import Run
-from webapp.synthetic import create_experiment
+from tests.support.synthetic import create_experiment
 
 
 def seeded_experiment(engine: Engine, norms: tuple[str, ...] = ("none", "batch"),

@@ -8,6 +8,7 @@ import math
 import statistics
 
 import pytest
+from dash import no_update
 from sqlalchemy import update
 
 from server.db.models import Run
@@ -81,6 +82,25 @@ def test_the_controls_values_become_the_url_and_back():
     assert (c.log, c.layer, c.arrange, c.step_from, c.step_to, c.choose_log) == (
         ("training",), 2, "overlay", 10, None, False)
     assert controls_of_view(ViewState()).choose_log  # no logy: the paper's log axes
+
+
+def test_what_the_page_chose_itself_stays_out_of_the_url_unless_it_was_named(api, seeded):
+    """Opening a page must not rewrite its address: the seed grouping and log axes the page
+    picked for these runs are left out, unless the link (or the reader) named them."""
+    exp, _groups = seeded
+    app = create_dash("http://testserver/api/v1", client=api.client)
+    url = app.landscope_callbacks["compare_view"]["url"]
+    state = ctl.update(api.client, ctl.FULL, {"experiment": exp}, None, ctl.Controls()).state
+    assert state["auto"] == {"group": True, "logy": ["etas", "ics"]}
+    values = (["on"], "median", "minmax", [], 0, "step", [], ["etas", "ics"], None,
+              list(FIGURES), 1, "side", None, None, "layer", {"experiment": exp})
+    assert url(*values, "", state) is no_update  # as opened: nothing to write
+    assert url(*values, "?tab=runs", state) is no_update
+    assert url(*values, "?group=1", state) is no_update  # named: kept
+    off = url([], *values[1:], "", state)
+    assert off == "?group=0"
+    logged = url(*values[:7], ["training"], *values[8:], "", state)
+    assert logged == "?logy=training"
 
 
 # -- the transforms --------------------------------------------------------------------------
@@ -236,7 +256,7 @@ def test_a_grouped_view_refreshes_whole_while_a_run_runs(api):
     first = ctl.update(api.client, ctl.FULL, source, None, ctl.Controls())
     assert first.grouped and first.polling
     from server.spec import build_spec
-    from webapp.synthetic import BASE_SPEC, SyntheticRun, write_steps
+    from tests.support.synthetic import BASE_SPEC, SyntheticRun, write_steps
     for i, rid in enumerate(ids):
         spec = build_spec({**BASE_SPEC, "steps": 200, **SMALL, "norm": "batch", "seed": i})
         write_steps(api.engine, rid, SyntheticRun(spec, seed=rid), 30, 40)

@@ -66,6 +66,13 @@ def test_a_permalink_reopens_the_view_zoom_follows_and_the_link_copies(browser, 
         page.on("console", lambda m: errors.append(f"console: {m.text}")
                 if m.type == "error" else None)
         try:
+            # -- a page that merely opens keeps its address (it chose grouping itself)
+            page.goto(f"{base}/experiments/{exp}")
+            page.wait_for_selector("#fig-dynamics .js-plotly-plot", timeout=120_000)
+            assert _checked(page, "#cmp-group input[value=on]")
+            page.wait_for_timeout(1500)
+            assert page.url == f"{base}/experiments/{exp}"
+
             link = (f"{base}/experiments/{exp}?group=1&center=mean&band=std&smooth=0.6"
                     "&logx=1&logy=training&range=10,200&figs=training,landscape,beta,dynamics")
             page.goto(link)
@@ -86,6 +93,7 @@ def test_a_permalink_reopens_the_view_zoom_follows_and_the_link_copies(browser, 
                 assert page.locator(f"#section-{name}").is_hidden(), name
             for name in STEP_FIGS:
                 assert page.locator(f"#section-{name}").is_visible(), name
+            assert page.url == link  # opening it left it as it was
 
             # -- ...and so do the figures: groups (a line and band each, smoothed over the
             # raw centre), log x zoomed to 10..200 everywhere, log y where asked

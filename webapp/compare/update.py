@@ -177,6 +177,10 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     state = _state(source, views, cursors, runs)
     # Patches extend traces by index, in steps: a view that changes either is rebuilt.
     state["derived"] = grouped or controls.smooth > 0 or x.axis != "step"
+    # What the page picks by itself for these runs: the URL leaves such a choice out unless
+    # the reader made it (viewsync.url), so a page that merely opens keeps its address.
+    state["auto"] = {"group": any(len(g.run_ids) > 1 for g in groups) if groups else None,
+                     "logy": list(paper_log(runs))}
     return Result(figs, state, runs, title, notice=x.notice,
                   log=controls.log if choose_log else None,
                   grouped=grouped if controls.group is None else None)

@@ -75,10 +75,18 @@ def view_of(source: dict[str, Any], group: Any, center: Any, band: Any, single: 
         scope="unit" if scope == "unit" else "layer")
 
 
-def search_of(view: ViewState, current: str | None) -> str:
-    """The URL's query for `view`, keeping the page's other parameters (the tab)."""
-    keep = {k: v for k, v in (_parse(current)).items() if k == "tab"}
-    return to_query(view, keep)
+def search_of(view: ViewState, current: str | None, auto: dict[str, Any] | None = None) -> str:
+    """The URL's query for `view`, keeping the page's other parameters (the tab). `auto`:
+    what the page chose by itself (seed groups on or off, the paper's log axes); a value
+    equal to it stays out of the URL unless the URL named it already."""
+    now = _parse(current)
+    auto = auto or {}
+    if "group" not in now and auto.get("group") is not None and view.group == auto["group"]:
+        view = replace(view, group=None)
+    if "logy" not in now and auto.get("logy") is not None \
+            and list(view.logy or ()) == sorted(auto["logy"]):
+        view = replace(view, logy=None)
+    return to_query(view, {k: v for k, v in now.items() if k == "tab"})
 
 
 def _parse(search: str | None) -> dict[str, str]:
@@ -196,14 +204,15 @@ def register(app: Dash) -> dict:
         Input("cmp-scope", "value"),
         State("cmp-source", "data"),
         State("cmp-url", "search"),
+        State("cmp-state", "data"),
         # Only what the reader changes: a page opened from a link keeps that link.
         prevent_initial_call=True,
     )
     def url(group, center, band, single, smooth, x, logx, log, xrange, figs, layer, arrange,
-            step_from, step_to, scope, source, current):
+            step_from, step_to, scope, source, current, state=None):
         view = view_of(source or {}, group, center, band, single, smooth, x, logx, log,
                        xrange, figs, layer, arrange, step_from, step_to, scope)
-        search = search_of(view, current)
+        search = search_of(view, current, (state or {}).get("auto"))
         return search if search != (current or "") else no_update
 
     @app.callback(
