@@ -42,7 +42,9 @@ def drive_request(app, source, state=None, changed=()) -> dict:
     key = next(k for k in app.callback_map if "cmp-state.data" in k)
     spec = app.callback_map[key]
     inputs = {"cmp-source": source, "cmp-poll": 0, "cmp-arrange": "side", "cmp-log": ["ics"],
-              "cmp-from": None, "cmp-to": None, "cmp-layer": 1, "cmp-scope": "layer"}
+              "cmp-from": None, "cmp-to": None, "cmp-layer": 1, "cmp-scope": "layer",
+              "cmp-group": None, "cmp-center": "median", "cmp-band": "minmax",
+              "cmp-single": [], "cmp-smooth": 0, "cmp-x": "step", "cmp-logx": []}
     props = {"cmp-source": "data", "cmp-poll": "n_intervals"}
     return {
         "output": key,
@@ -51,7 +53,8 @@ def drive_request(app, source, state=None, changed=()) -> dict:
         "inputs": [{"id": i["id"], "property": i["property"],
                     "value": inputs[i["id"]]} for i in spec["inputs"]],
         "changedPropIds": [f"{c}.{props.get(c, 'value')}" for c in changed],
-        "state": [{"id": "cmp-state", "property": "data", "value": state}],
+        "state": [{"id": "cmp-state", "property": "data", "value": state},
+                  {"id": "cmp-range", "property": "data", "value": None}],
     }
 
 

@@ -313,7 +313,8 @@ def test_the_compare_callback_drives_the_page(api, app):
     out = with_trigger([], drive, *args)
     figs, rest = out[:10], out[10:]  # the ten figures, then the page's other outputs
     assert all(isinstance(f, dict) and f["data"] for f in figs)
-    state, header, title, notice, max_intervals, layer_opts, live, log = rest
+    state, header, title, notice, max_intervals, layer_opts, live, log, group = rest
+    assert group == []  # one run per seed group: single runs
     assert log == ["etas", "ics"]  # an MLP: the paper's log axes are ICS and Fig 11
     assert title.startswith("synthetic · experiment") and notice == "" and max_intervals == 0
     assert live == "all runs finished" and len(header) == 2

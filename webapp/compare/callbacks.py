@@ -15,7 +15,8 @@ from dash import ALL, Dash, Input, Output, State, ctx, no_update
 
 from webapp.client import ApiClient
 from webapp.compare import update as ctl
-from webapp.compare.layout import run_strip
+from webapp.compare import viewsync
+from webapp.compare.layout import VIEW_INPUTS, run_strip
 from webapp.figures import FIGURES
 from webapp.runsets import RunView
 
@@ -31,8 +32,9 @@ OUTPUTS: list[tuple[str, str]] = [
     ("cmp-layer", "options"),
     ("cmp-live", "children"),
     ("cmp-log", "value"),  # the page's first build picks the paper's log axes
+    ("cmp-group", "value"),  # ...and whether to draw seed groups
 ]
-FULL_TRIGGERS = {"cmp-source", "cmp-arrange", "cmp-from", "cmp-to"}
+FULL_TRIGGERS = {"cmp-source", "cmp-arrange", "cmp-from", "cmp-to", *VIEW_INPUTS}
 HIST_TRIGGERS = {"cmp-layer", "cmp-scope"}
 
 
@@ -61,8 +63,9 @@ def outputs(result: ctl.Result, client: ApiClient) -> tuple:
     live = "● live: new points appear as they are written" if result.polling \
         else "all runs finished"
     log = list(result.log) if result.log is not None else no_update
+    group = no_update if result.grouped is None else (["on"] if result.grouped else [])
     return (*figs, result.state, header, result.title or no_update, result.notice,
-            -1 if result.polling else 0, layer_opts, live, log)
+            -1 if result.polling else 0, layer_opts, live, log, group)
 
 
 def register(app: Dash, client: ApiClient) -> dict:
@@ -78,14 +81,22 @@ def register(app: Dash, client: ApiClient) -> dict:
         Input("cmp-layer", "value"),
         Input("cmp-scope", "value"),
         State("cmp-state", "data"),
+        *[Input(cid, "value") for cid in VIEW_INPUTS],
+        State("cmp-range", "data"),
         running=[(Output("cmp-poll", "disabled"), True, False)],
         # The page arrives built (page.py); a page without a first build (its API call
         # failed) has no views in its state, and the first poll builds it.
         prevent_initial_call=True,
     )
-    def drive(source, _tick, arrange, log, step_from, step_to, layer, scope, state):
+    def drive(source, _tick, arrange, log, step_from, step_to, layer, scope, state,
+              group=None, center="median", band="minmax", single=(), smooth=0.0, x="step",
+              logx=(), xrange=None):
         triggered = {p.split(".")[0] for p in ctx.triggered_prop_ids}
         controls = controls_of(arrange, log, step_from, step_to, layer, scope)
+        # A new x axis drops the zoom (its range is in the old axis' units; the browser
+        # clears the stored one at the same time, viewsync.RESET_RANGE).
+        controls = viewsync.with_view(controls, group, center, band, single, smooth, x, logx,
+                                      None if "cmp-x" in triggered else xrange)
         result = ctl.safe_update(client, classify(triggered), source, state, controls)
         return outputs(result, client)
 
@@ -109,7 +120,7 @@ def register(app: Dash, client: ApiClient) -> dict:
         Input({"type": "cmp-export", "fig": ALL, "fmt": ALL}, "n_clicks"),
         prevent_initial_call=True,
     )
-    return {"drive": drive}
+    return {"drive": drive, **viewsync.register(app)}
 
 
 def controls_of(arrange: Any, log: Any, step_from: Any, step_to: Any, layer: Any,

@@ -8,6 +8,7 @@ from typing import Any
 
 from dash import dcc, html
 
+from webapp.compare.viewstate import MAX_SMOOTH, ViewState
 from webapp.components import progress_bar, source_badge, status_badge, swatch
 from webapp.figures import DEFAULT_LOG
 from webapp.runsets import RunView
@@ -44,6 +45,11 @@ SECTIONS: list[tuple[str, str, str, str, int]] = [
     ("dynamics", "Gradient norm and distance travelled", "beyond the paper",
      "‖∇L(w_t)‖₂ and ‖w_t − w_0‖₂.", 300),
 ]
+# The view's controls that rebuild the figures (the drive callback's extra inputs, in order).
+VIEW_INPUTS = ("cmp-group", "cmp-center", "cmp-band", "cmp-single", "cmp-smooth", "cmp-x",
+               "cmp-logx")
+X_CHOICES = [("step", "step"), ("epoch", "epoch"), ("samples", "samples seen"),
+             ("wall", "wall time")]
 LOG_CHOICES = [("training", "loss"), ("landscape", "landscape"), ("gradpred", "predictiveness"),
                ("beta", "β"), ("etas", "d(η)"), ("ics", "ICS"), ("sharpness", "sharpness"),
                ("dynamics", "grad norm")]
@@ -58,14 +64,18 @@ def placeholder(height: int) -> dict[str, Any]:
 
 def export_buttons(name: str) -> html.Div:
     return html.Div([
-        html.Button(fmt.upper(), id={"type": "cmp-export", "fig": name, "fmt": fmt},
-                    className="btn btn-small", title=f"download this figure as {fmt.upper()}")
-        for fmt in ("png", "svg")
+        *[html.Button(fmt.upper(), id={"type": "cmp-export", "fig": name, "fmt": fmt},
+                      className="btn btn-small", title=f"download this figure as {fmt.upper()}")
+          for fmt in ("png", "svg")],
+        html.Button("CSV", id={"type": "cmp-csv", "fig": name}, className="btn btn-small",
+                    title="download the data this figure draws (after grouping and "
+                    "smoothing) as CSV"),
     ], className="export")
 
 
 def section(name: str, title: str, ref: str, text: str, height: int,
-            extra: Any = None, figure: dict[str, Any] | None = None) -> html.Section:
+            extra: Any = None, figure: dict[str, Any] | None = None,
+            shown: bool = True) -> html.Section:
     return html.Section([
         html.Div([
             html.Div([html.H3(title), html.Span(ref, className="paper-ref")],
@@ -76,13 +86,55 @@ def section(name: str, title: str, ref: str, text: str, height: int,
         html.P(text, className="section-text"),
         dcc.Graph(id=f"fig-{name}", figure=figure or placeholder(height),
                   config=graph_config(name), className="graph"),
-    ], className="card figure-card", id=f"section-{name}")
+    ], className="card figure-card", id=f"section-{name}",
+        style={} if shown else {"display": "none"})
 
 
-def controls(log: list[str], live: str | None) -> html.Div:
+def _toggle(cid: str, label: str, on: bool) -> dcc.Checklist:
+    return dcc.Checklist(id=cid, value=["on"] if on else [], inline=True,
+                         options=[{"label": label, "value": "on"}])
+
+
+def view_controls(view: ViewState, grouped: bool) -> html.Div:
+    """Seed groups, smoothing, the x axis, the figures shown and the page's link."""
+    return html.Div([
+        html.Div([html.Label("Seeds"), _toggle("cmp-group", "group by seed", grouped),
+                  dcc.RadioItems(id="cmp-center", value=view.center, inline=True, options=[
+                      {"label": "median", "value": "median"},
+                      {"label": "mean", "value": "mean"}]),
+                  dcc.RadioItems(id="cmp-band", value=view.band, inline=True, options=[
+                      {"label": "min–max", "value": "minmax"},
+                      {"label": "± 1 std", "value": "std"}]),
+                  _toggle("cmp-single", "single runs", view.single)], className="control"),
+        html.Div([html.Label("Smoothing"), dcc.Slider(
+            id="cmp-smooth", min=0, max=MAX_SMOOTH, step=0.01, value=view.smooth,
+            updatemode="mouseup", marks={0: "0", 0.5: "0.5", 0.9: "0.9"},
+            tooltip={"placement": "bottom"}, className="smooth-slider")],
+            className="control control-smooth"),
+        html.Div([html.Label("x axis"), dcc.Dropdown(
+            id="cmp-x", value=view.x, clearable=False, searchable=False,
+            options=[{"label": lab, "value": v} for v, lab in X_CHOICES],
+            className="x-select"), _toggle("cmp-logx", "log x", view.logx)],
+            className="control"),
+        html.Div([html.Label("Figures"), dcc.Checklist(
+            id="cmp-figs", inline=True,
+            value=list(view.figs) if view.figs is not None else [s[0] for s in SECTIONS],
+            options=[{"label": title, "value": name} for name, title, *_ in SECTIONS])],
+            className="control control-wide"),
+        html.Div([html.Button("copy link", id="cmp-copy", className="btn btn-small",
+                              title="copy the link to this view"),
+                  html.Span(id="cmp-copied", className="muted"),
+                  html.Code(id="cmp-link", className="permalink")],
+                 className="control control-wide"),
+    ], className="controls view-controls card")
+
+
+def controls(log: list[str], live: str | None, view: ViewState | None = None) -> html.Div:
+    view = view or ViewState()
+    lo, hi = view.steps or (None, None)
     return html.Div([
         html.Div([html.Label("Bands"), dcc.RadioItems(
-            id="cmp-arrange", value="side", inline=True,
+            id="cmp-arrange", value=view.arrange, inline=True,
             options=[{"label": "side by side", "value": "side"},
                      {"label": "overlaid", "value": "overlay"}])], className="control"),
         html.Div([html.Label("Log y"), dcc.Checklist(
@@ -91,48 +143,63 @@ def controls(log: list[str], live: str | None) -> html.Div:
             className="control control-wide"),
         html.Div([html.Label("Steps"),
                   dcc.Input(id="cmp-from", type="number", min=0, placeholder="0", debounce=True,
-                            className="step-input"),
+                            className="step-input", value=lo),
                   html.Span("to"),
-                  dcc.Input(id="cmp-to", type="number", min=0, placeholder="end",
+                  dcc.Input(id="cmp-to", type="number", min=0, placeholder="end", value=hi,
                             debounce=True, className="step-input")], className="control"),
         html.Div(live, id="cmp-live", className="live"),
     ], className="controls card")
 
 
-def layer_controls(options: list[dict[str, Any]]) -> html.Div:
+def layer_controls(options: list[dict[str, Any]], layer: int = 1,
+                   scope: str = "layer") -> html.Div:
     return html.Div([
-        dcc.Dropdown(id="cmp-layer", value=1, clearable=False, searchable=False,
+        dcc.Dropdown(id="cmp-layer", value=layer, clearable=False, searchable=False,
                      options=options, className="layer-select"),
-        dcc.RadioItems(id="cmp-scope", value="layer", inline=True,
+        dcc.RadioItems(id="cmp-scope", value=scope, inline=True,
                        options=[{"label": "whole layer", "value": "layer"},
                                 {"label": "sampled unit", "value": "unit"}]),
     ], className="layer-controls")
 
 
 def compare_layout(source: dict[str, Any], poll_ms: int,
-                   initial: dict[tuple[str, str], Any] | None = None) -> html.Div:
+                   initial: dict[tuple[str, str], Any] | None = None,
+                   view: ViewState | None = None) -> html.Div:
     """The page. `initial` holds values for its components' properties, keyed (id, property)
     like the drive callback's outputs (webapp/compare/page.py fills it from the first build).
-    Without it: empty figures of the final size, for the first callback to fill."""
+    Without it: empty figures of the final size, for the first callback to fill. `view`: what
+    the page's URL asked for (viewstate.py), which the controls show."""
     first = initial or {}
+    view = view or ViewState()
 
     def value(cid: str, prop: str, default: Any = None) -> Any:
         return first.get((cid, prop), default)
 
     layers = value("cmp-layer", "options", [{"label": "layer 1", "value": 1}])
+    layer = view.layer if view.layer in [o["value"] for o in layers] else layers[0]["value"]
     sections = [section(name, title, ref, text, height,
-                        layer_controls(layers) if name == "dist_heat" else None,
-                        value(f"fig-{name}", "figure"))
+                        layer_controls(layers, layer, view.scope) if name == "dist_heat"
+                        else None, value(f"fig-{name}", "figure"),
+                        shown=view.figs is None or name in view.figs)
                 for name, title, ref, text, height in SECTIONS]
+    grouped = value("cmp-group", "value", ["on"] if view.group else []) == ["on"]
     return html.Div([
+        # refresh=False: the view's changes rewrite the address (a permalink), never reload.
+        dcc.Location(id="cmp-url", refresh=False),
         dcc.Store(id="cmp-source", data=source),
         dcc.Store(id="cmp-state", data=value("cmp-state", "data")),
+        dcc.Store(id="cmp-range", data=list(view.range) if view.range else None),
         dcc.Store(id="cmp-export-sink"),
+        dcc.Store(id="cmp-csv-request"),
+        dcc.Download(id="cmp-download"),
         dcc.Interval(id="cmp-poll", interval=poll_ms,
                      max_intervals=value("cmp-poll", "max_intervals", -1)),
         html.H2(value("cmp-title", "children"), id="cmp-title", className="page-title"),
         html.Div(value("cmp-header", "children"), id="cmp-header", className="run-strip"),
-        controls(value("cmp-log", "value", sorted(DEFAULT_LOG)), value("cmp-live", "children")),
+        controls(value("cmp-log", "value", sorted(view.logy if view.logy is not None
+                                                  else DEFAULT_LOG)),
+                 value("cmp-live", "children"), view),
+        view_controls(view, grouped),
         html.Div(value("cmp-notice", "children"), id="cmp-notice", className="notice"),
         html.Div(sections, className="figures"),
     ], className="compare")

@@ -15,12 +15,17 @@ from webapp.client import ApiClient
 from webapp.compare import update as ctl
 from webapp.compare.callbacks import OUTPUTS, outputs
 from webapp.compare.layout import compare_layout
+from webapp.compare.viewstate import ViewState
+from webapp.compare.viewsync import controls_of_view
 
 
-def opening_layout(client: ApiClient, source: dict[str, Any], poll_ms: int) -> html.Div:
-    """The page for `source` with everything built. An API that cannot be reached or refuses
-    shows as the notice (safe_update), with empty figures the first poll tries to fill."""
-    result = ctl.safe_update(client, ctl.FULL, source, None, ctl.Controls())
+def opening_layout(client: ApiClient, source: dict[str, Any], poll_ms: int,
+                   view: ViewState | None = None) -> html.Div:
+    """The page for `source` with everything built, as `view` (its URL) asks. An API that
+    cannot be reached or refuses shows as the notice (safe_update), with empty figures the
+    first poll tries to fill."""
+    view = view or ViewState()
+    result = ctl.safe_update(client, ctl.FULL, source, None, controls_of_view(view))
     values = dict(zip(OUTPUTS, outputs(result, client), strict=True))
     return compare_layout(source, poll_ms,
-                          {k: v for k, v in values.items() if v is not no_update})
+                          {k: v for k, v in values.items() if v is not no_update}, view)

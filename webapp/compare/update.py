@@ -9,6 +9,9 @@ Patch, or None for "unchanged") and the new state. The Dash callback is a thin a
 - poll: fetch what arrived since each run's cursor and extend the figures with Patches;
   rebuild instead when a run has just diverged (its marks go into the layout) or a live
   series outgrew its point budget. Polling stops once every run is finished and drawn.
+  A view by seed group, smoothed or on another x axis than the step is rebuilt on each
+  poll instead (transform.py: Patches would extend the wrong traces); a grouped rebuild
+  is one request per figure (grouped.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import plotly.graph_objects as go
 from dash import Patch
 
 from webapp import figures, sdk_view
-from webapp.client import ApiClient, ApiError
+from webapp.client import ApiClient, ApiError, Group
+from webapp.compare import grouped as gp
 from webapp.compare.data import (
     REBUILD_POINTS,
     Cursor,
@@ -30,6 +34,14 @@ from webapp.compare.data import (
     fetch_new,
     frame_of,
     load_runs,
+)
+from webapp.compare.transform import (
+    WALL_KEY,
+    XAxis,
+    apply_view,
+    faint_singles,
+    interp_wall,
+    resolve_x,
 )
 from webapp.figures import FIGURES, HIST_FIGURES, Options
 from webapp.figures.common import Frame
@@ -49,6 +61,17 @@ class Controls:
     step_to: int | None = None
     layer: int | None = None
     scope: str = "layer"
+    # The view (viewstate.py): seed groups (None: when any group has several runs), their
+    # centre and band, single runs beneath, smoothing, x axis, log x and the zoomed x range.
+    group: bool | None = None
+    center: str = "median"
+    band: str = "minmax"
+    single: bool = False
+    smooth: float = 0.0
+    x: str = "step"
+    logx: bool = False
+    xrange: tuple[float, float] | None = None
+    choose_log: bool = True  # the first build picks the paper's log axes (no logy in the URL)
 
 
 @dataclass
@@ -59,6 +82,7 @@ class Result:
     title: str = ""
     notice: str = ""
     log: tuple[str, ...] | None = None  # the log toggles to show, when the page chose them
+    grouped: bool | None = None  # whether the page drew groups, when the page chose it
 
     @property
     def polling(self) -> bool:
@@ -81,8 +105,10 @@ def options(controls: Controls, views: list[RunView]) -> Options:
 def update(client: ApiClient, action: str, source: dict[str, Any], state: dict[str, Any] | None,
            controls: Controls) -> Result:
     if not state:  # the page opens: it picks the paper's log axes for what it shows
-        return full_build(client, source, controls, choose_log=True)
-    if not state.get("views") or action == FULL:
+        return full_build(client, source, controls, choose_log=controls.choose_log)
+    if not state.get("views") or action == FULL or state.get("derived"):
+        # A derived view (grouped, smoothed, another x) has traces and axes of its own:
+        # any change rebuilds it.
         return full_build(client, source, controls)
     if action == LOG:
         return relog(state, controls)
@@ -138,8 +164,69 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     cursors = {rid: f.cursor for rid, f in fetched.items()}
     final = all(c.done for c in cursors.values())  # no patch will follow: drop empty traces
     figs = {name: figures.build_dict(name, views, frame, opts, final=final) for name in FIGURES}
-    return Result(figs, _state(source, views, cursors, runs), runs, title,
-                  log=controls.log if choose_log else None)
+    x = resolve_x(controls.x, runs, _walls(client, runs) if controls.x == "wall" else None)
+    groups = _groups(client, source, runs) if controls.group is not False and runs else []
+    grouped = bool(groups) and (controls.group if controls.group is not None
+                                else any(len(g.run_ids) > 1 for g in groups))
+    for name in FIGURES:
+        figs[name] = apply_view(name, figs[name], x=x, logx=controls.logx,
+                                xrange=controls.xrange,
+                                smooth=0.0 if grouped else controls.smooth)
+    if grouped:
+        figs.update(_grouped_figures(client, groups, runs, figs, opts, x, controls))
+    state = _state(source, views, cursors, runs)
+    # Patches extend traces by index, in steps: a view that changes either is rebuilt.
+    state["derived"] = grouped or controls.smooth > 0 or x.axis != "step"
+    # What the page picks by itself for these runs: the URL leaves such a choice out unless
+    # the reader made it (viewsync.url), so a page that merely opens keeps its address.
+    state["auto"] = {"group": any(len(g.run_ids) > 1 for g in groups) if groups else None,
+                     "logy": list(paper_log(runs))}
+    return Result(figs, state, runs, title, notice=x.notice,
+                  log=controls.log if choose_log else None,
+                  grouped=grouped if controls.group is None else None)
+
+
+def _groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str, Any]]
+            ) -> list[Group]:
+    if source.get("experiment") is not None:
+        return client.groups(experiment_id=int(source["experiment"]))
+    # The runs found: a compare link may name runs deleted since (the API would 404).
+    return client.groups(runs=[r["id"] for r in runs])
+
+
+def _walls(client: ApiClient, runs: list[dict[str, Any]]
+           ) -> dict[int, tuple[list[float], list[float]]]:
+    """Each run's (steps, seconds) of training, for the wall-time axis; a run without the
+    series is left out (the page then says so and shows steps)."""
+    got = client.map(lambda r: client.metrics(r["id"], WALL_KEY, max_points=100_000), runs)
+    out = {}
+    for run, series in zip(runs, got, strict=True):
+        s = series.get(WALL_KEY)
+        wall = interp_wall(s.steps, s.values) if s else None
+        if wall:
+            out[run["id"]] = wall
+    return out
+
+
+def _grouped_figures(client: ApiClient, groups: list[Group], runs: list[dict[str, Any]],
+                     singles: dict[str, Any], opts: Options, x: XAxis,
+                     controls: Controls) -> dict[str, Any]:
+    """The figures drawn by group, over the single runs' lines (faint) when asked for."""
+    gviews = gp.group_views(groups, runs)
+    data = gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
+                    center=controls.center, band=controls.band, step_range=opts.step_range)
+    out = {}
+    for name in gp.GROUPED_FIGURES:
+        fig = gp.build(name, gviews, data[name], opts, x, smooth=controls.smooth,
+                       center=controls.center, band=controls.band)
+        # The groups' traces are mapped to x already (they belong to no single run): this
+        # sets the axes' titles, log x, range and marks.
+        fig = apply_view(name, fig, x=x, logx=controls.logx, xrange=controls.xrange,
+                         smooth_runs=False)
+        if controls.single:
+            fig["data"] = faint_singles(singles[name]["data"]) + fig["data"]
+        out[name] = fig
+    return out
 
 
 def relog(state: dict[str, Any], controls: Controls) -> Result:
@@ -170,6 +257,8 @@ def rebuild_hists(client: ApiClient, state: dict[str, Any], controls: Controls) 
 
 def poll(client: ApiClient, state: dict[str, Any], controls: Controls) -> Result:
     source = state["source"]
+    if state.get("derived"):
+        return full_build(client, source, controls)
     runs, title = load_runs(client, source)
     views = _views(state)
     cursors = _cursors(state)

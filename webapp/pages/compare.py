@@ -1,4 +1,5 @@
-"""/compare?runs=1,2,3: any runs compared live, whatever experiments they belong to."""
+"""/compare?runs=1,2,3: any runs compared live, whatever experiments they belong to. The rest of
+the query is the view (seed groups, smoothing, x axis, zoom...: webapp/compare/viewstate.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
+from webapp.compare.viewstate import from_query
 
 PATH = "/compare"
 
@@ -28,7 +30,8 @@ def layout(client: ApiClient, runs: str | None = None, poll_ms: int = 1000,
     ids = parse_ids(runs)
     if not ids:
         return html.Div(html.P("Choose runs to compare on the Runs page.", className="notice"))
-    page = opening_layout(client, {"runs": ids}, poll_ms)
+    # The rest of the query is the view (a permalink: webapp/compare/viewstate.py).
+    page = opening_layout(client, {"runs": ids}, poll_ms, from_query({**_query, "runs": runs}))
     if len(ids) == 1:  # one run: its page, with its tags and note (webapp/annotations.py)
         return html.Div([annotations.section(client, "run", ids[0]), page])
     return page

@@ -11,6 +11,7 @@ from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
 from webapp.compare.page import opening_layout
+from webapp.compare.viewstate import from_query
 from webapp.landscape import callbacks as landscape_callbacks
 from webapp.landscape.layout import landscape_layout
 
@@ -28,7 +29,7 @@ def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1
     tabs = dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
                     className="exp-tabs", children=[
         dcc.Tab(label="Runs", value="runs", children=opening_layout(
-            client, {"experiment": exp}, poll_ms)),
+            client, {"experiment": exp}, poll_ms, from_query(_query))),
         dcc.Tab(label="Landscape", value="landscape", children=landscape_layout(exp)),
     ])
     # The experiment's tags and note above both tabs (webapp/annotations.py).

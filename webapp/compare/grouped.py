@@ -1,0 +1,160 @@
+"""The compare view by seed group: one line per group (the median or mean over its seeds) with
+a band (min-max or ± one standard deviation) in every scalar figure, and for the probe bands
+the group's median band inside a lighter envelope (webapp/figures/groups.py draws them).
+
+The cross-seed statistics come from the server, one request (one SQL statement) per figure
+(ApiClient.grouped_metrics); a figure's layout is the single-run figure's, laid out for one
+representative run per group, so grids, log toggles and titles behave as in the single view.
+The traces take figures/groups.py's keyword extras beyond contract B (axes, dash, and the
+words of the hover: centre, band, x axis).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from webapp.client import ApiClient, Group, GroupSeries
+from webapp.compare.transform import X_TITLES, XAxis
+from webapp.figures import FIGURES, Options
+from webapp.figures.axes import axis_ref, cell_axes
+from webapp.figures.groups import band_traces, group_traces
+from webapp.figures.ics import ROWS as ICS_ROWS
+from webapp.figures.ics import layers_of
+from webapp.figures.landscape import BANDS, BETA
+from webapp.figures.sharpness import DYNAMICS, TOP_EIG
+from webapp.figures.training import PANELS
+from webapp.runsets import RunView, build_views, grid_of
+
+# The figures drawn by group, and the keys each one asks the server for (one request each).
+KEYS: dict[str, str] = {
+    "training": "train/*,test/*",
+    "landscape": ",".join(BANDS["landscape"][:2]),
+    "gradpred": ",".join(BANDS["gradpred"][:2]),
+    "beta": BETA,
+    "ics": "ics/*",
+    "sharpness": TOP_EIG,
+    "dynamics": ",".join(k for k, _ in DYNAMICS),
+}
+GROUPED_FIGURES = tuple(KEYS)
+BAND_LABELS = {"minmax": "min–max", "std": "± 1 std"}
+
+
+@dataclass
+class Panel:
+    """One thing a figure draws per group: a key's line, or a band between two keys."""
+
+    axes: dict[str, str]
+    key: str
+    hi_key: str | None = None  # a band: key is its min, hi_key its max
+    dash: str | None = None
+    legend: bool = False
+
+
+@dataclass
+class GroupView:
+    group: Group
+    view: RunView  # how the group is drawn: its first run's colour, cell and probes
+    run: dict[str, Any]  # that run's JSON (its x axis)
+
+
+def group_views(groups: list[Group], runs: list[dict[str, Any]]) -> list[GroupView]:
+    """A representative run per group (its first), laid out as the single view lays out
+    runs, with the seed left out so it sets no group apart."""
+    by_id = {r["id"]: r for r in runs}
+    reps = []
+    for g in groups:
+        rid = next((i for i in g.run_ids if i in by_id), None)
+        if rid is not None:
+            run = copy.deepcopy(by_id[rid])
+            run.get("spec", {}).pop("seed", None)
+            reps.append((g, run))
+    built = build_views([r for _g, r in reps])
+    views = {v.id: v for v in built}
+    out = [GroupView(g, views[r["id"]], by_id[r["id"]]) for g, r in reps]
+    order = {v.id: i for i, v in enumerate(built)}
+    return sorted(out, key=lambda gv: order[gv.view.id])
+
+
+def panels(name: str, views: list[RunView], opts: Options, view: RunView) -> list[Panel]:
+    xy = {"xaxis": "x", "yaxis": "y"}
+    if name == "training":
+        out = []
+        shown = PANELS if any(v.classify for v in views) else PANELS[:1]
+        for i, (title, train, test) in enumerate(shown):
+            if title == "accuracy" and not view.classify:
+                continue
+            x, y = axis_ref(i + 1)
+            axes = {"xaxis": x, "yaxis": y}
+            out += [Panel(axes, train, legend=i == 0), Panel(axes, test, dash="dot")]
+        return out
+    if name in BANDS:
+        side = opts.arrange == "side" and len(views) > 1
+        axes = cell_axes(grid_of(views), view.row, view.col) if side else xy
+        lo, hi, _ = BANDS[name]
+        return [Panel(axes, lo, hi, legend=True)]
+    if name == "beta":
+        return [Panel(xy, BETA, legend=True)]
+    if name == "sharpness":
+        return [Panel(xy, TOP_EIG, legend=True)]
+    if name == "dynamics":
+        return [Panel(dict(zip(("xaxis", "yaxis"), axis_ref(i + 1), strict=True)), key,
+                      legend=i == 0) for i, (key, _t) in enumerate(DYNAMICS)]
+    if name == "ics":
+        layers = layers_of(views) or [1]
+        out = []
+        for r, (stat, _t) in enumerate(ICS_ROWS):
+            for c, layer in enumerate(layers):
+                if layer not in view.ics_layers:
+                    continue
+                x, y = axis_ref(r * len(layers) + c + 1)
+                out.append(Panel({"xaxis": x, "yaxis": y}, f"ics/L{layer}/{stat}",
+                                 legend=r == 0 and c == 0))
+        return out
+    raise KeyError(name)
+
+
+def fetch(client: ApiClient, groups: list[Group], names: list[str], *, center: str,
+          band: str, step_range: tuple[int, int] | None
+          ) -> dict[str, list[dict[str, GroupSeries]]]:
+    """Each figure's grouped series, one request per figure, the requests in parallel."""
+    lo, hi = step_range if step_range else (None, None)
+    ids = [g.run_ids for g in groups]
+    got = client.map(lambda n: client.grouped_metrics(
+        ids, KEYS[n], center=center, band=band, since_step=lo, until_step=hi), names)
+    return dict(zip(names, got, strict=True))
+
+
+def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]],
+          opts: Options, x: XAxis, *, smooth: float = 0.0, center: str = "median",
+          band: str = "minmax") -> dict[str, Any]:
+    """The figure `name` by group: the single view's layout for the representative runs,
+    a line and band per group and panel."""
+    views = [gv.view for gv in gviews]
+    layout = copy.deepcopy(FIGURES[name](views, opts).layout)
+    traces: list[dict[str, Any]] = []
+    for gv, series in zip(gviews, data, strict=True):
+        f = x.of(gv.view.id)
+        label = gv.group.label or gv.view.label
+        name_ = f"{label} (n={len(gv.group.run_ids)})"
+        for p in panels(name, views, opts, gv.view):
+            s = series.get(p.key)
+            if s is None or not s.steps:
+                continue
+            common = {"x": f(list(s.steps)) if f else list(s.steps), "name": name_,
+                      "color": gv.view.color, "legendgroup": f"group-{gv.group.key}",
+                      "showlegend": p.legend, "axes": p.axes,
+                      "center_label": center, "xlabel": X_TITLES[x.axis]}
+            if p.hi_key:
+                hi = series.get(p.hi_key)
+                if hi is None:
+                    continue
+                traces += band_traces(s, hi, **common)
+            else:
+                test = p.dash is not None
+                traces += group_traces(
+                    s, **{**common, "name": f"{name_} (test)" if test else name_},
+                    smooth=smooth, dash=p.dash or gv.view.dash,
+                    band_label=BAND_LABELS.get(band, band))
+    return {"data": traces, "layout": layout}
