@@ -17,9 +17,9 @@ these numbers before a run is accepted, and the new-experiment form shows them.
   optimiser's slots (momentum 1, Adam 2), distance's copy of w_0, the probes' shadow weights
   and gradients (and K stacked copies when batched).
 - `dataset_mb`: the dataset's tensors as the engine holds them (inputs float32, labels int64).
-- `cost_steps`: the whole run in training-step units: steps x the probe floor
-  (RunSpec.probe_cost) plus test evaluations (a forward pass over the test set, a third of a
-  training pass per sample).
+- `cost_steps`: the whole run in training-step units: steps x the probes' worst case
+  (RunSpec.probe_cost("most"): sharpness at its iteration cap) plus test evaluations (a
+  forward pass over the test set, a third of a training pass per sample).
 
 `drivers` names, for each quantity, the spec fields that drive it, most responsible first: a
 limit's 422 points at the first of them the request set.
@@ -237,7 +237,8 @@ def estimate(spec: RunSpec) -> Cost:
     act_bytes = batch * (4 * t.norm_out + other_bytes * t.other_out) * ACTIVATION_FACTOR
     activation_mb = act_bytes * _probe_activation_factor(spec) / MB
     state_mb = 4 * t.params * _state_copies(spec) / MB
-    floor = spec.probe_cost()["floor"]
+    # Admission charges the worst case (sharpness at its iteration cap), never the floor.
+    floor = spec.probe_cost("most")["floor"]
     evals = eval_steps(spec)
     return Cost(
         params=t.params,
@@ -266,7 +267,7 @@ def _plugin_estimate(spec: RunSpec) -> Cost:
         dataset_mb, evals = dataset_bytes(spec) / MB, eval_steps(spec)
     return Cost(
         params=0, activation_elements=0, activation_mb=math.nan, memory_mb=math.nan,
-        dataset_mb=dataset_mb, cost_steps=spec.steps * spec.probe_cost()["floor"] + evals,
+        dataset_mb=dataset_mb, cost_steps=spec.steps * spec.probe_cost("most")["floor"] + evals,
         drivers={"cost_steps": _cost_drivers(spec, evals)}
         | ({} if spec.plugin_dataset else {"dataset": _dataset_drivers(spec)}),
         unknown=tuple(unknown),
@@ -298,7 +299,7 @@ def _dataset_drivers(spec: RunSpec) -> tuple[str, ...]:
 def _cost_drivers(spec: RunSpec, evals: float) -> tuple[str, ...]:
     """The probe (or evaluation) that costs the most first when it costs more than training
     itself, then steps; else steps first."""
-    p = spec.probe_cost()
+    p = spec.probe_cost("most")
     per_step = {
         "sharpness": (p["sharpness"], ("probes.sharpness.every", "probes.sharpness.max_iters",
                                    "probes.sharpness.iters")),

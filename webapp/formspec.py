@@ -12,6 +12,7 @@ from typing import Any
 
 from server.cost import estimate
 from server.spec import (
+    SHARPNESS_MIN_ITERS,
     RunSpec,
     SpecError,
     apply_overrides,
@@ -193,7 +194,9 @@ def cost(specs: list[RunSpec], limits: dict[str, Any] | None = None) -> dict[str
         "detail": {
             "landscape": (len(p.landscape.multipliers), p.landscape.every),
             "ics": (len(p.ics.layers), p.ics.every),
-            "sharpness": (1 + 2 * p.sharpness.max_iters, p.sharpness.every),
+            # a range: it stops on its tolerance (RunSpec.probe_cost)
+            "sharpness": (1 + 2 * min(SHARPNESS_MIN_ITERS, p.sharpness.max_iters),
+                          p.sharpness.every, 1 + 2 * p.sharpness.max_iters),
         },
         "floor": c["floor"],
         "estimates": estimates(specs, limits or {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.cost import estimate, eval_steps
 from server.spec import RunSpec, SpecError, apply_overrides, build_spec, expand_vary, parse_value
 
 
@@ -55,6 +56,17 @@ def test_probe_cost_is_the_protocol_floor():
     assert spec.probe_cost() == {"landscape": 0.25, "ics": 0.125, "sharpness": 0.0,
                                  "floor": 1 + 6 / 16}
     assert RunSpec(probes={"grad_norm": {"every": 0}}).probe_cost()["floor"] == 1.0
+
+
+def test_sharpness_costs_a_range_and_admission_charges_its_cap():
+    # One gradient pass plus two per Lanczos step; it stops on its tolerance, after 2 steps at
+    # the earliest and max_iters at the latest. The floor is the least, admission the most.
+    spec = build_spec({"steps": 100, "probes": {"sharpness": {"every": 10, "max_iters": 30}}})
+    assert spec.probe_cost()["sharpness"] == pytest.approx((1 + 2 * 2) / 10)
+    assert spec.probe_cost("most")["sharpness"] == pytest.approx((1 + 2 * 30) / 10)
+    assert estimate(spec).cost_steps == pytest.approx(100 * (1 + 61 / 10) + eval_steps(spec))
+    one = build_spec({"probes": {"sharpness": {"every": 1, "max_iters": 1}}})
+    assert one.probe_cost() == one.probe_cost("most")  # a cap below 2 is the cap
 
 
 def test_vgg_layer_counts_and_widths():

@@ -97,7 +97,8 @@ def test_cost_is_the_specs_probe_cost():
     assert c["runs"] == 2 and c["steps"] == 1600
     assert c["floor"] == pytest.approx(specs[0].probe_cost()["floor"])
     assert c["passes"]["landscape"] == pytest.approx(4 / 20)
-    assert c["detail"]["sharpness"] == (201, 100)  # at most 1 + 2 x max_iters (100)
+    # from 1 + 2 x 2 Lanczos steps (the least) to 1 + 2 x max_iters (100): a range
+    assert c["detail"]["sharpness"] == (5, 100, 201)
     assert cost([]) == {}
     # The defaults probe nothing that costs a pass: plain training's speed.
     assert cost([RunSpec()])["floor"] == 1.0

@@ -121,7 +121,8 @@ def test_the_form_shows_the_cost_and_local_errors(app):
     args = [values.get(f) if f != "preset" else "quick-mlp" for f in
             new_experiment.formspec.FIELDS]
     cost, *errors, result = cbs["check"](*args, presets, limits)
-    assert "1.71×" in str(cost) and not any(errors) and result == ""
+    assert "1.35×" in str(cost) and "5–201 passes every 100 steps" in str(cost)
+    assert not any(errors) and result == ""
     bad = dict(values, ics_layers="12")
     args = [bad.get(f) if f != "preset" else "quick-mlp" for f in new_experiment.formspec.FIELDS]
     _, *errors, _result = cbs["check"](*args, presets, limits)

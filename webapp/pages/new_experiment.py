@@ -143,9 +143,11 @@ def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | Non
     if not c:
         return html.P("Fix the fields marked in red to see the cost.", className="muted")
     rows = []
-    for probe, (passes, every) in c["detail"].items():
+    for probe, (passes, every, *most) in c["detail"].items():
         extra = c["passes"][probe]
-        what = f"{passes} passes every {every} steps" if every else "off"
+        # sharpness stops on its tolerance: from its least passes up to its cap
+        span = f"{passes}–{most[0]}" if most and most[0] != passes else f"{passes}"
+        what = f"{span} passes every {every} steps" if every else "off"
         rows.append(html.Tr([html.Td(probe), html.Td(what), html.Td(f"+{extra:.3g}")]))
     return html.Div([
         html.P([html.Strong(f"{c['runs']} run{'s' * (c['runs'] != 1)}"),
