@@ -159,6 +159,10 @@ class RunOut(BaseModel):
         None, description="queued while no online worker consumes its queue: who it waits "
         "for ('a cuda worker', 'a cpu worker', 'a worker'); null otherwise"
     )
+    layers: int | None = Field(
+        None, description="the network's normalised layers (activation histograms), as the "
+        "worker that built it recorded (run.info.size.n_layers); null before it was built"
+    )
 
 
 class ExperimentOut(BaseModel):

@@ -99,6 +99,7 @@ def test_a_worker_reports_its_plugin_and_trains_a_run_naming_it(
             run = waiter(ended, 180, interval=0.2, what=f"run {run_id} to end")
             assert run["status"] == "succeeded", run
             assert run["step"] == 40
+            assert run["layers"] == 2  # tiny_net: three weight layers, so two norm slots
 
             # Its analyses are bounded by what the worker recorded of the built network.
             r = client.post("/api/v1/analyses", json={

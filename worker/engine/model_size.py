@@ -21,8 +21,9 @@ VIEWS = (nn.Identity, nn.Flatten, nn.Unflatten)  # no new tensor (server/cost.py
 
 
 def model_size(net: nn.Module, data: Any) -> dict[str, Any]:
-    """run.info["size"]: {params, bn_buffers, norm_out, other_out, in_shape, n_outputs,
-    n_train, n_test, dataset_bytes}."""
+    """run.info["size"]: {params, bn_buffers, norm_out, other_out, n_layers, in_shape,
+    n_outputs, n_train, n_test, dataset_bytes}; n_layers: the network's normalised layers
+    (its norm slots, which the activation histograms and the dashboard count)."""
     norm_out, other_out = _outputs(net, data.x_train[:1])
     tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
     return {
@@ -31,6 +32,7 @@ def model_size(net: nn.Module, data: Any) -> dict[str, Any]:
                           for b in m.buffers(recurse=False) if b.is_floating_point()),
         "norm_out": norm_out,
         "other_out": other_out,
+        "n_layers": len(getattr(net, "norm_slots", ())),
         "in_shape": list(data.in_shape),
         "n_outputs": int(data.n_outputs),
         "n_train": int(data.x_train.shape[0]),
