@@ -5,8 +5,9 @@ per-sample layer outputs (as server/cost.py tallies them for built-in models) an
 shape and bytes.
 
 The per-sample outputs come from one forward pass of one training sample in eval mode, under
-no_grad, with the global random generators restored afterwards: nothing of the run changes
-(no BN statistics move, no dropout draws), so training stays bit-identical.
+no_grad, with the global random generators (and the run's `generators`) restored afterwards:
+nothing of the run changes (no BN statistics move, no dropout draws), so training stays
+bit-identical.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 VIEWS = (nn.Identity, nn.Flatten, nn.Unflatten)  # no new tensor (server/cost.py skips them)
 
 
-def model_size(net: nn.Module, data: Any) -> dict[str, Any]:
+def model_size(net: nn.Module, data: Any,
+               generators: tuple[torch.Generator, ...] = ()) -> dict[str, Any]:
     """run.info["size"]: {params, bn_buffers, norm_out, other_out, n_layers, in_shape,
     n_outputs, n_train, n_test, dataset_bytes}; n_layers: the network's normalised layers
     (its norm slots, which the activation histograms and the dashboard count)."""
-    norm_out, other_out = _outputs(net, data.x_train[:1])
+    states = [g.get_state() for g in generators]  # the run's own generators, as found
+    try:
+        norm_out, other_out = _outputs(net, data.x_train[:1])
+    finally:
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
     tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
     return {
         "params": sum(p.numel() for p in net.parameters()),

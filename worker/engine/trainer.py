@@ -100,7 +100,8 @@ class Trainer:
             "data": data.info,
             "model": getattr(self.net, "info", {}),
             "n_params": sum(p.numel() for p in self.params.values()),
-            "size": model_size(self.net, self.data),  # what analysis costs need (plug-ins)
+            # What analysis costs need of a plug-in; the forward it takes draws nothing.
+            "size": model_size(self.net, self.data, (self.noise.generator,)),
         }
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
