@@ -32,8 +32,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from server.analysis_spec import AnalysisSpec
-from server.cost import ACTIVATION_FACTOR, FORWARD_SHARE, MB, data_shape, dataset_bytes, tally
-from server.cost import train_batch as run_train_batch
+from server.cost import (
+    ACTIVATION_FACTOR,
+    FORWARD_SHARE,
+    MB,
+    Shape,
+    UnknownCost,
+    data_shape,
+    dataset_bytes,
+    tally,
+)
 from server.spec import RunSpec
 
 BATCHED_POINTS = 8  # grid points evaluated at once (GridEvaluator's max_batched_points)
@@ -62,25 +70,66 @@ class AnalysisCost:
         return out
 
 
-def eval_rows(run: RunSpec, spec: AnalysisSpec) -> int:
-    n_train = data_shape(run).n_train
+SIZE_FIELDS = ("params", "norm_out", "other_out", "in_shape", "n_outputs", "n_train",
+               "n_test", "dataset_bytes")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the estimate needs of the run's model and data."""
+
+    shape: Shape
+    params: int
+    norm_out: int
+    other_out: int
+    dataset_bytes: int
+
+
+def sizes(run: RunSpec, recorded: dict[str, Any] | None = None) -> Sizes:
+    """From the spec for built-in models and data; for a plug-in from what the worker
+    recorded when it built the run (run.info["size"], worker/engine/model_size.py).
+    UnknownCost when a plug-in run has recorded none (it has not started yet)."""
+    if not (run.plugin_model or run.plugin_dataset):
+        t = tally(run)
+        return Sizes(data_shape(run), t.params, t.norm_out, t.other_out, dataset_bytes(run))
+    r = recorded if isinstance(recorded, dict) else {}
+    ok = all(type(r.get(f)) is int and r[f] >= 0 for f in SIZE_FIELDS if f != "in_shape")
+    in_shape = r.get("in_shape")
+    if not ok or not isinstance(in_shape, list) or not all(type(d) is int for d in in_shape):
+        raise UnknownCost("the plug-in run has not recorded its model's and data's sizes yet "
+                          "(a worker records them when it builds the run)")
+    shape = Shape(tuple(in_shape), r["n_outputs"], r["n_train"], r["n_test"])
+    return Sizes(shape, r["params"], r["norm_out"], r["other_out"], r["dataset_bytes"])
+
+
+def _as_sizes(run: RunSpec, size: Sizes | None) -> Sizes:
+    return size if size is not None else sizes(run)
+
+
+def eval_rows(run: RunSpec, spec: AnalysisSpec, size: Sizes | None = None) -> int:
+    n_train = _as_sizes(run, size).shape.n_train
     return n_train if spec.eval_samples is None else min(spec.eval_samples, n_train)
 
 
-def eval_batch(run: RunSpec, spec: AnalysisSpec) -> int:
-    """The evaluation batch: the spec's, else the run's training batch; never above the set."""
-    batch = spec.batch_size if spec.batch_size is not None else run_train_batch(run)
-    return min(batch, eval_rows(run, spec))
+def eval_batch(run: RunSpec, spec: AnalysisSpec, size: Sizes | None = None) -> int:
+    """The evaluation batch: the spec's, else the run's training batch; never above the set.
+    (The engine's BatchOrder takes the whole set when the batch is None or no smaller.)"""
+    size = _as_sizes(run, size)
+    n = size.shape.n_train
+    train = n if run.batch_size is None else min(run.batch_size, n)
+    batch = spec.batch_size if spec.batch_size is not None else train
+    return min(batch, eval_rows(run, spec, size))
 
 
 def _lanczos_hvps(steps: int) -> int:
     return math.ceil(LANCZOS_OVERHEAD * steps)
 
 
-def _per_step(run: RunSpec, spec: AnalysisSpec, snapshots: int) -> tuple[float, float, int]:
+def _per_step(run: RunSpec, spec: AnalysisSpec, snapshots: int,
+              size: Sizes) -> tuple[float, float, int]:
     """(forward passes, backward passes, HVPs) of one analysed step."""
-    shape = data_shape(run)
-    n_eval = eval_rows(run, spec)
+    shape = size.shape
+    n_eval = eval_rows(run, spec, size)
     per_point = 1.0
     if spec.test_set:
         per_point += shape.n_test / n_eval
@@ -114,26 +163,28 @@ def _basis_steps(spec: AnalysisSpec) -> int:
     return s.lanczos_steps if spec.directions.kind == "hessian" else 0
 
 
-def estimate_analysis(run: RunSpec, spec: AnalysisSpec, *, snapshots: int = 0) -> AnalysisCost:
+def estimate_analysis(run: RunSpec, spec: AnalysisSpec, *, snapshots: int = 0,
+                      recorded: dict[str, Any] | None = None) -> AnalysisCost:
     """The cost of `spec` on a run of spec `run` (spec.steps resolved: None counts as one
-    step). `snapshots`: how many snapshots a trajectory projects (true losses to compute)."""
+    step). `snapshots`: how many snapshots a trajectory projects (true losses to compute).
+    `recorded`: the run's info["size"], which a plug-in run's estimate needs (sizes())."""
+    t = sizes(run, recorded)
     n_steps = len(spec.steps) if spec.steps is not None else 1
-    forward, backward, hvps = _per_step(run, spec, snapshots)
+    forward, backward, hvps = _per_step(run, spec, snapshots, t)
     forward, backward, hvps = forward * n_steps, backward * n_steps, hvps * n_steps
-    t = tally(run)
-    batch = eval_batch(run, spec)
+    batch = eval_batch(run, spec, t)
     per_sample = t.norm_out + t.other_out
     grid_act = 4 * batch * per_sample * BATCHED_POINTS if spec.grid_points() else 0.0
     grad_act = 4 * batch * per_sample * ACTIVATION_FACTOR * (HVP_BACKWARDS if hvps else 1)
     activations = max(grid_act, grad_act if hvps or backward else 0.0)
     state = 4 * t.params * (3 + BATCHED_POINTS)
     basis = 8 * t.params * _basis_steps(spec)
-    data = dataset_bytes(run)
+    data = t.dataset_bytes
     memory = (activations + state + basis + data) / MB
     return AnalysisCost(
         steps=n_steps,
         points=spec.grid_points() * n_steps,
-        eval_samples=eval_rows(run, spec),
+        eval_samples=eval_rows(run, spec, t),
         batch_size=batch,
         forward_passes=forward,
         backward_passes=backward,

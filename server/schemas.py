@@ -161,6 +161,10 @@ class RunOut(BaseModel):
     )
     tags: list[str] = Field(default_factory=list, description="the user's tags, sorted")
     note: str | None = Field(None, description="the user's note")
+    layers: int | None = Field(
+        None, description="the network's normalised layers (activation histograms), as the "
+        "worker that built it recorded (run.info.size.n_layers); null before it was built"
+    )
 
 
 class ExperimentOut(BaseModel):

@@ -121,10 +121,25 @@ class HeartbeatDoc(_Doc):
     last_loss: JsonFloat | None = None
 
 
+class ScalarBlockDoc(_Doc):
+    """Binary scalars, format 1 (docs/api.md): n steps and an n x len(keys) matrix of values
+    (one row per step), little-endian, base64."""
+
+    v: Literal[1] = Field(description="the block format")
+    keys: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1)
+    n: int = Field(ge=0, le=2_000_000, description="rows (steps)")
+    step_dtype: Literal["<i4", "<i8"]
+    steps: str = Field(description="base64 of n steps, each in [0, 2**31 - 1]")
+    value_dtype: Literal["<f8", "<f4"]
+    values: str = Field(description="base64 of n x len(keys) floats, row-major; NaN and "
+                                    "infinities are data")
+
+
 class IngestBatchDoc(_Doc):
     """Every part optional. Non-finite numbers as "NaN", "Infinity", "-Infinity"."""
 
     scalars: list[ScalarColumnDoc] = Field(default_factory=list)
+    blocks: list[ScalarBlockDoc] = Field(default_factory=list)
     etas: list[EtaBatchDoc] = Field(default_factory=list)
     distributions: list[DistributionDoc] = Field(default_factory=list)
     heartbeat: HeartbeatDoc | None = None

@@ -74,6 +74,13 @@ def _short(key: str, value: Any) -> str:
     return f"{name} {value}"
 
 
+def _recorded_layers(run: dict[str, Any]) -> int | None:
+    """What the worker that built the network recorded (RunOut.layers): the only count a
+    plug-in model has (its spec's depth means nothing)."""
+    n = run.get("layers")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+
 def _layers(spec: dict[str, Any]) -> int:
     if spec.get("model") == "vgg":
         from server.spec import VGG_CONFIGS  # the same table the engine builds VGG from
@@ -124,7 +131,8 @@ def _view(run, spec, norm, other, row, col, dash) -> RunView:
         diverged_at=run.get("diverged_at"), row=row, col=col,
         classify=spec.get("loss", "cross_entropy") == "cross_entropy",
         ics_layers=tuple(ics.get("layers", [])) if ics.get("every") else (),
-        n_layers=_layers(spec) if probes.get("activations", {}).get("every") else 0,
+        n_layers=(_recorded_layers(run) if _recorded_layers(run) is not None else _layers(spec))
+        if probes.get("activations", {}).get("every") else 0,
         multipliers=tuple(probes.get("landscape", {}).get("multipliers", [])),
         landscape_every=int(probes.get("landscape", {}).get("every", 0)),
         act_range=tuple(probes.get("activations", {}).get("range", (-6.0, 6.0))),

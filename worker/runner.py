@@ -259,6 +259,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
 
     spec = effective_spec(RunSpec.model_validate(claim.spec))
     trainer = Trainer(spec, settings.data_dir, device)
+    record_size(engine, claim, trainer.info["size"], settings.db_outage_seconds)
     # Snapshots for analyses: files under the data directory, indexed in the database.
     snapshots = IndexedSnapshotStore(engine, claim.run_id,
                                      snapshot_dir(settings, claim.run_id),
@@ -284,6 +285,28 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
         raise
     sink.close()
     return result
+
+
+def record_size(engine: Engine, claim: Claim, size: dict[str, Any],
+                outage_seconds: float = 0.0) -> None:
+    """run.info["size"] (worker/engine/model_size.py) as soon as the run is built, fenced
+    by the claim: what the server needs to bound an analysis of a plug-in run while it
+    trains. The other keys of run.info are left as they are (the finish writes them all)."""
+    factory = make_sessionmaker(engine)
+
+    def write() -> None:
+        with transaction(factory) as s:
+            info = s.scalar(select(Run.info).where(
+                Run.id == claim.run_id, Run.attempts == claim.attempt,
+                Run.status == "running").with_for_update())
+            if info is None and not s.scalar(select(Run.id).where(
+                    Run.id == claim.run_id, Run.attempts == claim.attempt,
+                    Run.status == "running")):
+                return  # not ours any more: the lease will say so
+            s.execute(update(Run).where(Run.id == claim.run_id, Run.attempts == claim.attempt)
+                      .values(info={**(info or {}), "size": size}))
+
+    with_retries(write, deadline_s=outage_seconds, what=f"run {claim.run_id}: size")
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

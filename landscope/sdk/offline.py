@@ -66,6 +66,9 @@ class OfflineWriter:
     def put_scalars(self, step: int, keys: tuple[str, ...], values: tuple) -> None:
         self.sink.scalars(step, dict(zip(keys, values, strict=True)))
 
+    def put_row(self, row: tuple) -> None:
+        self.put_scalars(*row)
+
     def put_etas(self, step: int, probe: str, records: Sequence[EtaRecord]) -> None:
         self.sink.eta_records(step, probe, records)
 

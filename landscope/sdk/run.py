@@ -12,7 +12,9 @@ on disk while the server is away); offline (server None, dir given) into a run d
 so the engine's probes and analyses write into it as into any other sink.
 
 run.log does as little as it can on the training thread: it checks the types (a bad value is
-an error there, where the user can see it, not a lost batch later) and appends.
+an error there, where the user can see it, not a lost batch later) and appends one tuple;
+everything else (grouping, conversion to float64, encoding, compression) is the sender's.
+bench/transport_cost.py counts what a call costs.
 """
 
 from __future__ import annotations
@@ -59,8 +61,18 @@ class Run:
         self.last_step: int | None = None
         self._transport = transport
         self._offline = offline
-        self._put_scalars = (transport or offline).put_scalars  # type: ignore[union-attr]
+        # run.log appends (step, keys, values) rows with one C call: to the transport's deque
+        # online (the sender is woken when `_wake_rows` wait), else to the offline writer.
+        if transport is not None:
+            self._put_row = transport.rows.append
+            self._wake = transport.wake
+        else:
+            self._put_row = offline.put_row  # type: ignore[union-attr]
+            self._wake = None
+        self._rows = transport.rows if transport is not None else ()
+        self._wake_rows = -1  # set by _new_keys online; never len(self._rows) offline
         self._known_keys: set[tuple] = set()
+        self._keys: tuple = ()  # the keys of the last log call, checked
         self._pid = os.getpid()
         _live_runs.add(self)
 
@@ -95,14 +107,25 @@ class Run:
         self.last_step = step
         # Keys and values as tuples: a copy the caller cannot change under us, made in C.
         keys = tuple(values)
-        if keys not in self._known_keys:  # checked once per set of keys, not every step
-            check_keys(keys)
-            if len(self._known_keys) < 10_000:
-                self._known_keys.add(keys)
+        if keys == self._keys:  # a loop logs the same keys step after step: checked once
+            keys = self._keys  # and the same tuple each time (the sender groups by identity)
+        else:
+            self._new_keys(keys)
         vals = tuple(values.values())
         if not PLAIN.issuperset(map(type, vals)):
             vals = clean(keys, vals)
-        self._put_scalars(step, keys, vals)
+        self._put_row((step, keys, vals))
+        if len(self._rows) == self._wake_rows:  # a batch's worth waits: cut it now
+            self._wake()
+
+    def _new_keys(self, keys: tuple) -> None:
+        if keys not in self._known_keys:
+            check_keys(keys)
+            if len(self._known_keys) < 10_000:
+                self._known_keys.add(keys)
+        self._keys = keys
+        if self._transport is not None:  # rows of this width that make a batch
+            self._wake_rows = max(1, self._transport.opt.max_points // max(1, len(keys)))
 
     # MetricSink (worker/engine/sink.py): the engine's probes and analyses emit here.
     def scalars(self, step: int, values: Mapping[str, float]) -> None:

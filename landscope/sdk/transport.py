@@ -1,6 +1,7 @@
 """HttpTransport: a run's records from the training thread to the server, off that thread.
 
-The training thread only appends to a deque (thread-safe, no lock). A sender thread, every
+The training thread only appends a (step, keys, values) tuple to a deque (thread-safe, no
+lock). A sender thread, every
 `interval` seconds or as soon as `max_points` are waiting, cuts what is there into a Batch,
 encodes and gzips it, writes it to the spool, POSTs it, and deletes the spooled file once the
 server acknowledged it. While the server is unreachable (no answer, 5xx, 429) batches pile up
@@ -45,8 +46,8 @@ class HttpTransport:
         self.run_id = run_id
         self.spool = spool
         self.opt = options or TransportOptions()
-        self._queue: deque[tuple] = deque()
-        self._since_wake = 0  # points put since the last wake-up (training thread only)
+        self.rows: deque[tuple] = deque()  # scalar rows (step, keys, values); Run.log appends
+        self._others: deque[tuple] = deque()  # eta records and histograms (rare)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Condition()
@@ -69,17 +70,20 @@ class HttpTransport:
     # -- training thread: append and return
 
     def put_scalars(self, step: int, keys: tuple[str, ...], values: tuple) -> None:
-        self._queue.append((0, step, keys, values))
-        self._since_wake += len(keys)
-        if self._since_wake >= self.opt.max_points:
-            self._since_wake = 0
+        """What Run.log does inline: append a row (and wake the sender past a batch)."""
+        self.rows.append((step, keys, values))
+        if len(self.rows) * max(1, len(keys)) >= self.opt.max_points:
             self._wake.set()
 
+    def wake(self) -> None:
+        """Cut now (a batch's worth is waiting), not at the next interval."""
+        self._wake.set()
+
     def put_etas(self, step: int, probe: str, records: Sequence[Any]) -> None:
-        self._queue.append((1, step, probe, list(records)))
+        self._others.append((1, step, probe, list(records)))
 
     def put_dists(self, step: int, records: Sequence[Any]) -> None:
-        self._queue.append((2, step, list(records)))
+        self._others.append((2, step, list(records)))
 
     # -- any thread
 
@@ -89,20 +93,23 @@ class HttpTransport:
         return self._down_since is not None
 
     def pending(self) -> bool:
-        return bool(self._queue) or self._cutting or bool(self.spool.batches())
+        return self._queued() or self._cutting or bool(self.spool.batches())
+
+    def _queued(self) -> bool:
+        return bool(self.rows) or bool(self._others)
 
     def spooled(self, timeout: float = 60.0) -> bool:
         """Wait until everything put so far is in the spool (durable; maybe not sent yet)."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._idle:
-            while (self._queue or self._cutting) and self._thread.is_alive():
+            while (self._queued() or self._cutting) and self._thread.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._wake.set()
                 self._idle.wait(min(left, 1.0))  # the sender notifies after each cut
-        return not (self._queue or self._cutting)
+        return not (self._queued() or self._cutting)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything put so far is acknowledged; False if `timeout` passed first
@@ -151,18 +158,25 @@ class HttpTransport:
 
     def _cut(self) -> None:
         """Everything queued into spooled batches of at most max_points."""
-        q = self._queue
-        if not q:
+        q, others = self.rows, self._others
+        if not q and not others:
             return
         self._cutting = True
         try:
             batch = Batch()
+            popleft = q.popleft
             while q:
-                item = q.popleft()
-                kind = item[0]
-                if kind == 0:
-                    batch.add_row(item[1], item[2], item[3])
-                elif kind == 1:
+                # As many rows as fit the batch by the first row's width (at most 1,024: a
+                # wider row further on overshoots by little), taken in C calls.
+                room = self.opt.max_points - batch.points
+                n = min(len(q), max(1, room // max(1, len(q[0][1]))), 1024)
+                batch.add_rows([popleft() for _ in range(n)])
+                if batch.points >= self.opt.max_points:
+                    self._spool_batch(batch)
+                    batch = Batch()
+            while others:
+                item = others.popleft()
+                if item[0] == 1:
                     batch.add_etas(item[1], item[2], item[3])
                 else:
                     batch.add_dists(item[1], item[2])

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from server.analysis_cost import AnalysisCost, estimate_analysis
 from server.analysis_spec import AnalysisSpec
+from server.cost import UnknownCost
 from server.db.models import (
     ANALYSIS_ACTIVE,
     AdmissionLock,
@@ -88,8 +89,13 @@ def plan_analyses(session: Session, settings: Settings, req: AnalysisCreate) -> 
     planned = []
     for run in runs:
         run_spec = _run_spec(run)
-        if (why := plugins.analysis_refusal(run_spec)) is not None:
-            raise Conflict(f"run {run.id}: {why}")
+        recorded = (run.info or {}).get("size") if isinstance(run.info, dict) else None
+        if plugins.analysis_refusal(run_spec) is not None and recorded is None:
+            # A plug-in's sizes are known once a worker has built the run (run.info["size"]).
+            raise Conflict(f"run {run.id}: its plug-in model or dataset has not been built "
+                           "by a worker yet, so the analysis cost cannot be bounded; try "
+                           "again once it runs, or use landscope.analyse(...) in your own "
+                           "process")
         steps = req.spec.steps if req.spec.steps is not None else [run_spec.steps]
         spec = req.spec.model_copy(update={"steps": steps})
         saved = _saved_steps(session, run.id)
@@ -97,7 +103,10 @@ def plan_analyses(session: Session, settings: Settings, req: AnalysisCreate) -> 
         _check_saved(run, steps, saved)
         _check_directions(session, run, run_spec, spec, saved)
         snaps = sum(1 for s in saved if s <= max(steps))
-        cost = estimate_analysis(run_spec, spec, snapshots=snaps)
+        try:
+            cost = estimate_analysis(run_spec, spec, snapshots=snaps, recorded=recorded)
+        except UnknownCost as exc:
+            raise Conflict(f"run {run.id}: {exc}") from None
         for paths, msg in limit_violations(cost, settings):
             raise InvalidRequest(locate_first(paths, origins, SPEC_LOC), msg, "server_limit")
         planned.append(Planned(run, spec, cost))

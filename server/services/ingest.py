@@ -4,8 +4,10 @@ Checked by hand rather than by a pydantic model per point: a batch may carry a m
 numbers, and a model per point costs more than storing them. Every check names the field
 path of what it refuses, as FastAPI's own 422s do (["body", "scalars", 3, "values", 17]).
 Non-finite numbers are data: "NaN", "Infinity", "-Infinity" (the JSON spelling; Python's
-NaN/Infinity literals too) reach the database as such. Every write is insert-ignore on the
-record's natural key, so a batch sent twice (a retry, a spool drained again) changes nothing.
+NaN/Infinity literals too) reach the database as such. Scalars come as JSON columns (old
+SDKs) or binary blocks (server/services/ingest_blocks.py), or both. Every write is
+insert-ignore on the record's natural key, so a batch sent twice (a retry, a spool drained
+again) changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from server.db.metrics import insert_distributions, insert_probe_records, insert_series
 from server.services.errors import InvalidRequest
+from server.services.ingest_blocks import merge, parse_blocks
 from server.services.sdk_runs import Heartbeat
 from server.text import text_problem
 
@@ -30,7 +33,7 @@ MAX_PROBE_CHARS = 32  # probe_records.probe
 MAX_RECORDS = 100_000  # eta records of one probe step, bins of one histogram
 MAX_QUANTILES = 256
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-TOP = frozenset({"scalars", "etas", "distributions", "heartbeat"})
+TOP = frozenset({"scalars", "blocks", "etas", "distributions", "heartbeat"})
 ETA_FIELDS = ("multiplier", "eta", "loss", "grad_dist")
 DIST_REQUIRED = ("step", "layer", "scope", "lo", "hi", "counts", "mean", "var")
 DIST_FIELDS = frozenset((*DIST_REQUIRED, "unit", "underflow", "overflow", "nonfinite",
@@ -49,7 +52,8 @@ class BodyRejected(Exception):
 
 @dataclass
 class Batch:
-    scalars: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    # key -> (steps, values): lists from JSON columns, numpy arrays from binary blocks
+    scalars: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     etas: list[dict[str, Any]] = field(default_factory=list)  # probe_records rows, no run_id
     distributions: list[dict[str, Any]] = field(default_factory=list)  # idem
     heartbeat: Heartbeat | None = None
@@ -98,8 +102,12 @@ def parse_batch(data: Any) -> Batch:
     loc: tuple = ("body",)
     obj = _object(data, loc, TOP)
     batch = Batch()
-    for i, col in enumerate(_list(obj.get("scalars", []), (*loc, "scalars"), MAX_KEYS)):
+    columns = _list(obj.get("scalars", []), (*loc, "scalars"), MAX_KEYS)
+    for i, col in enumerate(columns):
         _scalar_column(col, (*loc, "scalars", i), batch.scalars)
+    if "blocks" in obj:
+        parse_blocks(_list(obj["blocks"], (*loc, "blocks"), MAX_KEYS), (*loc, "blocks"),
+                     batch.scalars, max_keys=MAX_KEYS - len(columns), check_key=_key)
     for i, e in enumerate(_list(obj.get("etas", []), (*loc, "etas"))):
         _eta_batch(e, (*loc, "etas", i), batch.etas)
     for i, d in enumerate(_list(obj.get("distributions", []), (*loc, "distributions"))):
@@ -117,7 +125,7 @@ def parse_batch(data: Any) -> Batch:
 
 def _scalar_column(col: Any, loc: tuple, out: dict) -> None:
     col = _object(col, loc, frozenset({"key", "steps", "values"}), ("key", "steps", "values"))
-    key = _text(col["key"], (*loc, "key"), MAX_KEY_CHARS)
+    key = _key(col["key"], (*loc, "key"))
     steps = _list(col["steps"], (*loc, "steps"), None)
     values = _list(col["values"], (*loc, "values"), None)
     if len(steps) != len(values):
@@ -132,11 +140,11 @@ def _scalar_column(col: Any, loc: tuple, out: dict) -> None:
         if t is float:
             continue
         values[i] = _float(v, (*loc, "values", i))
-    if key in out:  # the same key twice in one batch: one column
-        out[key][0].extend(steps)
-        out[key][1].extend(values)
-    else:
-        out[key] = (steps, values)
+    merge(out, key, steps, values)  # the same key twice in one batch: one column
+
+
+def _key(v: Any, loc: tuple) -> str:
+    return _text(v, loc, MAX_KEY_CHARS)
 
 
 def _eta_batch(e: Any, loc: tuple, out: list) -> None:

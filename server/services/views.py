@@ -82,7 +82,15 @@ def run_out(run: Run, now: datetime | None = None,
         waiting_for=waiting_for(run, served),
         tags=run.tags,
         note=run.note,
+        layers=recorded_layers(run),
     )
+
+
+def recorded_layers(run: Run) -> int | None:
+    """run.info["size"]["n_layers"] (worker/engine/model_size.py), when it is an int."""
+    size = run.info.get("size") if isinstance(run.info, dict) else None
+    n = size.get("n_layers") if isinstance(size, dict) else None
+    return n if type(n) is int and 0 <= n <= 2**31 - 1 else None
 
 
 def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:

@@ -16,7 +16,7 @@ import landscope
 from landscope.sdk.offline import read_run_folder
 from landscope.sdk.spool import Spool
 from landscope.sdk.sync import find_targets
-from landscope.sdk.wire import Batch, decode
+from landscope.sdk.wire import Batch, decode, json_float, scalars_of
 from worker.engine.sink import Distribution, EtaRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +30,10 @@ def dist(layer: int = 1) -> Distribution:
 
 
 def columns(body: dict) -> dict[str, list]:
-    """key -> [(step, value)] over every column of a body (a key may come in several, one per
-    set of keys logged together; the server merges them)."""
-    out: dict[str, list] = {}
-    for c in body["scalars"]:
-        assert len(c["steps"]) == len(c["values"])
-        out.setdefault(c["key"], []).extend(zip(c["steps"], c["values"], strict=True))
-    return {k: sorted(v) for k, v in out.items()}
+    """key -> [(step, value)] over every block of a body (a key may come in several, one per
+    set of keys logged together; the server merges them), non-finite values as JSON words."""
+    return {k: sorted((s, json_float(v)) for s, v in pts)
+            for k, pts in scalars_of(body).items()}
 
 
 WANT = {"train/loss": [(0, 2.5), (1, "Infinity"), (2, 1.0)], "x": [(0, "NaN"), (1, "-Infinity")],
@@ -54,8 +51,9 @@ def test_batch_encodes_the_contract_wire_format_with_non_finite_words(monkeypatc
     b.add_dists(1, [dist()])
     body = decode(b.encode())
     assert columns(body) == WANT
+    assert "scalars" not in body  # binary blocks only
     if max_columns == 1:
-        assert sorted(c["key"] for c in body["scalars"]) == sorted(WANT)
+        assert sorted(k for b in body["blocks"] for k in b["keys"]) == sorted(WANT)
     assert body["etas"] == [{"step": 1, "probe": "landscape", "records": [
         {"multiplier": 0.5, "eta": 0.05, "loss": "NaN", "grad_dist": 0.1}]}]
     (d,) = body["distributions"]

@@ -29,6 +29,7 @@ SPEC = {
     "model": "testplug.tiny_net", "model_options": {"hidden": 10},
     "dataset": "testplug.blobs", "dataset_options": {"n": 160, "dim": 4},
     "device": "cpu", "steps": 40, "batch_size": 32, "eval_every": 10, "lr": 0.05,
+    "snapshots": {"every": 20},
     "probes": {"landscape": {"every": 10}, "ics": {"every": 10, "layers": [1, 2, 3]},
                "activations": {"every": 10}},
 }
@@ -98,6 +99,16 @@ def test_a_worker_reports_its_plugin_and_trains_a_run_naming_it(
             run = waiter(ended, 180, interval=0.2, what=f"run {run_id} to end")
             assert run["status"] == "succeeded", run
             assert run["step"] == 40
+            assert run["layers"] == 2  # tiny_net: three weight layers, so two norm slots
+
+            # Its analyses are bounded by what the worker recorded of the built network.
+            r = client.post("/api/v1/analyses", json={
+                "run_id": run_id, "dry_run": True,
+                "spec": {"kind": "surface", "x": {"points": 5}, "y": {"points": 5}}})
+            assert r.status_code == 200, r.text
+            cost = r.json()["cost"]
+            hidden, dim = SPEC["model_options"]["hidden"], SPEC["dataset_options"]["dim"]
+            assert cost["params"] > hidden * dim and 0 < cost["eval_samples"] <= 160
 
             # A plug-in that raises fails its run with a message naming it.
             r = client.post("/api/v1/runs", json={"spec": {**SPEC, "model": "testplug.broken"}})

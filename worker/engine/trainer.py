@@ -37,6 +37,7 @@ from server.spec import RunSpec
 from worker.engine.checkpoint import CheckpointStore
 from worker.engine.data import BatchOrder, load_dataset
 from worker.engine.losses import LOSSES, correct_per_row, evaluate
+from worker.engine.model_size import model_size
 from worker.engine.models import build_model
 from worker.engine.probes import ProbeContext, build_probes
 from worker.engine.probes.base import Shadow
@@ -99,6 +100,8 @@ class Trainer:
             "data": data.info,
             "model": getattr(self.net, "info", {}),
             "n_params": sum(p.numel() for p in self.params.values()),
+            # What analysis costs need of a plug-in; the forward it takes draws nothing.
+            "size": model_size(self.net, self.data, (self.noise.generator,)),
         }
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
