@@ -14,6 +14,10 @@
      browser profile (downloads and compiles plotly.js again);
    - reload: the same tab again (browser cache warm too).
    Target: the compare page loaded and drawn in under 2 s.
+   Grouped (issue 14): 3 seeds x 2 normalisations x the same steps in a second experiment,
+   opened grouped (the default when groups have several runs): every graph drawn with a
+   band per seed group (the probe bands' envelope and median band, the scalar figures'
+   centre over its band), from one grouped SQL read per figure; same cases, same target.
 2. Live latency: two runs still 'running'; the benchmark writes a new probed step into the
    database as the worker's sink would, at random moments, and times until the landscape band
    on the open page has it. Target: a point appears within 2 s of being written.
@@ -42,6 +46,7 @@ from bench._server import Server  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
 from server.db.session import make_engine  # noqa: E402
 from server.spec import build_spec  # noqa: E402
+from tests.support.seeded import seeded_experiment  # noqa: E402
 from tests.support.synthetic import (  # noqa: E402
     BASE_SPEC,
     SyntheticRun,
@@ -72,6 +77,22 @@ DRAWN = """([graphs, runs]) => {
     .filter(t => t.type === 'heatmap' && t.z.length);
   return bands.length === runs && heats.length === runs ? performance.now() : false;
 }"""
+# Grouped: every graph drawn, a probe band (envelope) per seed group on the landscape, and
+# the heatmaps still per run (activation distributions are never grouped).
+DRAWN_GROUPED = """([graphs, groups, runs]) => {
+  for (const n of graphs) {
+    const gd = document.querySelector('#fig-' + n + ' .js-plotly-plot');
+    if (!gd || !gd.data || !gd.data.length || !gd._fullData) return false;
+    if (gd._fullData.length !== gd.data.length) return false;
+    if (!gd.querySelector('.main-svg .trace, .main-svg .hm')) return false;
+    if (!gd.data.some(t => (t.x && t.x.length) || (t.z && t.z.length))) return false;
+  }
+  const envelopes = document.querySelector('#fig-landscape .js-plotly-plot').data
+    .filter(t => t.meta && t.meta.role === 'envelope' && t.x.length);
+  const heats = document.querySelector('#fig-dist_heat .js-plotly-plot').data
+    .filter(t => t.type === 'heatmap' && t.z.length);
+  return envelopes.length === groups && heats.length === runs ? performance.now() : false;
+}"""
 BUILD_REQUEST = """() => performance.getEntriesByType('resource')
   .filter(e => e.name.includes('_dash-update-component'))
   .map(e => [e.startTime, e.responseEnd, e.transferSize])
@@ -80,17 +101,24 @@ BAND_LEN = """() => { const gd = document.querySelector('#fig-landscape .js-plot
   return gd && gd.data ? gd.data.filter(t => t.fill === 'tonexty').map(t => t.x.length) : null; }"""
 
 
-def load_once(page, url: str, runs: int) -> dict[str, float]:
+def _load(page, url: str, runs: int, groups: int | None = None) -> dict[str, float]:
+    """One load of `url` until drawn: `runs` single runs, or `groups` seed groups of them."""
     page.goto(url)
-    done = page.wait_for_function(DRAWN, arg=[GRAPHS, runs], timeout=120_000,
-                                  polling="raf").json_value()
+    drawn, arg = (DRAWN, [GRAPHS, runs]) if groups is None else (
+        DRAWN_GROUPED, [GRAPHS, groups, runs])
+    done = page.wait_for_function(drawn, arg=arg, timeout=120_000, polling="raf").json_value()
     start, end, size = page.evaluate(BUILD_REQUEST)
     return {"total_ms": done, "build_request_ms": end - start, "render_ms": done - end,
             "response_kb": size / 1024}
 
 
-def bench_loads(data: Path, exp: int, runs: int, reps: int, browser) -> dict[str, list[dict]]:
+def bench_loads(data: Path, exp: int, runs: int, reps: int, browser,
+                groups: int | None = None) -> dict[str, list[dict]]:
     url_path = f"/experiments/{exp}"
+
+    def load_once(page, url: str, runs: int) -> dict[str, float]:
+        return _load(page, url, runs, groups)
+
     out: dict[str, list[dict]] = {"cold": [], "new visitor": [], "reload": []}
     for _ in range(reps):  # cold: a new server process and a new browser profile each time
         server = Server(data)
@@ -150,7 +178,8 @@ def p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) -> str:
+def report(args, machine: dict, setup: dict, loads: dict, latency: list[float],
+           grouped: dict) -> str:
     def row(name: str, xs: list[dict]) -> str:
         tot = [x["total_ms"] for x in xs]
         verdict = "met" if statistics.median(tot) < 2000 else "**MISSED**"
@@ -180,6 +209,13 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) 
         "response kB | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *[row(name, xs) for name, xs in loads.items()], "",
+        f"### 1b. Grouped: {setup['grouped']['groups']} seed groups of "
+        f"{setup['grouped']['seeds']} runs x {setup['steps']:,} steps (median and min-max band "
+        "per group, one grouped SQL read per figure; target < 2 s)", "",
+        "| case | loads | p50 ms | min / max ms | build request p50 ms | render p50 ms | "
+        "response kB | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[row(name, xs) for name, xs in grouped.items()], "",
         "### 2. Live: a probed step written to the database until its band point shows "
         "(target < 2 s)", "",
         f"{len(latency)} samples: p50 **{p(latency, 0.5):.2f} s**, p90 {p(latency, 0.9):.2f} s, "
@@ -187,7 +223,8 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) 
         f"before a point is in the database) - "
         f"{'met' if p(latency, 0.5) < 2 else '**MISSED**'}", "",
         "<details><summary>raw (JSON)</summary>", "", "```json",
-        json.dumps({"loads": loads, "latency_s": latency}, indent=None, default=float)[:20000],
+        json.dumps({"loads": loads, "grouped": grouped, "latency_s": latency}, indent=None,
+                   default=float)[:20000],
         "```", "", "</details>", "",
     ]
     return "\n".join(lines)
@@ -231,16 +268,22 @@ def main() -> int:
         exp, ids = create_experiment(engine, NORMS[:runs], steps=steps)
         setup = {"runs": runs, "steps": steps, "write_s": time.perf_counter() - started,
                  "points": _points(engine)}
+        started = time.perf_counter()
+        gexp, gids = seeded_experiment(engine, ("none", "batch"), seeds=3, steps=steps)
+        setup["grouped"] = {"groups": len(gids), "seeds": 3, "runs": sum(map(len, gids)),
+                            "write_s": time.perf_counter() - started}
         engine.dispose()
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         machine.update(versions(browser))
         loads = bench_loads(data, exp, runs, reps, browser)
+        g = setup["grouped"]
+        grouped = bench_loads(data, gexp, g["runs"], reps, browser, groups=g["groups"])
         latency = bench_latency(data, 4 if args.quick else 12, browser)
         browser.close()
     p1 = cpu_pressure_us()
     machine["pressure"] = (f"{(p1 - pressure0) / 1e6 / (time.monotonic() - t0):.2f}"
                            if p1 is not None and pressure0 is not None else "unknown")
-    text = report(args, machine, setup, loads, latency)
+    text = report(args, machine, setup, loads, latency, grouped)
     print(text)
     out = args.results or (None if args.quick else RESULTS)
     if out is not None:

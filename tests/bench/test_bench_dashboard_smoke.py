@@ -24,7 +24,9 @@ def test_bench_dashboard_quick_runs_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
     assert "Compare page: navigation start to every graph drawn" in report
-    for case in ("cold", "new visitor", "reload"):
-        row = re.search(rf"^\| {case} \| 2 \| \*\*(\d+)\*\*", report, re.MULTILINE)
-        assert row and int(row.group(1)) > 0, case
+    single, grouped = report.split("### 1b. Grouped: 2 seed groups of 3 runs")
+    for section in (single, grouped):  # each case in both: single runs, then seed groups
+        for case in ("cold", "new visitor", "reload"):
+            row = re.search(rf"^\| {case} \| 2 \| \*\*(\d+)\*\*", section, re.MULTILINE)
+            assert row and int(row.group(1)) > 0, case
     assert re.search(r"4 samples: p50 \*\*\d+\.\d\d s\*\*", report)

@@ -12,7 +12,7 @@ from dash import no_update
 from sqlalchemy import update
 
 from server.db.models import Run
-from tests.webapp.seeded import seeded_experiment
+from tests.support.seeded import seeded_experiment
 from webapp.app import create_dash
 from webapp.compare import update as ctl
 from webapp.compare.grouped import GROUPED_FIGURES

@@ -16,8 +16,8 @@ import pytest
 
 from server.db.migrate import upgrade
 from server.db.session import make_engine
+from tests.support.seeded import seeded_experiment
 from tests.support.served import landscope_server
-from tests.webapp.seeded import seeded_experiment
 
 pytestmark = pytest.mark.slow
 
