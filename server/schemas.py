@@ -159,6 +159,12 @@ class RunOut(BaseModel):
         None, description="queued while no online worker consumes its queue: who it waits "
         "for ('a cuda worker', 'a cpu worker', 'a worker'); null otherwise"
     )
+    environment: dict[str, Any] | None = Field(
+        None, description="what changes the numbers besides spec and seed, as recorded when "
+        "training started (worker) or at landscope.init (sdk): torch_threads, "
+        "interop_threads, deterministic, cudnn, dtype, device, device_name, cpu, isa, "
+        "versions {python, torch, numpy, landscope}; null before a worker started the run"
+    )
 
 
 class ExperimentOut(BaseModel):

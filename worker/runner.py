@@ -258,7 +258,9 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     from worker.sql_sink import SqlSink
 
     spec = effective_spec(RunSpec.model_validate(claim.spec))
-    trainer = Trainer(spec, settings.data_dir, device)
+    trainer = Trainer(spec, settings.data_dir, device, settings.torch_threads)
+    record_environment(make_sessionmaker(engine), claim, trainer.info["environment"],
+                       settings.db_outage_seconds)
     # Snapshots for analyses: files under the data directory, indexed in the database.
     snapshots = IndexedSnapshotStore(engine, claim.run_id,
                                      snapshot_dir(settings, claim.run_id),
@@ -284,6 +286,24 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
         raise
     sink.close()
     return result
+
+
+def record_environment(factory: sessionmaker[Session], claim: Claim, env: dict[str, Any],
+                       outage_seconds: float = 0.0) -> bool:
+    """run.info["environment"] (worker/engine/environment.py: threads, precision, machine,
+    versions) as training starts, so a running run shows it; the rest of info is kept.
+    Fenced by the claim like every write of this worker; False if the run is not ours."""
+
+    def write() -> bool:
+        with transaction(factory) as s:
+            run = s.get(Run, claim.run_id, with_for_update=True)
+            if run is None or run.attempts != claim.attempt or run.status != "running":
+                return False
+            run.info = {**(run.info or {}), "environment": env}  # a new dict: JSON change
+            return True
+
+    return with_retries(write, deadline_s=outage_seconds,
+                        what=f"run {claim.run_id}: environment")
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

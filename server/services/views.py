@@ -80,6 +80,7 @@ def run_out(run: Run, now: datetime | None = None,
         finished_at=run.finished_at,
         heartbeat_at=run.heartbeat_at,
         waiting_for=waiting_for(run, served),
+        environment=(run.info or {}).get("environment"),
     )
 
 
