@@ -167,3 +167,17 @@ def test_float64_and_float32_agree_at_step_one_to_float32_rounding(tmp_path):
     scale = max(w.abs().max().item() for w in end64.values())
     worst = max((end32[n] - end64[n]).abs().max().item() for n in end32)
     assert 0 < worst <= 8 * eps * scale
+
+
+@pytest.mark.parametrize("model", ["dln", "mlp"])
+def test_the_cost_estimate_counts_float64s_eight_bytes(tmp_path, model):
+    from server.cost import dataset_bytes, estimate
+
+    s32, s64 = spec(model), spec(model, dtype="float64")
+    held = Trainer(s64, tmp_path).data
+    total = sum(t.nbytes for t in (held.x_train, held.y_train, held.x_test, held.y_test))
+    matrix = 4 * s64.input_dim**2 if model == "dln" else 0  # A, while drawn (float32)
+    assert dataset_bytes(s64) == total + matrix
+    e32, e64 = estimate(s32), estimate(s64)
+    assert e64.memory_mb == pytest.approx(2 * e32.memory_mb)
+    assert e64.params == e32.params
