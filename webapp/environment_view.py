@@ -68,3 +68,27 @@ def environment_block(run: dict[str, Any]) -> html.Details | None:
                      title="what this run's numbers depend on besides its spec and seed"),
         html.Table(html.Tbody(rows), className="env-table"),
     ], className="env-details")
+
+
+def environments_line(runs: list[dict[str, Any]]) -> html.P | None:
+    """What a set of runs (a reproduction figure's) trained under: one summary when they
+    agree, each distinct one with its run count when they do not (their numbers are then
+    not comparable bit for bit). None when no run has recorded one yet."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        env = run.get("environment")
+        if isinstance(env, dict) and env:
+            text = summary(env) or "recorded"
+            counts[text] = counts.get(text, 0) + 1
+    if not counts:
+        return None
+    if len(counts) == 1:
+        (text, n), = counts.items()
+        body = f"{text} ({n} run{'s' * (n != 1)})"
+        label = "Environment: "
+    else:
+        body = "; ".join(f"{t} ({n} run{'s' * (n != 1)})" for t, n in counts.items())
+        label = "Environments differ: "
+    return html.P([html.Strong(label), body], className="section-text env-line",
+                  title="threads, precision, device and instruction set, torch version: "
+                  "what these runs' numbers depend on besides spec and seed")

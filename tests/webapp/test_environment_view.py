@@ -65,3 +65,15 @@ def test_a_runs_chip_carries_its_environment():
     assert any(isinstance(c, html.Details) for c in with_env.children)
     assert "1 thread · float64 · AMD EPYC (AVX512) · torch 2.13.0+cpu" in texts(with_env)
     assert not any(isinstance(c, html.Details) for c in without.children)
+
+
+def test_a_reproduction_figure_says_what_its_runs_trained_under():
+    from webapp.environment_view import environments_line
+
+    same = environments_line([{"environment": ENV}, {"environment": ENV}, {}])
+    assert texts(same) == ["Environment: ",
+                           "1 thread · float64 · AMD EPYC (AVX512) · torch 2.13.0+cpu (2 runs)"]
+    two = environments_line([{"environment": ENV}, {"environment": {**ENV, "torch_threads": 2}}])
+    assert texts(two)[0] == "Environments differ: "
+    assert "1 thread" in texts(two)[1] and "2 threads" in texts(two)[1]
+    assert environments_line([{"environment": None}]) is None
