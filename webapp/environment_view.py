@@ -65,7 +65,8 @@ def environment_block(run: dict[str, Any]) -> html.Details | None:
             for label, key in ROWS if env.get(key) is not None]
     return html.Details([
         html.Summary(["environment: ", html.Span(summary(env), className="muted")],
-                     title="what this run's numbers depend on besides its spec and seed"),
+                     title=f"{summary(env)}: what this run's numbers depend on besides its "
+                     "spec and seed"),
         html.Table(html.Tbody(rows), className="env-table"),
     ], className="env-details")
 
