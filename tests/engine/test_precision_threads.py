@@ -181,3 +181,15 @@ def test_the_cost_estimate_counts_float64s_eight_bytes(tmp_path, model):
     e32, e64 = estimate(s32), estimate(s64)
     assert e64.memory_mb == pytest.approx(2 * e32.memory_mb)
     assert e64.params == e32.params
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_names_its_gpu_and_trains_in_float64(tmp_path):
+    t = Trainer(spec("mlp", device="cuda", dtype="float64", norm="batch"), tmp_path)
+    env = t.info["environment"]
+    assert env["device"].startswith("cuda") and env["cuda"] == torch.version.cuda
+    assert env["device_name"] == torch.cuda.get_device_name(t.device)
+    assert env["cudnn"]["benchmark"] is torch.backends.cudnn.benchmark
+    assert t.run(MemorySink()).status == "succeeded"
+    assert all(p.dtype == torch.float64 and p.is_cuda for p in t.net.parameters())
