@@ -3,7 +3,7 @@
     python bench/bench_dashboard.py            # 8 runs x 10,000 steps; appends bench/RESULTS.md
     python bench/bench_dashboard.py --quick    # 2 runs x 600 steps, 2 loads: the smoke test
 
-1. Page load: synthetic runs (webapp/synthetic.py: every key the engine writes, on its
+1. Page load: synthetic runs (tests/support/synthetic.py: every key the engine writes, on its
    schedule) go straight into a SQLite database; `landscope api` serves the API and the
    dashboard on it; headless Debian chromium opens /experiments/<id>. Time from navigation
    start until every graph holds all its runs' traces and has drawn them (a requestAnimation-
@@ -42,7 +42,7 @@ from bench._server import Server  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
 from server.db.session import make_engine  # noqa: E402
 from server.spec import build_spec  # noqa: E402
-from webapp.synthetic import (  # noqa: E402
+from tests.support.synthetic import (  # noqa: E402
     BASE_SPEC,
     SyntheticRun,
     create_experiment,
@@ -168,7 +168,7 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float]) 
         f"{machine['playwright']}",
         f"- data: {setup['runs']} runs x {setup['steps']:,} steps on SQLite "
         f"({setup['points']:,} scalar points, every key the engine writes on the "
-        f"`webapp/synthetic.py` schedule), written in {setup['write_s']:.1f} s",
+        f"`tests/support/synthetic.py` schedule), written in {setup['write_s']:.1f} s",
         f"- command: `{' '.join(['python', 'bench/bench_dashboard.py', *sys.argv[1:]])}`",
         "",
         "### 1. Compare page: navigation start to every graph drawn (target < 2 s)", "",

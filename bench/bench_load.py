@@ -14,7 +14,7 @@ What runs, each in its own process, all on this machine:
   `running`: each drives worker/sql_sink.SqlSink (the worker's batched sink, with the worker's
   default flush settings) and worker/heartbeat.RunLease (progress and heartbeat, as a worker's
   lease does) with every scalar, eta record and histogram the engine writes, on the schedule
-  of webapp/synthetic.py (landscape and ICS every 20 steps, evaluation, activations and
+  of tests/support/synthetic.py (landscape and ICS every 20 steps, evaluation, activations and
   sharpness every 100), paced at --rate steps per second per run. No model trains: the values
   are synthetic, the writes are the real ones;
 - the load generator: asyncio + httpx, one keep-alive connection per client. Each client
@@ -111,7 +111,7 @@ def setup_runs(url: str, history: int) -> tuple[int, list[int], list[dict]]:
     """A 2-run experiment (BatchNorm and no normalisation), both running, each with `history`
     steps already written. Returns (experiment id, run ids, each run's spec)."""
     from server.db.session import make_engine
-    from webapp.synthetic import BASE_SPEC, create_experiment
+    from tests.support.synthetic import BASE_SPEC, create_experiment
 
     engine = make_engine(url)
     try:
@@ -133,7 +133,7 @@ def writer_main(url: str, run_id: int, spec: dict, start: int, rate: float, stop
     sys.path.insert(0, str(ROOT))
     from server.db.session import make_engine, make_sessionmaker
     from server.spec import build_spec
-    from webapp.synthetic import SyntheticRun
+    from tests.support.synthetic import SyntheticRun
     from worker.engine.sink import Distribution, EtaRecord
     from worker.heartbeat import RunLease
     from worker.sql_sink import SqlSink
@@ -440,8 +440,8 @@ def report(args, info: dict, s: dict) -> str:
         "fresh, migrated PostgreSQL database",
         f"- writers: 2 processes, one per running run, each through worker/sql_sink.SqlSink "
         f"(flush every 1 s or 20,000 rows) and worker/heartbeat.RunLease (every 0.5 s), every "
-        f"key the engine writes on the `webapp/synthetic.py` schedule plus its eta records and "
-        f"histograms; target {args.rate:,.0f} steps/s per run, achieved {steps_s:,.0f} steps/s "
+        f"key the engine writes on the `tests/support/synthetic.py` schedule plus its eta records "
+        f"and histograms; target {args.rate:,.0f} steps/s per run, achieved {steps_s:,.0f} steps/s "
         f"in total ({points_s:,.0f} scalar points/s; the furthest a writer fell behind its "
         f"schedule: {max(x['max_behind_s'] for x in w):.2f} s); {args.history:,} steps of "
         f"history per run before the clients start",

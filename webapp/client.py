@@ -123,6 +123,43 @@ class Histogram:
         return sum(self.counts) + self.underflow + self.overflow + self.nonfinite
 
 
+@dataclass(frozen=True)
+class Group:
+    """Runs that differ only in their seed (GET /groups); `label` says what tells this group
+    apart from the others of the same request."""
+
+    key: str
+    label: str
+    run_ids: list[int]
+    seeds: list[int | None]
+
+
+@dataclass
+class GroupSeries:
+    """One key of one group (GET /groups/metrics), a bucket per entry on the request's grid:
+    center (median or mean across the runs), lo/hi (min/max or mean -/+ std), n runs with a
+    finite value, nonfinite runs whose points were all NaN or infinite. None where no run had
+    a finite value; non-finite numbers as float nan/inf."""
+
+    key: str
+    steps: list[float] = field(default_factory=list)
+    center: list[float | None] = field(default_factory=list)
+    lo: list[float | None] = field(default_factory=list)
+    hi: list[float | None] = field(default_factory=list)
+    n: list[int] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GroupSeries:
+        return cls(
+            key=d["key"], steps=[float(s) for s in d["steps"]],
+            center=[to_float(v) for v in d["center"]], lo=[to_float(v) for v in d["lo"]],
+            hi=[to_float(v) for v in d["hi"]], n=list(d["n"]), nonfinite=list(d["nonfinite"]))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
 class ApiError(Exception):
     """A non-2xx answer (or no answer at all: status 0) with the API's `detail`."""
 
@@ -287,6 +324,30 @@ class ApiClient:
         params = {"layer": layer, "scope": scope, "since_step": since_step}
         body = self._request("GET", f"/runs/{run_id}/distributions", params=params)
         return [Histogram.from_json(r) for r in body["records"]]
+
+    # -- seed groups --------------------------------------------------------------------------
+
+    def groups(self, *, runs: list[int] | None = None,
+               experiment_id: int | None = None) -> list[Group]:
+        """The seed groups of these runs, or of an experiment's runs, in first-seen order."""
+        params = {"runs": None if runs is None else ",".join(map(str, runs)),
+                  "experiment_id": experiment_id}
+        body = self._request("GET", "/groups", params=params)
+        return [Group(key=g["key"], label=g["label"], run_ids=list(g["run_ids"]),
+                      seeds=list(g["seeds"])) for g in body["groups"]]
+
+    def grouped_metrics(self, groups: list[list[int]], keys: str, *, center: str = "median",
+                        band: str = "minmax", max_points: int = 300,
+                        since_step: int | None = None, until_step: int | None = None
+                        ) -> list[dict[str, GroupSeries]]:
+        """Per requested group, in order, its series by key: one line with a band per group,
+        all on one bucket grid (GET /groups/metrics)."""
+        params = {"group": [",".join(map(str, g)) for g in groups], "keys": keys,
+                  "center": center, "band": band, "max_points": max_points,
+                  "since_step": since_step, "until_step": until_step}
+        body = self._request("GET", "/groups/metrics", params=params)
+        return [{s["key"]: GroupSeries.from_json(s) for s in g["series"]}
+                for g in body["groups"]]
 
     # -- analyses (issue 12: surfaces, trajectories, spectra) ---------------------------------
 

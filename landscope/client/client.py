@@ -51,6 +51,13 @@ def _keys(keys: str | Iterable[str] | None) -> tuple[str | None, set[str] | None
     return ",".join(e for e in escaped if e is not None), None
 
 
+def _group_ids(groups: Any) -> list[Any]:
+    """Run ids per group from lists of ids, `groups()`'s frame or its records."""
+    if hasattr(groups, "columns") and "run_ids" in groups.columns:
+        return list(groups["run_ids"])
+    return [g["run_ids"] if isinstance(g, dict) else g for g in groups]
+
+
 def _env_token() -> str | None:
     from server.settings import get_settings  # the one reader of LANDSCOPE_* (no torch)
 
@@ -213,6 +220,49 @@ class Client:
 
         records = [r for part in self._map(one, _ids(run_ids)) for r in part]
         return records if raw else f.frame(records, f.DISTRIBUTION_COLUMNS)
+
+    # -- seed groups --------------------------------------------------------------------------
+
+    def groups(self, runs: Any = None, experiment: int | str | None = None, *,
+               raw: bool = False):
+        """Seed groups (runs that differ only in their seed) of these runs or of an
+        experiment's (an id, or a name: every experiment of that name): one row per group,
+        with `group` (its position), key, label (what tells the groups apart), run_ids and
+        seeds. Pass the frame, or its run_ids, to `grouped_metrics`."""
+        if (runs is None) == (experiment is None):
+            raise ValueError("give either runs or experiment")
+        if runs is None:
+            ids = self._experiment_ids(experiment)  # type: ignore[arg-type]
+            if len(ids) == 1:
+                body = self._http.get("/groups", {"experiment_id": ids[0]})
+                return body["groups"] if raw else f.frame(f.group_records(body["groups"]),
+                                                          f.GROUP_COLUMNS)
+            runs = [r["id"] for eid in ids
+                    for r in list_pages(self._http.get, "/runs", {"experiment_id": eid})]
+        body = self._http.get("/groups", {"runs": ",".join(map(str, _ids(runs)))})
+        return body["groups"] if raw else f.frame(f.group_records(body["groups"]),
+                                                  f.GROUP_COLUMNS)
+
+    def grouped_metrics(self, groups: Any, keys: str | Iterable[str] | None = None, *,
+                        center: str = "median", band: str = "minmax", max_points: int = 300,
+                        since_step: int | None = None, until_step: int | None = None,
+                        raw: bool = False):
+        """Each group's runs as one line with a band, long form: group (the position in
+        `groups`), key, step, center, lo, hi, n, nonfinite. Computed by the server per step
+        bucket across the group's runs (docs/api.md): center the median or mean of the
+        runs' bucket means, lo/hi their min/max (band="minmax") or mean -/+ std ("std"),
+        n the runs with a finite value, nonfinite those whose points were all NaN or inf.
+
+        `groups`: lists of run ids, or the frame (or records) `groups()` returns. `keys` as
+        for `metrics`; the bucket grid is shared by every group and key of the request (a
+        key holding a comma is read with every key, so the grid is then every key's)."""
+        wanted, only = _keys(keys)
+        body = self._http.get("/groups/metrics", {
+            "group": [",".join(map(str, _ids(g))) for g in _group_ids(groups)],
+            "keys": wanted, "center": center, "band": band, "max_points": max_points,
+            "since_step": since_step, "until_step": until_step})
+        records = f.grouped_records(body["groups"], only)
+        return records if raw else f.frame(records, f.GROUPED_COLUMNS)
 
     # -- analyses -----------------------------------------------------------------------------
 

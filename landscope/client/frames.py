@@ -184,3 +184,32 @@ def analysis_record(a: Mapping[str, Any]) -> dict[str, Any]:
 
 ANALYSIS_COLUMNS = ["id", "run_id", "experiment_id", "group_id", "kind", "bn_mode", "status",
                     "steps", "done_points", "total_points", "error", "created_at", "finished_at"]
+
+
+def group_records(groups: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """GET /groups as one row per group: its position, key, label, run ids and seeds."""
+    return [{"group": i, "key": g["key"], "label": g["label"], "run_ids": list(g["run_ids"]),
+             "seeds": list(g["seeds"])} for i, g in enumerate(groups)]
+
+
+GROUP_COLUMNS = ["group", "key", "label", "run_ids", "seeds"]
+
+
+def grouped_records(groups: list[Mapping[str, Any]],
+                    only: set[str] | None = None) -> list[dict[str, Any]]:
+    """GET /groups/metrics in long form: one row per requested group (its position), key and
+    bucket; center, lo and hi NaN where no run of the group had a finite value."""
+    out: list[dict[str, Any]] = []
+    for i, g in enumerate(groups):
+        for s in g["series"]:
+            if only is not None and s["key"] not in only:
+                continue
+            out.extend({"group": i, "key": s["key"], "step": float(step),
+                        "center": to_float(c), "lo": to_float(a), "hi": to_float(b),
+                        "n": int(n), "nonfinite": int(k)}
+                       for step, c, a, b, n, k in zip(s["steps"], s["center"], s["lo"], s["hi"],
+                                                      s["n"], s["nonfinite"], strict=True))
+    return out
+
+
+GROUPED_COLUMNS = ["group", "key", "step", "center", "lo", "hi", "n", "nonfinite"]

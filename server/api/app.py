@@ -29,6 +29,7 @@ from server.api.routers import (
     analyses,
     analysis_upload,
     experiments,
+    groups,
     limits,
     metrics,
     runs,
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX, responses=responses.UNREACHABLE)
     # system's routes choose their own
-    for module in (runs, experiments, metrics, limits, analyses, sdk, analysis_upload):
+    for module in (runs, experiments, metrics, groups, limits, analyses, sdk,
+                   analysis_upload):
         api.include_router(module.router, dependencies=[ReadAuthorized],
                            responses=responses.UNAUTHORIZED)
     api.include_router(system.router)

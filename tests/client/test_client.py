@@ -255,6 +255,48 @@ def test_wait_returns_a_finished_run_and_times_out_on_a_live_one(world, client):
         client.wait(live, timeout=0, poll=0)
 
 
+# -- seed groups ------------------------------------------------------------------------------
+
+def test_groups_and_their_grouped_metrics_as_frames(world, client):
+    dense, plain, old = world.runs["dense"], world.runs["plain"], world.runs["old"]
+    df = client.groups([dense, plain, old])
+    assert list(df.columns) == ["group", "key", "label", "run_ids", "seeds"]
+    assert list(df.run_ids) == [[dense], [plain, old]]  # plain and old differ in nothing
+    assert list(df.label) == ["batch", "none"] and list(df.seeds) == [[0], [0, 0]]
+    by_name = client.groups(experiment="sweep")  # both experiments of that name
+    assert sorted(sorted(ids) for ids in by_name.run_ids) == [[dense], sorted([plain, old])]
+    assert [g["run_ids"] for g in client.groups(experiment=world.sweep[1], raw=True)] in (
+        [[dense], [plain]], [[plain], [dense]])
+
+    m = client.grouped_metrics(df, "train/loss", max_points=100)
+    assert list(m.columns) == ["group", "key", "step", "center", "lo", "hi", "n", "nonfinite"]
+    assert set(m.key) == {"train/loss"} and set(m.group) == {0, 1}
+    one = m[m.group == 0]  # dense alone: the band is its bucket mean, 3000 steps in <= 100
+    assert 50 <= len(one) <= 100 and (one.center == one.lo).all() and (one.n == 1).all()
+    # plain's 50 steps (old has none) fall in the first buckets of the request's grid:
+    # width 30 over [0, 2999]; steps 7, 8 and 9 are NaN, +inf and -inf
+    two = m[m.group == 1]
+    finite = [arrange.loss(s) for s in range(30) if s not in arrange.BAD]
+    assert list(two.step) == [14.5, 39.5] and list(two.n) == [1, 1]
+    assert two.center.iloc[0] == pytest.approx(np.mean(finite))
+    assert list(two.nonfinite) == [0, 0]
+
+    raw = client.grouped_metrics([[plain]], ["train/loss"], since_step=7, until_step=9,
+                                 center="mean", band="std", raw=True)
+    assert [(r["step"], r["n"], r["nonfinite"]) for r in raw] == [(7, 0, 1), (8, 0, 1),
+                                                                  (9, 0, 1)]
+    assert all(math.isnan(r["center"]) and math.isnan(r["lo"]) for r in raw)
+    # a key holding a comma is asked for as every key and filtered here, so the grid is
+    # every key's: steps 0..4 of "a,b" fall in one bucket of 30 steps
+    weird = client.grouped_metrics([[dense]], ["a,b"], raw=True)
+    assert [(r["key"], r["step"], r["center"]) for r in weird] == [("a,b", 2.0, -2.0)]
+    with pytest.raises(LandscopeError) as e:
+        client.grouped_metrics([[dense, 999_999]])
+    assert e.value.status == 404
+    with pytest.raises(ValueError):
+        client.groups()
+
+
 # -- errors, tokens, pandas -------------------------------------------------------------------
 
 def test_errors_carry_status_and_field_path(world, client):

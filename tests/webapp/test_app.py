@@ -10,9 +10,9 @@ import dash
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.synthetic import create_experiment
 from webapp.app import create_dash
 from webapp.figures import FIGURES
-from webapp.synthetic import create_experiment
 
 
 def test_landscope_up_mounts_the_dashboard_beside_the_api(api):

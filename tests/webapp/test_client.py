@@ -9,7 +9,7 @@ import math
 import httpx
 import pytest
 
-from webapp.client import ApiClient, ApiError, Histogram, Series
+from webapp.client import ApiClient, ApiError, Group, GroupSeries, Histogram, Series
 
 
 def mock_client(handler, **kw) -> ApiClient:
@@ -94,3 +94,72 @@ def test_against_the_real_api(api):
     with pytest.raises(ApiError) as err:
         api.client.create_experiment({"base": {"steps": 0}})
     assert err.value.field_errors()[0][0] == ("body", "base", "steps")
+
+
+def test_grouped_requests_carry_every_group_and_decode_non_finite_strings():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/groups"):
+            return httpx.Response(200, json={"groups": [
+                {"key": "ab" * 8, "label": "batch", "run_ids": [3, 4], "seeds": [0, None]}]})
+        series = {"key": "train/loss", "steps": [0, 1.5], "center": ["NaN", 1.0],
+                  "lo": [None, "-Infinity"], "hi": [None, "Infinity"], "n": [0, 2],
+                  "nonfinite": [1, 0]}
+        return httpx.Response(200, json={"groups": [{"run_ids": [3, 4], "series": [series]},
+                                                    {"run_ids": [5], "series": []}]})
+
+    client = mock_client(handler)
+    assert client.groups(runs=[3, 4]) == [Group("ab" * 8, "batch", [3, 4], [0, None])]
+    assert seen[0].url.params["runs"] == "3,4" and "experiment_id" not in seen[0].url.params
+    client.groups(experiment_id=7)
+    assert seen[1].url.params["experiment_id"] == "7" and "runs" not in seen[1].url.params
+    got = client.grouped_metrics([[3, 4], [5]], "train/*", band="std", until_step=9)
+    q = seen[2].url.params
+    assert q.get_list("group") == ["3,4", "5"] and q["keys"] == "train/*"
+    assert (q["center"], q["band"], q["max_points"], q["until_step"]) == ("median", "std",
+                                                                         "300", "9")
+    assert "since_step" not in q
+    assert len(got) == 2 and got[1] == {}
+    s = got[0]["train/loss"]
+    assert isinstance(s, GroupSeries) and s.steps == [0.0, 1.5] and len(s) == 2
+    assert math.isnan(s.center[0]) and s.center[1] == 1.0
+    assert s.lo == [None, -math.inf] and s.hi == [None, math.inf]
+    assert (s.n, s.nonfinite) == ([0, 2], [1, 0])
+
+
+def test_groups_against_the_real_api(api):
+    from server.db.metrics import insert_series
+    from server.db.models import Run
+    from server.db.session import make_sessionmaker
+
+    ids = []
+    with make_sessionmaker(api.engine).begin() as session:
+        for norm in ("none", "batch"):
+            for seed in (0, 1):
+                run = Run(name=f"{norm}-{seed}", spec={"norm": norm, "lr": 0.1, "seed": seed},
+                          queue="q", total=10, status="succeeded")
+                session.add(run)
+                session.flush()
+                ids.append(run.id)
+    with api.engine.begin() as c:
+        for i, run_id in enumerate(ids):
+            insert_series(c, run_id, {"train/loss": (list(range(10)),
+                                                     [float(i)] * 9 + [math.nan])})
+    groups = api.client.groups(runs=ids)
+    assert [(g.label, g.run_ids, g.seeds) for g in groups] == [
+        ("none", ids[:2], [0, 1]), ("batch", ids[2:], [0, 1])]
+    got = api.client.grouped_metrics([g.run_ids for g in groups], "train/*", center="mean")
+    assert [list(g) for g in got] == [["train/loss"], ["train/loss"]]
+    none, batch = got[0]["train/loss"], got[1]["train/loss"]
+    assert none.steps == [float(s) for s in range(10)]
+    assert none.center[:9] == [0.5] * 9 and batch.center[:9] == [2.5] * 9
+    assert (none.lo[0], none.hi[0], none.n[0]) == (0.0, 1.0, 2)
+    assert none.center[9] is None and none.nonfinite[9] == 2 and none.n[9] == 0
+    with pytest.raises(ApiError) as err:
+        api.client.grouped_metrics([[ids[0], 999]], "train/loss")
+    assert err.value.status == 404
+    with pytest.raises(ApiError) as err:
+        api.client.groups(runs=[])
+    assert err.value.field_errors()[0][0] == ("query", "runs")

@@ -12,10 +12,10 @@ from sqlalchemy import update
 from server.db.metrics import insert_points, series_ids
 from server.db.models import Run, encode_value
 from server.spec import build_spec
+from tests.support.synthetic import BASE_SPEC, SyntheticRun, create_experiment, write_steps
 from webapp.compare import update as ctl
 from webapp.compare.data import CACHE, Cursor
 from webapp.figures import FIGURES, HIST_FIGURES
-from webapp.synthetic import BASE_SPEC, SyntheticRun, create_experiment, write_steps
 
 SMALL = {"probes": {"landscape": {"every": 5}, "ics": {"every": 5, "layers": [3, 5]},
                     "activations": {"every": 10}, "sharpness": {"every": 20}}}

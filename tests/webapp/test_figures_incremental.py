@@ -9,12 +9,12 @@ import math
 import pytest
 
 from server.spec import build_spec
+from tests.support.synthetic import BASE_SPEC, SyntheticRun
 from webapp import figures
 from webapp.client import EtaRecord, Histogram, Series
 from webapp.compare.data import Cursor, advance
 from webapp.figures import FIGURES, Frame, Options
 from webapp.runsets import build_views
-from webapp.synthetic import BASE_SPEC, SyntheticRun
 
 STEPS = 80
 NORMS = {1: "none", 2: "batch"}

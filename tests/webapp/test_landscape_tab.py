@@ -196,7 +196,7 @@ def test_the_slider_plays_through_the_steps_and_wraps():
 # -- the page ---------------------------------------------------------------------------------
 
 def test_the_experiment_page_has_a_landscape_tab_chosen_by_query(api):
-    from webapp.synthetic import create_experiment
+    from tests.support.synthetic import create_experiment
 
     exp, _ids = create_experiment(api.engine, ["none", "batch"], steps=30)
     page = experiment.layout(api.client, str(exp))
@@ -219,7 +219,7 @@ def snapshotted(api):
     from sqlalchemy import insert
 
     from server.db.models import Snapshot
-    from webapp.synthetic import create_experiment
+    from tests.support.synthetic import create_experiment
 
     exp, ids = create_experiment(api.engine, ["none", "batch"], steps=30,
                                  spec_changes={"snapshots": {"every": 10}})

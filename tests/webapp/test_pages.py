@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 
 from server.db.models import WorkerRecord, utcnow
 from server.queue import worker_queues
+from tests.support.synthetic import create_experiment
 from webapp.app import create_dash
 from webapp.client import ApiClient
 from webapp.compare.callbacks import OUTPUTS
 from webapp.compare.layout import placeholder
 from webapp.figures import FIGURES
 from webapp.pages import compare, experiment, new_experiment, runs
-from webapp.synthetic import create_experiment
 
 
 def with_trigger(prop_ids: list[str], fn, *args):

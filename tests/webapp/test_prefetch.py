@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from tests.support.synthetic import create_experiment
 from webapp.app import TOKEN_COOKIE, create_dash
 from webapp.compare import prefetch
 from webapp.compare.data import CACHE, FinishedCache
 from webapp.compare.page import opening_layout
-from webapp.synthetic import create_experiment
 
 DATA = ("/metrics", "/probes", "/distributions")
 

@@ -10,6 +10,7 @@ from sqlalchemy import update
 
 from server.db.models import Run
 from server.spec import build_spec
+from tests.support.synthetic import BASE_SPEC, SyntheticRun
 from webapp.compare import update as ctl
 from webapp.compare.layout import run_strip
 from webapp.figures import FIGURES
@@ -17,7 +18,6 @@ from webapp.pages import runs
 from webapp.runsets import build_views
 from webapp.sdk_view import stand_in_spec
 from webapp.style import SDK_COLOR, STATUS_COLORS
-from webapp.synthetic import BASE_SPEC, SyntheticRun
 
 SPEC = {**BASE_SPEC, "steps": 40, "norm": "batch",
         "probes": {"landscape": {"every": 5}, "ics": {"every": 5, "layers": [2, 4]},

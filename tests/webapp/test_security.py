@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
+from tests.support.synthetic import create_experiment
 from tests.webapp.test_app import drive_request
 from webapp.app import TOKEN_COOKIE, create_dash, with_request_token
 from webapp.client import ApiError, acting_with
-from webapp.synthetic import create_experiment
 
 TOKEN = "lab-token"
 
