@@ -96,7 +96,8 @@ class EngineRun:
     current weights: the same data order every segment, like the plain loop."""
 
     def __init__(self, spec: RunSpec, data_dir: Path, device: torch.device) -> None:
-        self.trainer = Trainer(spec, data_dir, device)
+        # The bench's --threads (set on the process), not the engine's default of one.
+        self.trainer = Trainer(spec, data_dir, device, torch.get_num_threads())
         self.probe_times: dict[str, list[float]] = {}  # the engine's probe_time/* over all calls
 
     def __call__(self, n: int) -> None:

@@ -29,6 +29,8 @@ VERSIONS = ("torch", "numpy", "scikit-learn", "mnist1d", "matplotlib", "pydantic
 
 
 def train(spec: RunSpec, run_dir: Path, data_dir: Path) -> tuple[Any, dict[str, Any]]:
+    import torch
+
     from worker.engine.sink import MemorySink
     from worker.engine.snapshots import DirectorySnapshotStore
     from worker.engine.trainer import Trainer
@@ -36,7 +38,8 @@ def train(spec: RunSpec, run_dir: Path, data_dir: Path) -> tuple[Any, dict[str, 
     store = DirectorySnapshotStore(run_dir / "snapshots")
     mem = MemorySink()
     started, cpu = time.perf_counter(), time.process_time()
-    result = Trainer(spec, data_dir, "cpu").run(mem, snapshots=store)
+    # The thread count --threads set for this process (the page records it), not the default.
+    result = Trainer(spec, data_dir, "cpu", torch.get_num_threads()).run(mem, snapshots=store)
     if result.status != "succeeded":
         raise RuntimeError(f"{spec.name_hint()}: training ended {result.status}")
     loss, acc = mem.values("train/loss"), mem.values("test/acc")

@@ -50,19 +50,21 @@ def planned(scale: str, only: set[str] | None, sets: dict[str, Any] | None = Non
     return out
 
 
-def train_one(spec_json: str, run_dir: str, data_dir: str, threads: int) -> dict[str, Any]:
-    """One run with a FileSink, in a worker process (what `landscope train` does)."""
-    import torch
-
+def train_one(spec_json: str, run_dir: str, data_dir: str, threads: int | None
+              ) -> dict[str, Any]:
+    """One run with a FileSink, in a worker process (what `landscope train` does). Threads:
+    the spec's, else `threads` (--threads), else LANDSCOPE_TORCH_THREADS (default 1), the
+    policy of every launch path (worker/engine/threads.py); run.json records what was used."""
+    from server.settings import get_settings
     from worker.engine.file_sink import FileSink
     from worker.engine.trainer import Trainer
 
-    torch.set_num_threads(threads)
     spec = RunSpec.model_validate_json(spec_json)
     sink = FileSink(Path(run_dir))
     started = time.perf_counter()
+    fallback = threads if threads is not None else get_settings().torch_threads
     try:
-        result = Trainer(spec, Path(data_dir), "cpu").run(sink)
+        result = Trainer(spec, Path(data_dir), "cpu", fallback).run(sink)
     finally:
         sink.close()
     record = {"spec": spec.model_dump(mode="json"), "status": result.status,
@@ -340,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--only", help="comma-separated experiment keys")
     r.add_argument("--jobs", type=int, default=2, help="runs trained at once")
-    r.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch threads of a run whose spec sets none (default: "
+                        "LANDSCOPE_TORCH_THREADS, else 1; 0 = every core)")
     r.add_argument("--data-dir", type=Path, default=Path.home() / ".landscope")
     r.add_argument("--force", action="store_true", help="retrain runs that have a run.json")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -8,15 +8,17 @@ these numbers before a run is accepted, and the new-experiment form shows them.
   model produces (weight layers, norm slots, ReLUs, pools, a ResNet's shortcut sums and padded
   shortcuts; Flatten is a view and "none" an identity, so they add nothing). Exact, checked
   against forward hooks on a real batch.
-- `activation_mb`: those elements in bytes (4 each; 2 for weight-layer, ReLU and pool outputs
-  under bf16), times ACTIVATION_FACTOR for what autograd keeps besides layer outputs (the
-  intermediates of the l1/l2/linf and noise layers, masks), times the heaviest probe's own
-  need: K parameter sets at once for the batched landscape probe, a second graph for
-  sharpness's double backward. The test checks it bounds the tensors autograd really saves.
+- `activation_mb`: those elements in bytes (4 each, 8 in a float64 run; 2 for weight-layer,
+  ReLU and pool outputs under bf16), times ACTIVATION_FACTOR for what autograd keeps besides
+  layer outputs (the intermediates of the l1/l2/linf and noise layers, masks), times the
+  heaviest probe's own need: K parameter sets at once for the batched landscape probe, a
+  second graph for sharpness's double backward. The test checks it bounds the tensors
+  autograd really saves.
 - `memory_mb`: activation_mb plus parameter-sized state: weights and gradients, the
   optimiser's slots (momentum 1, Adam 2), distance's copy of w_0, the probes' shadow weights
   and gradients (and K stacked copies when batched).
-- `dataset_mb`: the dataset's tensors as the engine holds them (inputs float32, labels int64).
+- `dataset_mb`: the dataset's tensors as the engine holds them (inputs in the run's dtype,
+  labels int64). Parameter-sized state is in the run's dtype too.
 - `cost_steps`: the whole run in training-step units: steps x the probes' worst case
   (RunSpec.probe_cost("most"): sharpness at its iteration cap) plus test evaluations (a
   forward pass over the test set, a third of a training pass per sample).
@@ -191,13 +193,18 @@ def train_batch(spec: RunSpec) -> int:
     return n if spec.batch_size is None else min(spec.batch_size, n)
 
 
+def word(spec: RunSpec) -> int:
+    """Bytes of one float of the run: its dtype's (the Trainer casts model and data)."""
+    return 8 if spec.dtype == "float64" else 4
+
+
 def dataset_bytes(spec: RunSpec) -> int:
     s = data_shape(spec)
     rows = s.n_train + s.n_test
-    if spec.dataset == "gaussian_linear":  # x and y = A x, both float32, plus A itself
+    if spec.dataset == "gaussian_linear":  # x and y = A x, in the run's dtype, plus A itself
         d = spec.input_dim
-        return 4 * (2 * rows * d + d * d)
-    return rows * (4 * math.prod(s.in_shape) + 8)
+        return word(spec) * (2 * rows * d) + 4 * d * d
+    return rows * (word(spec) * math.prod(s.in_shape) + 8)
 
 
 def _probe_activation_factor(spec: RunSpec) -> int:
@@ -233,10 +240,11 @@ def estimate(spec: RunSpec) -> Cost:
     t = tally(spec)
     batch = train_batch(spec)
     elements = batch * (t.norm_out + t.other_out)
-    other_bytes = 2 if spec.bf16 else 4
-    act_bytes = batch * (4 * t.norm_out + other_bytes * t.other_out) * ACTIVATION_FACTOR
+    w = word(spec)
+    other_bytes = 2 if spec.bf16 else w
+    act_bytes = batch * (w * t.norm_out + other_bytes * t.other_out) * ACTIVATION_FACTOR
     activation_mb = act_bytes * _probe_activation_factor(spec) / MB
-    state_mb = 4 * t.params * _state_copies(spec) / MB
+    state_mb = w * t.params * _state_copies(spec) / MB
     # Admission charges the worst case (sharpness at its iteration cap), never the floor.
     floor = spec.probe_cost("most")["floor"]
     evals = eval_steps(spec)

@@ -165,6 +165,12 @@ class RunOut(BaseModel):
         None, description="the network's normalised layers (activation histograms), as the "
         "worker that built it recorded (run.info.size.n_layers); null before it was built"
     )
+    environment: dict[str, Any] | None = Field(
+        None, description="what changes the numbers besides spec and seed, as recorded when "
+        "training started (worker) or at landscope.init (sdk): torch_threads, "
+        "interop_threads, deterministic, cudnn, dtype, device, device_name, cpu, isa, "
+        "versions {python, torch, numpy, landscope}; null before a worker started the run"
+    )
 
 
 class ExperimentOut(BaseModel):

@@ -15,6 +15,7 @@ from server.schemas import JsonFloat
 from server.text import StoredText
 
 MAX_CONFIG_BYTES = 64 * 1024  # the config dict, as compact JSON
+MAX_ENVIRONMENT_BYTES = 16 * 1024  # the environment dict, as compact JSON
 INT32_MAX = 2**31 - 1
 Step = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
@@ -49,6 +50,11 @@ class SdkRunCreate(_Request):
     )
     total: int | None = Field(None, ge=0, le=INT32_MAX,
                               description="steps planned, for progress and ETA; null: unknown")
+    environment: dict[str, Any] | None = Field(
+        None, description="what changes the loop's numbers, as the SDK records it at init "
+        "(torch threads, determinism, dtype, device, CPU and ISA, library versions; at most "
+        f"{MAX_ENVIRONMENT_BYTES // 1024} KiB as JSON): RunOut.environment",
+    )
 
     @model_validator(mode="after")
     def _one_experiment(self) -> SdkRunCreate:

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
 
     # Worker behaviour.
     worker_device: str = Field("auto", description="device of `landscope worker`: auto|cpu|cuda:N")
+    torch_threads: int = Field(
+        1, ge=0, le=1024, description="torch intra-op threads of a run whose spec sets no "
+        "`threads` (`landscope worker`, `landscope train`, scripts/reproduce_figures.py); "
+        "0 = every core the process may use. One by default: the count that reproduces a "
+        "run's numbers on any machine (docs/engine.md, 'Threads')",
+    )
     heartbeat_seconds: float = Field(2.0, gt=0, description="how often a worker touches its rows")
     sink_flush_seconds: float = Field(1.0, gt=0, description="metrics reach the DB this often")
     sink_flush_points: int = Field(20_000, ge=1, description="...or once this many are buffered")

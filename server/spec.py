@@ -333,6 +333,14 @@ class RunSpec(_Strict):
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = Field("auto", max_length=16, pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     bf16: bool = Field(False, description="bf16 autocast (CUDA only)")
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="precision of the parameters, the data and every probe; "
+        "float64 where float32 rounding would move the result (the DLN presets)",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch intra-op threads for this run; null: the "
+        "worker's LANDSCOPE_TORCH_THREADS, else 1 (docs/engine.md, 'Threads')",
+    )
     eval_every: int = Field(
         100, ge=0, le=MAX_COUNT, description="test loss/accuracy every N steps; 0 = off"
     )
@@ -411,6 +419,8 @@ class RunSpec(_Strict):
     def _consistent(self) -> RunSpec:
         if self.model in ("dln", "mlp") and self.width != int(self.width):
             raise ValueError(f"width must be a whole number of units for model {self.model!r}")
+        if self.bf16 and self.dtype != "float32":
+            raise ValueError("bf16 autocast applies to float32 runs only; set dtype=float32")
         if self.model == "dln" and self.loss != "sum_squares":
             raise ValueError("model 'dln' regresses: use loss 'sum_squares'")
         if self.dataset == "gaussian_linear" and self.loss != "sum_squares":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,3 +123,13 @@ def migrated_db_url(request, tmp_path: Path) -> Iterator[str]:
             yield url
         finally:
             drop_pg_database(url)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every test starts with torch at the engine's default thread count (one: what a worker
+    process uses between runs, worker/engine/threads.py), set only once torch is imported, so
+    a test comparing a Trainer's numbers bit for bit with a computation of its own compares
+    the same arithmetic, and no test's count leaks into the next."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)

@@ -16,6 +16,7 @@ from server import reproduction as R
 from webapp import figures
 from webapp.compare.layout import SECTIONS
 from webapp.compare.update import paper_log
+from webapp.environment_view import environments_line
 from webapp.figures.common import Frame
 from webapp.reproduction_data import Loaded, Plot, plots_of
 from webapp.runsets import build_views
@@ -157,6 +158,7 @@ def figure_section(result: R.FigureResult, loaded: Loaded, prefix: str = "/") ->
         html.P([html.Strong("Data and scale: "), catalogue.data[loaded.scale]],
                className="section-text"),
         html.P(runs_line(experiment, runs, prefix), className="section-text"),
+        environments_line(runs),  # threads, precision, machine: what the numbers rest on
         html.Div([html.Strong("Why it differs"), html.Ul([html.Li(w) for w in why])],
                  className="repro-reason") if why else None,
         claims_table(result, ran=experiment is not None),

@@ -15,7 +15,6 @@ and turn a shutdown request into a stop at the next step of the running run.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -93,10 +92,12 @@ def _configure_from_settings(**_kw) -> None:
 
 
 def limit_torch_threads(device: str) -> None:
-    """One run per process: a CPU worker uses every core; a GPU worker needs only a few to
-    feed its device (and must not starve an API or a second worker on the same machine)."""
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(cores if device == "cpu" else min(4, cores))
+    """The process's torch threads between runs and for analyses: LANDSCOPE_TORCH_THREADS
+    (default 1, 0 = every core; worker/engine/threads.py says why). Each run sets its own
+    count (its spec's `threads`, else this setting) while it trains and gives this back."""
+    from worker.engine.threads import resolve_threads
+
+    torch.set_num_threads(resolve_threads(None, get_settings().torch_threads))
 
 
 @signals.worker_init.connect

@@ -258,8 +258,12 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     from worker.sql_sink import SqlSink
 
     spec = effective_spec(RunSpec.model_validate(claim.spec))
-    trainer = Trainer(spec, settings.data_dir, device)
-    record_size(engine, claim, trainer.info["size"], settings.db_outage_seconds)
+    trainer = Trainer(spec, settings.data_dir, device, settings.torch_threads)
+    # What the server shows and bounds while the run trains: the network's size (analyses of
+    # a plug-in) and the environment (threads, precision, machine, versions).
+    record_info(make_sessionmaker(engine), claim,
+                {k: trainer.info[k] for k in ("size", "environment")},
+                settings.db_outage_seconds)
     # Snapshots for analyses: files under the data directory, indexed in the database.
     snapshots = IndexedSnapshotStore(engine, claim.run_id,
                                      snapshot_dir(settings, claim.run_id),
@@ -287,26 +291,24 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     return result
 
 
-def record_size(engine: Engine, claim: Claim, size: dict[str, Any],
-                outage_seconds: float = 0.0) -> None:
-    """run.info["size"] (worker/engine/model_size.py) as soon as the run is built, fenced
-    by the claim: what the server needs to bound an analysis of a plug-in run while it
-    trains. The other keys of run.info are left as they are (the finish writes them all)."""
-    factory = make_sessionmaker(engine)
+def record_info(factory: sessionmaker[Session], claim: Claim, entries: dict[str, Any],
+                outage_seconds: float = 0.0) -> bool:
+    """Keys of run.info as training starts, so a running run shows them: "size"
+    (worker/engine/model_size.py: what the server needs to bound an analysis of a plug-in
+    run) and "environment" (worker/engine/environment.py: threads, precision, machine,
+    versions). The other keys are kept (the finish writes them all). Fenced by the claim
+    like every write of this worker; False if the run is not ours any more."""
 
-    def write() -> None:
+    def write() -> bool:
         with transaction(factory) as s:
-            info = s.scalar(select(Run.info).where(
-                Run.id == claim.run_id, Run.attempts == claim.attempt,
-                Run.status == "running").with_for_update())
-            if info is None and not s.scalar(select(Run.id).where(
-                    Run.id == claim.run_id, Run.attempts == claim.attempt,
-                    Run.status == "running")):
-                return  # not ours any more: the lease will say so
-            s.execute(update(Run).where(Run.id == claim.run_id, Run.attempts == claim.attempt)
-                      .values(info={**(info or {}), "size": size}))
+            run = s.get(Run, claim.run_id, with_for_update=True)
+            if run is None or run.attempts != claim.attempt or run.status != "running":
+                return False
+            run.info = {**(run.info or {}), **entries}  # a new dict: a JSON change
+            return True
 
-    with_retries(write, deadline_s=outage_seconds, what=f"run {claim.run_id}: size")
+    return with_retries(write, deadline_s=outage_seconds,
+                        what=f"run {claim.run_id}: {', '.join(entries)}")
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

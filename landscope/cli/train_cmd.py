@@ -110,7 +110,9 @@ def _train_one(spec, run_dir: Path, data_dir: Path, args: argparse.Namespace) ->
     from worker.engine.snapshots import DirectorySnapshotStore
     from worker.engine.trainer import Trainer
 
-    trainer = Trainer(spec, data_dir, args.device)
+    # Threads: the spec's, else LANDSCOPE_TORCH_THREADS, else 1 (worker/engine/threads.py);
+    # what was used is in run.json's info.environment.
+    trainer = Trainer(spec, data_dir, args.device, get_settings().torch_threads)
     store = DirectoryCheckpointStore(run_dir / "checkpoints") if spec.checkpoint_every else None
     if store is not None and not args.resume:
         for old in run_dir.glob("checkpoints/ckpt-*.pt"):

@@ -145,12 +145,14 @@ DISTRIBUTION_COLUMNS = ["run_id", "step", "layer", "scope", "unit", "lo", "hi", 
 
 
 def run_record(run: Mapping[str, Any], *, flat: bool) -> dict[str, Any]:
-    """A run as one row: the API's fields, last_loss as a float, and with `flat` its spec and
-    config spread into dotted columns (`spec.lr`, `config.optimizer.momentum`) to group by."""
-    row = {k: v for k, v in run.items() if not (flat and k in ("spec", "config"))}
+    """A run as one row: the API's fields, last_loss as a float, and with `flat` its spec,
+    config and environment spread into dotted columns (`spec.lr`, `config.optimizer.momentum`,
+    `environment.torch_threads`) to group by."""
+    parts = ("spec", "config", "environment")
+    row = {k: v for k, v in run.items() if not (flat and k in parts)}
     row["last_loss"] = to_float(run.get("last_loss"))
     if flat:
-        for part in ("spec", "config"):
+        for part in parts:
             if run.get(part):
                 flatten(part, run[part], row)
     return row

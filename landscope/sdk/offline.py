@@ -49,7 +49,8 @@ class OfflineWriter:
 
     @classmethod
     def create(cls, run_dir: Path, *, client_id: str, name: str, experiment: str | None,
-               config: dict[str, Any], total: int | None) -> OfflineWriter:
+               config: dict[str, Any], total: int | None,
+               environment: dict[str, Any] | None = None) -> OfflineWriter:
         run_dir = Path(run_dir)
         if (run_dir / RUN_JSON).exists():
             raise FileExistsError(f"{run_dir} already holds a run ({run_dir / RUN_JSON}); "
@@ -58,7 +59,7 @@ class OfflineWriter:
         record = {"format": FORMAT, "client_id": client_id, "name": name,
                   "experiment": experiment, "config": config, "total": total,
                   "status": "running", "error": None, "step": None,
-                  "created_at": _now(), "finished_at": None}
+                  "created_at": _now(), "finished_at": None, "environment": environment}
         writer = cls(run_dir, record)
         _write_json(run_dir / RUN_JSON, record)
         return writer
@@ -119,7 +120,8 @@ def read_run_folder(path: Path) -> RunFolder:
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} is not a run folder: cannot read {RUN_JSON} ({exc})") from None
     if rec.get("format") == FORMAT:
-        create = {k: rec.get(k) for k in ("client_id", "name", "experiment", "config", "total")}
+        create = {k: rec.get(k) for k in ("client_id", "name", "experiment", "config", "total",
+                                          "environment")}
         end = None
         if rec.get("status") in ("succeeded", "failed", "cancelled"):
             end = {"status": rec["status"], "error": rec.get("error"), "step": rec.get("step")}
@@ -137,7 +139,8 @@ def _train_folder(path: Path, rec: dict[str, Any]) -> RunFolder:
     spec = rec["spec"]
     create = {"client_id": digest.hexdigest()[:32], "name": real.name,
               "experiment": real.parent.name or None, "config": spec,
-              "total": spec.get("steps") if isinstance(spec.get("steps"), int) else None}
+              "total": spec.get("steps") if isinstance(spec.get("steps"), int) else None,
+              "environment": _train_environment(rec)}
     status, step = rec.get("status"), rec.get("next_step")
     if status == "succeeded":
         end = {"status": "succeeded", "error": None, "step": step}
@@ -148,6 +151,13 @@ def _train_folder(path: Path, rec: dict[str, Any]) -> RunFolder:
         end = {"status": "cancelled", "error": f"landscope train ended it: {status}",
                "step": step}
     return RunFolder(path, create, end)
+
+
+def _train_environment(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The environment a `landscope train` run.json recorded (info.environment), if any."""
+    info = rec.get("info")
+    env = info.get("environment") if isinstance(info, dict) else None
+    return env if isinstance(env, dict) else None
 
 
 def read_batches(path: Path, max_points: int = 50_000) -> Iterator[Batch]:

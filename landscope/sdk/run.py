@@ -265,6 +265,20 @@ def _finish_at_exit() -> None:
             run.finish()
 
 
+def run_environment() -> dict[str, Any]:
+    """What changes this process's numbers (worker/engine/environment.py), as the run's
+    environment: torch's threads and determinism switches as they are now, the default
+    dtype, the first CUDA device if torch uses one. torch is not imported for it: a loop
+    that has not imported torch gets the machine and versions only."""
+    from worker.engine.environment import environment
+
+    torch = sys.modules.get("torch")
+    device = "cpu"
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        device = f"cuda:{torch.cuda.current_device()}"
+    return environment(device)
+
+
 def _token(token: str | None) -> str | None:
     if token is not None:
         return token
@@ -290,18 +304,20 @@ def init(server: str | None = None, token: str | None = None, experiment: str | 
         raise ValueError(f"total must be a non-negative int (steps planned), got {total!r}")
     client_id = uuid.uuid4().hex
     cfg = as_config(config)
+    env = run_environment()
     _watch_exit()
     name = as_name(name or f"{Path(sys.argv[0]).stem or 'run'}-{client_id[:6]}", "name")
     if experiment is not None:
         as_name(experiment, "experiment")
     if server is None:
         writer = OfflineWriter.create(Path(dir), client_id=client_id, name=name,  # type: ignore
-                                      experiment=experiment, config=cfg, total=total)
+                                      experiment=experiment, config=cfg, total=total,
+                                      environment=env)
         return Run(client_id=client_id, name=name, experiment=experiment, config=cfg,
                    total=total, offline=writer)
     api = Api(server, _token(token))
     payload = {"client_id": client_id, "experiment": experiment, "name": name, "config": cfg,
-               "total": total}
+               "total": total, "environment": env}
     try:
         created = api.create_run(payload)
     except ServerUnreachable as exc:

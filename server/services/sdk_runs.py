@@ -21,7 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.models import AdmissionLock, Experiment, Run, utcnow
-from server.schemas_sdk import MAX_CONFIG_BYTES, SdkRunCreate, SdkRunFinish
+from server.schemas_sdk import (
+    MAX_CONFIG_BYTES,
+    MAX_ENVIRONMENT_BYTES,
+    SdkRunCreate,
+    SdkRunFinish,
+)
 from server.services.errors import Conflict, InvalidRequest, NotFound
 from server.text import text_problem
 
@@ -46,6 +51,7 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
     if (run := find_by_client_id(session, req.client_id)) is not None:
         return run, False
     config = storable_config(req.config)
+    environment = storable_environment(req.environment)
     # The admission lock's row serialises creators (server/db/models.py AdmissionLock): two
     # inits of one client_id, or of one new experiment name, cannot both create.
     session.execute(update(AdmissionLock).where(AdmissionLock.id == 1)
@@ -57,6 +63,7 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
         experiment_id=_experiment_id(session, req), name=req.name, spec={}, status="running",
         queue=SDK_QUEUE, total=req.total or 0, source="sdk", config=config,
         client_id=req.client_id, attempts=1, started_at=now, heartbeat_at=now,
+        info=None if environment is None else {"environment": environment},
     )
     session.add(run)
     try:
@@ -104,6 +111,19 @@ def storable_config(config: dict[str, Any]) -> dict[str, Any]:
     if size > MAX_CONFIG_BYTES:
         raise InvalidRequest(("body", "config"), f"{size} bytes as JSON; at most "
                              f"{MAX_CONFIG_BYTES}", "too_long")
+    return out
+
+
+def storable_environment(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The SDK's environment dict (RunOut.environment), stored as the config is, at most
+    MAX_ENVIRONMENT_BYTES."""
+    if env is None:
+        return None
+    out = _storable(env, ("body", "environment"), 0)
+    size = len(json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_ENVIRONMENT_BYTES:
+        raise InvalidRequest(("body", "environment"), f"{size} bytes as JSON; at most "
+                             f"{MAX_ENVIRONMENT_BYTES}", "too_long")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from server.analysis_spec import AnalysisSpec
 from server.db.models import Experiment, Run, WorkerRecord, utcnow
@@ -83,7 +84,14 @@ def run_out(run: Run, now: datetime | None = None,
         tags=run.tags,
         note=run.note,
         layers=recorded_layers(run),
+        environment=recorded_environment(run),
     )
+
+
+def recorded_environment(run: Run) -> dict[str, Any] | None:
+    """run.info["environment"] (worker/engine/environment.py), when it is a dict."""
+    env = run.info.get("environment") if isinstance(run.info, dict) else None
+    return env if isinstance(env, dict) else None
 
 
 def recorded_layers(run: Run) -> int | None:

@@ -212,7 +212,8 @@ def test_a_cell_retrained_on_a_machine_like_the_page_s_gives_its_spectrum(result
     torch.set_num_threads(threads)
     try:
         store = DirectorySnapshotStore(tmp_path / "snapshots")
-        result = Trainer(spec, get_settings().data_dir, "cpu").run(MemorySink(), snapshots=store)
+        result = Trainer(spec, get_settings().data_dir, "cpu", threads).run(
+            MemorySink(), snapshots=store)
     finally:
         torch.set_num_threads(before)
     assert result.status == "succeeded"

@@ -17,6 +17,7 @@ import torch
 
 from server.spec import NORMS, RunSpec
 from worker.engine.sink import MemorySink
+from worker.engine.threads import torch_threads
 from worker.engine.trainer import Trainer
 
 STEP = 3  # probe at steps 0 and 3; brute-force at 3 (after real training steps)
@@ -69,15 +70,17 @@ def runs(tmp_path_factory):
 
 
 def brute_loss_grad(trainer: Trainer, params: dict, noise_state):
-    """L and grad L at `params` on B_STEP: copy, write in place, rewind noise, forward, backward."""
+    """L and grad L at `params` on B_STEP: copy, write in place, rewind noise, forward, backward.
+    With the trainer's thread count: float32 sums depend on it, and the comparisons are bitwise."""
     net = copy.deepcopy(trainer.net)
     with torch.no_grad():
         for n, p in net.named_parameters():
             p.copy_(params[n])
     net.noise_generator.set_state(noise_state)
     x, y = trainer.batch(STEP)
-    loss = trainer.loss_fn(net(x), y)
-    loss.backward()
+    with torch_threads(trainer.threads):
+        loss = trainer.loss_fn(net(x), y)
+        loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in net.named_parameters()}
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from landscope.sdk.probes import Probes, probes_spec
 from server.spec import RunSpec
 from worker.engine.sink import MemorySink
+from worker.engine.threads import torch_threads
 from worker.engine.trainer import Trainer
 
 
@@ -171,13 +172,14 @@ def test_values_equal_the_engines(model, tmp_path):
     off = {k: {"every": 0} for k in ENGINE_PROBES}
     t = Trainer(RunSpec.model_validate({**base, "probes": off}), tmp_path)
     probes = Probes(t.net, t.loss_fn, t.optimizer, seed=seed, **ENGINE_PROBES)
-    for step in range(steps):
-        x, y = t.batch(step)
-        loss = t.loss_fn(t.net(x), y)
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        probes.measure(step, x, y)
-        t.optimizer.step()
+    with torch_threads(t.threads):  # the engine's count: float32 sums depend on it
+        for step in range(steps):
+            x, y = t.batch(step)
+            loss = t.loss_fn(t.net(x), y)
+            t.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            probes.measure(step, x, y)
+            t.optimizer.step()
     sdk = probes.sink
     keys = {k for k in engine_sink.series if not k.startswith(("probe_time/", "train/"))}
     assert keys == {k for k in sdk.series if not k.startswith("probe_time/")}

@@ -10,6 +10,7 @@ from dash import dcc, html
 
 from webapp.compare.viewstate import MAX_SMOOTH, ViewState
 from webapp.components import progress_bar, source_badge, status_badge, swatch
+from webapp.environment_view import environment_block
 from webapp.figures import DEFAULT_LOG
 from webapp.runsets import RunView
 from webapp.style import graph_config
@@ -225,5 +226,6 @@ def run_strip(runs: list[dict[str, Any]], views: list[RunView], export_url) -> l
                       html.A("CSV", href=export_url(v.id), className="csv-link",
                              title="all scalar metrics of this run as CSV")],
                      className="chip-bottom"),
+            environment_block(run),  # threads, precision, machine, versions (collapsed)
         ], className="run-chip", style={"borderLeftColor": v.color}))
     return chips

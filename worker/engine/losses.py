@@ -46,7 +46,8 @@ def evaluate(net, loss_name: str, x: Tensor, y: Tensor, batch_size: int, autocas
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             with autocast():
                 out = net(xb)
-            out = out.float()
+            if out.dtype in (torch.float16, torch.bfloat16):  # autocast's; float64 stays
+                out = out.float()
             if loss_name == "cross_entropy":
                 total_loss += F.cross_entropy(out, yb, reduction="sum").double()
                 hits += correct(out, yb)

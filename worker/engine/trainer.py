@@ -36,6 +36,7 @@ import torch
 from server.spec import RunSpec
 from worker.engine.checkpoint import CheckpointStore
 from worker.engine.data import BatchOrder, load_dataset
+from worker.engine.environment import environment
 from worker.engine.losses import LOSSES, correct_per_row, evaluate
 from worker.engine.model_size import model_size
 from worker.engine.models import build_model
@@ -45,6 +46,7 @@ from worker.engine.random_state import RandomState
 from worker.engine.sink import MetricSink
 from worker.engine.snapshots import SnapshotStore, snapshot_state
 from worker.engine.state import NoiseStream, derive_seed, resolve_device
+from worker.engine.threads import resolve_threads, torch_threads
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
 StopRequest = Literal["cancel", "pause"]
@@ -71,20 +73,33 @@ class RunResult:
 class Trainer:
     """Builds a run from its spec (data, model, optimiser, probes) and trains it."""
 
-    def __init__(self, spec: RunSpec, data_dir: Path, device: str | torch.device | None = None):
+    def __init__(self, spec: RunSpec, data_dir: Path, device: str | torch.device | None = None,
+                 threads: int | None = None):
+        """`threads`: the launcher's thread setting (LANDSCOPE_TORCH_THREADS; 0 = all cores),
+        used when the spec sets none (threads.py). Building and training both run with that
+        count, and the caller's is put back after each."""
         self.spec = spec
         self.device = torch.device(device) if device is not None else resolve_device(spec.device)
+        self.threads = resolve_threads(spec.threads, threads)
+        self.dtype: torch.dtype = getattr(torch, spec.dtype)
         if spec.bf16 and self.device.type != "cuda":
             raise ValueError("bf16 autocast needs a CUDA device; set bf16=false on CPU")
-        data = load_dataset(spec, Path(data_dir))
-        self.data = data.to(self.device)
+        with torch_threads(self.threads):
+            self._build(spec, Path(data_dir))
+
+    def _build(self, spec: RunSpec, data_dir: Path) -> None:
+        data = load_dataset(spec, data_dir)
+        self.data = data.to(self.device, self.dtype)
         self.order = BatchOrder(data.n_train, spec.batch_size, spec.seed)
         self.noise = NoiseStream(spec.seed, self.device)
+        # Built (and initialised) in float32 whatever the spec's dtype, then cast: a float64
+        # run starts from exactly the float32 run's weights, so the two differ by rounding
+        # in training only.
         self.net = build_model(spec, data.in_shape, data.n_outputs, self.noise.generator)
         # What probes rewind and restore: the noise generator and, for a plug-in network,
         # the global generators its dropout draws from (random_state.py).
         self.rng = RandomState(self.net, self.noise.generator)
-        self.net.to(self.device).train()
+        self.net.to(self.device, self.dtype).train()
         self.loss_fn = LOSSES[spec.loss]
         self.optimizer = self._make_optimizer()
         self.params = dict(self.net.named_parameters())
@@ -102,6 +117,8 @@ class Trainer:
             "n_params": sum(p.numel() for p in self.params.values()),
             # What analysis costs need of a plug-in; the forward it takes draws nothing.
             "size": model_size(self.net, self.data, (self.noise.generator,)),
+            # With this run's thread count in force (environment.py).
+            "environment": environment(self.device, self.dtype),
         }
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -132,7 +149,7 @@ class Trainer:
         ran before in the process (a worker runs many runs); a resumed run then takes the
         state its checkpoint saved."""
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), torch_threads(self.threads):
             torch.manual_seed(derive_seed(self.spec.seed, "global-rng"))
             return self._run(sink, **kwargs)
 
@@ -322,4 +339,5 @@ class Trainer:
 def train(spec: RunSpec, sink: MetricSink, *, data_dir: Path, **run_kwargs: Any) -> RunResult:
     """Build and run in one call (see Trainer.run for the keyword arguments)."""
     device = run_kwargs.pop("device", None)
-    return Trainer(spec, data_dir, device).run(sink, **run_kwargs)
+    threads = run_kwargs.pop("threads", None)
+    return Trainer(spec, data_dir, device, threads).run(sink, **run_kwargs)

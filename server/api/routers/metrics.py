@@ -1,4 +1,4 @@
-"""A run's measurements: scalar series, per-eta probe records, histograms, CSV export."""
+"""A run's measurements: scalar series, per-eta probe records, histograms, the export."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from server.api.deps import INT32_MAX, EngineDep, RunId, SessionDep, StepQuery
 from server.schemas import DistributionsOut, KeysOut, MetricsOut, ProbesOut
 from server.services import export, metrics
 from server.services.runs import get_run
+from server.services.views import run_out
 from server.text import StoredText
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["metrics"], responses=responses.NOT_FOUND)
@@ -93,20 +94,25 @@ def read_distributions(
 @router.get(
     "/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "run_id,key,step,value"}},
+    responses={200: {"content": {"text/csv": {}, "application/json": {}},
+                     "description": "csv: run_id,key,step,value; json: {run, series}"}},
 )
 def export_run(
     run_id: RunId,
     session: SessionDep,
     engine: EngineDep,
-    fmt: Annotated[Literal["csv"], Query(alias="format")] = "csv",
+    fmt: Annotated[Literal["csv", "json"], Query(alias="format")] = "csv",
 ) -> StreamingResponse:
-    """All scalar points as CSV (run_id,key,step,value), streamed from the database.
-    Non-finite values as nan, inf, -inf (as the CLI's scalars.csv)."""
-    get_run(session, run_id)  # a missing run is a 404 before the first byte goes out
-    return StreamingResponse(
-        export.iter_csv(engine, run_id),
-        media_type="text/csv",
-        # The name comes from the run id only: no user text in a header.
-        headers={"Content-Disposition": f'attachment; filename="landscope-run-{run_id}.csv"'},
-    )
+    """All scalar points, streamed from the database. csv: run_id,key,step,value, non-finite
+    values as nan, inf, -inf (as the CLI's scalars.csv). json: {"run": the run as GET
+    /runs/{id} gives it (spec, environment), "series": {key: [[step, value], ...]}},
+    non-finite values as "NaN", "Infinity", "-Infinity"."""
+    run = get_run(session, run_id)  # a missing run is a 404 before the first byte goes out
+    # The name comes from the run id only: no user text in a header.
+    headers = {"Content-Disposition": f'attachment; filename="landscope-run-{run_id}.{fmt}"'}
+    if fmt == "json":
+        doc = run_out(run).model_dump(mode="json")
+        return StreamingResponse(export.iter_json(engine, run_id, doc),
+                                 media_type="application/json", headers=headers)
+    return StreamingResponse(export.iter_csv(engine, run_id), media_type="text/csv",
+                             headers=headers)

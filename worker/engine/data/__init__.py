@@ -68,16 +68,21 @@ class Dataset:
     def n_train(self) -> int:
         return int(self.x_train.shape[0])
 
-    def to(self, device: torch.device) -> Dataset:
-        """A copy with every tensor on `device` (tensors already there are shared, not copied)."""
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> Dataset:
+        """A copy with every tensor on `device` (tensors already there are shared, not copied)
+        and, with `dtype`, every floating-point one in that precision (labels stay integers;
+        float32 data cast to float64 keeps its values exactly)."""
 
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device)
+            if t is None:
+                return None
+            return t.to(device, dtype) if dtype is not None and t.is_floating_point() \
+                else t.to(device)
 
         return replace(
             self,
-            x_train=self.x_train.to(device),
-            y_train=self.y_train.to(device),
+            x_train=move(self.x_train),
+            y_train=move(self.y_train),
             x_test=move(self.x_test),
             y_test=move(self.y_test),
             info=copy.deepcopy(self.info),

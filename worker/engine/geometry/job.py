@@ -60,11 +60,13 @@ class AnalysisJob:
                  other_snapshots: SnapshotStore | None = None) -> None:
         _check_other(spec, other_snapshots)
         device = torch.device(device) if device is not None else resolve_device(run_spec.device)
-        data = load_dataset(run_spec, Path(data_dir))
+        # In the run's precision, as the Trainer builds it: a float64 run is analysed in float64.
+        dtype = getattr(torch, run_spec.dtype)
+        data = load_dataset(run_spec, Path(data_dir)).to(torch.device("cpu"), dtype)
         if spec.test_set and data.x_test is None:
             raise ValueError(f"dataset {run_spec.dataset!r} has no test set")
         gen = torch.Generator(device=device)  # replaced by the evaluator's own (noisy BN)
-        net = build_model(run_spec, data.in_shape, data.n_outputs, gen).to(device)
+        net = build_model(run_spec, data.in_shape, data.n_outputs, gen).to(device, dtype)
         self.run_spec = run_spec
         self._setup(spec, net, run_spec.loss, (data.x_train, data.y_train),
                     test=(data.x_test, data.y_test) if spec.test_set else None,

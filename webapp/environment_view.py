@@ -1,0 +1,95 @@
+"""A run's environment (RunOut.environment: what its numbers depend on besides spec and seed)
+as a small collapsed block under the run's chip: one summary line, and every field on
+opening it. Pure: a dict in, Dash components out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import html
+
+
+def summary(env: dict[str, Any]) -> str:
+    """'1 thread · float64 · AMD EPYC (AVX512) · torch 2.13.0+cpu', leaving out what is
+    not known."""
+    threads = env.get("torch_threads")
+    parts = [
+        None if threads is None else f"{threads} thread{'' if threads == 1 else 's'}",
+        env.get("dtype"),
+        _device(env),
+        _version("torch", env),
+    ]
+    if env.get("deterministic"):
+        parts.append("deterministic")
+    return " · ".join(p for p in parts if p)
+
+
+def _device(env: dict[str, Any]) -> str | None:
+    name = env.get("device_name") or env.get("device")
+    isa = env.get("isa")
+    if str(env.get("device", "cpu")).startswith("cpu") and isa:
+        return f"{name} ({isa})" if name else isa
+    return name
+
+
+def _version(lib: str, env: dict[str, Any]) -> str | None:
+    v = (env.get("versions") or {}).get(lib)
+    return f"{lib} {v}" if v else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_text(v)}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+ROWS = (  # label, key: the order fields are listed in
+    ("torch threads", "torch_threads"), ("inter-op threads", "interop_threads"),
+    ("deterministic algorithms", "deterministic"), ("cuDNN", "cudnn"),
+    ("TF32 matmul", "matmul_tf32"), ("float32 matmul precision", "float32_matmul_precision"),
+    ("precision", "dtype"), ("device", "device"), ("device name", "device_name"),
+    ("CPU", "cpu"), ("instruction set", "isa"), ("CUDA", "cuda"), ("OS", "os"),
+    ("versions", "versions"),
+)
+
+
+def environment_block(run: dict[str, Any]) -> html.Details | None:
+    """The block for a run's chip; None for a run with no environment recorded (queued, or
+    trained before it was recorded)."""
+    env = run.get("environment")
+    if not isinstance(env, dict) or not env:
+        return None
+    rows = [html.Tr([html.Th(label), html.Td(_text(env[key]))])
+            for label, key in ROWS if env.get(key) is not None]
+    return html.Details([
+        html.Summary(["environment: ", html.Span(summary(env), className="muted")],
+                     title=f"{summary(env)}: what this run's numbers depend on besides its "
+                     "spec and seed"),
+        html.Table(html.Tbody(rows), className="env-table"),
+    ], className="env-details")
+
+
+def environments_line(runs: list[dict[str, Any]]) -> html.P | None:
+    """What a set of runs (a reproduction figure's) trained under: one summary when they
+    agree, each distinct one with its run count when they do not (their numbers are then
+    not comparable bit for bit). None when no run has recorded one yet."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        env = run.get("environment")
+        if isinstance(env, dict) and env:
+            text = summary(env) or "recorded"
+            counts[text] = counts.get(text, 0) + 1
+    if not counts:
+        return None
+    if len(counts) == 1:
+        (text, n), = counts.items()
+        body = f"{text} ({n} run{'s' * (n != 1)})"
+        label = "Environment: "
+    else:
+        body = "; ".join(f"{t} ({n} run{'s' * (n != 1)})" for t, n in counts.items())
+        label = "Environments differ: "
+    return html.P([html.Strong(label), body], className="section-text env-line",
+                  title="threads, precision, device and instruction set, torch version: "
+                  "what these runs' numbers depend on besides spec and seed")
