@@ -159,6 +159,11 @@ class RunOut(BaseModel):
         None, description="queued while no online worker consumes its queue: who it waits "
         "for ('a cuda worker', 'a cpu worker', 'a worker'); null otherwise"
     )
+    x_axis: dict[str, Any] | None = Field(
+        None, description="what a step is in samples and epochs: {\"batch_size\": int or null "
+        "(null: full batch), \"train_size\": int or null}; service runs: written when training "
+        "starts, with the training set as loaded; sdk runs: from landscope.init(batch_size=, "
+        "train_size=); null when not known")
 
 
 class ExperimentOut(BaseModel):

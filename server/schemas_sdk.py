@@ -49,6 +49,11 @@ class SdkRunCreate(_Request):
     )
     total: int | None = Field(None, ge=0, le=INT32_MAX,
                               description="steps planned, for progress and ETA; null: unknown")
+    batch_size: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="samples per step, for the epoch and samples "
+        "x-axes (RunOut.x_axis); null: full batch (or unknown)")
+    train_size: int | None = Field(None, ge=1, le=INT32_MAX,
+                                   description="training samples in an epoch; null: unknown")
 
     @model_validator(mode="after")
     def _one_experiment(self) -> SdkRunCreate:

@@ -259,6 +259,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
 
     spec = effective_spec(RunSpec.model_validate(claim.spec))
     trainer = Trainer(spec, settings.data_dir, device)
+    record_x_axis(engine, claim, trainer.x_axis(), settings.db_outage_seconds)
     # Snapshots for analyses: files under the data directory, indexed in the database.
     snapshots = IndexedSnapshotStore(engine, claim.run_id,
                                      snapshot_dir(settings, claim.run_id),
@@ -284,6 +285,24 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
         raise
     sink.close()
     return result
+
+
+def record_x_axis(engine: Engine, claim: Claim, x_axis: dict[str, Any],
+                  outage_seconds: float = 0.0) -> bool:
+    """run.info["x_axis"] as training starts (RunOut.x_axis: epochs and samples seen on the
+    dashboard's x-axis while the run trains), merged into whatever info the run has and fenced
+    by the claim; the final write keeps it (the trainer's info carries it too)."""
+    factory = make_sessionmaker(engine)
+
+    def write() -> bool:
+        with transaction(factory) as s:
+            fence = (Run.id == claim.run_id, Run.attempts == claim.attempt)
+            info = s.scalar(select(Run.info).where(*fence))
+            merged = {**(info or {}), "x_axis": x_axis}
+            return bool(s.execute(update(Run).where(*fence).values(info=merged)).rowcount)
+
+    return with_retries(write, deadline_s=outage_seconds,
+                        what=f"run {claim.run_id}: x-axis")
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

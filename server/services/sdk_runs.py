@@ -57,6 +57,7 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
         experiment_id=_experiment_id(session, req), name=req.name, spec={}, status="running",
         queue=SDK_QUEUE, total=req.total or 0, source="sdk", config=config,
         client_id=req.client_id, attempts=1, started_at=now, heartbeat_at=now,
+        info=sdk_info(req),
     )
     session.add(run)
     try:
@@ -68,6 +69,13 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
             return prior, False
         raise
     return run, True
+
+
+def sdk_info(req: SdkRunCreate) -> dict[str, Any] | None:
+    """run.info of an SDK run: its x-axis (RunOut.x_axis) when the loop said either size."""
+    if req.batch_size is None and req.train_size is None:
+        return None
+    return {"x_axis": {"batch_size": req.batch_size, "train_size": req.train_size}}
 
 
 def _experiment_id(session: Session, req: SdkRunCreate) -> int | None:

@@ -80,7 +80,14 @@ def run_out(run: Run, now: datetime | None = None,
         finished_at=run.finished_at,
         heartbeat_at=run.heartbeat_at,
         waiting_for=waiting_for(run, served),
+        x_axis=x_axis(run),
     )
+
+
+def x_axis(run: Run) -> dict | None:
+    info = run.info if isinstance(run.info, dict) else {}
+    value = info.get("x_axis")
+    return value if isinstance(value, dict) else None
 
 
 def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:

@@ -94,14 +94,17 @@ def test_offline_run_writes_a_folder_that_reads_back_as_the_same_batches(tmp_pat
     folder = read_run_folder(tmp_path / "r")
     assert folder.create["client_id"] == run.client_id and folder.create["total"] == 3
     assert folder.end == {"status": "failed", "error": "boom", "step": 1}
-    assert folder.points() == 4 + 2 + 2
+    assert folder.points() == 4 + 2 + 2 + 2  # time/wall_s at 0 and 1 (total 3: every step)
     (b,) = list(folder.batches())
     body = decode(b.encode())
-    assert columns(body) == {"train/loss": [(0, 2.0), (1, "NaN")],
-                             "acc": [(0, 0.5), (1, "Infinity")]}
+    cols = columns(body)
+    wall = cols.pop("time/wall_s")
+    assert [s for s, _ in wall] == [0, 1] and 0 <= wall[0][1] <= wall[1][1]
+    assert cols == {"train/loss": [(0, 2.0), (1, "NaN")],
+                    "acc": [(0, 0.5), (1, "Infinity")]}
     assert len(body["etas"]) == 1 and len(body["etas"][0]["records"]) == 2  # grouped again
     assert [d["layer"] for d in body["distributions"]] == [1, 2]
-    assert [len(list(read_run_folder(tmp_path / "r").batches(max_points=3)))] == [3]
+    assert [len(list(read_run_folder(tmp_path / "r").batches(max_points=3)))] == [4]
     assert [t.kind for t in find_targets(tmp_path)] == ["folder"]  # found one level below
 
 

@@ -57,11 +57,17 @@ def expected(steps) -> dict:
     return {(k, s): value(k, s) for s in steps for k in KEYS}
 
 
-def assert_points(db_url: str, run_id: int, steps) -> None:
+def assert_points(db_url: str, run_id: int, steps) -> dict[int, float]:
+    """Every logged point once, and the run's own time/wall_s points (returned): sparse,
+    monotone, and one at the last step (finish or flush puts it there)."""
     got, want = stored_points(db_url, run_id), expected(steps)
+    wall = {s: got.pop((k, s)) for k, s in list(got) if k == "time/wall_s"}
     assert got.keys() == want.keys(), (len(got), len(want))
     bad = [kv for kv in want if not same(got[kv], want[kv])]
     assert not bad, bad[:5]
+    assert max(wall) == max(steps) and set(wall) <= set(steps)
+    assert [wall[s] for s in sorted(wall)] == sorted(wall.values())
+    return wall
 
 
 def wait_for(predicate, what: str, deadline_s: float = 60) -> None:
@@ -93,7 +99,8 @@ def test_an_online_run_appears_with_every_point_and_its_end(api, data_dir):
     row = run_row(api.db_url, run.id)
     assert row["status"] == "succeeded" and row["source"] == "sdk" and row["total"] == 300
     assert row["client_id"] == run.client_id and row["name"] == "bn"
-    assert_points(api.db_url, run.id, range(300))
+    wall = assert_points(api.db_url, run.id, range(300))
+    assert sorted(wall) == [0, *range(2, 300, 3)]  # total 300: a point every 3 steps
     assert count(api.db_url, "probe_records", run.id) == 2
     assert count(api.db_url, "distributions", run.id) == 2
     assert not run.spool_dir.exists()  # all acknowledged: nothing left behind
@@ -130,10 +137,12 @@ def test_a_server_away_at_the_end_leaves_a_spool_that_sync_drains(api, data_dir,
 
     api.start()
     assert main(["sync", str(data_dir), "--quiet"]) == 0  # finds dir/spool/<client_id>
-    assert f"run {run.id}: 450 records sent; failed" in capsys.readouterr().err
+    sent = capsys.readouterr().err
     row = run_row(api.db_url, run.id)
     assert row["status"] == "failed" and row["error"] == "diverged" and row["step"] == 250
-    assert_points(api.db_url, run.id, range(250))
+    wall = assert_points(api.db_url, run.id, range(250))
+    late = sum(1 for s in wall if s >= 100)  # the clock's points of the spooled steps
+    assert f"run {run.id}: {450 + late} records sent; failed" in sent
     assert not run.spool_dir.exists()
 
 
