@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -279,6 +279,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
             checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
             progress=lease.progress,
             snapshots=snapshots,
+            wall_floor=stored_wall_s(engine, claim.run_id),  # 0.0 unless resuming
         )
     except BaseException:
         _close_quietly(sink)
@@ -303,6 +304,18 @@ def record_x_axis(engine: Engine, claim: Claim, x_axis: dict[str, Any],
 
     return with_retries(write, deadline_s=outage_seconds,
                         what=f"run {claim.run_id}: x-axis")
+
+
+def stored_wall_s(engine: Engine, run_id: int) -> float:
+    """The largest time/wall_s stored for the run (0.0 if none): where a run resumed after a
+    worker died counts on from (Trainer.run's wall_floor), whoever requeued it."""
+    from server.db.models import Point, Series
+    from worker.engine.wallclock import WALL_KEY
+
+    with engine.connect() as c:
+        got = c.scalar(select(func.max(Point.value)).join(Series, Series.id == Point.series_id)
+                       .where(Series.run_id == run_id, Series.key == WALL_KEY))
+    return float(got or 0.0)
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

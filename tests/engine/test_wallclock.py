@@ -49,10 +49,10 @@ def test_sparse_steps_get_a_point_at_the_first_step_seen_at_or_past_each_period_
 def test_unknown_length_thins_out_with_the_step():
     clock = WallClock(None, clock=FakeClock())
     got = points_of(clock, range(100_000))
-    assert got[:101] == list(range(101))  # about 1 % of the steps so far: every step first
+    assert got[:101] == list(range(0, 1010, 10))  # every 10 steps, then 1 % of the steps so far
     gaps = [b - a for a, b in zip(got, got[1:], strict=False)]
-    assert all(g <= max(1, a // 100) for a, g in zip(got, gaps, strict=False))
-    assert len(got) < 1000  # 200, then about 100 per factor e of steps: not 100,000
+    assert gaps == [max(10, a // 100) for a in got[:-1]]
+    assert len(got) < 600  # 100 to step 1,000, then about 230 per factor 10: not 100,000
 
 
 def test_a_point_never_goes_back_and_the_count_starts_at_the_base():

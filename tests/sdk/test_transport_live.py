@@ -85,8 +85,11 @@ def dist(layer: int) -> Distribution:
 
 def test_an_online_run_appears_with_every_point_and_its_end(api, data_dir):
     run = landscope.init(server=api.url, experiment="sweep", name="bn", config={"lr": 0.1},
-                         total=300, dir=data_dir / "run", transport=FAST)
+                         total=300, dir=data_dir / "run", transport=FAST, batch_size=32,
+                         train_size=9600)
     assert isinstance(run.id, int) and run.online
+    got = httpx.get(f"{api.url}/api/v1/runs/{run.id}").json()["x_axis"]
+    assert got == {"batch_size": 32, "train_size": 9600}
     assert run_row(api.db_url, run.id)["status"] == "running"
     log_steps(run, range(300))
     run.eta_records(10, "landscape", [EtaRecord(0.5, 0.05, 2.0, math.nan),
@@ -148,7 +151,7 @@ def test_a_server_away_at_the_end_leaves_a_spool_that_sync_drains(api, data_dir,
 
 def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir, capsys):
     run = landscope.init(dir=data_dir / "offline" / "r1", experiment="off", name="r1",
-                         config={"depth": 20}, total=150)
+                         config={"depth": 20}, total=150, train_size=600)
     log_steps(run, range(150))
     run.eta_records(3, "landscape", [EtaRecord(0.5, 0.05, 1.0, 0.1)])
     run.distributions(3, [dist(1)])
@@ -164,7 +167,8 @@ def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir
     sink.close()
     (train / "run.json").write_text(json.dumps({"spec": {"steps": 1, "model": "vgg"},
                                                 "status": "diverged", "diverged_at": 0,
-                                                "next_step": 1}))
+                                                "next_step": 1, "info": {"x_axis": {
+                                                    "batch_size": 16, "train_size": 64}}}))
 
     for _ in range(2):  # the second sync changes nothing
         assert main(["sync", str(data_dir / "offline"), "--server", api.url, "--quiet"]) == 0
@@ -181,6 +185,9 @@ def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir
         assert len(stored_points(api.db_url, tr)) == 2
         assert run_row(api.db_url, tr)["status"] == "failed"
     assert ids == [r1, tr]
+    x_axis = {i: httpx.get(f"{api.url}/api/v1/runs/{i}").json()["x_axis"] for i in ids}
+    assert x_axis == {r1: {"batch_size": None, "train_size": 600},
+                      tr: {"batch_size": 16, "train_size": 64}}
 
 
 def test_wrong_url_and_wrong_token_fail_clearly(db_url, data_dir, capsys):

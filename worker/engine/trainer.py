@@ -159,6 +159,7 @@ class Trainer:
         progress: ProgressFn | None = None,
         max_steps: int | None = None,
         snapshots: SnapshotStore | None = None,
+        wall_floor: float = 0.0,
     ) -> RunResult:
         """Train from the latest checkpoint (or from scratch) to the spec's last step.
 
@@ -167,13 +168,17 @@ class Trainer:
         before every step: "cancel" (or True) ends the run "cancelled", "pause" ends it
         "paused" with a checkpoint at that step (when there is a store). `snapshots` receives
         w_s at every scheduled step s not already in it (a resumed run saves no step twice).
+        `wall_floor`: the largest time/wall_s the sink already holds. After a crash an
+        idempotent sink keeps the dead attempt's points past the checkpoint, so the count
+        goes on from the larger of it and the checkpoint's (time/wall_s stays monotone and
+        counts the lost work, which was wall time too).
         """
         spec = self.spec
         self._wall_base = 0.0
         start = self._restore(checkpoints.load_latest()) if checkpoints else 0
         # The clock starts here (data and model are built): training time, continued from the
         # checkpoint's count when resuming.
-        clock = self._clock = WallClock(spec.steps, base=self._wall_base,
+        clock = self._clock = WallClock(spec.steps, base=max(self._wall_base, wall_floor),
                                         points=self.wall_points)
         end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
         classify = self.data.task == "classification"
