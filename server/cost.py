@@ -92,21 +92,33 @@ def data_shape(spec: RunSpec) -> Shape:
 
 @dataclass
 class _Tally:
-    """Per-sample layer outputs (full-precision and bf16-able) and parameters of a model."""
+    """Per-sample layer outputs (full-precision and bf16-able) and parameters of a model; for
+    snapshots, its state_dict (tensors, BatchNorm buffers); for time, multiply-adds."""
 
     params: int = 0
     norm_out: int = 0  # norm slot outputs: kept at 4 bytes (autocast runs norms in fp32)
     other_out: int = 0  # weight-layer, ReLU and pool outputs: 2 bytes under bf16
+    buffers: int = 0  # BatchNorm running mean and variance elements (float32)
+    counters: int = 0  # BatchNorm num_batches_tracked (one int64 each)
+    tensors: int = 0  # state_dict entries
+    macs: int = 0  # multiply-adds of one sample's forward pass through the weight layers
 
-    def weight(self, n_params: int, out: int) -> None:
+    def weight(self, n_params: int, out: int, *, macs: int, bias: bool) -> None:
         self.params += n_params
         self.other_out += out
+        self.macs += macs
+        self.tensors += 2 if bias else 1
 
     def norm(self, spec: RunSpec, channels: int, out: int) -> None:
         if spec.norm == "none":  # nn.Identity: no parameters, no new tensor
             return
         if spec.norm != "noise":  # every other norm has a per-channel affine (gamma, beta)
             self.params += 2 * channels
+            self.tensors += 2
+        if spec.norm in ("batch", "noisy_batch"):  # torch BatchNorm: running statistics
+            self.buffers += 2 * channels
+            self.counters += 1
+            self.tensors += 3
         self.norm_out += out
 
     def elementwise(self, out: int) -> None:  # ReLU, max-pool
@@ -124,11 +136,13 @@ def _vgg(spec: RunSpec, shape: Shape) -> _Tally:
                 t.elementwise(channels * h * w)
             continue
         out = next(widths)
-        t.weight(channels * out * 9 + out, out * h * w)
+        t.weight(channels * out * 9 + out, out * h * w, macs=channels * out * 9 * h * w,
+                 bias=True)
         t.norm(spec, out, out * h * w)
         t.elementwise(out * h * w)
         channels = out
-    t.weight(channels * h * w * shape.n_outputs + shape.n_outputs, shape.n_outputs)
+    t.weight(channels * h * w * shape.n_outputs + shape.n_outputs, shape.n_outputs,
+             macs=channels * h * w * shape.n_outputs, bias=True)
     return t
 
 
@@ -138,7 +152,7 @@ def _dense(spec: RunSpec, shape: Shape) -> _Tally:
     mlp = spec.model == "mlp"
     sizes = [math.prod(shape.in_shape)] + [int(spec.width)] * (spec.depth - 1) + [shape.n_outputs]
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        t.weight(n_in * n_out + (n_out if mlp else 0), n_out)
+        t.weight(n_in * n_out + (n_out if mlp else 0), n_out, macs=n_in * n_out, bias=mlp)
         if i < spec.depth - 1:
             t.norm(spec, n_out, n_out)
             if mlp:
@@ -155,7 +169,8 @@ def _resnet(spec: RunSpec, shape: Shape) -> _Tally:
     def conv(c_in: int, c_out: int, stride: int) -> None:
         nonlocal h, w
         h, w = (h - 1) // stride + 1, (w - 1) // stride + 1  # 3x3, padding 1
-        t.weight(c_in * c_out * 9 + (c_out if bias else 0), c_out * h * w)
+        t.weight(c_in * c_out * 9 + (c_out if bias else 0), c_out * h * w,
+                 macs=c_in * c_out * 9 * h * w, bias=bias)
         t.norm(spec, c_out, c_out * h * w)
 
     conv(channels, RESNET_WIDTHS[0], 1)
@@ -174,7 +189,8 @@ def _resnet(spec: RunSpec, shape: Shape) -> _Tally:
             t.elementwise(width * h * w)  # ReLU
             channels = width
     t.elementwise(channels)  # global average pool
-    t.weight(channels * shape.n_outputs + shape.n_outputs, shape.n_outputs)
+    t.weight(channels * shape.n_outputs + shape.n_outputs, shape.n_outputs,
+             macs=channels * shape.n_outputs, bias=True)
     return t
 
 
@@ -318,3 +334,38 @@ def _cost_drivers(spec: RunSpec, evals: float) -> tuple[str, ...]:
     ranked = sorted(per_step.values(), key=lambda v: v[0], reverse=True)
     fields = tuple(f for _, fs in ranked for f in fs)
     return (*fields, "steps") if ranked[0][0] > 1 else ("steps", *fields)
+
+
+# -- snapshots on disk ----------------------------------------------------------------------
+
+# torch.save of one snapshot ({"step", "spec", "model": state_dict}, worker/engine/snapshots.py)
+# beyond its tensors' bytes and the spec's JSON: zip records (headers, 64-byte alignment) and
+# the pickled keys. Measured once (torch 2.5, torch.save of the engine's own snapshots of 57
+# models: mlp of depth 2-8 and width 8-64, vgg-11/16, resnet-20, dln; no norm, BatchNorm,
+# layer or group norm): a least-squares fit gives 621 bytes a file and 278 per state_dict
+# entry, within 1.3 KB of every file (each tensor's record is aligned to 64 bytes, which the
+# fit can only average); tests/server/test_experiment_cost.py checks real files.
+SNAPSHOT_FILE_OVERHEAD = 621
+SNAPSHOT_TENSOR_OVERHEAD = 278
+DTYPE_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
+
+
+def snapshot_steps(spec: RunSpec, upto: int | None = None) -> int:
+    """Snapshots a run saves at steps 0..upto (default: the whole run): step 0, the last
+    step (T), every `snapshots.every`-th step and the listed steps (SnapshotSpec.due)."""
+    cfg, last = spec.snapshots, spec.steps
+    upto = last if upto is None else min(upto, last)
+    listed = {0, *(s for s in cfg.steps if s <= upto), *((last,) if last <= upto else ())}
+    if not cfg.every:
+        return len(listed)
+    return upto // cfg.every + 1 + sum(1 for s in listed if s % cfg.every)
+
+
+def snapshot_file_bytes(spec: RunSpec) -> int:
+    """One snapshot file: (parameters + BatchNorm buffers) x bytes per element, the int64
+    batch counters, the spec's JSON and the measured per-file and per-tensor overhead."""
+    t = tally(spec)
+    element = DTYPE_BYTES.get(str(getattr(spec, "dtype", "float32")), 4)
+    return (element * (t.params + t.buffers) + 8 * t.counters
+            + len(spec.model_dump_json().encode()) + SNAPSHOT_FILE_OVERHEAD
+            + SNAPSHOT_TENSOR_OVERHEAD * t.tensors)

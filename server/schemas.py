@@ -171,6 +171,11 @@ class RunOut(BaseModel):
         "interop_threads, deterministic, cudnn, dtype, device, device_name, cpu, isa, "
         "versions {python, torch, numpy, landscope}; null before a worker started the run"
     )
+    x_axis: dict[str, Any] | None = Field(
+        None, description="what a step is in samples and epochs: {\"batch_size\": int or null "
+        "(null: full batch), \"train_size\": int or null}; service runs: written when training "
+        "starts, with the training set as loaded; sdk runs: from landscope.init(batch_size=, "
+        "train_size=); null when not known")
 
 
 class ExperimentOut(BaseModel):

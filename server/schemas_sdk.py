@@ -55,6 +55,11 @@ class SdkRunCreate(_Request):
         "(torch threads, determinism, dtype, device, CPU and ISA, library versions; at most "
         f"{MAX_ENVIRONMENT_BYTES // 1024} KiB as JSON): RunOut.environment",
     )
+    batch_size: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="samples per step, for the epoch and samples "
+        "x-axes (RunOut.x_axis); null: full batch (or unknown)")
+    train_size: int | None = Field(None, ge=1, le=INT32_MAX,
+                                   description="training samples in an epoch; null: unknown")
 
     @model_validator(mode="after")
     def _one_experiment(self) -> SdkRunCreate:

@@ -291,6 +291,11 @@ class ApiClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self._request("POST", "/experiments", json=body, token=token, headers=headers)
 
+    def experiment_cost(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /experiments/cost: what launching `body` costs (training, the default
+        analyses, snapshot disk; per run and in total); nothing is saved."""
+        return self._request("POST", "/experiments/cost", json=body)
+
     def cancel_run(self, run_id: int, token: str | None = None) -> dict[str, Any]:
         return self._request("POST", f"/runs/{run_id}/cancel", token=token)
 

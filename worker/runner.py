@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -260,9 +260,10 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
     spec = effective_spec(RunSpec.model_validate(claim.spec))
     trainer = Trainer(spec, settings.data_dir, device, settings.torch_threads)
     # What the server shows and bounds while the run trains: the network's size (analyses of
-    # a plug-in) and the environment (threads, precision, machine, versions).
+    # a plug-in), the environment (threads, precision, machine, versions) and the x-axis
+    # (epochs and samples seen on the dashboard while it trains).
     record_info(make_sessionmaker(engine), claim,
-                {k: trainer.info[k] for k in ("size", "environment")},
+                {k: trainer.info[k] for k in ("size", "environment", "x_axis")},
                 settings.db_outage_seconds)
     # Snapshots for analyses: files under the data directory, indexed in the database.
     snapshots = IndexedSnapshotStore(engine, claim.run_id,
@@ -283,6 +284,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
             checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
             progress=lease.progress,
             snapshots=snapshots,
+            wall_floor=stored_wall_s(engine, claim.run_id),  # 0.0 unless resuming
         )
     except BaseException:
         _close_quietly(sink)
@@ -295,8 +297,9 @@ def record_info(factory: sessionmaker[Session], claim: Claim, entries: dict[str,
                 outage_seconds: float = 0.0) -> bool:
     """Keys of run.info as training starts, so a running run shows them: "size"
     (worker/engine/model_size.py: what the server needs to bound an analysis of a plug-in
-    run) and "environment" (worker/engine/environment.py: threads, precision, machine,
-    versions). The other keys are kept (the finish writes them all). Fenced by the claim
+    run), "environment" (worker/engine/environment.py: threads, precision, machine,
+    versions) and "x_axis" (RunOut.x_axis: batch and training-set size as drawn). The
+    other keys are kept (the finish writes them all). Fenced by the claim
     like every write of this worker; False if the run is not ours any more."""
 
     def write() -> bool:
@@ -309,6 +312,18 @@ def record_info(factory: sessionmaker[Session], claim: Claim, entries: dict[str,
 
     return with_retries(write, deadline_s=outage_seconds,
                         what=f"run {claim.run_id}: {', '.join(entries)}")
+
+
+def stored_wall_s(engine: Engine, run_id: int) -> float:
+    """The largest time/wall_s stored for the run (0.0 if none): where a run resumed after a
+    worker died counts on from (Trainer.run's wall_floor), whoever requeued it."""
+    from server.db.models import Point, Series
+    from worker.engine.wallclock import WALL_KEY
+
+    with engine.connect() as c:
+        got = c.scalar(select(func.max(Point.value)).join(Series, Series.id == Point.series_id)
+                       .where(Series.run_id == run_id, Series.key == WALL_KEY))
+    return float(got or 0.0)
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

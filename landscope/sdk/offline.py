@@ -27,6 +27,7 @@ from worker.engine.sink import Distribution, EtaRecord
 
 FORMAT = "landscope-sdk-run/1"
 RUN_JSON = "run.json"
+SIZES = ("batch_size", "train_size")  # the x-axis (RunOut.x_axis), only when given
 
 
 def _now() -> str:
@@ -50,14 +51,15 @@ class OfflineWriter:
     @classmethod
     def create(cls, run_dir: Path, *, client_id: str, name: str, experiment: str | None,
                config: dict[str, Any], total: int | None,
-               environment: dict[str, Any] | None = None) -> OfflineWriter:
+               environment: dict[str, Any] | None = None, **sizes: int) -> OfflineWriter:
+        """`sizes`: batch_size and train_size when given (the x-axis, sent by sync)."""
         run_dir = Path(run_dir)
         if (run_dir / RUN_JSON).exists():
             raise FileExistsError(f"{run_dir} already holds a run ({run_dir / RUN_JSON}); "
                                   "give each offline run a directory of its own")
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"format": FORMAT, "client_id": client_id, "name": name,
-                  "experiment": experiment, "config": config, "total": total,
+                  "experiment": experiment, "config": config, "total": total, **sizes,
                   "status": "running", "error": None, "step": None,
                   "created_at": _now(), "finished_at": None, "environment": environment}
         writer = cls(run_dir, record)
@@ -122,6 +124,7 @@ def read_run_folder(path: Path) -> RunFolder:
     if rec.get("format") == FORMAT:
         create = {k: rec.get(k) for k in ("client_id", "name", "experiment", "config", "total",
                                           "environment")}
+        create.update({k: rec[k] for k in SIZES if rec.get(k) is not None})
         end = None
         if rec.get("status") in ("succeeded", "failed", "cancelled"):
             end = {"status": rec["status"], "error": rec.get("error"), "step": rec.get("step")}
@@ -141,6 +144,9 @@ def _train_folder(path: Path, rec: dict[str, Any]) -> RunFolder:
               "experiment": real.parent.name or None, "config": spec,
               "total": spec.get("steps") if isinstance(spec.get("steps"), int) else None,
               "environment": _train_environment(rec)}
+    x_axis = (rec.get("info") or {}).get("x_axis") if isinstance(rec.get("info"), dict) else None
+    if isinstance(x_axis, dict):  # what the trainer drew from (worker/engine/trainer.py)
+        create.update({k: x_axis[k] for k in SIZES if isinstance(x_axis.get(k), int)})
     status, step = rec.get("status"), rec.get("next_step")
     if status == "succeeded":
         end = {"status": "succeeded", "error": None, "step": step}

@@ -14,7 +14,9 @@ so the engine's probes and analyses write into it as into any other sink.
 run.log does as little as it can on the training thread: it checks the types (a bad value is
 an error there, where the user can see it, not a lost batch later) and appends one tuple;
 everything else (grouping, conversion to float64, encoding, compression) is the sender's.
-bench/transport_cost.py counts what a call costs.
+bench/transport_cost.py counts what a call costs. Now and then (about every 1 % of `total`
+steps, at each flush and at finish; worker/engine/wallclock.py) it adds `time/wall_s`, the
+seconds since init, for the dashboard's wall-time x-axis.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from landscope.sdk.values import (
     check_keys,
     clean,
 )
+from worker.engine.wallclock import WALL_KEY, WallClock
+
+WALL_KEYS = (WALL_KEY,)  # one tuple for every wall point: the sender groups rows by identity
 
 FINISH_STATUSES = ("succeeded", "failed", "cancelled")
 
@@ -74,6 +79,7 @@ class Run:
         self._known_keys: set[tuple] = set()
         self._keys: tuple = ()  # the keys of the last log call, checked
         self._pid = os.getpid()
+        self._clock = WallClock(total)  # time/wall_s: seconds since init
         _live_runs.add(self)
 
     @property
@@ -117,6 +123,15 @@ class Run:
         self._put_row((step, keys, vals))
         if len(self._rows) == self._wake_rows:  # a batch's worth waits: cut it now
             self._wake()
+        if step >= self._clock.next_due:  # about every 1 % of the run: one int compare
+            self._wall_point(step)
+
+    def _wall_point(self, step: int | None) -> None:
+        """time/wall_s at `step` (the newest logged step), unless it has one already."""
+        if step is not None and (point := self._clock.point(step)) is not None:
+            self._put_row((step, WALL_KEYS, (point[WALL_KEY],)))
+            if len(self._rows) >= self._wake_rows > 0:  # it may have stepped over the mark
+                self._wake()
 
     def _new_keys(self, keys: tuple) -> None:
         if keys not in self._known_keys:
@@ -142,6 +157,8 @@ class Run:
         With `timeout`: also wait (at most that many seconds) until the server acknowledged
         it. True when done. The engine calls flush() before a checkpoint: it never waits on
         the network there."""
+        if self.status == "running":
+            self._wall_point(self.last_step)
         if self._transport is None:
             self._offline.flush()  # type: ignore[union-attr]
             return True
@@ -167,6 +184,7 @@ class Run:
             raise ValueError(f"status must be one of {FINISH_STATUSES}, got {status!r}")
         if self.status != "running":
             return
+        self._wall_point(self.last_step)  # the run's length, at its last step
         self.status = status
         _live_runs.discard(self)
         error = _storable(error)
@@ -279,6 +297,18 @@ def run_environment() -> dict[str, Any]:
     return environment(device)
 
 
+def _sizes(**sizes: int | None) -> dict[str, int]:
+    """The x-axis sizes given (positive ints), for the create request and run.json."""
+    out = {}
+    for field, value in sizes.items():
+        if value is None:
+            continue
+        if type(value) is not int or value < 1:
+            raise ValueError(f"{field} must be a positive int, got {value!r}")
+        out[field] = value
+    return out
+
+
 def _token(token: str | None) -> str | None:
     if token is not None:
         return token
@@ -290,10 +320,13 @@ def _token(token: str | None) -> str | None:
 
 def init(server: str | None = None, token: str | None = None, experiment: str | None = None,
          name: str | None = None, config: Any = None, dir: str | Path | None = None, *,
-         total: int | None = None, transport: TransportOptions | None = None) -> Run:
+         total: int | None = None, transport: TransportOptions | None = None,
+         batch_size: int | None = None, train_size: int | None = None) -> Run:
     """Start a run. `server`: record it there (its spool in dir/spool/<client_id>, or
     ~/.cache/landscope/spool/<client_id>); no server but `dir`: write it to `dir`, to be
     uploaded later with `landscope sync DIR`. `total`: steps planned (progress and ETA).
+    `batch_size` (samples per step; None: full batch) and `train_size` (samples in an epoch)
+    let the dashboard draw against epochs and samples seen.
     Raises ValueError for bad arguments, SdkError subclasses when the server cannot be
     reached (ServerUnreachable) or refuses the token (AuthError) or the run (Rejected)."""
     if server is None and dir is None:
@@ -302,6 +335,7 @@ def init(server: str | None = None, token: str | None = None, experiment: str | 
                          "PATH` uploads it later)")
     if total is not None and (type(total) is not int or total < 0):
         raise ValueError(f"total must be a non-negative int (steps planned), got {total!r}")
+    sizes = _sizes(batch_size=batch_size, train_size=train_size)
     client_id = uuid.uuid4().hex
     cfg = as_config(config)
     env = run_environment()
@@ -312,12 +346,12 @@ def init(server: str | None = None, token: str | None = None, experiment: str | 
     if server is None:
         writer = OfflineWriter.create(Path(dir), client_id=client_id, name=name,  # type: ignore
                                       experiment=experiment, config=cfg, total=total,
-                                      environment=env)
+                                      environment=env, **sizes)
         return Run(client_id=client_id, name=name, experiment=experiment, config=cfg,
                    total=total, offline=writer)
     api = Api(server, _token(token))
     payload = {"client_id": client_id, "experiment": experiment, "name": name, "config": cfg,
-               "total": total, "environment": env}
+               "total": total, "environment": env, **sizes}
     try:
         created = api.create_run(payload)
     except ServerUnreachable as exc:

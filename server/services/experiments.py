@@ -16,7 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from server.analysis_spec import AnalysisSpec
 from server.db.models import Experiment, Run
+from server.experiment_cost import experiment_cost as cost_of
+from server.presets import Preset
 from server.schemas import ExperimentCreate
 from server.services import auto_analyses, plugins
 from server.services.admission import Claim, admit, prior_resource, remember
@@ -32,7 +35,7 @@ from server.services.specs import (
     validate,
 )
 from server.settings import Settings
-from server.spec import SpecError, expand_vary, flatten
+from server.spec import RunSpec, SpecError, expand_vary, flatten
 
 BASE: tuple[str, ...] = ("body", "base")
 VARY: tuple[str, ...] = ("body", "vary")
@@ -45,6 +48,33 @@ def create_experiment(
     request's Idempotency-Key already created, False): the caller answers with it again."""
     if (prior := prior_resource(session, idem)) is not None:  # a retry: no need to validate
         return get_experiment(session, prior), False
+    preset, base, vary, specs, wanted = plan_experiment(session, settings, req)
+    if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile
+        return get_experiment(session, prior), False
+
+    exp = Experiment(
+        name=req.name or req.preset or "experiment",
+        preset=req.preset,
+        base_spec=base,
+        vary=vary,
+        analyses=auto_analyses.stored(wanted),
+    )
+    session.add(exp)
+    session.flush()
+    # expand_vary walks the same product in the same order: zip gives each run its combination.
+    combos = itertools.product(*vary.values())
+    for spec, combo in zip(specs, combos, strict=True):
+        varied = dict(zip(vary, combo, strict=True))
+        exp.runs.append(new_run(spec, run_name(spec, varied), exp.id))
+    session.flush()
+    remember(session, idem, exp.id)
+    return exp, True
+
+
+def plan_experiment(session: Session, settings: Settings, req: ExperimentCreate
+                    ) -> tuple[Preset | None, dict, dict, list[RunSpec], list[AnalysisSpec]]:
+    """(preset, base, vary, run specs, analyses) of a request: every check of a launch but
+    the queue's room; InvalidRequest at the field otherwise."""
     preset = find_preset(req.preset)
     base = merge(preset.base if preset else {}, req.base, BASE)
     vary = {**(preset.vary if preset else {}), **req.vary}
@@ -72,26 +102,15 @@ def create_experiment(
     plugins.check_available(session, settings, specs, origins, BASE)
     wanted = auto_analyses.requested(req.analyses, preset)
     auto_analyses.check(wanted, specs, settings, explicit=req.analyses is not None)
-    if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile
-        return get_experiment(session, prior), False
+    return preset, base, vary, specs, wanted
 
-    exp = Experiment(
-        name=req.name or req.preset or "experiment",
-        preset=req.preset,
-        base_spec=base,
-        vary=vary,
-        analyses=auto_analyses.stored(wanted),
-    )
-    session.add(exp)
-    session.flush()
-    # expand_vary walks the same product in the same order: zip gives each run its combination.
-    combos = itertools.product(*vary.values())
-    for spec, combo in zip(specs, combos, strict=True):
-        varied = dict(zip(vary, combo, strict=True))
-        exp.runs.append(new_run(spec, run_name(spec, varied), exp.id))
-    session.flush()
-    remember(session, idem, exp.id)
-    return exp, True
+
+def experiment_cost(session: Session, settings: Settings, req: ExperimentCreate
+                    ) -> dict[str, Any]:
+    """What create_experiment would launch, costed (server/experiment_cost.py): validated
+    exactly as a launch is (the same 422s), nothing saved, no room in the queue taken."""
+    _, _, _, specs, wanted = plan_experiment(session, settings, req)
+    return cost_of(specs, wanted)
 
 
 def get_experiment(session: Session, exp_id: int) -> Experiment:

@@ -63,7 +63,7 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
         experiment_id=_experiment_id(session, req), name=req.name, spec={}, status="running",
         queue=SDK_QUEUE, total=req.total or 0, source="sdk", config=config,
         client_id=req.client_id, attempts=1, started_at=now, heartbeat_at=now,
-        info=None if environment is None else {"environment": environment},
+        info=sdk_info(req, environment),
     )
     session.add(run)
     try:
@@ -75,6 +75,17 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
             return prior, False
         raise
     return run, True
+
+
+def sdk_info(req: SdkRunCreate, environment: dict[str, Any] | None) -> dict[str, Any] | None:
+    """run.info of an SDK run: its x-axis (RunOut.x_axis) when the loop said either size,
+    and the environment its process recorded at init (RunOut.environment)."""
+    info: dict[str, Any] = {}
+    if req.batch_size is not None or req.train_size is not None:
+        info["x_axis"] = {"batch_size": req.batch_size, "train_size": req.train_size}
+    if environment is not None:
+        info["environment"] = environment
+    return info or None
 
 
 def _experiment_id(session: Session, req: SdkRunCreate) -> int | None:

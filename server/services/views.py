@@ -85,6 +85,7 @@ def run_out(run: Run, now: datetime | None = None,
         note=run.note,
         layers=recorded_layers(run),
         environment=recorded_environment(run),
+        x_axis=x_axis(run),
     )
 
 
@@ -99,6 +100,13 @@ def recorded_layers(run: Run) -> int | None:
     size = run.info.get("size") if isinstance(run.info, dict) else None
     n = size.get("n_layers") if isinstance(size, dict) else None
     return n if type(n) is int and 0 <= n <= 2**31 - 1 else None
+
+
+def x_axis(run: Run) -> dict | None:
+    """run.info["x_axis"] ({batch_size, train_size}: RunOut.x_axis), when it is a dict."""
+    info = run.info if isinstance(run.info, dict) else {}
+    value = info.get("x_axis")
+    return value if isinstance(value, dict) else None
 
 
 def experiment_out(exp: Experiment, counts: dict[str, int]) -> ExperimentOut:

@@ -84,7 +84,8 @@ def test_saving_snapshots_leaves_training_bit_identical(tmp_path, norm):
         runs.append((t, sink))
     (t0, s0), (t1, s1) = runs
     def measured(sink: MemorySink) -> dict:  # probe timings aside
-        return {k: v for k, v in sink.series.items() if not k.startswith("probe_time/")}
+        return {k: v for k, v in sink.series.items()
+                if not k.startswith(("probe_time/", "time/"))}
 
     assert str(measured(s0)) == str(measured(s1))  # str: NaN-aware, bit-exact repr
     assert equal_states(t0.net.state_dict(), t1.net.state_dict())

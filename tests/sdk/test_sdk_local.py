@@ -92,14 +92,17 @@ def test_offline_run_writes_a_folder_that_reads_back_as_the_same_batches(tmp_pat
     folder = read_run_folder(tmp_path / "r")
     assert folder.create["client_id"] == run.client_id and folder.create["total"] == 3
     assert folder.end == {"status": "failed", "error": "boom", "step": 1}
-    assert folder.points() == 4 + 2 + 2
+    assert folder.points() == 4 + 2 + 2 + 2  # time/wall_s at 0 and 1 (total 3: every step)
     (b,) = list(folder.batches())
     body = decode(b.encode())
-    assert columns(body) == {"train/loss": [(0, 2.0), (1, "NaN")],
-                             "acc": [(0, 0.5), (1, "Infinity")]}
+    cols = columns(body)
+    wall = cols.pop("time/wall_s")
+    assert [s for s, _ in wall] == [0, 1] and 0 <= wall[0][1] <= wall[1][1]
+    assert cols == {"train/loss": [(0, 2.0), (1, "NaN")],
+                    "acc": [(0, 0.5), (1, "Infinity")]}
     assert len(body["etas"]) == 1 and len(body["etas"][0]["records"]) == 2  # grouped again
     assert [d["layer"] for d in body["distributions"]] == [1, 2]
-    assert [len(list(read_run_folder(tmp_path / "r").batches(max_points=3)))] == [3]
+    assert [len(list(read_run_folder(tmp_path / "r").batches(max_points=3)))] == [4]
     assert [t.kind for t in find_targets(tmp_path)] == ["folder"]  # found one level below
 
 
@@ -152,6 +155,10 @@ def test_init_needs_a_server_or_a_dir_and_checks_the_url():
         landscope.init(server="localhost:8000")
     with pytest.raises(ValueError, match="total must be"):
         landscope.init(server="http://127.0.0.1:1", total=-1)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        landscope.init(server="http://127.0.0.1:1", batch_size=0)
+    with pytest.raises(ValueError, match="train_size must be a positive int"):
+        landscope.init(dir="unused", train_size=2.5)
     with pytest.raises(ValueError, match="name must be at most 200 characters"):
         landscope.init(dir="unused", name="n" * 201)
     with pytest.raises(ValueError, match="experiment must be a non-empty string"):
@@ -181,3 +188,41 @@ def test_a_script_that_never_finishes_its_run_ends_it_at_exit(tmp_path, tail, st
     assert rec["status"] == status and rec["step"] == 3
     assert (rec["error"] is None) == (status == "succeeded")
     assert status == "succeeded" or "KeyError('lost')" in rec["error"]
+
+
+def wall_of(folder) -> dict[int, float]:
+    rows = (folder / "scalars.csv").read_text().splitlines()[1:]
+    return {int(r.split(",")[0]): float(r.split(",")[2]) for r in rows if ",time/wall_s," in r}
+
+
+def test_the_run_records_its_wall_time_sparsely_at_flushes_and_at_the_end(tmp_path):
+    run = landscope.init(dir=tmp_path / "a", total=1000)  # a point every 10 steps
+    for step in range(500):
+        run.log(step, {"loss": 1.0})
+    run.flush()  # a point at the newest step, 499, already had one (the end of a period)
+    for step in range(500, 995):
+        run.log(step, {"loss": 1.0})
+    run.flush()  # a point at 994
+    run.finish()  # ... and nothing more: 994 is the last step and has one
+    wall = wall_of(tmp_path / "a")
+    assert sorted(wall) == [0, *range(9, 994, 10), 994]
+    assert [wall[s] for s in sorted(wall)] == sorted(wall.values()) and wall[0] >= 0
+
+    run = landscope.init(dir=tmp_path / "b")  # no total: about 1 % of the steps so far
+    for step in range(0, 20_000, 2):
+        run.log(step, {"loss": 1.0})
+    run.finish()
+    wall = wall_of(tmp_path / "b")
+    assert max(wall) == 19_998 and len(wall) < 450  # 100 + 100 ln(20): of 10,000 logged
+    assert [wall[s] for s in sorted(wall)] == sorted(wall.values())
+
+
+def test_batch_and_train_size_travel_with_an_offline_run_to_sync(tmp_path):
+    run = landscope.init(dir=tmp_path / "r", batch_size=32, train_size=1000)
+    run.finish()
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["batch_size"] == 32
+    folder = read_run_folder(tmp_path / "r")
+    assert (folder.create["batch_size"], folder.create["train_size"]) == (32, 1000)
+    plain = landscope.init(dir=tmp_path / "p")
+    plain.finish()
+    assert "batch_size" not in read_run_folder(tmp_path / "p").create  # nothing said

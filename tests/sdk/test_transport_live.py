@@ -57,11 +57,17 @@ def expected(steps) -> dict:
     return {(k, s): value(k, s) for s in steps for k in KEYS}
 
 
-def assert_points(db_url: str, run_id: int, steps) -> None:
+def assert_points(db_url: str, run_id: int, steps) -> dict[int, float]:
+    """Every logged point once, and the run's own time/wall_s points (returned): sparse,
+    monotone, and one at the last step (finish or flush puts it there)."""
     got, want = stored_points(db_url, run_id), expected(steps)
+    wall = {s: got.pop((k, s)) for k, s in list(got) if k == "time/wall_s"}
     assert got.keys() == want.keys(), (len(got), len(want))
     bad = [kv for kv in want if not same(got[kv], want[kv])]
     assert not bad, bad[:5]
+    assert max(wall) == max(steps) and set(wall) <= set(steps)
+    assert [wall[s] for s in sorted(wall)] == sorted(wall.values())
+    return wall
 
 
 def wait_for(predicate, what: str, deadline_s: float = 60) -> None:
@@ -79,8 +85,11 @@ def dist(layer: int) -> Distribution:
 
 def test_an_online_run_appears_with_every_point_and_its_end(api, data_dir):
     run = landscope.init(server=api.url, experiment="sweep", name="bn", config={"lr": 0.1},
-                         total=300, dir=data_dir / "run", transport=FAST)
+                         total=300, dir=data_dir / "run", transport=FAST, batch_size=32,
+                         train_size=9600)
     assert isinstance(run.id, int) and run.online
+    got = httpx.get(f"{api.url}/api/v1/runs/{run.id}").json()["x_axis"]
+    assert got == {"batch_size": 32, "train_size": 9600}
     assert run_row(api.db_url, run.id)["status"] == "running"
     log_steps(run, range(300))
     run.eta_records(10, "landscape", [EtaRecord(0.5, 0.05, 2.0, math.nan),
@@ -93,7 +102,8 @@ def test_an_online_run_appears_with_every_point_and_its_end(api, data_dir):
     row = run_row(api.db_url, run.id)
     assert row["status"] == "succeeded" and row["source"] == "sdk" and row["total"] == 300
     assert row["client_id"] == run.client_id and row["name"] == "bn"
-    assert_points(api.db_url, run.id, range(300))
+    wall = assert_points(api.db_url, run.id, range(300))
+    assert sorted(wall) == [0, *range(2, 300, 3)]  # total 300: a point every 3 steps
     assert count(api.db_url, "probe_records", run.id) == 2
     assert count(api.db_url, "distributions", run.id) == 2
     assert not run.spool_dir.exists()  # all acknowledged: nothing left behind
@@ -130,16 +140,18 @@ def test_a_server_away_at_the_end_leaves_a_spool_that_sync_drains(api, data_dir,
 
     api.start()
     assert main(["sync", str(data_dir), "--quiet"]) == 0  # finds dir/spool/<client_id>
-    assert f"run {run.id}: 450 records sent; failed" in capsys.readouterr().err
+    sent = capsys.readouterr().err
     row = run_row(api.db_url, run.id)
     assert row["status"] == "failed" and row["error"] == "diverged" and row["step"] == 250
-    assert_points(api.db_url, run.id, range(250))
+    wall = assert_points(api.db_url, run.id, range(250))
+    late = sum(1 for s in wall if s >= 100)  # the clock's points of the spooled steps
+    assert f"run {run.id}: {450 + late} records sent; failed" in sent
     assert not run.spool_dir.exists()
 
 
 def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir, capsys):
     run = landscope.init(dir=data_dir / "offline" / "r1", experiment="off", name="r1",
-                         config={"depth": 20}, total=150)
+                         config={"depth": 20}, total=150, train_size=600)
     log_steps(run, range(150))
     run.eta_records(3, "landscape", [EtaRecord(0.5, 0.05, 1.0, 0.1)])
     run.distributions(3, [dist(1)])
@@ -155,7 +167,8 @@ def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir
     sink.close()
     (train / "run.json").write_text(json.dumps({"spec": {"steps": 1, "model": "vgg"},
                                                 "status": "diverged", "diverged_at": 0,
-                                                "next_step": 1}))
+                                                "next_step": 1, "info": {"x_axis": {
+                                                    "batch_size": 16, "train_size": 64}}}))
 
     for _ in range(2):  # the second sync changes nothing
         assert main(["sync", str(data_dir / "offline"), "--server", api.url, "--quiet"]) == 0
@@ -172,6 +185,9 @@ def test_an_offline_run_and_a_train_folder_sync_once_however_often(api, data_dir
         assert len(stored_points(api.db_url, tr)) == 2
         assert run_row(api.db_url, tr)["status"] == "failed"
     assert ids == [r1, tr]
+    x_axis = {i: httpx.get(f"{api.url}/api/v1/runs/{i}").json()["x_axis"] for i in ids}
+    assert x_axis == {r1: {"batch_size": None, "train_size": 600},
+                      tr: {"batch_size": 16, "train_size": 64}}
 
 
 def test_wrong_url_and_wrong_token_fail_clearly(db_url, data_dir, capsys):

@@ -98,6 +98,17 @@ def test_create_is_idempotent_by_client_id_and_joins_experiments_by_name(client)
     assert (no_total["total"], no_total["experiment_id"], no_total["progress"]) == (0, None, 0.0)
 
 
+def test_x_axis_comes_from_the_sizes_the_loop_gave(client):
+    run = new_run(client, batch_size=64, train_size=50_000)
+    assert run["x_axis"] == {"batch_size": 64, "train_size": 50_000}
+    assert client.get(f"/api/v1/runs/{run['id']}").json()["x_axis"] == run["x_axis"]
+    full = new_run(client, "f" * 32, train_size=1000)  # no batch size: full batch
+    assert full["x_axis"] == {"batch_size": None, "train_size": 1000}
+    assert new_run(client, "e" * 32)["x_axis"] is None  # nothing said: nothing known
+    listed = {r["id"]: r["x_axis"] for r in client.get("/api/v1/runs").json()["items"]}
+    assert listed[run["id"]] == run["x_axis"]
+
+
 def test_bad_create_requests_name_their_field(client):
     def loc(body):
         r = client.post("/api/v1/sdk/runs", json=body)
@@ -107,6 +118,8 @@ def test_bad_create_requests_name_their_field(client):
     assert loc({"client_id": "not-hex", "name": "x"}) == ["body", "client_id"]
     assert loc({"client_id": CID, "name": ""}) == ["body", "name"]
     assert loc({"client_id": CID, "name": "x", "total": -1}) == ["body", "total"]
+    assert loc({"client_id": CID, "name": "x", "batch_size": 0}) == ["body", "batch_size"]
+    assert loc({"client_id": CID, "name": "x", "train_size": "many"}) == ["body", "train_size"]
     assert loc({"client_id": CID, "name": "x", "config": {"a": "\u0000"}}) == [
         "body", "config", "a"]
     assert loc({"client_id": CID, "name": "x", "config": {"big": "x" * 70_000}}) == [

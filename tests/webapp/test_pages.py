@@ -329,3 +329,63 @@ def test_user_text_cannot_break_out_of_a_table_link(run_json):
     run = {**run_json(5, "noisy_batch"), "name": "x](javascript:alert(1))["}
     [row] = runs.table_rows([run], lambda i: f"/csv/{i}")
     assert row["name"] == "[x\\]\\(javascript:alert\\(1\\)\\)\\[](/compare?runs=5)"
+
+
+def _text(node) -> str:
+    """Every string under a Dash component, space-joined."""
+    if node is None:
+        return ""
+    if isinstance(node, str | int | float):
+        return str(node)
+    if isinstance(node, list | tuple):
+        return " ".join(_text(n) for n in node)
+    return _text(getattr(node, "children", None))
+
+
+def _find(node, node_id: str):
+    if getattr(node, "id", None) == node_id:
+        return node
+    kids = getattr(node, "children", None)
+    for kid in kids if isinstance(kids, list) else [kids]:
+        if kid is not None and not isinstance(kid, str | int | float):
+            hit = _find(kid, node_id)
+            if hit is not None:
+                return hit
+    return None
+
+
+def test_the_form_shows_the_servers_cost_of_training_default_analyses_and_snapshots(api, app):
+    cbs = app.landscope_callbacks["new_experiment"]
+    presets, *_, limits = cbs["load"](1)
+    values = dict(zip(new_experiment.INPUT_FIELDS, cbs["fill"]("quick-mlp", presets)[:-1],
+                      strict=True))
+    args = [values.get(f) if f != "preset" else "quick-mlp" for f in
+            new_experiment.formspec.FIELDS]
+    panel, *_ = cbs["check"](*args, presets, limits)
+    box = _find(panel, "new-server-cost")
+    assert box is not None
+    form = dict(zip(new_experiment.formspec.FIELDS, args, strict=True))
+    want = api.client.experiment_cost(new_experiment.formspec.parse(form).body)
+    total = want["total"]
+    assert total["analyses"] == 2 * total["runs"] > 0  # quick-mlp: a surface and a spectrum
+    text = _text(box)
+    for run in want["runs"]:
+        assert run["name"] in text
+    assert "surface, spectrum" in text
+    row = _text(_find(box, "new-cost-total"))
+    assert f"{total['analysis_forward_passes']:,.0f}" in row
+    assert f"{total['analysis_hvps']:,.0f}" in row
+    assert _text(_find(box, "new-cost-seconds")) == new_experiment._seconds(total["seconds"])
+    assert _text(_find(box, "new-cost-disk")) == new_experiment._bytes(total["snapshot_bytes"])
+    assert total["snapshot_bytes"] > 0 and "MiB" in _text(_find(box, "new-cost-disk"))
+    # A form the server refuses (over its max_steps, which the local check leaves to it) says
+    # why instead of numbers; a field that cannot even be read asks no server.
+    over = dict(form, steps=limits["max_steps"] + 1)
+    panel, *_ = cbs["check"](*[over[f] for f in new_experiment.formspec.FIELDS], presets, limits)
+    assert "cannot cost this experiment" in _text(_find(panel, "new-server-cost"))
+    assert "max_steps" in _text(_find(panel, "new-server-cost")) or "steps" in _text(
+        _find(panel, "new-server-cost"))
+    broken = dict(form, batch="many")
+    panel, *_ = cbs["check"](*[broken[f] for f in new_experiment.formspec.FIELDS], presets,
+                             limits)
+    assert _find(panel, "new-server-cost") is None

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select, update
 from server.db.migrate import upgrade
 from server.db.models import NAN, Point, Run, Series, utcnow
 from server.db.session import make_engine
+from server.services.views import run_out
 from server.settings import Settings
 from worker.engine.checkpoint import DirectoryCheckpointStore
 from worker.engine.trainer import Trainer
@@ -139,6 +140,39 @@ def test_cancel_stops_a_running_run_at_its_next_steps(
     assert sorted(got.series("train/loss")) == list(range(got.run.step))
 
 
+def test_the_run_says_its_x_axis_as_training_starts_and_its_wall_time_sparsely(
+    sqlite_env, make_run, spec_factory, stored, waiter
+):
+    """RunOut.x_axis while the run trains (the trainer's batch and training set as loaded),
+    kept by the final write; time/wall_s sparse and monotone."""
+    env = sqlite_env
+    run_id = make_run(env.url, spec_factory(steps=100_000, batch_size=16))
+    set_row(env, run_id, info={"earlier": 1})  # whatever else info holds is kept
+    thread, out = in_thread(execute, env, run_id)
+    waiter(lambda: row(env, run_id).step >= 5, 30, what="the run to train")
+    x_axis = {"batch_size": 16, "train_size": 200}  # TINY: 200 gaussian samples
+    assert row(env, run_id).info == {"earlier": 1, "x_axis": x_axis}
+    assert run_out(stored(env.url, run_id).run).x_axis == x_axis
+    set_row(env, run_id, cancel_requested=True)
+    thread.join(30)
+    assert out["v"] == "cancelled"
+    got = stored(env.url, run_id)
+    assert run_out(got.run).x_axis == x_axis and got.run.info["device"] == "cpu"
+    wall = got.series("time/wall_s")
+    assert 0 in wall and max(wall) == got.run.step - 1  # the first and the last step trained
+    assert [wall[s] for s in sorted(wall)] == sorted(wall.values())
+    # a point per 1,000 steps and per checkpoint (500): never one per step
+    assert len(wall) <= 2 + got.run.step // 500 + got.run.step // 1000
+
+
+def test_a_full_batch_run_has_no_batch_size(sqlite_env, make_run, spec_factory, stored):
+    run_id = make_run(sqlite_env.url, spec_factory(steps=3, eval_every=0))
+    assert execute(sqlite_env, run_id) == "succeeded"
+    run = stored(sqlite_env.url, run_id).run
+    assert run_out(run).x_axis == {"batch_size": None, "train_size": 200}
+    assert sorted(stored(sqlite_env.url, run_id).series("time/wall_s")) == [0, 1, 2, 3]
+
+
 def test_a_running_run_with_a_fresh_heartbeat_is_a_duplicate_delivery(
     sqlite_env, make_run, spec_factory, stored
 ):
@@ -246,7 +280,9 @@ def test_worker_shutdown_hands_the_run_back_and_the_next_worker_resumes_it(
     assert f"run {run_id}: trained from step 47 to step 400 (succeeded)" in caplog.messages
     got = stored(env.url, run_id)
     assert got.run.attempts == 2 and got.run.step == 400
-    same_metrics(got, memory_reference(spec))
+    same_metrics(got, memory_reference(spec))  # time/wall_s monotone across the hand-back
+    wall = got.series("time/wall_s")
+    assert 47 in wall and wall[47] > wall[46]  # resumed at 47, counting on from 46's time
 
 
 

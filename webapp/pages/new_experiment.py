@@ -1,8 +1,11 @@
 """/new: launch an experiment. Pick a preset (the paper's figures, quick CPU demos) and adjust
 it; the cost of what would launch (extra passes per step, least slowdown against plain
 training, and the estimates the server's limits check: parameters, memory, dataset, training
-steps, marked when over this server's limits) updates as you type; the API's validation
-errors appear at the field they concern; launching opens the experiment's page."""
+steps, marked when over this server's limits; then the server's dry run, POST
+/experiments/cost: per run the training time, the analyses the experiment will run on it by
+default with their forward passes, HVPs and time, and the snapshots' disk) updates as you
+type; the API's validation errors appear at the field they concern; launching opens the
+experiment's page."""
 
 from __future__ import annotations
 
@@ -138,7 +141,84 @@ def estimate_table(estimates: list[dict[str, Any]]) -> html.Table:
                        html.Tbody(rows)], className="cost-table estimate-table")
 
 
-def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | None = None) -> Any:
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    if s < 90:
+        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def _bytes(b: float | None) -> str:
+    if b is None:
+        return "?"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= size:
+            return f"{b / size:,.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _count(v: float | None) -> str:
+    return "?" if v is None else f"{v:,.0f}"
+
+
+def server_cost(answer: dict[str, Any] | str) -> html.Div:
+    """POST /experiments/cost's answer: per run its training, the analyses the experiment
+    runs on it by default and its snapshots' disk, then the totals; or why it is missing."""
+    if isinstance(answer, str):
+        return html.Div(html.P(answer, className="muted"), id="new-server-cost")
+    rows = []
+    for r in answer["runs"][:16]:
+        done = r["analyses"]
+        what = ", ".join(a["kind"] for a in done) or "none"
+        rows.append(html.Tr([
+            html.Td(r["name"]), html.Td(_seconds(r["training"]["seconds"])),
+            html.Td(what), html.Td(_count(_total_of(done, "forward_passes"))),
+            html.Td(_count(_total_of(done, "hvps"))),
+            html.Td(_seconds(_total_of(done, "seconds"))),
+            html.Td(f"{r['snapshots']['count']} · {_bytes(r['snapshots']['bytes'])}"),
+        ]))
+    t = answer["total"]
+    rows.append(html.Tr([
+        html.Th(f"all {t['runs']} runs"), html.Th(_seconds(t["training_seconds"])),
+        html.Th(f"{t['analyses']} analyses"), html.Th(_count(t["analysis_forward_passes"])),
+        html.Th(_count(t["analysis_hvps"])), html.Th(_seconds(t["analysis_seconds"])),
+        html.Th(f"{t['snapshots']} · {_bytes(t['snapshot_bytes'])}"),
+    ], id="new-cost-total"))
+    device = {r["device_assumed"] for r in answer["runs"]}
+    return html.Div([
+        html.H4("Training, default analyses and disk (server estimate)"),
+        html.Table([html.Thead(html.Tr([
+            html.Th("run"), html.Th("training"), html.Th("analyses"), html.Th("forward passes"),
+            html.Th("HVPs"), html.Th("analyses time"), html.Th("snapshots · disk")])),
+            html.Tbody(rows)], className="cost-table server-cost-table"),
+        html.P([html.Strong(_seconds(t["seconds"]), id="new-cost-seconds"),
+                f" of {'/'.join(sorted(device))} time in all, one run after another (an order "
+                "of magnitude: an assumed rate per device); ",
+                html.Strong(_bytes(t["snapshot_bytes"]), id="new-cost-disk"),
+                " of snapshots on the server's disk."], className="muted"),
+    ], id="new-server-cost")
+
+
+def _total_of(items: list[dict[str, Any]], key: str) -> float | None:
+    values = [a[key] for a in items]
+    return None if None in values else sum(values)
+
+
+def fetch_server_cost(client: ApiClient, values: dict[str, Any]) -> dict[str, Any] | str:
+    """The server's dry run of the form as it stands, or why there is none."""
+    parsed = formspec.parse(values)
+    if parsed.errors:
+        return "Fix the fields marked in red to see the server's estimate."
+    try:
+        return client.experiment_cost(parsed.body)
+    except ApiError as exc:
+        msgs = [msg for _loc, msg in exc.field_errors()] or [exc.message]
+        return f"The server cannot cost this experiment: {'; '.join(msgs)}"
+
+
+def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | None = None,
+               server: dict[str, Any] | str | None = None) -> Any:
     c = formspec.cost(specs, limits)
     if not c:
         return html.P("Fix the fields marked in red to see the cost.", className="muted")
@@ -162,6 +242,7 @@ def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | Non
         estimate_table(c["estimates"]),
         html.P(f"{c['cost_steps_total']:,.0f} training-step units in all "
                "(steps × the probe floor, plus test evaluations)", className="muted"),
+        server_cost(server) if server is not None else None,
         html.Ul([html.Li(s.name_hint()) for s in specs[:16]], className="run-list"),
     ])
 
@@ -216,8 +297,11 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
     def check(*args):
         values = dict(zip(formspec.FIELDS, args[:-2], strict=True))
         specs, errors = check_values(values, _find(args[-2], values["preset"]))
+        # The server's dry run only for a form that passes the local check: a keystroke that
+        # breaks a field costs no request.
+        server = fetch_server_cost(client, values) if specs else None
         # An edit makes the last launch's answer stale: the fields now speak for themselves.
-        return (cost_panel(specs, errors, args[-1]), *error_outputs(errors), "")
+        return (cost_panel(specs, errors, args[-1], server), *error_outputs(errors), "")
 
     @app.callback(Output("nav", "href", allow_duplicate=True),
                   *[Output(o.component_id, "children", allow_duplicate=True) for o in errs],

@@ -10,6 +10,9 @@ One step t, in order:
      left it, so probes change nothing of the trajectory;
   5. test evaluation at w_t when due; then the optimiser step makes w_{t+1};
   6. a checkpoint when due.
+Seconds of training since the run began (`time/wall_s`, worker/engine/wallclock.py) go to the
+sink at about every 1 % of the steps, before each checkpoint and at the last step; a checkpoint
+keeps the count, so a resumed run continues it. Reading the clock touches nothing else.
 Every metric recorded at step t is measured at w_t. After the last step the test set is
 evaluated once more at w_T, recorded at step T. With a snapshot store, w_t (weights and BN
 buffers as they are before step t's forward) is saved at the top of step t when the spec's
@@ -47,6 +50,7 @@ from worker.engine.sink import MetricSink
 from worker.engine.snapshots import SnapshotStore, snapshot_state
 from worker.engine.state import NoiseStream, derive_seed, resolve_device
 from worker.engine.threads import resolve_threads, torch_threads
+from worker.engine.wallclock import WALL_POINTS, WallClock
 
 Status = Literal["succeeded", "diverged", "cancelled", "paused"]
 StopRequest = Literal["cancel", "pause"]
@@ -72,6 +76,9 @@ class RunResult:
 
 class Trainer:
     """Builds a run from its spec (data, model, optimiser, probes) and trains it."""
+
+    # Periodic time/wall_s points per run (None: only at flushes and the end; tests vary it).
+    wall_points: int | None = WALL_POINTS
 
     def __init__(self, spec: RunSpec, data_dir: Path, device: str | torch.device | None = None,
                  threads: int | None = None):
@@ -119,7 +126,18 @@ class Trainer:
             "size": model_size(self.net, self.data, (self.noise.generator,)),
             # With this run's thread count in force (environment.py).
             "environment": environment(self.device, self.dtype),
+            # What a step is in samples and epochs (RunOut.x_axis).
+            "x_axis": self.x_axis(),
         }
+        self._clock = WallClock(spec.steps, points=self.wall_points)
+
+    def x_axis(self) -> dict[str, int | None]:
+        """What a step is in samples and epochs: the batch size actually drawn (None: full
+        batch) and the training set's size as loaded (BatchOrder drops an epoch's incomplete
+        last batch, so an epoch is n_train // batch_size steps)."""
+        order = self.order
+        return {"batch_size": None if order.full_batch else order.batch_size,
+                "train_size": order.n}
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         s = self.spec
@@ -162,6 +180,7 @@ class Trainer:
         progress: ProgressFn | None = None,
         max_steps: int | None = None,
         snapshots: SnapshotStore | None = None,
+        wall_floor: float = 0.0,
     ) -> RunResult:
         """Train from the latest checkpoint (or from scratch) to the spec's last step.
 
@@ -170,15 +189,24 @@ class Trainer:
         before every step: "cancel" (or True) ends the run "cancelled", "pause" ends it
         "paused" with a checkpoint at that step (when there is a store). `snapshots` receives
         w_s at every scheduled step s not already in it (a resumed run saves no step twice).
+        `wall_floor`: the largest time/wall_s the sink already holds. After a crash an
+        idempotent sink keeps the dead attempt's points past the checkpoint, so the count
+        goes on from the larger of it and the checkpoint's (time/wall_s stays monotone and
+        counts the lost work, which was wall time too).
         """
         spec = self.spec
+        self._wall_base = 0.0
         start = self._restore(checkpoints.load_latest()) if checkpoints else 0
+        # The clock starts here (data and model are built): training time, continued from the
+        # checkpoint's count when resuming.
+        clock = self._clock = WallClock(spec.steps, base=max(self._wall_base, wall_floor),
+                                        points=self.wall_points)
         end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
         classify = self.data.task == "classification"
         last_loss, status, diverged_at = math.nan, "paused", None
         next_step = start  # the first step whose loss is not recorded yet
         saved_at = start  # the step of the newest checkpoint (the one resumed, if any)
-        pause_requested = False
+        pause_requested = reached_end = False
         self._acc_pending = []
         snapshot_due = self._snapshot_schedule(snapshots)
         for step in range(start, end):
@@ -203,8 +231,11 @@ class Trainer:
             self.optimizer.step()
             if next_step % ACC_WINDOW == 0:
                 self._emit_acc(sink)
+            if clock.due(step):
+                self._emit_wall(sink, step)
             if checkpoints and spec.checkpoint_every and next_step % spec.checkpoint_every == 0:
                 self._emit_acc(sink)
+                self._emit_wall(sink, step)
                 sink.flush()  # metrics up to the checkpoint are durable before it is
                 checkpoints.save(next_step, self._state(next_step))
                 saved_at = next_step
@@ -212,6 +243,7 @@ class Trainer:
                 progress(next_step, spec.steps, last_loss)
         else:
             if end == spec.steps:
+                reached_end = True
                 status = "diverged" if diverged_at is not None else "succeeded"
                 if spec.eval_every:
                     self._evaluate(spec.steps, sink)
@@ -219,12 +251,20 @@ class Trainer:
                     snapshots.save(
                         spec.steps, snapshot_state(spec.steps, spec.model_dump_json(), self.net)
                     )
+        if next_step > start:  # the last step trained (a point at T itself: the whole run)
+            self._emit_wall(sink, next_step - 1)
+            if reached_end:
+                self._emit_wall(sink, spec.steps)
         self._emit_acc(sink)
         sink.flush()  # as before a periodic checkpoint: metrics first, then the state
         if pause_requested and checkpoints and next_step != saved_at:
             # The stop came before step next_step began: the state is exactly w_{next_step}.
             checkpoints.save(next_step, self._state(next_step))
         return RunResult(status, next_step, last_loss, diverged_at, self.info, first_step=start)
+
+    def _emit_wall(self, sink: MetricSink, step: int) -> None:
+        if (point := self._clock.point(step)) is not None:
+            sink.scalars(step, point)
 
     def _snapshot_schedule(self, store: SnapshotStore | None) -> Callable[[int], bool]:
         """Whether step s is saved now: scheduled, and not in the store yet (resume)."""
@@ -321,6 +361,7 @@ class Trainer:
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state()},
+            "wall_s": self._clock.elapsed(),  # a resumed run continues time/wall_s from here
         }
 
     def _restore(self, state: dict[str, Any] | None) -> int:
@@ -333,6 +374,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
+        self._wall_base = float(state.get("wall_s", 0.0))  # 0: a checkpoint from before it
         return int(state["step"])
 
 

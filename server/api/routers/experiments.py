@@ -21,6 +21,7 @@ from server.api.idempotency import REPLAY_RESPONSES, IdempotencyKey, replay
 from server.db.models import Experiment
 from server.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, Page
 from server.schemas_annotations import AnnotationPatch
+from server.schemas_cost import ExperimentCostOut
 from server.services import annotations, experiments
 from server.services.admission import claim
 from server.services.system import served_queues
@@ -46,6 +47,18 @@ def create_experiment(
         return replay(session, response, experiment_detail(exp, served_queues(session, settings)))
     commit_then_enqueue(session, celery, exp.runs)
     return experiment_detail(exp, served_queues(session, settings))
+
+
+# Open like the GETs (no token): it saves nothing, and the form asks it as the user types.
+@router.post("/cost")
+def experiment_cost(body: ExperimentCreate, session: SessionDep,
+                    settings: SettingsDep) -> ExperimentCostOut:
+    """The dry run of POST /experiments: the same body, checked the same way (the same 422s),
+    nothing saved. Per run and in total: training (training-step units and seconds), the
+    analyses the experiment will run on each run once it succeeds (forward passes, backward
+    passes, Hessian-vector products, seconds) and the disk its snapshots take. Seconds are an
+    order of magnitude at an assumed rate per device (server/experiment_cost.py)."""
+    return ExperimentCostOut(**experiments.experiment_cost(session, settings, body))
 
 
 @router.get("")
