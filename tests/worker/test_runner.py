@@ -18,7 +18,7 @@ from sqlalchemy import delete, select, update
 from server.db.migrate import upgrade
 from server.db.models import NAN, Point, Run, Series, utcnow
 from server.db.session import make_engine
-from server.services.views import run_out
+from server.services.views import x_axis as recorded_x_axis
 from server.settings import Settings
 from worker.engine.checkpoint import DirectoryCheckpointStore
 from worker.engine.trainer import Trainer
@@ -151,13 +151,14 @@ def test_the_run_says_its_x_axis_as_training_starts_and_its_wall_time_sparsely(
     thread, out = in_thread(execute, env, run_id)
     waiter(lambda: row(env, run_id).step >= 5, 30, what="the run to train")
     x_axis = {"batch_size": 16, "train_size": 200}  # TINY: 200 gaussian samples
-    assert row(env, run_id).info == {"earlier": 1, "x_axis": x_axis}
-    assert run_out(stored(env.url, run_id).run).x_axis == x_axis
+    info = row(env, run_id).info  # with the size and environment recorded at the same time
+    assert info["earlier"] == 1 and info["x_axis"] == x_axis and "environment" in info
+    assert recorded_x_axis(stored(env.url, run_id).run) == x_axis
     set_row(env, run_id, cancel_requested=True)
     thread.join(30)
     assert out["v"] == "cancelled"
     got = stored(env.url, run_id)
-    assert run_out(got.run).x_axis == x_axis and got.run.info["device"] == "cpu"
+    assert recorded_x_axis(got.run) == x_axis and got.run.info["device"] == "cpu"
     wall = got.series("time/wall_s")
     assert 0 in wall and max(wall) == got.run.step - 1  # the first and the last step trained
     assert [wall[s] for s in sorted(wall)] == sorted(wall.values())
@@ -169,7 +170,7 @@ def test_a_full_batch_run_has_no_batch_size(sqlite_env, make_run, spec_factory, 
     run_id = make_run(sqlite_env.url, spec_factory(steps=3, eval_every=0))
     assert execute(sqlite_env, run_id) == "succeeded"
     run = stored(sqlite_env.url, run_id).run
-    assert run_out(run).x_axis == {"batch_size": None, "train_size": 200}
+    assert recorded_x_axis(run) == {"batch_size": None, "train_size": 200}
     assert sorted(stored(sqlite_env.url, run_id).series("time/wall_s")) == [0, 1, 2, 3]
 
 
