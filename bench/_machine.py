@@ -11,17 +11,13 @@ from pathlib import Path
 
 import torch
 
+from worker.engine.environment import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cpuinfo_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+# One reader of the CPU's model for runs and benches alike (worker/engine/environment.py).
+_cpuinfo_model = cpu_model
 
 
 def _ram_gib() -> float | None:
