@@ -37,28 +37,26 @@ def test_an_offline_run_keeps_its_environment_for_sync(tmp_path):
 
 
 def test_online_and_synced_runs_show_their_environment(api, data_dir, capsys):
-    api.start()
-    try:
-        with torch_threads(2):
-            run = landscope.init(server=api.url, name="live", dir=data_dir, transport=FAST)
-        run.log(0, {"x": 1.0})
-        run.finish()
-        env = served_environment(api.url, run.id)
-        assert env["torch_threads"] == 2 and env["device"] == "cpu"
-        assert env["deterministic"] is torch.are_deterministic_algorithms_enabled()
+    # `api` is started and stopped by its fixture (starting it again here leaked the first
+    # server process: a second start replaced the handle the fixture stops).
+    with torch_threads(2):
+        run = landscope.init(server=api.url, name="live", dir=data_dir, transport=FAST)
+    run.log(0, {"x": 1.0})
+    run.finish()
+    env = served_environment(api.url, run.id)
+    assert env["torch_threads"] == 2 and env["device"] == "cpu"
+    assert env["deterministic"] is torch.are_deterministic_algorithms_enabled()
 
-        off = landscope.init(dir=data_dir / "sync" / "off", name="off")
-        off.log(0, {"x": 1.0})
-        off.finish()
-        assert main(["train", "--set", "model=mlp", "--set", "dataset=digits", "--set",
-                     "depth=2", "--set", "width=8", "--set", "steps=2", "--set", "threads=3",
-                     "--quiet", "--out", str(data_dir / "sync"),
-                     "--data-dir", str(data_dir)]) == 0
-        capsys.readouterr()
-        assert main(["sync", str(data_dir / "sync"), "--server", api.url, "--quiet"]) == 0
-        ids = [int(line.split(" run ")[1].split(":")[0])
-               for line in capsys.readouterr().err.splitlines() if " run " in line]
-        envs = [served_environment(api.url, i) for i in ids]
-        assert sorted(e["torch_threads"] for e in envs) == [torch.get_num_threads(), 3]
-    finally:
-        api.stop()
+    off = landscope.init(dir=data_dir / "sync" / "off", name="off")
+    off.log(0, {"x": 1.0})
+    off.finish()
+    assert main(["train", "--set", "model=mlp", "--set", "dataset=digits", "--set",
+                 "depth=2", "--set", "width=8", "--set", "steps=2", "--set", "threads=3",
+                 "--quiet", "--out", str(data_dir / "sync"),
+                 "--data-dir", str(data_dir)]) == 0
+    capsys.readouterr()
+    assert main(["sync", str(data_dir / "sync"), "--server", api.url, "--quiet"]) == 0
+    ids = [int(line.split(" run ")[1].split(":")[0])
+           for line in capsys.readouterr().err.splitlines() if " run " in line]
+    envs = [served_environment(api.url, i) for i in ids]
+    assert sorted(e["torch_threads"] for e in envs) == [torch.get_num_threads(), 3]
