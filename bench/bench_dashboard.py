@@ -61,9 +61,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 NORMS = ["none", "batch", "noisy_batch", "noise", "l1", "l2", "linf", "layer"]
 GRAPHS = ["training", "landscape", "gradpred", "beta", "etas", "ics", "dist_heat",
           "dist_overlay", "sharpness", "dynamics"]
-# Every graph drawn, with every run's traces: the landscape has a band per run and the
-# heatmap figure a heatmap per run, each holding data.
-DRAWN = """([graphs, runs]) => {
+# Every graph drawn with data, `bands` probe bands on the landscape and a heatmap per run.
+# Single runs: a band per run (a tonexty fill); seed groups: an envelope per group (its
+# meta.role, webapp/figures/groups.py). Activation distributions are never grouped.
+DRAWN = """([graphs, grouped, bands, runs]) => {
   for (const n of graphs) {
     const gd = document.querySelector('#fig-' + n + ' .js-plotly-plot');
     if (!gd || !gd.data || !gd.data.length || !gd._fullData) return false;
@@ -71,27 +72,13 @@ DRAWN = """([graphs, runs]) => {
     if (!gd.querySelector('.main-svg .trace, .main-svg .hm')) return false;
     if (!gd.data.some(t => (t.x && t.x.length) || (t.z && t.z.length))) return false;
   }
-  const bands = document.querySelector('#fig-landscape .js-plotly-plot').data
-    .filter(t => t.fill === 'tonexty' && t.x.length);
+  const isBand = grouped ? (t => t.meta && t.meta.role === 'envelope')
+                         : (t => t.fill === 'tonexty');
+  const drawn = document.querySelector('#fig-landscape .js-plotly-plot').data
+    .filter(t => isBand(t) && t.x.length);
   const heats = document.querySelector('#fig-dist_heat .js-plotly-plot').data
     .filter(t => t.type === 'heatmap' && t.z.length);
-  return bands.length === runs && heats.length === runs ? performance.now() : false;
-}"""
-# Grouped: every graph drawn, a probe band (envelope) per seed group on the landscape, and
-# the heatmaps still per run (activation distributions are never grouped).
-DRAWN_GROUPED = """([graphs, groups, runs]) => {
-  for (const n of graphs) {
-    const gd = document.querySelector('#fig-' + n + ' .js-plotly-plot');
-    if (!gd || !gd.data || !gd.data.length || !gd._fullData) return false;
-    if (gd._fullData.length !== gd.data.length) return false;
-    if (!gd.querySelector('.main-svg .trace, .main-svg .hm')) return false;
-    if (!gd.data.some(t => (t.x && t.x.length) || (t.z && t.z.length))) return false;
-  }
-  const envelopes = document.querySelector('#fig-landscape .js-plotly-plot').data
-    .filter(t => t.meta && t.meta.role === 'envelope' && t.x.length);
-  const heats = document.querySelector('#fig-dist_heat .js-plotly-plot').data
-    .filter(t => t.type === 'heatmap' && t.z.length);
-  return envelopes.length === groups && heats.length === runs ? performance.now() : false;
+  return drawn.length === bands && heats.length === runs ? performance.now() : false;
 }"""
 BUILD_REQUEST = """() => performance.getEntriesByType('resource')
   .filter(e => e.name.includes('_dash-update-component'))
@@ -104,9 +91,8 @@ BAND_LEN = """() => { const gd = document.querySelector('#fig-landscape .js-plot
 def _load(page, url: str, runs: int, groups: int | None = None) -> dict[str, float]:
     """One load of `url` until drawn: `runs` single runs, or `groups` seed groups of them."""
     page.goto(url)
-    drawn, arg = (DRAWN, [GRAPHS, runs]) if groups is None else (
-        DRAWN_GROUPED, [GRAPHS, groups, runs])
-    done = page.wait_for_function(drawn, arg=arg, timeout=120_000, polling="raf").json_value()
+    arg = [GRAPHS, groups is not None, runs if groups is None else groups, runs]
+    done = page.wait_for_function(DRAWN, arg=arg, timeout=120_000, polling="raf").json_value()
     start, end, size = page.evaluate(BUILD_REQUEST)
     return {"total_ms": done, "build_request_ms": end - start, "render_ms": done - end,
             "response_kb": size / 1024}
