@@ -24,9 +24,12 @@ UNREACHABLE = {503: _doc("the database or the message broker cannot be reached")
 NOT_FOUND = {404: _doc("no such run or experiment")}
 CONFLICT = {409: _doc("the run's state does not allow this")}
 UNAUTHORIZED = {401: _doc("this server has an API token and the request lacks it")}
-CREATES = {
-    **UNAUTHORIZED,
+BODY = {
     400: _doc("the body is not JSON"),
     413: _doc("the body is larger than the server allows (LANDSCOPE_MAX_BODY_BYTES)"),
+}
+CREATES = {
+    **UNAUTHORIZED,
+    **BODY,
     429: _doc("too many runs queued or running; retry later"),
 }

@@ -50,7 +50,7 @@ def create_experiment(
 
 
 # Open like the GETs (no token): it saves nothing, and the form asks it as the user types.
-@router.post("/cost")
+@router.post("/cost", responses=responses.BODY)
 def experiment_cost(body: ExperimentCreate, session: SessionDep,
                     settings: SettingsDep) -> ExperimentCostOut:
     """The dry run of POST /experiments: the same body, checked the same way (the same 422s),
