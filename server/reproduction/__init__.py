@@ -20,7 +20,7 @@ as R`; `R.EXPERIMENTS`, `R.evaluate`, ...).
 
 from __future__ import annotations
 
-from server.reproduction.plans import NAME_PREFIX, SCALES, Experiment, Paper, Plan, Scale
+from server.reproduction.plans import NAME_PREFIX, SCALES, SEEDS, Experiment, Paper, Plan, Scale
 from server.reproduction.registry import (
     EXPERIMENTS,
     FIGURE_BY_ID,
@@ -38,9 +38,11 @@ from server.reproduction.registry import (
 )
 from server.reproduction.report import mark, report_markdown, report_text
 from server.reproduction.runs import (
+    AnalysisData,
     EtaPoint,
     MissingData,
     RunData,
+    analysis_data_from_api,
     pick,
     run_data_from_api,
     run_data_from_memory,
@@ -76,6 +78,7 @@ from server.reproduction.verdicts import (
 )
 
 __all__ = [
+    "SEEDS", "AnalysisData", "analysis_data_from_api",
     "EXPERIMENTS", "FIGURES", "FIGURE_BY_ID", "METRIC_KEYS", "NAME_PREFIX", "PAPERS",
     "PAPER_BY_KEY", "SCALES", "TAIL", "TIE", "Claim", "ClaimStatus", "EtaPoint", "Experiment",
     "Figure", "FigureResult", "MissingData", "Outcome", "Paper", "Plan", "RunData", "Scale",

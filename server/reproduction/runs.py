@@ -21,6 +21,18 @@ class EtaPoint:
     grad_dist: float
 
 
+@dataclass(frozen=True)
+class AnalysisData:
+    """One finished analysis of a run, as GET /analyses/{id} gives it: `steps` maps each
+    analysed step to its AnalysisStep JSON (x, y, loss[iy][ix], acc, test_loss, test_acc,
+    values; grids with non-finite values as floats here)."""
+
+    kind: str  # "surface", "slice", "spectrum", "trajectory"
+    bn_mode: str
+    spec: dict[str, Any]
+    steps: dict[int, dict[str, Any]]
+
+
 @dataclass
 class RunData:
     """One run as the checks see it: its spec (JSON form), status and series by key."""
@@ -30,6 +42,23 @@ class RunData:
     status: str = "succeeded"
     etas: list[EtaPoint] = field(default_factory=list)
     name: str = ""
+    analyses: list[AnalysisData] = field(default_factory=list)
+
+    def analysis(self, kind: str, *, step: int | None = None, bn_mode: str | None = None
+                 ) -> tuple[int, dict[str, Any]]:
+        """(step, that step's results) of this run's analysis of `kind` (and `bn_mode`): at
+        `step`, else the last analysed step; the newest analysis when several match."""
+        for a in reversed(self.analyses):
+            if a.kind != kind or (bn_mode is not None and a.bn_mode != bn_mode):
+                continue
+            if step is None and a.steps:
+                last = max(a.steps)
+                return last, a.steps[last]
+            if step in a.steps:
+                return step, a.steps[step]
+        at = "" if step is None else f" at step {step}"
+        mode = "" if bn_mode is None else f" (BN mode {bn_mode})"
+        raise MissingData(f"{self.label()} has no {kind} analysis{mode}{at}")
 
     def values(self, key: str) -> list[float]:
         if key not in self.series or not self.series[key][1]:
@@ -52,9 +81,28 @@ def _float(v: Any) -> float:
     return math.nan if v is None else float(v)  # "NaN", "Infinity" parse too
 
 
+def _grid(rows: Any) -> Any:
+    return None if rows is None else [[_float(v) for v in row] for row in rows]
+
+
+def analysis_data_from_api(detail: Mapping[str, Any]) -> AnalysisData:
+    """From GET /analyses/{id} (AnalysisDetail JSON): grids to floats (null and the strings
+    "NaN", "Infinity" to float), steps to ints."""
+    steps = {}
+    for step, st in detail.get("steps", {}).items():
+        st = dict(st)
+        for g in ("loss", "acc", "test_loss", "test_acc"):
+            st[g] = _grid(st.get(g))
+        steps[int(step)] = st
+    return AnalysisData(detail["kind"], detail.get("bn_mode", ""), dict(detail.get("spec", {})),
+                        steps)
+
+
 def run_data_from_api(run: Mapping[str, Any], metrics: Mapping[str, Any],
-                      probes: Mapping[str, Any] | None = None) -> RunData:
-    """From GET /runs/{id}, /runs/{id}/metrics (raw, not downsampled) and /runs/{id}/probes."""
+                      probes: Mapping[str, Any] | None = None,
+                      analyses: Sequence[Mapping[str, Any]] = ()) -> RunData:
+    """From GET /runs/{id}, /runs/{id}/metrics (raw, not downsampled), /runs/{id}/probes and
+    GET /analyses/{id} of its succeeded analyses."""
     series = {}
     for key, s in metrics.get("series", {}).items():
         if s.get("downsampled"):
@@ -64,7 +112,8 @@ def run_data_from_api(run: Mapping[str, Any], metrics: Mapping[str, Any],
                      _float(r["grad_dist"]))
             for r in (probes or {}).get("records", []) if r.get("probe", "landscape") ==
             "landscape"]
-    return RunData(dict(run["spec"]), series, run["status"], etas, run.get("name", ""))
+    return RunData(dict(run["spec"]), series, run["status"], etas, run.get("name", ""),
+                   [analysis_data_from_api(a) for a in analyses])
 
 
 def run_data_from_memory(spec: Mapping[str, Any], sink: Any, status: str = "succeeded",
