@@ -138,7 +138,7 @@ def _section_suite(rows: dict) -> list[str]:
         "(target: slowdown <= 1.1 x floor)",
         "",
         f"Suite: landscape (K = {len(MULTIPLIERS)}), ICS (2 layers), activations, grad_norm, "
-        f"distance, all every {SUITE_EVERY}; sharpness off (its power iteration is beyond the "
+        f"distance, all every {SUITE_EVERY}; sharpness off (its Lanczos iterations are beyond the "
         f"floor). Floor = 1 + (K + n_ics)/{SUITE_EVERY}.",
         "",
         "| model | steps/segment | off median s | suite median s | slowdown, of medians "
