@@ -217,6 +217,26 @@ def test_seed_groups_open_grouped_with_median_and_min_max_of_the_runs(api, seede
     assert list(by_group.values()) == [2, 2]
 
 
+def test_a_grouped_page_reads_no_runs_scalars_and_keeps_their_own_figures(api, seeded,
+                                                                         monkeypatch):
+    """Drawn by group, the scalar figures come from the server's group statistics: the
+    page asks no run for its scalars (10k-step runs made that the slow half of the page),
+    while Fig 11 and the activation figures, drawn per run, are what the single view draws."""
+    exp, _groups = seeded
+    source = {"experiment": exp}
+    asked: list[int] = []
+    real = type(api.client).metrics
+    monkeypatch.setattr(type(api.client), "metrics",
+                        lambda self, rid, *a, **kw: asked.append(rid) or real(self, rid, *a, **kw))
+    grouped = ctl.update(api.client, ctl.FULL, source, None, ctl.Controls())
+    assert grouped.grouped is True and asked == []
+    single = ctl.update(api.client, ctl.FULL, source, None, ctl.Controls(group=False))
+    assert len(set(asked)) == 6  # the single view reads every run's scalars
+    for name in set(FIGURES) - set(GROUPED_FIGURES):
+        assert grouped.figures[name] == single.figures[name], name
+    assert any(t.get("y") for t in grouped.figures["etas"]["data"])
+
+
 def test_mean_and_std_bands_and_single_runs_beneath(api, seeded):
     exp, (none_ids, _b) = seeded
     c = ctl.Controls(group=True, center="mean", band="std", single=True)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.support.seeded import seeded_experiment
 from tests.support.synthetic import create_experiment
 from webapp.app import TOKEN_COOKIE, create_dash
 from webapp.compare import prefetch
@@ -90,6 +91,18 @@ def test_a_prefetched_page_builds_without_fetching_its_finished_runs(api):
     assert sorted(seen) == sorted(f"/api/v1/runs/{live}{p}" for p in DATA)
 
 
+def test_a_prefetched_seed_group_page_builds_without_fetching_any_run(api):
+    """A page drawn by seed group reads no run's scalars; the prefetch fetches what it does
+    read (Fig 11's records, histograms), so the build fetches nothing per run."""
+    exp, _groups = seeded_experiment(api.engine, steps=30)
+    source = {"experiment": exp}
+    assert prefetch.prefetch(api.client, source) == 6
+    seen = data_requests(api)
+    page = str(opening_layout(api.client, source, 1000))
+    assert "cmp-state" in page
+    assert not [p for p in seen if p.startswith("/api/v1/runs/")]
+
+
 def test_requesting_a_page_prefetches_it_with_the_browsers_token(api_with_limits,
                                                                  monkeypatch):
     locked = api_with_limits(api_token="lab-token", protect_reads=True)
@@ -99,7 +112,7 @@ def test_requesting_a_page_prefetches_it_with_the_browsers_token(api_with_limits
     real_start = prefetch.start
     monkeypatch.setattr(prefetch, "start", lambda *a: started.append(real_start(*a)))
     http = app.server.test_client()
-    key = ("http://testserver/api/v1", ids[0], None, None)
+    key = ("http://testserver/api/v1", ids[0], None, None, True)  # True: with its scalars
 
     assert http.get(f"/experiments/{exp}").status_code == 200
     assert started[-1].result(30) == 0 and key not in CACHE  # no token: nothing

@@ -139,19 +139,22 @@ def _within(step: float, until: int | None) -> bool:
 
 
 def fetch_full(client: ApiClient, run: dict[str, Any], *, layer: int, scope: str,
-               step_range: tuple[int, int] | None, hists: bool = True) -> Fetched:
-    """Everything in the range (downsampled past MAX_POINTS) and a fresh cursor."""
+               step_range: tuple[int, int] | None, hists: bool = True,
+               scalars: bool = True) -> Fetched:
+    """Everything in the range (downsampled past MAX_POINTS) and a fresh cursor. Without
+    `scalars`, the per-eta records and histograms only: a page drawn by seed group gets its
+    scalar figures' lines from the server's group statistics instead."""
     lo, hi = step_range if step_range else (None, None)
     rid = run["id"]
     finished = run["status"] in FINISHED  # read before the fetch: nothing is written after
 
     def scalars_and_etas() -> tuple[dict[str, Series], list[EtaRecord]]:
-        metrics = client.metrics(rid, METRIC_KEYS, since_step=lo, until_step=hi,
-                                 max_points=MAX_POINTS)
+        metrics = (client.metrics(rid, METRIC_KEYS, since_step=lo, until_step=hi,
+                                  max_points=MAX_POINTS) if scalars else {})
         etas = client.probes(rid, since_step=lo, every=eta_every(run))
         return metrics, [r for r in etas if _within(r.step, hi)]
 
-    metrics, etas = CACHE.get_or_fetch((client.base_url, rid, lo, hi), finished,
+    metrics, etas = CACHE.get_or_fetch((client.base_url, rid, lo, hi, scalars), finished,
                                        scalars_and_etas)
     hist = fetch_hists(client, rid, layer, scope, lo, hi, finished=finished) if hists else []
     cursor = Cursor(done=finished)

@@ -26,7 +26,7 @@ from dash import Dash
 
 from webapp.client import ApiClient, ApiError
 from webapp.compare.data import fetch_full, load_runs
-from webapp.compare.update import Controls, options
+from webapp.compare.update import Controls, decide_groups, options
 from webapp.runsets import build_views
 from webapp.style import FINISHED
 
@@ -80,8 +80,11 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
         runs, _title = load_runs(client, source)
         opts = options(Controls(), build_views(runs))
         done = [r for r in runs if r["status"] in FINISHED]
+        # A page drawn by seed group reads no run's scalars (update.full_build).
+        _groups, grouped = decide_groups(client, source, runs, Controls())
         client.map(lambda run: fetch_full(client, run, layer=opts.layer, scope=opts.scope,
-                                          step_range=opts.step_range), done)
+                                          step_range=opts.step_range, scalars=not grouped),
+                   done)
     except ApiError as exc:  # the page's own request will say what is wrong
         log.debug("prefetch of %s stopped: %s", source, exc)
         return 0

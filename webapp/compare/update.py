@@ -153,22 +153,25 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     if choose_log:
         controls = replace(controls, log=paper_log(runs))
     opts = options(controls, views)
+    groups, grouped = decide_groups(client, source, runs, controls)
+    # Drawn by group without the single runs beneath, the scalar figures' lines come from the
+    # server's group statistics: the runs' own scalars are neither fetched nor drawn.
+    singles = [n for n in FIGURES if controls.single or not grouped
+               or n not in gp.GROUPED_FIGURES]
     by_id = {r["id"]: r for r in runs}
     fetched = dict(zip(
         [v.id for v in views],
         client.map(lambda v: fetch_full(client, by_id[v.id], layer=opts.layer,
-                                        scope=opts.scope, step_range=opts.step_range), views),
+                                        scope=opts.scope, step_range=opts.step_range,
+                                        scalars=len(singles) == len(FIGURES)), views),
         strict=True,
     ))
     frame = frame_of(fetched)
     cursors = {rid: f.cursor for rid, f in fetched.items()}
     final = all(c.done for c in cursors.values())  # no patch will follow: drop empty traces
-    figs = {name: figures.build_dict(name, views, frame, opts, final=final) for name in FIGURES}
+    figs = {name: figures.build_dict(name, views, frame, opts, final=final) for name in singles}
     x = resolve_x(controls.x, runs, _walls(client, runs) if controls.x == "wall" else None)
-    groups = _groups(client, source, runs) if controls.group is not False and runs else []
-    grouped = bool(groups) and (controls.group if controls.group is not None
-                                else any(len(g.run_ids) > 1 for g in groups))
-    for name in FIGURES:
+    for name in singles:
         figs[name] = apply_view(name, figs[name], x=x, logx=controls.logx,
                                 xrange=controls.xrange,
                                 smooth=0.0 if grouped else controls.smooth)
@@ -184,6 +187,16 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     return Result(figs, state, runs, title, notice=x.notice,
                   log=controls.log if choose_log else None,
                   grouped=grouped if controls.group is None else None)
+
+
+def decide_groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str, Any]],
+                  controls: Controls) -> tuple[list[Group], bool]:
+    """The runs' seed groups and whether the page draws by group: as asked, else when some
+    group has several runs (the page's prefetch decides the same way)."""
+    groups = _groups(client, source, runs) if controls.group is not False and runs else []
+    grouped = bool(groups) and (controls.group if controls.group is not None
+                                else any(len(g.run_ids) > 1 for g in groups))
+    return groups, grouped
 
 
 def _groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str, Any]]
