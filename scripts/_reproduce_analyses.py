@@ -126,6 +126,19 @@ def write(run_dir: Path, analyses: Sequence[Mapping[str, Any]]) -> None:
     (run_dir / FILE).write_text(json.dumps(list(analyses), allow_nan=False) + "\n")
 
 
+def up_to_date(run_dir: Path, analyses_json: str) -> bool:
+    """Whether the run directory holds a finished run with the planned analyses (a run that
+    did not succeed has none to hold): else `run` trains it again (snapshots are not kept)."""
+    record = run_dir / "run.json"
+    if not record.exists():
+        return False
+    wanted = json.loads(analyses_json)
+    if not wanted or json.loads(record.read_text())["status"] != "succeeded":
+        return True
+    path = run_dir / FILE
+    return path.exists() and [d["spec"] for d in json.loads(path.read_text())] == wanted
+
+
 def load_analyses(run_dir: Path) -> list[R.AnalysisData]:
     """The succeeded analyses of analyses.json (none when the file is absent: a plan without
     analyses, or a run that did not succeed), as the CLI reads the API's."""

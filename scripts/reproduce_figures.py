@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         d = args.out / key / label
         js = json.dumps([spec.model_dump_json(), analyses])
         jobs[js] = (spec.model_dump_json(), analyses)
-        if (d / "run.json").exists() and not args.force:
+        if not args.force and A.up_to_date(d, analyses):
             continue
         if js in first:
             copies.setdefault(js, []).append(d)
@@ -383,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads of a run whose spec sets none (default: "
                         "LANDSCOPE_TORCH_THREADS, else 1; 0 = every core)")
     r.add_argument("--data-dir", type=Path, default=Path.home() / ".landscope")
-    r.add_argument("--force", action="store_true", help="retrain runs that have a run.json")
+    r.add_argument("--force", action="store_true",
+                   help="retrain runs that have a run.json (and their planned analyses)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key in every run (a smoke test: steps=100)")
     r.set_defaults(fn=run)

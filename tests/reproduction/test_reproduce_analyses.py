@@ -96,6 +96,23 @@ def test_analysis_steps_resolve_against_the_runs_snapshot_schedule():
         A.resolved(run, [{**SPECTRUM, "steps": [15]}])
 
 
+def test_a_run_is_trained_again_when_its_planned_analyses_are_not_there(tmp_path):
+    A = _script().A
+    run = RunSpec.model_validate({"model": "mlp", "dataset": "mnist1d", "steps": 30})
+    (spec,) = A.resolved(run, [SPECTRUM])
+    planned = json.dumps([spec.model_dump(mode="json")])
+    assert not A.up_to_date(tmp_path, planned)  # never trained
+    (tmp_path / "run.json").write_text(json.dumps({"status": "succeeded"}))
+    assert A.up_to_date(tmp_path, "[]")  # nothing planned: the run is all there is
+    assert not A.up_to_date(tmp_path, planned)  # trained before the plan named analyses
+    A.write(tmp_path, [A.detail(spec, {}, {30: {"spectrum": {}}})])
+    assert A.up_to_date(tmp_path, planned)
+    (other,) = A.resolved(run, [{**SPECTRUM, "eval_samples": 64}])
+    assert not A.up_to_date(tmp_path, json.dumps([other.model_dump(mode="json")]))
+    (tmp_path / "run.json").write_text(json.dumps({"status": "diverged"}))
+    assert A.up_to_date(tmp_path, json.dumps([other.model_dump(mode="json")]))  # none to run
+
+
 def test_needs_analyses_follows_the_plan_at_each_scale(monkeypatch):
     monkeypatch.setitem(R.EXPERIMENTS, "t-with", _experiment("t-with", (SPECTRUM,)))
     monkeypatch.setitem(R.EXPERIMENTS, "t-none", _experiment("t-none", None))
@@ -147,7 +164,8 @@ def _hessian_top(spec: RunSpec, aspec: AnalysisSpec, data_dir: Path) -> float:
 
 
 @pytest.mark.slow
-def test_run_writes_analyses_that_load_run_reads_and_copies_share(tmp_path, monkeypatch):
+def test_run_writes_analyses_that_load_run_reads_and_copies_share(tmp_path, monkeypatch,
+                                                                    capsys):
     monkeypatch.setitem(R.EXPERIMENTS, "t-spectrum", _experiment("t-spectrum", (SPECTRUM,)))
     monkeypatch.setitem(R.EXPERIMENTS, "t-copy", _experiment("t-copy", (SPECTRUM,)))
     monkeypatch.setitem(R.EXPERIMENTS, "t-plain", _experiment("t-plain", None))
@@ -178,3 +196,9 @@ def test_run_writes_analyses_that_load_run_reads_and_copies_share(tmp_path, monk
     want = _hessian_top(spec, AnalysisSpec.model_validate(SPECTRUM), tmp_path)
     assert want > 0
     assert s["top_eigenvalues"][0] == pytest.approx(want, rel=1e-3)
+
+    # Again: every run is there with its analyses, nothing is trained.
+    capsys.readouterr()
+    assert script.main(["run", "--scale", "quick", "--only", "t-spectrum,t-copy,t-plain",
+                        "--out", str(out), "--data-dir", str(tmp_path), "--jobs", "1"]) == 0
+    assert "3 runs of scale quick: 0 to train, 0 copies" in capsys.readouterr().err
