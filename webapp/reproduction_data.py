@@ -2,7 +2,8 @@
 catalogue entry and scale (server/reproduction/ names them), each run's raw series for the
 checks, and the downsampled series, probe records and histograms its plots draw.
 
-Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees.
+Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees,
+the succeeded analyses of an experiment whose plan names them included (R.needs_analyses).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Loaded:
     scale: R.Scale
     experiments: dict[str, dict[str, Any]]  # catalogue key -> experiment detail (with runs)
     runs: dict[int, RunFetch]
+    pending_analyses: int = 0  # queued or running analyses that checks of the scale read
 
     def run_json(self, key: str) -> list[dict[str, Any]]:
         return list(self.experiments.get(key, {}).get("runs", []))
@@ -101,8 +103,8 @@ class Loaded:
 
     @property
     def finished(self) -> bool:
-        return all(r["status"] in FINISHED for e in self.experiments.values()
-                   for r in e.get("runs", []))
+        return not self.pending_analyses and all(
+            r["status"] in FINISHED for e in self.experiments.values() for r in e.get("runs", []))
 
 
 def run_data(run: dict[str, Any], metrics: dict[str, Series],
@@ -158,4 +160,28 @@ def load(client: ApiClient, scale: R.Scale,
             jobs.append((run, R.needs_etas(key), layers))
     fetched = client.map(lambda job: fetch_run(client, *job), jobs)
     runs = {run["id"]: f for (run, _, _), f in zip(jobs, fetched, strict=True)}
-    return Loaded(scale, details, runs)
+    pending = 0
+    for key, detail in details.items():
+        if not R.needs_analyses(key, scale):
+            continue
+        by_run, waiting = fetch_analyses(client, detail["id"])
+        pending += waiting
+        for run_id, analyses in by_run.items():
+            if run_id in runs:
+                runs[run_id].data.analyses = analyses
+    return Loaded(scale, details, runs, pending)
+
+
+def fetch_analyses(client: ApiClient, experiment_id: int
+                   ) -> tuple[dict[int, list[R.AnalysisData]], int]:
+    """The experiment's succeeded analyses by run, oldest first (RunData.analysis takes the
+    newest), and how many are still queued or running. A succeeded analysis never changes:
+    its detail is fetched once. A failed one is left out (its claims have no data)."""
+    listed = client.analyses(experiment_id=experiment_id, limit=PAGE)
+    done = sorted((a for a in listed if a["status"] == "succeeded"), key=lambda a: a["id"])
+    got = client.map(lambda a: CACHE.get_or_fetch((client.base_url, "analysis", a["id"]), True,
+                                                  lambda: client.analysis(a["id"])), done)
+    by_run: dict[int, list[R.AnalysisData]] = {}
+    for a, detail in zip(done, got, strict=True):
+        by_run.setdefault(a["run_id"], []).append(R.analysis_data_from_api(detail))
+    return by_run, sum(a["status"] in ("queued", "running") for a in listed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from server import reproduction as R
 from server.db.metrics import insert_points, series_ids
@@ -352,3 +352,36 @@ def test_the_page_is_registered_and_linked(api, app):
 
     assert any(p["path"] == "/reproduction" for p in dash.page_registry.values())
     assert '"href": "/reproduction"' in str(as_json(app.layout)).replace("'", '"')
+
+
+def test_the_page_reads_the_analyses_a_plan_names_and_waits_for_them(api, monkeypatch):
+    """A test-only experiment with a spectrum analysis, trained and analysed by the worker's
+    own runners: the page keeps refreshing while the analysis is queued, then gives the
+    checks the run with its spectrum, as `landscope reproduce` reads it."""
+    from server.db.models import Analysis
+    from tests.reproduction.test_reproduce_analyses import SPECTRUM, _experiment
+    from worker.analysis_runner import JobCache, prepare
+    from worker.runner import execute_run
+
+    exp = _experiment("t-page-spectrum", (SPECTRUM,))
+    monkeypatch.setitem(R.EXPERIMENTS, exp.key, exp)
+    made = api.client.create_experiment(exp.plans["quick"].body(exp.name("quick")))
+    (run,) = made["runs"]
+    assert execute_run(run["id"], settings=api.settings, engine=api.engine, worker="t",
+                       device="cpu") == "succeeded"
+    chosen = {exp.key: made}
+    loaded = data.load(api.client, "quick", chosen)
+    assert loaded.pending_analyses == 1 and not loaded.finished  # queued: keep refreshing
+    assert loaded.run_data(exp.key)[0].analyses == []
+
+    with api.engine.connect() as conn:
+        (aid,) = conn.execute(select(Analysis.id).where(Analysis.run_id == run["id"])).scalars()
+    assert prepare(aid, settings=api.settings, engine=api.engine, worker="t", device="cpu",
+                   send_chunk=lambda *x: None, jobs=JobCache()) == "succeeded"
+    loaded = data.load(api.client, "quick", chosen)
+    assert loaded.pending_analyses == 0 and loaded.finished
+    (checks,) = loaded.run_data(exp.key)
+    step, got = checks.analysis("spectrum")
+    want = api.client.analysis(aid)["steps"][str(step)]["values"]["spectrum"]
+    assert step == 30 and got["values"]["spectrum"]["top_eigenvalues"] == \
+        want["top_eigenvalues"]
