@@ -2,6 +2,11 @@
 catalogue entry and scale (server/reproduction/ names them), each run's raw series for the
 checks, and the downsampled series, probe records and histograms its plots draw.
 
+Seeds. A reproduction runs every configuration in several seeds; drawn by seed group (the
+default), each figure's runs are grouped by the server (GET /groups: runs that differ only in
+their seed) and its scalar plots read the groups' median and min-max band per bucket (GET
+/groups/metrics), the Compare page's own requests and math (webapp/compare/grouped.py).
+
 Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees.
 """
 
@@ -13,8 +18,11 @@ from typing import Any
 
 from server import reproduction as R
 from webapp.client import ApiClient, EtaRecord, Histogram, Series
+from webapp.compare import grouped as gp
 from webapp.compare.data import Fetched, FinishedCache, fetch_full, fetch_hists
 from webapp.style import FINISHED
+
+SEED_VIEWS = ("groups", "runs")  # the page's seed switch: by seed group, or every seed's run
 
 PAGE = 500  # the API's largest page of experiments
 # Raw series of finished runs never change; the checks read every point of every key, so
@@ -86,12 +94,22 @@ class RunFetch:
 
 
 @dataclass
+class Grouped:
+    """A figure's runs by seed group: each group's view (colour, cell, label) and, per plot
+    drawn by group, each group's series (median and min-max band per bucket), in that order."""
+
+    views: list[gp.GroupView]
+    series: dict[str, list[dict[str, Any]]]  # plot name -> [GroupSeries by key, per group]
+
+
+@dataclass
 class Loaded:
     """Everything the page shows for one scale."""
 
     scale: R.Scale
     experiments: dict[str, dict[str, Any]]  # catalogue key -> experiment detail (with runs)
     runs: dict[int, RunFetch]
+    groups: dict[str, Grouped] = field(default_factory=dict)  # figure id -> its seed groups
 
     def run_json(self, key: str) -> list[dict[str, Any]]:
         return list(self.experiments.get(key, {}).get("runs", []))
@@ -144,10 +162,37 @@ def fetch_run(client: ApiClient, run: dict[str, Any], needs_etas: bool,
     return RunFetch(data, plot, hists)
 
 
+def figure_runs(figure: R.Figure, loaded: Loaded) -> list[dict[str, Any]]:
+    """The runs (API JSON) of the figure's experiment that the figure uses."""
+    return [r for r in loaded.run_json(figure.experiment) if R.uses(figure, r["spec"])]
+
+
+def grouped_plots(figure: R.Figure) -> list[str]:
+    """The figure's plots that can be drawn by seed group (scalar series over steps)."""
+    return [p.name for p in plots_of(figure) if p.name in gp.GROUPED_FIGURES]
+
+
+def fetch_groups(client: ApiClient, figure: R.Figure, runs: list[dict[str, Any]]
+                 ) -> Grouped | None:
+    """The figure's seed groups and their series; None when no group has several runs (one
+    seed: the runs themselves are drawn) or nothing of the figure is drawn by group."""
+    names = grouped_plots(figure)
+    if not runs or not names:
+        return None
+    groups = client.groups(runs=[r["id"] for r in runs])
+    if not any(len(g.run_ids) > 1 for g in groups):
+        return None
+    views = gp.group_views(groups, runs)
+    series = gp.fetch(client, [v.group for v in views], names, center="median",
+                      band="minmax", step_range=None)
+    return Grouped(views, series)
+
+
 def load(client: ApiClient, scale: R.Scale,
-         chosen: dict[str, dict[str, Any]]) -> Loaded:
+         chosen: dict[str, dict[str, Any]], seeds: str = "groups") -> Loaded:
     """The experiments of `chosen` (key -> list JSON, from `latest`) in detail, and every run
-    of them fetched (in parallel: one run's fetch should not wait for another's)."""
+    of them fetched (in parallel: one run's fetch should not wait for another's); with
+    `seeds` "groups", each figure's seed groups too."""
     details = {key: client.experiment(exp["id"]) for key, exp in chosen.items()}
     jobs = []
     for key, detail in details.items():
@@ -158,4 +203,9 @@ def load(client: ApiClient, scale: R.Scale,
             jobs.append((run, R.needs_etas(key), layers))
     fetched = client.map(lambda job: fetch_run(client, *job), jobs)
     runs = {run["id"]: f for (run, _, _), f in zip(jobs, fetched, strict=True)}
-    return Loaded(scale, details, runs)
+    loaded = Loaded(scale, details, runs)
+    if seeds == "groups":
+        figures = [f for f in R.figures_for(scale) if f.experiment in details]
+        got = client.map(lambda f: fetch_groups(client, f, figure_runs(f, loaded)), figures)
+        loaded.groups = {f.id: g for f, g in zip(figures, got, strict=True) if g is not None}
+    return loaded

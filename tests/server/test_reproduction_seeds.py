@@ -246,3 +246,5 @@ def test_plans_run_the_scales_seeds_and_vary_nothing_but_the_seed(key, scale):
     # The body the server gets varies `seed` with exactly these values.
     assert plan.body("x")["vary"]["seed"] == list(R.SEEDS[scale])
     assert R.EXPERIMENTS[key].plans.get("paper", plan).seeds in (R.SEEDS["paper"], plan.seeds)
+    # No claim reads an analysis: none requested (the presets' would triple with the seeds).
+    assert plan.analyses == () and plan.body("x")["analyses"] == []
