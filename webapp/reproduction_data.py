@@ -13,7 +13,7 @@ Only HTTP, through the ApiClient: the page sees what `landscope reproduce --repo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import reproduction as R
@@ -182,7 +182,9 @@ def fetch_groups(client: ApiClient, figure: R.Figure, runs: list[dict[str, Any]]
     groups = client.groups(runs=[r["id"] for r in runs])
     if not any(len(g.run_ids) > 1 for g in groups):
         return None
-    views = gp.group_views(groups, runs)
+    # Legends name a group as the single runs are named ("BatchNorm · lr 0.5"), not by the
+    # server's terse label of what sets it apart ("batch"): the seed switch keeps the words.
+    views = gp.group_views([replace(g, label="") for g in groups], runs)
     series = gp.fetch(client, [v.group for v in views], names, center="median",
                       band="minmax", step_range=None)
     return Grouped(views, series)

@@ -340,6 +340,31 @@ def test_the_page_judges_the_newest_runs_and_stops_once_all_finished(api, app):
     assert "10 of 10 runs finished" in words and "all runs finished" in words
     assert polling == 0  # every run of the scale finished: stop asking
 
+    # The MLP's three seeds per normalisation, drawn by seed group (the server's GET /groups
+    # and /groups/metrics): the plain net's max predictiveness is 10, 20, 30 over its seeds,
+    # so its median band reaches 20 and its envelope over seeds 30; BN's is 2 in every seed.
+    gradpred = graphs(s["4-mlp"])[1]
+    roles = {t["meta"]["role"] for t in gradpred["data"]}
+    assert {"band", "envelope"} <= roles
+    band = {t["name"]: t for t in gradpred["data"] if t["meta"]["role"] == "band"}
+    envelope = [t for t in gradpred["data"] if t["meta"]["role"] == "envelope"]
+    assert set(band) == {"no normalisation (n=3)", "BatchNorm (n=3)"}
+    none, bn = band["no normalisation (n=3)"], band["BatchNorm (n=3)"]
+    assert max(v for v in none["y"] if v is not None) == 20.0
+    assert max(v for t in envelope for v in t["y"] if v is not None) == 30.0
+    assert max(v for v in bn["y"] if v is not None) == 2.0
+    assert "median of 3 seeds, min–max band" in text(s["4-mlp"])
+    assert "each seed on the Compare page" in text(s["4-mlp"])
+    # Each seed instead: a line per run, no bands; the checks are the same either way.
+    figs, *_ = refresh(2, "quick", None, "runs")
+    s = sections(figs)
+    gradpred = graphs(s["4-mlp"])[1]
+    assert not any(t.get("meta", {}).get("role") in ("band", "envelope")
+                   for t in gradpred["data"])
+    assert len({t["legendgroup"] for t in graphs(s["4-mlp"])[2]["data"]
+                if t.get("legendgroup") != "style"}) == 6
+    assert badge(s["4-mlp"]) == "reproduced" and "median of 3 seeds" not in text(s["4-mlp"])
+
     # The other scale, chosen by the reader: every figure of cpu, the MLP's premise failing.
     figs, _, _, value, polling, _ = refresh(1, "cpu", None)
     assert value == "cpu" and polling == 0
