@@ -9,6 +9,9 @@ named "repro: <figures> (<model>) [<scale>]", through the normal API and worker 
 results land in the database and show in the dashboard. Without --no-wait it waits with a
 progress bar over runs finishing, then prints each figure's verdict; --report reads the newest
 experiments of the scale back and prints (or writes) the same table without submitting.
+At quick and cpu scale each configuration runs in three seeds (server/reproduction/plans.py
+SEEDS); the table marks each claim "holds in k of n seeds" and gives the median (range) over
+seeds of its numbers. `--set seed=N` runs that one seed alone.
 
 Speaks HTTP only (httpx): imports no torch.
 """
