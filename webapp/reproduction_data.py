@@ -174,11 +174,14 @@ def grouped_plots(figure: R.Figure) -> list[str]:
 
 def fetch_groups(client: ApiClient, figure: R.Figure, runs: list[dict[str, Any]]
                  ) -> Grouped | None:
-    """The figure's seed groups and their series; None when no group has several runs (one
-    seed: the runs themselves are drawn) or nothing of the figure is drawn by group."""
-    names = grouped_plots(figure)
-    if not runs or not names:
+    """The figure's seed groups and their series; None when its runs are of one seed (the
+    runs themselves are drawn). A figure with several seeds but no plot that can be grouped
+    gets no groups (its plots draw the lowest seed), and costs no request."""
+    if len({r["spec"].get("seed") for r in runs}) < 2:
         return None
+    names = grouped_plots(figure)
+    if not names:
+        return Grouped([], {})
     groups = client.groups(runs=[r["id"] for r in runs])
     if not any(len(g.run_ids) > 1 for g in groups):
         return None

@@ -156,7 +156,8 @@ def plot_figures(figure: R.Figure, loaded: Loaded
             hists={rid: f.hists.get((plot.layer, plot.scope), []) for rid, f in fetched.items()},
         )
         seed = single[0]["spec"].get("seed") if grouped and single else None
-        note = f"seed {seed} of {len({r['spec'].get('seed') for r in runs})}" if grouped else ""
+        n = len({r["spec"].get("seed") for r in runs})
+        note = f"seed {seed} only (of {n}): not drawn by group" if grouped else ""
         out.append((plot, figures.build_dict(plot.name, views, frame, opts, final=final), note))
     return out
 

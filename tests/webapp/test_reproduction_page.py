@@ -373,6 +373,22 @@ def test_the_page_judges_the_newest_runs_and_stops_once_all_finished(api, app):
     assert got["4-mlp"] == "not reproduced" and got["1"] == "no data"
 
 
+def test_plots_that_cannot_be_grouped_show_the_lowest_seed_and_say_so(api, app):
+    made = submit(api, "dln-landscape", "quick")
+    flat = {"acc": 0.5, "band": (1.0, 2.0), "gd": 1.0, "beta": 1.0}
+    finish(api, made, {n: flat for n in ("none", "batch", "noisy_batch")})
+    figs, *_ = app.landscope_callbacks["reproduction"]["refresh"](0, None, None)
+    s = sections(figs)
+    assert "median of 3 seeds, min–max band" in text(s["10"])  # landscape, gradpred, beta
+    # Fig 11 (d(eta) by eta) and Fig 9 (histograms) have no grouped form: seed 0's runs.
+    assert "seed 0 only (of 3): not drawn by group" in text(s["11"])
+    assert text(s["9"]).count("seed 0 only (of 3)") == 3  # one plot per layer shown
+    assert view.lowest_seed([run_json(1, {"seed": 2}), run_json(2, {"seed": 1}),
+                             run_json(3, {"seed": 1})]) == [run_json(2, {"seed": 1}),
+                                                            run_json(3, {"seed": 1})]
+    assert view.lowest_seed([run_json(1, {})]) == [run_json(1, {})]
+
+
 def test_a_run_still_training_keeps_the_page_refreshing(api, app):
     made = submit(api, "mlp-landscape", "quick")
     finish(api, made, MLP, status="running")
