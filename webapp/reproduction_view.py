@@ -140,6 +140,7 @@ def plot_figures(figure: R.Figure, loaded: Loaded
     log = frozenset(paper_log(runs))
     single = lowest_seed(runs) if grouped else runs
     views = build_views(single)
+    drawn = {r["id"]: fetched[r["id"]] for r in single if r["id"] in fetched}
     final = all(r["status"] in FINISHED for r in runs)  # nothing will extend these figures
     out = []
     for plot in plots_of(figure):
@@ -151,9 +152,9 @@ def plot_figures(figure: R.Figure, loaded: Loaded
                         f"median of {n} seeds, min–max band"))
             continue
         frame = Frame(
-            metrics={rid: f.plot.metrics for rid, f in fetched.items() if f.plot},
-            etas={rid: f.plot.etas for rid, f in fetched.items() if f.plot},
-            hists={rid: f.hists.get((plot.layer, plot.scope), []) for rid, f in fetched.items()},
+            metrics={rid: f.plot.metrics for rid, f in drawn.items() if f.plot},
+            etas={rid: f.plot.etas for rid, f in drawn.items() if f.plot},
+            hists={rid: f.hists.get((plot.layer, plot.scope), []) for rid, f in drawn.items()},
         )
         seed = single[0]["spec"].get("seed") if grouped and single else None
         n = len({r["spec"].get("seed") for r in runs})
