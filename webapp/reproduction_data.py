@@ -2,6 +2,11 @@
 catalogue entry and scale (server/reproduction/ names them), each run's raw series for the
 checks, and the downsampled series, probe records and histograms its plots draw.
 
+Seeds. A reproduction runs every configuration in several seeds; drawn by seed group (the
+default), each figure's runs are grouped by the server (GET /groups: runs that differ only in
+their seed) and its scalar plots read the groups' median and min-max band per bucket (GET
+/groups/metrics), the Compare page's own requests and math (webapp/compare/grouped.py).
+
 Only HTTP, through the ApiClient: the page sees what `landscope reproduce --report` sees,
 the succeeded analyses of an experiment whose plan names them included (R.needs_analyses).
 """
@@ -9,13 +14,16 @@ the succeeded analyses of an experiment whose plan names them included (R.needs_
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import reproduction as R
 from webapp.client import ApiClient, EtaRecord, Histogram, Series
+from webapp.compare import grouped as gp
 from webapp.compare.data import Fetched, FinishedCache, fetch_full, fetch_hists
 from webapp.style import FINISHED
+
+SEED_VIEWS = ("groups", "runs")  # the page's seed switch: by seed group, or every seed's run
 
 PAGE = 500  # the API's largest page of experiments
 # Raw series of finished runs never change; the checks read every point of every key, so
@@ -87,6 +95,15 @@ class RunFetch:
 
 
 @dataclass
+class Grouped:
+    """A figure's runs by seed group: each group's view (colour, cell, label) and, per plot
+    drawn by group, each group's series (median and min-max band per bucket), in that order."""
+
+    views: list[gp.GroupView]
+    series: dict[str, list[dict[str, Any]]]  # plot name -> [GroupSeries by key, per group]
+
+
+@dataclass
 class Loaded:
     """Everything the page shows for one scale."""
 
@@ -94,6 +111,7 @@ class Loaded:
     experiments: dict[str, dict[str, Any]]  # catalogue key -> experiment detail (with runs)
     runs: dict[int, RunFetch]
     pending_analyses: int = 0  # queued or running analyses that checks of the scale read
+    groups: dict[str, Grouped] = field(default_factory=dict)  # figure id -> its seed groups
 
     def run_json(self, key: str) -> list[dict[str, Any]]:
         return list(self.experiments.get(key, {}).get("runs", []))
@@ -146,10 +164,42 @@ def fetch_run(client: ApiClient, run: dict[str, Any], needs_etas: bool,
     return RunFetch(data, plot, hists)
 
 
+def figure_runs(figure: R.Figure, loaded: Loaded) -> list[dict[str, Any]]:
+    """The runs (API JSON) of the figure's experiment that the figure uses."""
+    return [r for r in loaded.run_json(figure.experiment) if R.uses(figure, r["spec"])]
+
+
+def grouped_plots(figure: R.Figure) -> list[str]:
+    """The figure's plots that can be drawn by seed group (scalar series over steps)."""
+    return [p.name for p in plots_of(figure) if p.name in gp.GROUPED_FIGURES]
+
+
+def fetch_groups(client: ApiClient, figure: R.Figure, runs: list[dict[str, Any]]
+                 ) -> Grouped | None:
+    """The figure's seed groups and their series; None when its runs are of one seed (the
+    runs themselves are drawn). A figure with several seeds but no plot that can be grouped
+    gets no groups (its plots draw the lowest seed), and costs no request."""
+    if len({r["spec"].get("seed") for r in runs}) < 2:
+        return None
+    names = grouped_plots(figure)
+    if not names:
+        return Grouped([], {})
+    groups = client.groups(runs=[r["id"] for r in runs])
+    if not any(len(g.run_ids) > 1 for g in groups):
+        return None
+    # Legends name a group as the single runs are named ("BatchNorm · lr 0.5"), not by the
+    # server's terse label of what sets it apart ("batch"): the seed switch keeps the words.
+    views = gp.group_views([replace(g, label="") for g in groups], runs)
+    series = gp.fetch(client, [v.group for v in views], names, center="median",
+                      band="minmax", step_range=None)
+    return Grouped(views, series)
+
+
 def load(client: ApiClient, scale: R.Scale,
-         chosen: dict[str, dict[str, Any]]) -> Loaded:
+         chosen: dict[str, dict[str, Any]], seeds: str = "groups") -> Loaded:
     """The experiments of `chosen` (key -> list JSON, from `latest`) in detail, and every run
-    of them fetched (in parallel: one run's fetch should not wait for another's)."""
+    of them fetched (in parallel: one run's fetch should not wait for another's); with
+    `seeds` "groups", each figure's seed groups too."""
     details = {key: client.experiment(exp["id"]) for key, exp in chosen.items()}
     jobs = []
     for key, detail in details.items():
@@ -169,7 +219,12 @@ def load(client: ApiClient, scale: R.Scale,
         for run_id, analyses in by_run.items():
             if run_id in runs:
                 runs[run_id].data.analyses = analyses
-    return Loaded(scale, details, runs, pending)
+    loaded = Loaded(scale, details, runs, pending)
+    if seeds == "groups":
+        figures = [f for f in R.figures_for(scale) if f.experiment in details]
+        got = client.map(lambda f: fetch_groups(client, f, figure_runs(f, loaded)), figures)
+        loaded.groups = {f.id: g for f, g in zip(figures, got, strict=True) if g is not None}
+    return loaded
 
 
 def fetch_analyses(client: ApiClient, experiment_id: int

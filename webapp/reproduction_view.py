@@ -3,6 +3,11 @@ in, Dash components out. Per figure of the paper, in the catalogue's order: what
 which data, the paper's value and ours for every claim, the verdict, why it differs, the
 protocol choices made where the paper is silent, and our plots, drawn by the compare view's
 own figure builders from the same runs the checks read.
+
+Seeds: by seed group (the default), each configuration's scalar plots are its seeds' median
+with a min-max band (the Compare page's grouped figures, webapp/compare/grouped.py); the
+plots that cannot be grouped (histograms, per-eta curves) show the lowest seed, and say so.
+"each seed" draws every run; each figure also links to its runs on the Compare page.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from dash import dcc, html
 
 from server import reproduction as R
 from webapp import figures
+from webapp.compare import grouped as gp
 from webapp.compare.layout import SECTIONS
+from webapp.compare.transform import XAxis
 from webapp.compare.update import paper_log
 from webapp.environment_view import environments_line
 from webapp.figures.common import Frame
-from webapp.reproduction_data import Loaded, Plot, plots_of
+from webapp.reproduction_data import Loaded, Plot, figure_runs, plots_of
 from webapp.runsets import build_views
 from webapp.style import FINISHED, VERDICT_COLORS, graph_config
 
@@ -85,12 +92,19 @@ def claims_table(result: R.FigureResult, ran: bool = True) -> html.Table:
             html.Td([html.Div(claim.text, className="claim-text"),
                      html.Div(claim.statistic, className="claim-stat")]),
             html.Td(claim.paper),
-            html.Td(ours),
+            html.Td(ours, title=per_seed(outcome) if ran else None),
             html.Td(html.Span(mark, className=f"claim-mark {cls}")),
         ], className="claim-premise" if premise else None))
     head = html.Thead(html.Tr([html.Th("claim (and our statistic)"), html.Th("paper"),
                                html.Th("ours"), html.Th("")]))
     return html.Table([head, html.Tbody(rows)], className="claims-table")
+
+
+def per_seed(outcome: R.Outcome) -> str | None:
+    """Each seed's own outcome, one line each (the cell's hover), when there are several."""
+    if len(outcome.seeds) < 2:
+        return None
+    return "\n".join(f"seed {s}: {R.mark(o)} · {o.ours}" for s, o in outcome.seeds)
 
 
 def runs_line(experiment: dict[str, Any] | None, runs: list[dict[str, Any]],
@@ -105,46 +119,78 @@ def runs_line(experiment: dict[str, Any] | None, runs: list[dict[str, Any]],
     ])
 
 
-def plot_figures(figure: R.Figure, loaded: Loaded) -> list[tuple[Plot, dict[str, Any]]]:
-    """Our plots of the figure from the runs it uses, as plain figure data."""
-    runs = [r for r in loaded.run_json(figure.experiment) if R.uses(figure, r["spec"])]
+def lowest_seed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of the lowest seed among them (every run when they have no seed)."""
+    seeds = [r["spec"].get("seed") for r in runs if r["spec"].get("seed") is not None]
+    return [r for r in runs if r["spec"].get("seed") == min(seeds)] if seeds else runs
+
+
+def plot_figures(figure: R.Figure, loaded: Loaded
+                 ) -> list[tuple[Plot, dict[str, Any], str]]:
+    """Our plots of the figure from the runs it uses, as plain figure data, each with a note
+    on the seeds it draws ("" when it draws every run). By seed group when the page loaded
+    the figure's groups: a line and band per group where the plot can be grouped, the lowest
+    seed's runs where it cannot."""
+    runs = figure_runs(figure, loaded)
     fetched = {r["id"]: loaded.runs[r["id"]] for r in runs if r["id"] in loaded.runs}
     if not any(f.plot for f in fetched.values()):
         return []  # every run still queued: empty axes would say nothing
-    views = build_views(runs)
+    grouped = loaded.groups.get(figure.id)
     # The paper draws the deep linear network's losses, bands and beta on log axes.
     log = frozenset(paper_log(runs))
+    single = lowest_seed(runs) if grouped else runs
+    views = build_views(single)
+    drawn = {r["id"]: fetched[r["id"]] for r in single if r["id"] in fetched}
     final = all(r["status"] in FINISHED for r in runs)  # nothing will extend these figures
     out = []
     for plot in plots_of(figure):
-        frame = Frame(
-            metrics={rid: f.plot.metrics for rid, f in fetched.items() if f.plot},
-            etas={rid: f.plot.etas for rid, f in fetched.items() if f.plot},
-            hists={rid: f.hists.get((plot.layer, plot.scope), []) for rid, f in fetched.items()},
-        )
         opts = figures.Options(log=log, layer=plot.layer, scope=plot.scope)
-        out.append((plot, figures.build_dict(plot.name, views, frame, opts, final=final)))
+        if grouped and plot.name in grouped.series:
+            n = max(len(v.group.run_ids) for v in grouped.views)
+            out.append((plot, gp.build(plot.name, grouped.views, grouped.series[plot.name],
+                                       opts, XAxis()),
+                        f"median of {n} seeds, min–max band"))
+            continue
+        frame = Frame(
+            metrics={rid: f.plot.metrics for rid, f in drawn.items() if f.plot},
+            etas={rid: f.plot.etas for rid, f in drawn.items() if f.plot},
+            hists={rid: f.hists.get((plot.layer, plot.scope), []) for rid, f in drawn.items()},
+        )
+        seed = single[0]["spec"].get("seed") if grouped and single else None
+        n = len({r["spec"].get("seed") for r in runs})
+        note = f"seed {seed} only (of {n}): not drawn by group" if grouped else ""
+        out.append((plot, figures.build_dict(plot.name, views, frame, opts, final=final), note))
     return out
 
 
-def plot_title(plot: Plot) -> str:
+def plot_title(plot: Plot, note: str = "") -> str:
     title = TITLES.get(plot.name, plot.name)
     if plot.name.startswith("dist_"):
         where = "whole layer" if plot.scope == "layer" else "sampled unit"
         title += f" · layer {plot.layer}, {where}"
-    return title
+    return title + (f" · {note}" if note else "")
+
+
+def seeds_link(runs: list[dict[str, Any]], prefix: str) -> Any:
+    """The figure's runs on the Compare page, every seed its own line (group=0)."""
+    if len({r["spec"].get("seed") for r in runs}) < 2:
+        return None
+    ids = ",".join(str(r["id"]) for r in sorted(runs, key=lambda r: r["id"]))
+    return html.Span([" · ", dcc.Link("each seed on the Compare page",
+                                      href=f"{prefix}compare?runs={ids}&group=0",
+                                      className="repro-seeds-link")])
 
 
 def figure_section(result: R.FigureResult, loaded: Loaded, prefix: str = "/") -> html.Section:
     fig = result.figure
     experiment = loaded.experiments.get(fig.experiment)
-    runs = [r for r in loaded.run_json(fig.experiment) if R.uses(fig, r["spec"])]
+    runs = figure_runs(fig, loaded)
     catalogue = R.EXPERIMENTS[fig.experiment]
     why = reasons(result, experiment, loaded.scale)
-    plots = [html.Div([html.Div(plot_title(p), className="repro-plot-title"),
+    plots = [html.Div([html.Div(plot_title(p, note), className="repro-plot-title"),
                        dcc.Graph(figure=f, config=graph_config(f"fig{fig.id}-{p.name}"),
                                  className="graph")], className="repro-plot")
-             for p, f in plot_figures(fig, loaded)]
+             for p, f, note in plot_figures(fig, loaded)]
     choices = list(fig.choices) or ["none beyond the statistics in the table"]
     return html.Section([
         html.Div([
@@ -157,7 +203,8 @@ def figure_section(result: R.FigureResult, loaded: Loaded, prefix: str = "/") ->
         ], className="section-head"),
         html.P([html.Strong("Data and scale: "), catalogue.data[loaded.scale]],
                className="section-text"),
-        html.P(runs_line(experiment, runs, prefix), className="section-text"),
+        html.P([runs_line(experiment, runs, prefix), seeds_link(runs, prefix)],
+               className="section-text"),
         environments_line(runs),  # threads, precision, machine: what the numbers rest on
         html.Div([html.Strong("Why it differs"), html.Ul([html.Li(w) for w in why])],
                  className="repro-reason") if why else None,

@@ -14,6 +14,9 @@ without submitting. An experiment's succeeded analyses are read into RunData.ana
 plan names them (R.needs_analyses); a failed one is left out, so a claim reading it finds no
 data rather than a number. A plan left at the preset's default analyses (the dashboard's) is
 neither waited for nor read: no claim reads them.
+At quick and cpu scale each configuration runs in three seeds (server/reproduction/plans.py
+SEEDS); the table marks each claim "holds in k of n seeds" and gives the median (range) over
+seeds of its numbers. `--set seed=N` runs that one seed alone.
 
 Speaks HTTP only (httpx): imports no torch.
 """

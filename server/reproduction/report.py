@@ -10,10 +10,14 @@ from server.reproduction.verdicts import FigureResult, Outcome
 
 
 def mark(outcome: Outcome) -> str:
-    """A claim's mark: holds, fails, no data, or "k of n seeds" where the seeds disagree."""
-    if outcome.status == "mixed":
-        return f"{outcome.k} of {outcome.n} seeds"
-    return outcome.status
+    """A claim's mark: "holds", "fails" or "no data" for one seed; over several, how many of
+    the seeds that decide it it holds in: "holds in 3 of 3 seeds", "fails in 3 of 3 seeds"
+    (holds in none), "holds in 2 of 3 seeds" where they disagree."""
+    if len(outcome.seeds) <= 1 or outcome.status == "no data":
+        return outcome.status
+    if outcome.status == "fails":
+        return f"fails in {outcome.n} of {outcome.n} seeds"
+    return f"holds in {outcome.k} of {outcome.n} seeds"
 
 
 def _by_paper(results: Sequence[FigureResult]) -> list[tuple[str, list[FigureResult]]]:
@@ -33,6 +37,10 @@ def report_text(results: Sequence[FigureResult], scale: Scale) -> str:
             exp = EXPERIMENTS[f.experiment]
             lines.append(f"Fig {f.id} ({f.model}) {f.title}: {res.verdict.upper()}")
             lines.append(f"  data: {exp.data[scale]}")
+            seeds = exp.plans[scale].seeds if scale in exp.plans else ()
+            if len(seeds) > 1:
+                lines.append(f"  seeds: {', '.join(map(str, seeds))}, each claim judged per "
+                             "seed; numbers are the median (range) over seeds")
             for c, o in res.outcomes:
                 lines.append(f"  [{mark(o)}] {c.text}")
                 lines.append(f"      paper: {c.paper}")

@@ -127,7 +127,8 @@ def run_data_from_memory(spec: Mapping[str, Any], sink: Any, status: str = "succ
 
 
 def pick(runs: Sequence[RunData], **where: Any) -> RunData:
-    """The one run whose spec has these values (floats compared with a tolerance)."""
+    """The one run whose spec has these values (floats compared with a tolerance), among the
+    runs of one seed (runs of several seeds matching is a ValueError)."""
     def match(r: RunData) -> bool:
         for k, v in where.items():
             got = r.spec.get(k)
@@ -141,6 +142,11 @@ def pick(runs: Sequence[RunData], **where: Any) -> RunData:
     found = [r for r in runs if match(r)]
     if not found:
         raise MissingData(f"no run with {where}")
+    if "seed" not in where and len({r.spec.get("seed") for r in found}) > 1:
+        # A check sees one seed's runs (verdicts.evaluate groups them); handed several, it
+        # would judge the first seed alone and call it the claim's outcome.
+        raise ValueError(f"runs of several seeds match {where}: judge them with "
+                         "verdicts.evaluate, which splits them by seed")
     if not found[0].finished:
         raise MissingData(f"run {found[0].label()} is {found[0].status}")
     return found[0]

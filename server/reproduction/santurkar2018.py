@@ -6,6 +6,22 @@ for the results.
 Figures made from the same runs share one experiment (Fig 9, 10 and 11 are one set of DLN
 runs, as in the paper). The DLN is reproduced in full at every scale but `quick`; VGG at
 reduced scale on offline data at `cpu`, VGG-16 on CIFAR-10 at `paper`.
+
+Seeds. At quick and cpu scale every experiment runs the seeds of plans.SEEDS (three), varied
+as `seed` and nothing else, and each claim is judged per seed (verdicts.py: "holds in k of
+n"). The seed sets everything random in a run (worker/engine): the initial weights (models.py,
+resnet.py), the minibatch order (data/batches.py: a pure function of seed and step), BN's
+noise in noisy BatchNorm (state.NoiseStream), the sampled unit of the activation probe and,
+for the DLN, the data itself (data/synthetic.py: A, x_train and x_test are drawn from the
+seed). It does not change the digits and mnist1d splits (fixed, so that seeds are tested on
+the same images). Runs compared across normalisations or LRs share a seed, so within a seed
+they start from the same weights (up to the norm layers' own parameters) and see the same
+batches in the same order; only the seed tells one seed's runs from another's.
+
+Analyses. No claim of this paper reads an end-of-training analysis (surfaces, spectra), so the
+DLN and MLP plans at quick and cpu scale opt out of their presets' (`analyses=()`): a surface
+and a spectrum for each of three seeds' runs would cost more than the training and decide
+nothing here.
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.reproduction.plans import Experiment, Paper, Plan
+from server.reproduction.plans import SEEDS, Experiment, Paper, Plan
 from server.reproduction.runs import MissingData, RunData, pick
 from server.reproduction.stats import fmt, lower, median, peak, ratio, step_changes, tail
 from server.reproduction.verdicts import Claim, Figure, Outcome
@@ -46,9 +62,10 @@ _VGG_PAPER_DATA = "VGG-16 on CIFAR-10, SGD batch 128, 15,000 steps, probes every
 def _dln(title: str, preset: str, key: str, vary: dict[str, list[Any]] | None = None,
          quick: dict[str, Any] | None = None) -> Experiment:
     vary = vary or {}
-    full = Plan(preset, {}, vary)
-    return Experiment(key, title, {"quick": Plan(preset, quick or _DLN_QUICK, vary), "cpu": full,
-                                   "paper": full},
+    return Experiment(key, title, {
+        "quick": Plan(preset, quick or _DLN_QUICK, vary, seeds=SEEDS["quick"], analyses=()),
+        "cpu": Plan(preset, {}, vary, seeds=SEEDS["cpu"], analyses=()),
+        "paper": Plan(preset, {}, vary, seeds=SEEDS["paper"])},
                       {"quick": f"{_DLN_DATA}, 300 steps, probes every 10 steps",
                        "cpu": f"{_DLN_DATA}, 10,000 steps (the paper's), probes every 50",
                        "paper": f"{_DLN_DATA}, 10,000 steps (the paper's), probes every 50"})
@@ -76,7 +93,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         {"quick": _VGG_QUICK_DATA, "cpu": _VGG_CPU_DATA, "paper": _VGG_PAPER_DATA}),
     Experiment(
         "mlp-landscape", "Fig 4 stand-in on an MLP (mnist1d)",
-        {"quick": Plan("quick-mlp", {"lr": 0.1}), "cpu": Plan("quick-mlp", {"lr": 0.1})},
+        {s: Plan("quick-mlp", {"lr": 0.1}, seeds=SEEDS[s], analyses=())
+         for s in ("quick", "cpu")},
         {s: "6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
             "the paper's LR 0.1, 800 steps, probes every 20 steps" for s in ("quick", "cpu")}),
 )

@@ -31,7 +31,9 @@ def train_quick(keys: tuple[str, ...], data_dir) -> dict[str, list[R.RunData]]:
     out: dict[str, list[R.RunData]] = {}
     for key in keys:
         out[key] = []
-        for spec in R.EXPERIMENTS[key].plans["quick"].specs(device="cpu"):
+        # Seed 0 alone: these tests check the claims on the quick runs; judging them over the
+        # plan's three seeds (k of n) is test_reproduce_cli's, on a cheaper experiment.
+        for spec in R.EXPERIMENTS[key].plans["quick"].specs(device="cpu", seed=0):
             js = spec.model_dump_json()
             if js not in trained:
                 sink = MemorySink()

@@ -105,7 +105,10 @@ def server(tmp_path):
 @pytest.mark.slow
 def test_reproduce_quick_submits_every_experiment_through_the_service(server):
     base, env = server
-    done = landscope("reproduce", "--quick", "--no-wait", "--api", base, env=env)
+    # Seed 0 alone: this checks the plumbing (every experiment, named, its runs); that the
+    # server makes each plan's seeds is test_reproduction.py's, and judging them is below.
+    done = landscope("reproduce", "--quick", "--no-wait", "--set", "seed=0", "--api", base,
+                     env=env)
     assert done.returncode == 0, done.stderr
     expected = R.experiments_for("quick")
     assert f"submitted {len(expected)} experiment(s)" in done.stderr
@@ -118,7 +121,9 @@ def test_reproduce_quick_submits_every_experiment_through_the_service(server):
             detail = api.get(f"/experiments/{by_name[exp.name('quick')]['id']}").json()
             got = sorted((r["spec"]["norm"], r["spec"]["lr"], r["spec"]["steps"])
                          for r in detail["runs"])
-            assert got == sorted((s.norm, s.lr, s.steps) for s in exp.plans["quick"].specs())
+            assert got == sorted((s.norm, s.lr, s.steps)
+                                 for s in exp.plans["quick"].specs(seed=0))
+            assert {r["spec"]["seed"] for r in detail["runs"]} == {0}
             for run in detail["runs"]:  # leave the worker nothing to do: a quick teardown
                 if run["status"] in ("queued", "running"):
                     api.post(f"/runs/{run['id']}/cancel")
@@ -129,6 +134,29 @@ def test_reproduce_quick_submits_every_experiment_through_the_service(server):
     assert len(headings) == len(R.figures_for("quick"))
     assert "no experiment named" not in done.stderr
 
+    # The cheapest experiment in its three seeds, trained by the server's worker at 20 steps
+    # (the verdicts say nothing about the paper then): waits, then reports each claim of
+    # Fig 3b as "holds in k of 3 seeds" with the median (range) of its numbers, as the
+    # Markdown table does too.
+    md = Path(env["LANDSCOPE_DATA_DIR"]) / "report.md"
+    done = landscope("reproduce", "--quick", "--only", "dln-ics", "--set", "steps=20",
+                     "--api", base, "--out", str(md), "--poll", "0.5", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    fig = R.FIGURE_BY_ID["3b"]
+    lines = done.stdout.splitlines()
+    assert "  seeds: 0, 1, 2, each claim judged per seed; numbers are the median (range) " \
+        "over seeds" in lines
+    table = md.read_text()
+    for claim in fig.claims:
+        at = next(i for i, ln in enumerate(lines) if ln.endswith(f"] {claim.text}"))
+        mark = lines[at].strip()[1:-len(claim.text) - 2]
+        ours = lines[at + 2].strip().removeprefix("ours:").strip()
+        k = int(ours.split()[2])  # "holds in k of 3 seeds..."
+        assert ours.startswith(f"holds in {k} of 3 seeds"), ours
+        assert "median (range) over seeds: " in ours
+        assert mark == (f"holds in {k} of 3 seeds" if k else "fails in 3 of 3 seeds"), mark
+        row = next(ln for ln in table.splitlines() if f"| {claim.text} |" in ln)
+        assert row.endswith(f"| {mark} |") and ours in row
 
 @pytest.mark.slow
 def test_reproduce_waits_for_the_analyses_a_plan_names_and_reads_them(server, monkeypatch,

@@ -38,13 +38,14 @@ def test_every_figure_names_dashboard_figures_that_exist():
 def test_run_then_render_a_figure(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, str(SCRIPT), "run", "--scale", "quick", "--only",
-                           "mlp-landscape", "--set", "steps=200", "--out", str(out),
+                           "mlp-landscape", "--set", "steps=200", "--set", "seed=0",
+                           "--out", str(out),
                            "--data-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     runs = sorted(p.name for p in (out / "mlp-landscape").iterdir())
     assert runs == sorted(s.name_hint() for s in
-                          R.EXPERIMENTS["mlp-landscape"].plans["quick"].specs(steps=200))
+                          R.EXPERIMENTS["mlp-landscape"].plans["quick"].specs(steps=200, seed=0))
     record = json.loads((out / "mlp-landscape" / runs[0] / "run.json").read_text())
     assert record["status"] == "succeeded" and record["spec"]["device"] == "cpu"
 

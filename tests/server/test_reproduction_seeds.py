@@ -174,8 +174,77 @@ def test_runs_without_a_seed_are_one_group_after_the_seeded_ones():
     assert list(groups) == [0, 2, None] and len(groups[None]) == 2
 
 
-def test_the_report_marks_a_mixed_claim():
-    runs = seeds({0: 3.0, 1: 1.5, 2: 4.0})
-    res = R.evaluate(FIG, runs)
-    assert R.mark(res.outcomes[0][1]) == "2 of 3 seeds"
-    assert R.mark(outcome(FIG, seeds({0: 3.0}))) == "holds"
+def test_the_report_marks_say_k_of_n():
+    res = R.evaluate(FIG, seeds({0: 3.0, 1: 1.5, 2: 4.0}))
+    assert R.mark(res.outcomes[0][1]) == "holds in 2 of 3 seeds"
+    assert R.mark(outcome(FIG, seeds({0: 3.0, 1: 2.5, 2: 10.0}))) == "holds in 3 of 3 seeds"
+    assert R.mark(outcome(FIG, seeds({0: 1.0, 1: 1.5}))) == "fails in 2 of 2 seeds"
+    assert R.mark(outcome(FIG, seeds({0: 3.0}))) == "holds"  # one seed: the check's own word
+    assert R.mark(outcome(FIG, seeds({0: 1.0}))) == "fails"
+    assert R.mark(outcome(FIG, [run(0, "none", 3.0), run(1, "none", 3.0)])) == "no data"
+    # Seed 2 still running: counted among neither k nor n.
+    running = [*seeds({0: 3.0, 1: 4.0}), run(2, "none", 3.0, status="running"),
+               run(2, "batch", 1.0)]
+    assert R.mark(outcome(FIG, running)) == "holds in 2 of 2 seeds"
+
+
+def test_the_text_and_markdown_reports_show_k_of_n_and_median_range():
+    """Both tables of a three-seed figure: the mark says k of n, "ours" the median and range
+    over seeds of each number (ratios 50, 300, 400: median 300, range 50 to 400)."""
+    fig = R.FIGURE_BY_ID["10"]
+    runs = [_dln(s, none_gp) for s, none_gp in ((0, 5e6), (1, 3e7), (2, 4e7))]
+    res = R.evaluate(fig, [r for rs in runs for r in rs])
+    by_id = {c.id: o for c, o in res.outcomes}
+    assert R.mark(by_id["10b"]) == "holds in 2 of 3 seeds"  # seed 0: 5e6 / 1e5 = 50x < 100x
+    text = R.report_text([res], "quick")
+    md = R.report_markdown([res], "quick")
+    assert "[holds in 2 of 3 seeds] gradient predictiveness is orders of magnitude" in text
+    assert "ratio 300 (50 to 400)" in text
+    assert "  seeds: 0, 1, 2, each claim judged per seed" in text
+    row = next(ln for ln in md.splitlines() if "gradient predictiveness is orders" in ln)
+    assert row.endswith("| holds in 2 of 3 seeds |") and "ratio 300 (50 to 400)" in row
+
+
+def _dln(seed: int, none_gp: float) -> list[R.RunData]:
+    """The DLN landscape runs of one seed: batch's predictiveness and beta peak at 1e5, the
+    plain net's at `none_gp`."""
+    out = []
+    for norm in ("none", "batch", "noisy_batch"):
+        v = none_gp if norm == "none" else 1e5
+        spec = {"norm": norm, "lr": 1e-6, "seed": seed}
+        series = {k: ([0, 1], [v, v]) for k in ("landscape/grad_dist_max", "landscape/beta")}
+        series |= {"landscape/loss_min": ([0, 1], [1.0, 1.0]),
+                   "landscape/loss_max": ([0, 1], [2.0 if norm == "none" else 1.5] * 2)}
+        out.append(R.RunData(spec, series))
+    return out
+
+
+def test_a_check_handed_several_seeds_refuses_to_judge_the_first_alone():
+    runs = seeds({0: 3.0, 1: 1.0})
+    with pytest.raises(ValueError, match="several seeds"):
+        RATIO_CLAIM.evaluate(runs)
+    assert R.pick(runs, norm="none", seed=1).values("x")[-1] == 1.0  # a seed named is fine
+    assert RATIO_CLAIM.evaluate(seeds({0: 3.0})).ok  # one seed: as before
+
+
+PAIRED = ("dln-ics", "dln-lp", "dln-landscape", "mlp-landscape")
+
+
+@pytest.mark.parametrize("scale", ["quick", "cpu"])
+@pytest.mark.parametrize("key", PAIRED)
+def test_plans_run_the_scales_seeds_and_vary_nothing_but_the_seed(key, scale):
+    """Each seed gets the same runs (the plan's specs without the seed), the runs compared in
+    one seed share it, and the seeds are the scale's (plans.SEEDS)."""
+    plan = R.EXPERIMENTS[key].plans[scale]
+    assert plan.seeds == R.SEEDS[scale] and len(plan.seeds) >= 3
+    specs = plan.specs()
+    one = [s.model_dump(exclude={"seed"}) for s in plan.specs(seed=0)]
+    for k in plan.seeds:
+        mine = [s.model_dump(exclude={"seed"}) for s in specs if s.seed == k]
+        assert mine == one, (key, scale, k)
+    assert len(specs) == len(one) * len(plan.seeds)
+    # The body the server gets varies `seed` with exactly these values.
+    assert plan.body("x")["vary"]["seed"] == list(R.SEEDS[scale])
+    assert R.EXPERIMENTS[key].plans.get("paper", plan).seeds in (R.SEEDS["paper"], plan.seeds)
+    # No claim reads an analysis: none requested (the presets' would triple with the seeds).
+    assert plan.analyses == () and plan.body("x")["analyses"] == []

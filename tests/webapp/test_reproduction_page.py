@@ -88,7 +88,9 @@ def graphs(section: Any) -> list[dict]:
 # Per normalisation (and LR): final test accuracy and the landscape the checks read. The MLP's
 # plain net trains and has the rougher landscape (Fig 4 holds); VGG's plain net stays at chance
 # at LR 0.1 (Fig 1 partly, Fig 4's premise fails), as docs/reproduction.md reports.
-MLP = {"none": {"acc": 0.8, "band": (1.0, 2.0), "gd": 10.0, "beta": 40.0},
+# The MLP's plain net's predictiveness grows with the seed (10, 20, 30 over seeds 0, 1, 2), so
+# its ratio to BN's (2) has a median and range over seeds to show: 10 (5 to 15).
+MLP = {"none": {"acc": 0.8, "band": (1.0, 2.0), "gd": 10.0, "beta": 40.0, "gd_seed": 1.0},
        "batch": {"acc": 0.9, "band": (1.0, 1.2), "gd": 2.0, "beta": 20.0}}
 VGG = {("none", 0.1): {"acc": 0.1, "band": (2.3, 2.31), "gd": 1.0, "beta": 5.0},
        ("batch", 0.1): {"acc": 0.9, "band": (0.5, 0.6), "gd": 3.0, "beta": 10.0},
@@ -97,19 +99,21 @@ VGG = {("none", 0.1): {"acc": 0.1, "band": (2.3, 2.31), "gd": 1.0, "beta": 5.0},
 STEPS = 20
 
 
-def series(v: dict[str, Any]) -> dict[str, list[float]]:
+def series(v: dict[str, Any], seed: int = 0) -> dict[str, list[float]]:
     """Every step's values (the probes measured every step here)."""
     lo, hi = v["band"]
+    gd = v["gd"] * (1 + seed * v.get("gd_seed", 0.0))
     wobble = [1 + 0.01 * (t % 3) for t in range(STEPS)]
     return {"train/loss": [hi * w for w in wobble], "train/acc": [v["acc"]] * STEPS,
             "test/acc": [v["acc"]] * STEPS, "landscape/loss_min": [lo] * STEPS,
-            "landscape/loss_max": [hi] * STEPS, "landscape/grad_dist_max": [v["gd"]] * STEPS,
-            "landscape/grad_dist_min": [v["gd"] / 10] * STEPS,
+            "landscape/loss_max": [hi] * STEPS, "landscape/grad_dist_max": [gd] * STEPS,
+            "landscape/grad_dist_min": [gd / 10] * STEPS,
             "landscape/beta": [v["beta"] * w for w in wobble]}
 
 
 def run_data(spec: dict[str, Any], v: dict[str, Any], status: str = "succeeded") -> R.RunData:
-    return R.RunData(spec, {k: (list(range(STEPS)), vals) for k, vals in series(v).items()},
+    return R.RunData(spec, {k: (list(range(STEPS)), vals)
+                            for k, vals in series(v, spec.get("seed", 0)).items()},
                      status)
 
 
@@ -189,18 +193,31 @@ def test_a_reproduced_figure_shows_both_values_per_claim_and_no_reason():
     words = text(section)
     for claim, outcome in result.outcomes:
         assert claim.paper in words and outcome.ours in words and claim.statistic in words
-    assert "peak gradient predictiveness: 10 without BN, 2 with BN (5x)" in words
+    # Three seeds: each claim "holds in k of 3", its numbers' median (range) over seeds, each
+    # seed's own sentence on hover.
+    gap = dict(result.outcomes)[R.claim("4b")]
+    assert "holds in 3 of 3 seeds" in words and "ratio 10 (5 to 15)" in gap.ours
+    assert gap.ours in words
+    hover = next(n["props"]["title"] for n in nodes(section) if n["type"] == "Td"
+                 and n["props"].get("children") == gap.ours)
+    assert hover.splitlines() == [
+        f"seed {k}: holds · peak gradient predictiveness: {10 * (k + 1)} without BN, 2 with "
+        f"BN ({5 * (k + 1)}x)" for k in (0, 1, 2)]
     assert "Why it differs" not in words
     assert R.EXPERIMENTS["mlp-landscape"].data["quick"] in words
     for choice in result.figure.choices:
         assert choice in words
     link = next(n for n in nodes(section) if n["type"] == "Link")
     assert link["props"]["href"] == "/dash/experiments/7"
-    # Our plots: the figure's own builders, one per plot it names, the runs in the legend.
+    # Our plots: the figure's own builders, one per plot it names, the runs in the legend
+    # (loaded without seed groups: every seed's run).
     figs = graphs(section)
     assert len(figs) == len(result.figure.plots) == 3
-    assert {t["name"] for t in figs[2]["data"] if t.get("showlegend")} == {
-        "no normalisation", "BatchNorm"}
+    assert [t["name"] for t in figs[2]["data"] if t.get("showlegend")] == [
+        f"{norm} · seed {k}" for norm in ("no normalisation", "BatchNorm") for k in (0, 1, 2)]
+    seeds_link = next(n for n in nodes(section) if n["props"].get("className") ==
+                      "repro-seeds-link")
+    assert seeds_link["props"]["href"] == "/dash/compare?runs=1,2,3,4,5,6&group=0"
 
 
 def test_a_failed_premise_says_why_and_missing_runs_say_what_to_run():
@@ -210,8 +227,9 @@ def test_a_failed_premise_says_why_and_missing_runs_say_what_to_run():
     assert result.verdict == "not reproduced"
     why = view.reasons(result, loaded.experiments["mlp-landscape"], "quick")
     assert why == ["The paper's setting does not hold here, so its comparison does not apply: "
-                   "both nets train at LR 0.1, as in the paper's Fig 1 fails (test accuracy "
-                   "at LR 0.1: 10.0% without BN, 90.0% with BN)."]
+                   "both nets train at LR 0.1, as in the paper's Fig 1 fails (holds in 0 of 3 "
+                   "seeds; median (range) over seeds: none 0.1 (0.1 to 0.1); batch 0.9 (0.9 to "
+                   "0.9))."]
     assert why[0] in text(view.figure_section(result, loaded))
     # A figure of an experiment not run at this scale: no data, and the command to run it.
     other = R.evaluate(R.FIGURE_BY_ID["2"], [])
@@ -230,7 +248,7 @@ def test_runs_still_training_leave_claims_undecided():
     assert why and all(w.startswith("Not decided yet: run ") and "is running" in w
                        for w in why)
     assert not loaded.finished
-    assert "0 of 2 runs finished" in text(view.summary([result], loaded))
+    assert "0 of 6 runs finished" in text(view.summary([result], loaded))
 
 
 # -- the callbacks, through the real API --------------------------------------------------------
@@ -253,7 +271,7 @@ def finish(api, made: dict[str, Any], values, status: str = "succeeded") -> None
         spec = run["spec"]
         v = values[spec["norm"]] if spec["norm"] in values else values[(spec["norm"],
                                                                         spec["lr"])]
-        points = series(v)
+        points = series(v, spec["seed"])
         with api.engine.begin() as conn:
             ids = series_ids(conn, run["id"], set(points))
             insert_points(conn, [(ids[k], t, *encode_value(x)) for k, vals in points.items()
@@ -319,8 +337,33 @@ def test_the_page_judges_the_newest_runs_and_stops_once_all_finished(api, app):
                 if t.get("legendgroup") != "style"}) == 4
     assert all(g["data"] for g in graphs(s["1"]) + graphs(s["4-mlp"]))
     words = text(line)
-    assert "6 of 6 runs finished" in words and "all runs finished" in words
+    assert "10 of 10 runs finished" in words and "all runs finished" in words
     assert polling == 0  # every run of the scale finished: stop asking
+
+    # The MLP's three seeds per normalisation, drawn by seed group (the server's GET /groups
+    # and /groups/metrics): the plain net's max predictiveness is 10, 20, 30 over its seeds,
+    # so its median band reaches 20 and its envelope over seeds 30; BN's is 2 in every seed.
+    gradpred = graphs(s["4-mlp"])[1]
+    roles = {t["meta"]["role"] for t in gradpred["data"]}
+    assert {"band", "envelope"} <= roles
+    band = {t["name"]: t for t in gradpred["data"] if t["meta"]["role"] == "band"}
+    envelope = [t for t in gradpred["data"] if t["meta"]["role"] == "envelope"]
+    assert set(band) == {"no normalisation (n=3)", "BatchNorm (n=3)"}
+    none, bn = band["no normalisation (n=3)"], band["BatchNorm (n=3)"]
+    assert max(v for v in none["y"] if v is not None) == 20.0
+    assert max(v for t in envelope for v in t["y"] if v is not None) == 30.0
+    assert max(v for v in bn["y"] if v is not None) == 2.0
+    assert "median of 3 seeds, min–max band" in text(s["4-mlp"])
+    assert "each seed on the Compare page" in text(s["4-mlp"])
+    # Each seed instead: a line per run, no bands; the checks are the same either way.
+    figs, *_ = refresh(2, "quick", None, "runs")
+    s = sections(figs)
+    gradpred = graphs(s["4-mlp"])[1]
+    assert not any(t.get("meta", {}).get("role") in ("band", "envelope")
+                   for t in gradpred["data"])
+    assert len({t["legendgroup"] for t in graphs(s["4-mlp"])[2]["data"]
+                if t.get("legendgroup") != "style"}) == 6
+    assert badge(s["4-mlp"]) == "reproduced" and "median of 3 seeds" not in text(s["4-mlp"])
 
     # The other scale, chosen by the reader: every figure of cpu, the MLP's premise failing.
     figs, _, _, value, polling, _ = refresh(1, "cpu", None)
@@ -328,6 +371,22 @@ def test_the_page_judges_the_newest_runs_and_stops_once_all_finished(api, app):
     got = {fid: badge(s) for fid, s in sections(figs).items()}
     assert list(got) == [f.id for f in R.figures_for("cpu")]
     assert got["4-mlp"] == "not reproduced" and got["1"] == "no data"
+
+
+def test_plots_that_cannot_be_grouped_show_the_lowest_seed_and_say_so(api, app):
+    made = submit(api, "dln-landscape", "quick")
+    flat = {"acc": 0.5, "band": (1.0, 2.0), "gd": 1.0, "beta": 1.0}
+    finish(api, made, {n: flat for n in ("none", "batch", "noisy_batch")})
+    figs, *_ = app.landscope_callbacks["reproduction"]["refresh"](0, None, None)
+    s = sections(figs)
+    assert "median of 3 seeds, min–max band" in text(s["10"])  # landscape, gradpred, beta
+    # Fig 11 (d(eta) by eta) and Fig 9 (histograms) have no grouped form: seed 0's runs.
+    assert "seed 0 only (of 3): not drawn by group" in text(s["11"])
+    assert text(s["9"]).count("seed 0 only (of 3)") == 3  # one plot per layer shown
+    assert view.lowest_seed([run_json(1, {"seed": 2}), run_json(2, {"seed": 1}),
+                             run_json(3, {"seed": 1})]) == [run_json(2, {"seed": 1}),
+                                                            run_json(3, {"seed": 1})]
+    assert view.lowest_seed([run_json(1, {})]) == [run_json(1, {})]
 
 
 def test_a_run_still_training_keeps_the_page_refreshing(api, app):

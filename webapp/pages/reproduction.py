@@ -1,7 +1,9 @@
 """/reproduction: the paper's figures, one card each, judged from the newest `repro: ...`
 experiments (`landscope reproduce` submits them): the paper's values and ours, the verdict,
 why it differs, the protocol choices and our plots. A scale switch (quick, cpu, paper) when
-several were run. It refreshes while runs train and stops once every run has finished."""
+several were run, and a seed switch: each configuration's seeds as their median with a
+min-max band, or each seed's run. It refreshes while runs train and stops once every run has
+finished."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ PATH = "/reproduction"
 # Each tick re-reads every unfinished run and redraws its figures: slower than the compare
 # view's live points, which only append. Verdicts change when runs finish, not every second.
 REFRESH_MS = 5000
+# Each configuration runs in several seeds: by default its seeds' median with a min-max band.
+SEED_OPTIONS = [{"label": "median and range", "value": "groups"},
+                {"label": "each seed", "value": "runs"}]
 
 
 def layout(poll_ms: int = REFRESH_MS, **_query) -> html.Div:
@@ -31,6 +36,9 @@ def layout(poll_ms: int = REFRESH_MS, **_query) -> html.Div:
             html.Div([html.Label("Scale"), dcc.RadioItems(
                 id="repro-scale", inline=True, value=None,
                 options=[{"label": s, "value": s, "disabled": True} for s in R.SCALES])],
+                className="control"),
+            html.Div([html.Label("Seeds"), dcc.RadioItems(
+                id="repro-seeds", inline=True, value="groups", options=SEED_OPTIONS)],
                 className="control"),
         ], className="page-head"),
         html.P("“How Does Batch Normalization Help Optimization?” (NeurIPS 2018). Per figure: "
@@ -44,8 +52,10 @@ def layout(poll_ms: int = REFRESH_MS, **_query) -> html.Div:
     ], className="repro-page")
 
 
-def refresh_outputs(client: ApiClient, scale: str | None, prefix: str) -> tuple:
-    """(figures, summary, scale options, scale value, poll max_intervals, notice)."""
+def refresh_outputs(client: ApiClient, scale: str | None, prefix: str,
+                    seeds: str | None = "groups") -> tuple:
+    """(figures, summary, scale options, scale value, poll max_intervals, notice); `seeds`:
+    "groups" draws each configuration's seeds as one line and band, "runs" every run."""
     by_scale = data.latest(data.all_experiments(client))
     options = [{"label": s, "value": s, "disabled": s not in by_scale} for s in R.SCALES]
     if not by_scale:
@@ -53,7 +63,8 @@ def refresh_outputs(client: ApiClient, scale: str | None, prefix: str) -> tuple:
         empty = view.empty_state(len(R.experiments_for("quick")))
         return [empty], None, options, None, -1, ""
     chosen = scale if scale in by_scale else data.default_scale(by_scale)
-    loaded = data.load(client, chosen, by_scale[chosen])
+    loaded = data.load(client, chosen, by_scale[chosen],
+                       seeds="runs" if seeds == "runs" else "groups")
     sections, line = view.content(loaded, prefix)
     return sections, line, options, chosen, 0 if loaded.finished else -1, ""
 
@@ -85,13 +96,13 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
         Output("repro-scale", "options"), Output("repro-scale", "value"),
         Output("repro-poll", "max_intervals"), Output("repro-notice", "children"),
         Input("repro-poll", "n_intervals"), Input("repro-scale", "value"),
-        Input("repro-changed", "data"),
+        Input("repro-changed", "data"), Input("repro-seeds", "value"),
         # A slow load is never superseded by the next tick (Dash would drop its result).
         running=[(Output("repro-poll", "disabled"), True, False)],
     )
-    def refresh(_tick, scale, _changed):
+    def refresh(_tick, scale, _changed, seeds="groups"):
         try:
-            return refresh_outputs(client, scale, prefix)
+            return refresh_outputs(client, scale, prefix, seeds)
         except ApiError as exc:  # say so and try again at the next tick
             return (no_update, no_update, no_update, no_update, -1,
                     f"Could not load the reproduction from the API: {exc.message}")
