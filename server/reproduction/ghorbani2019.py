@@ -64,26 +64,29 @@ _TOP_K = CLASSES["mnist1d"] + 1
 _PROBES_OFF = {f"probes.{p}.every": 0 for p in ("landscape", "ics", "activations", "sharpness")}
 
 
-def spectrum_analysis(steps: Sequence[int], eval_samples: int,
-                      **spectrum: int) -> dict[str, Any]:
-    """The spectrum analysis (AnalysisSpec JSON) a plan asks for on each of its runs."""
-    return {"kind": "spectrum", "bn_mode": BN_MODE, "steps": list(steps),
-            "eval_samples": eval_samples, "spectrum": {"top_k": _TOP_K, **spectrum}}
+def spectrum_analyses(early: Sequence[int], eval_samples: int,
+                      **spectrum: int) -> tuple[dict[str, Any], ...]:
+    """The spectrum analyses (AnalysisSpec JSON) a plan asks for on each of its runs: at the
+    `early` steps, and at the last step (steps null: whatever the run's length, so that a
+    smoke run with fewer steps, `--set steps=200`, still analyses its end)."""
+    one = {"kind": "spectrum", "bn_mode": BN_MODE, "eval_samples": eval_samples,
+           "spectrum": {"top_k": _TOP_K, **spectrum}}
+    return ({**one, "steps": list(early)}, {**one, "steps": None})
 
 
 # quick: 512 evaluation samples (4 batches of the training size, as the quick presets'
 # analyses), 40 Lanczos steps for the top 11 (the 11th pair's residual was 1e-5 to 0.12 of
 # eigenvalues near 2 to 4 in the first measurement), 10 Hutchinson probes (the trace is
 # reported, not judged) and a 40-step x 2-vector density: about 140 HVPs per step. On a
-# shared 2-core machine an MLP run trained in 20-45 s and its two spectra took 25-45 s.
-_QUICK_SPECTRUM = spectrum_analysis((EARLY, _MLP_STEPS), 512, lanczos_steps=40,
-                                    trace_probes=10, slq_steps=40, slq_vectors=2)
+# shared 2-core machine (load 9) an MLP run trained in 20-75 s and its two spectra took
+# 25-85 s.
+_QUICK_SPECTRA = spectrum_analyses([EARLY], 512, lanczos_steps=40, trace_probes=10,
+                                   slq_steps=40, slq_vectors=2)
 # cpu: the API's default evaluation set and density (2,048 samples, 80 x 4 SLQ, 50 probes),
 # 80 Lanczos steps, and a third step mid-training.
-_CPU_STEPS = (EARLY, _MLP_STEPS // 2, _MLP_STEPS)
-_CPU_SPECTRUM = spectrum_analysis(_CPU_STEPS, 2048,
-                                  lanczos_steps=80, trace_probes=50, slq_steps=80,
-                                  slq_vectors=4)
+_CPU_EARLY = [EARLY, _MLP_STEPS // 2]
+_CPU_SPECTRA = spectrum_analyses(_CPU_EARLY, 2048, lanczos_steps=80, trace_probes=50,
+                                 slq_steps=80, slq_vectors=4)
 _MLP_DATA = ("6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
              "LR 0.5, 800 steps, with and without BN; Hessian spectra (BN mode batch) at steps "
              f"{EARLY} and 800")
@@ -92,9 +95,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
         "ghorbani-spectra", "Fig G1, G2 Hessian outliers and the gradient (MLP)",
         {"quick": Plan("quick-mlp", {**_PROBES_OFF, "snapshots.steps": [EARLY]},
-                       seeds=SEEDS["quick"], analyses=(_QUICK_SPECTRUM,)),
-         "cpu": Plan("quick-mlp", {**_PROBES_OFF, "snapshots.steps": list(_CPU_STEPS[:-1])},
-                     seeds=SEEDS["cpu"], analyses=(_CPU_SPECTRUM,))},
+                       seeds=SEEDS["quick"], analyses=_QUICK_SPECTRA),
+         "cpu": Plan("quick-mlp", {**_PROBES_OFF, "snapshots.steps": _CPU_EARLY},
+                     seeds=SEEDS["cpu"], analyses=_CPU_SPECTRA)},
         {"quick": f"{_MLP_DATA}, on 512 evaluation samples, 40 Lanczos steps for the top 11",
          "cpu": f"{_MLP_DATA} and 400, on 2,048 evaluation samples, 80 Lanczos steps for the "
                 "top 11, an 80-step x 4-vector density"}),
@@ -110,16 +113,17 @@ def _num(v: Any) -> float:
 
 
 def spectra(run: RunData) -> dict[int, dict[str, Any]]:
-    """The run's spectrum values (values["spectrum"]) by analysed step, from its newest
-    spectrum analysis in BN mode BN_MODE that has any."""
-    for a in reversed(run.analyses):
-        if a.kind != "spectrum" or a.bn_mode != BN_MODE:
-            continue
-        out = {t: st["values"]["spectrum"] for t, st in sorted(a.steps.items())
-               if isinstance((st.get("values") or {}).get("spectrum"), Mapping)}
-        if out:
-            return out
-    raise MissingData(f"{run.label()} has no spectrum analysis (BN mode {BN_MODE})")
+    """The run's spectrum values (values["spectrum"]) by analysed step, from all its spectrum
+    analyses in BN mode BN_MODE (a plan asks for the early steps and the last in two; where
+    two analysed the same step, the newer)."""
+    out: dict[int, dict[str, Any]] = {}
+    for a in run.analyses:
+        if a.kind == "spectrum" and a.bn_mode == BN_MODE:
+            out |= {t: st["values"]["spectrum"] for t, st in a.steps.items()
+                    if isinstance((st.get("values") or {}).get("spectrum"), Mapping)}
+    if not out:
+        raise MissingData(f"{run.label()} has no spectrum analysis (BN mode {BN_MODE})")
+    return dict(sorted(out.items()))
 
 
 @dataclass(frozen=True)
