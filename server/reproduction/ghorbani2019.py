@@ -88,8 +88,7 @@ _CPU_EARLY = [EARLY, _MLP_STEPS // 2]
 _CPU_SPECTRA = spectrum_analyses(_CPU_EARLY, 2048, lanczos_steps=80, trace_probes=50,
                                  slq_steps=80, slq_vectors=4)
 _MLP_DATA = ("6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
-             "LR 0.5, 800 steps, with and without BN; Hessian spectra (BN mode batch) at steps "
-             f"{EARLY} and 800")
+             "LR 0.5, 800 steps, with and without BN; Hessian spectra (BN mode batch) at steps")
 
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
@@ -98,9 +97,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                        seeds=SEEDS["quick"], analyses=_QUICK_SPECTRA),
          "cpu": Plan("quick-mlp", {**_PROBES_OFF, "snapshots.steps": _CPU_EARLY},
                      seeds=SEEDS["cpu"], analyses=_CPU_SPECTRA)},
-        {"quick": f"{_MLP_DATA}, on 512 evaluation samples, 40 Lanczos steps for the top 11",
-         "cpu": f"{_MLP_DATA} and 400, on 2,048 evaluation samples, 80 Lanczos steps for the "
-                "top 11, an 80-step x 4-vector density"}),
+        {"quick": f"{_MLP_DATA} {EARLY} and 800 on 512 evaluation samples, 40 Lanczos steps "
+                  "for the top 11",
+         "cpu": f"{_MLP_DATA} {EARLY}, 400 and 800 on 2,048 evaluation samples, 80 Lanczos "
+                "steps for the top 11, an 80-step x 4-vector density"}),
 )
 
 
