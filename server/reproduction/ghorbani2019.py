@@ -82,11 +82,13 @@ def spectrum_analyses(early: Sequence[int], eval_samples: int,
 # 25-85 s.
 _QUICK_SPECTRA = spectrum_analyses([EARLY], 512, lanczos_steps=40, trace_probes=10,
                                    slq_steps=40, slq_vectors=2)
-# cpu: the API's default evaluation set and density (2,048 samples, 80 x 4 SLQ, 50 probes),
-# 80 Lanczos steps, and a third step mid-training.
+# cpu: the API's default evaluation set (2,048 samples), 60 Lanczos steps, an 80-step x
+# 2-vector density, 20 probes, and a third step mid-training: about 250 HVPs per step on 4x the
+# samples, some 12x the quick analyses' work per run (they took 25-85 s on the shared machine
+# above), so that the 6 runs stay near the cpu scale's 30 minutes on two cores.
 _CPU_EARLY = [EARLY, _MLP_STEPS // 2]
-_CPU_SPECTRA = spectrum_analyses(_CPU_EARLY, 2048, lanczos_steps=80, trace_probes=50,
-                                 slq_steps=80, slq_vectors=4)
+_CPU_SPECTRA = spectrum_analyses(_CPU_EARLY, 2048, lanczos_steps=60, trace_probes=20,
+                                 slq_steps=80, slq_vectors=2)
 _MLP_DATA = ("6-layer MLP, 128 units, on mnist1d (4,000 training samples), SGD batch 128 at "
              "LR 0.5, 800 steps, with and without BN; Hessian spectra (BN mode batch) at steps")
 
@@ -99,8 +101,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                      seeds=SEEDS["cpu"], analyses=_CPU_SPECTRA)},
         {"quick": f"{_MLP_DATA} {EARLY} and 800 on 512 evaluation samples, 40 Lanczos steps "
                   "for the top 11",
-         "cpu": f"{_MLP_DATA} {EARLY}, 400 and 800 on 2,048 evaluation samples, 80 Lanczos "
-                "steps for the top 11, an 80-step x 4-vector density"}),
+         "cpu": f"{_MLP_DATA} {EARLY}, 400 and 800 on 2,048 evaluation samples, 60 Lanczos "
+                "steps for the top 11, an 80-step x 2-vector density"}),
 )
 
 
