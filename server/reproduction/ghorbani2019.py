@@ -16,12 +16,13 @@ training-size batches: the Hessian of the loss the optimiser descends, as the pa
 its BN networks), at an early step (5 % into training: "rapid appearance") and at the last:
 
 - the outlier ratio R = lambda_1 / max(lambda_{C+1}, -lambda_min) (`outliers`): the top
-  eigenvalue over the bulk's extent. The paper (after Sagun et al. and Papyan) finds about one
-  outlier per class, C of them, so the (C+1)-th eigenvalue is the top of the bulk; the bulk
+  eigenvalue over the bulk's extent. Sagun et al. 2017 and Papyan 2018 find about one outlier
+  per class, C of them, so the (C+1)-th eigenvalue is the top of the bulk; the bulk
   also reaches down to lambda_min, and the larger magnitude of its two ends is its extent (its
   centre sits near 0). lambda_1 .. lambda_{C+1} come from Lanczos (top_k = C + 1),
   lambda_min from the lowest node of the SLQ density's quadrature. Ritz values lie inside the
-  spectrum, so both ends of the bulk are inner estimates: R is, if anything, an upper bound;
+  spectrum, so both ends of the bulk are inner estimates and, lambda_1 converging first, R is
+  if anything an upper bound (the residuals say by how little: quick plan comment);
 - the gradient share ||P g||^2 / ||g||^2 in the span of the top C + 1 Ritz vectors, as the
   spectrum analysis reports it (`gradient_share`; the paper's projection on the outliers'
   eigenspace, with the bulk's top direction added).
@@ -272,8 +273,9 @@ _CHOICES = (
     "the paper's ResNet-32 on CIFAR-10: both nets train in seconds on a CPU.",
     f"Spectra in BN mode batch (training-size batches with their own statistics) at step "
     f"{EARLY} (5 % into training) and at the end.",
-    "Outlier count C = 10 (one per class, as the paper and Sagun et al. find): the bulk's top "
-    "is lambda_11, from the same Lanczos run as lambda_1; lambda_min is the lowest SLQ node.",
+    "Outlier count C = 10 (one per class, as Sagun et al. 2017 and Papyan 2018 find): the "
+    "bulk's top is lambda_11, from the same Lanczos run as lambda_1; lambda_min is the lowest "
+    "SLQ node.",
     f"Thresholds from the paper's wording: isolated = at least {ISOLATED:g}x the bulk's "
     f"extent; concentrated = more than {MOST:.0%} of ||g||^2.",
 )
