@@ -12,8 +12,9 @@ paper's figures are cited by what they show).
 
 Every number comes from the runs' spectrum analyses (server/analysis_spec.py kind "spectrum",
 worker/engine/geometry/hessian.py), in BN mode "batch" (train-mode batch statistics on
-training-size batches: the Hessian of the loss the optimiser descends, as the paper measures
-its BN networks), at an early step (5 % into training: "rapid appearance") and at the last:
+training-size batches: the Hessian of the loss the optimiser descends; the paper ties the
+outliers' absence to BN's mini-batch statistics), at an early step (5 % into training:
+"rapid appearance") and at the last:
 
 - the outlier ratio R = lambda_1 / max(lambda_{C+1}, -lambda_min) (`outliers`): the top
   eigenvalue over the bulk's extent. Sagun et al. 2017 and Papyan 2018 find about one outlier
@@ -49,7 +50,7 @@ ISOLATED = 2.0
 # "A surprising concentration of the gradient" in the outliers' eigenspace: most of its
 # energy there, more than half of ||g||^2.
 MOST = 0.5
-BN_MODE = "batch"  # the spectrum the checks read (the paper's: train-mode BN statistics)
+BN_MODE = "batch"  # the spectrum the checks read: train-mode BN, the loss SGD descends
 
 # Classes of the datasets these plans use (the outliers' expected count).
 CLASSES = {"mnist1d": 10, "digits": 10, "cifar10": 10}
