@@ -86,8 +86,9 @@ _QUICK_SPECTRA = spectrum_analyses([EARLY], 512, lanczos_steps=40, trace_probes=
                                    slq_steps=40, slq_vectors=2)
 # cpu: the API's default evaluation set (2,048 samples), 60 Lanczos steps, an 80-step x
 # 2-vector density, 20 probes, and a third step mid-training: about 250 HVPs per step on 4x the
-# samples, some 12x the quick analyses' work per run (they took 25-85 s on the shared machine
-# above), so that the 6 runs stay near the cpu scale's 30 minutes on two cores.
+# samples. Measured on the shared 2-core machine at a load of 15-19 (several jobs): 630-770 s
+# of analyses per run against about 120 s for the quick plan's, so some 6x; on two idle cores
+# the 6 runs should stay well inside the cpu scale's 30 minutes.
 _CPU_EARLY = [EARLY, _MLP_STEPS // 2]
 _CPU_SPECTRA = spectrum_analyses(_CPU_EARLY, 2048, lanczos_steps=60, trace_probes=20,
                                  slq_steps=80, slq_vectors=2)
