@@ -74,7 +74,14 @@ def synthetic(spec: RunSpec, gp: float = 1.0, beta: float = 1.0) -> R.RunData:
             series[f"act/L{k}/unit_{m}"] = (steps, [1.0 + 0.01 * t for t in range(len(steps))])
     etas = [R.EtaPoint(t, m, m * spec.lr, 1.0, gp * m) for t in steps
             for m in spec.probes.landscape.multipliers]
-    return R.RunData(spec.model_dump(mode="json"), series, "succeeded", etas)
+    # A flat Hessian spectrum (eleven eigenvalues of 1, the SLQ nodes in [-1, 1]) at the first
+    # and last step, as a spectrum analysis in BN mode batch reports it.
+    flat = {"top_eigenvalues": [1.0] * 11, "gradient_share": 0.1,
+            "slq": {"nodes": [[-1.0, 0.0, 1.0]], "weights": [[0.25, 0.5, 0.25]]}}
+    spectrum = R.AnalysisData("spectrum", "batch", {}, {t: {"values": {"spectrum": flat}}
+                                                        for t in (0, spec.steps)})
+    return R.RunData(spec.model_dump(mode="json"), series, "succeeded", etas,
+                     analyses=[spectrum])
 
 
 @pytest.mark.parametrize("scale", R.SCALES)
@@ -284,7 +291,7 @@ def test_every_figure_judged_over_three_identical_seeds_is_judged_as_one():
 def test_the_registry_finds_each_paper_module_and_refuses_clashes():
     from server.reproduction import registry
 
-    assert [p.key for p in R.PAPERS] == ["santurkar2018"]
+    assert [p.key for p in R.PAPERS] == ["ghorbani2019", "santurkar2018"]
     assert R.paper_of(R.FIGURE_BY_ID["3b"]).title == "Santurkar et al. 2018"
     assert set(R.EXPERIMENTS) == {e.key for p in R.PAPERS for e in p.experiments}
     registry._unique("figure", [("1", "a2019"), ("2", "a2019")])
