@@ -443,4 +443,20 @@ FIGURES: tuple[Figure, ...] = (
 PAPER = Paper(
     key="santurkar2018", title="Santurkar et al. 2018", experiments=EXPERIMENTS,
     figures=FIGURES, metric_keys="train/*,test/*,landscape/*,ics/*,act/*",
+    citation=("S. Santurkar, D. Tsipras, A. Ilyas, A. Madry, \"How Does Batch Normalization "
+              "Help Optimization?\", NeurIPS 2018, arXiv:1805.11604"),
+    summary=(
+        "The paper argues that BatchNorm does not help by reducing internal covariate shift "
+        "(ICS): a net with BN shows as much ICS as one without (Fig 3b), noise injected after "
+        "BN to make the activations' distributions unstable does not hurt training (Fig 2, 8), "
+        "and lp normalisations without any distributional control help as much (Fig 5b). "
+        "What BN does instead is smooth the loss landscape: along the gradient the loss "
+        "changes less, the gradient stays more predictive and the effective beta-smoothness "
+        "is smaller (Fig 4 for VGG, Fig 10 and 11 for a deep linear network, DLN). We "
+        "reproduce the figures with Landscope's own engine and probes under the protocol of "
+        "paper-protocol.md: the DLN at the paper's size (for fewer steps at the quick "
+        "scale), VGG at reduced scale on offline data (the paper's VGG-16 on CIFAR-10 wants "
+        "a GPU and the archive), and Fig 4 once more on an MLP where both nets train (beyond "
+        "the paper). No protocol was tuned to match a number; where ours differ from the "
+        "paper's, the verdicts say so."),
 )
