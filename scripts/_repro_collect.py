@@ -167,6 +167,8 @@ def check_cell(scale: str, dirs: dict[str, list[Path]], records: dict[str, list[
     figures = [f.id for f in R.FIGURES if f.experiment == key]
     return {"experiment": key, "seed": seed, "figures": figures,
             "sets": (launch or {}).get("sets", {}),
+            "threads": sorted({((r.get("info") or {}).get("environment") or {}).get(
+                "torch_threads") for r in cell}, key=str),
             "specs": [r["spec"] for r in cell]}
 
 

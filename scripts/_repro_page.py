@@ -27,9 +27,12 @@ def cell(text: str) -> str:
 
 
 def anchor(fig: dict[str, Any]) -> str:
-    """GitHub's anchor of a figure's heading."""
-    head = heading(fig).lower()
-    return re.sub(r"[^a-z0-9 _-]", "", head).replace(" ", "-")
+    return slug(heading(fig))
+
+
+def slug(head: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", head.lower()).replace(" ", "-")
 
 
 def heading(fig: dict[str, Any]) -> str:
@@ -297,8 +300,8 @@ def page(results: dict[str, Any], png_dir: str, results_link: str) -> str:
             "| --- | --- | --- | --- | --- | --- |"]
     for p in papers:
         counts = [sum(fig["verdict"] == v for fig in p["figures"]) for v in VERDICTS]
-        out.append(f"| [{p['title']}](#{p['title'].lower().replace(' ', '-').replace('.', '')})"
-                   f" | {len(p['figures'])} | " + " | ".join(map(str, counts)) + " |")
+        out.append(f"| [{p['title']}](#{slug(p['title'])}) | {len(p['figures'])} | "
+                   + " | ".join(map(str, counts)) + " |")
     out += ["", *RULES, ""]
     for p in papers:
         out += paper_section(p, scale, png_dir)

@@ -74,6 +74,8 @@ def write(args: argparse.Namespace, argv: list[str]) -> None:
     figures = args.doc.parent / args.doc.stem
     figures.mkdir(parents=True, exist_ok=True)
     if not args.no_png:
+        for old in figures.glob("*.png"):  # a figure not drawn this time must not show an old one
+            old.unlink()
         RF.main(["render", str(args.out), "--scale", args.scale, "--png", str(figures),
                  "--chromium", args.chromium])
     results = _repro_collect.collect(args.out, args.scale, None if args.no_png else figures)
