@@ -162,3 +162,27 @@ def test_nudge_moves_one_weight_by_exactly_one_ulp_of_the_unit():
     dt.nudge(net64, "float64")
     after = net64.weight.detach()[0, 0].item()
     assert after == math.nextafter(before, math.inf)
+
+
+def _claim(text: str, k: int, n: int, values: dict) -> dict:
+    return {"text": text, "k": k, "n": n, "seeds": [{}] * n, "values": values,
+            "spread": {key: [v, v, v, n] for key, v in values.items()}, "premise": False}
+
+
+def test_the_dtype_summary_counts_what_the_precision_changes():
+    page = _module("_repro_page")
+    a = {"3b": {"verdict": "reproduced", "claims": [_claim("x", 3, 3, {"v": 1.0}),
+                                                    _claim("y", 2, 3, {"v": 4.0})]},
+         "10": {"verdict": "partly", "claims": [_claim("z", 0, 3, {"w": 10.0})]}}
+    b = {"3b": {"verdict": "partly", "claims": [_claim("x", 3, 3, {"v": 1.5}),
+                                                _claim("y", 3, 3, {"v": 4.0})]},
+         "10": {"verdict": "partly", "claims": [_claim("z", 0, 3, {"w": 10.0})]}}
+    text = page.dtype_conclusion({"dtypes": {"float32": a, "float64": b}})
+    # one verdict of two figures, one claim of three (y: 2 of 3 against 3 of 3); the largest
+    # difference is x's: |1 - 1.5| / 1.5 (float64 the reference)
+    assert text.startswith("The precision changes the verdict of 1 of 2 figures and the "
+                           "outcome of 1 of 3 claims: Fig 3b: y (holds in 2 of 3 seeds in "
+                           "float32, holds in 3 of 3 seeds in float64).")
+    assert text.endswith("is 0.333 (Fig 3b, v).")
+    assert page.holds(_claim("x", 1, 1, {})) == "holds in 1 of 1 seed"
+    assert page.numbers(_claim("x", 2, 2, {"v": 2.0})) == "v 2 (2 to 2)"
