@@ -331,6 +331,12 @@ def screenshot(pages: list[tuple[Path, str]], chromium: str) -> None:
             browser.close()
 
 
+def png_name(fig: R.Figure) -> str:
+    """The PNG `render --png` draws a figure into (docs/reproduction.md links it by this)."""
+    stem = f"fig{fig.id}" if "-" in fig.id else f"fig{fig.id}-{fig.model.lower()}"
+    return f"{stem}.png"
+
+
 def render(args: argparse.Namespace) -> int:
     results_by_exp: dict[str, list[R.RunData]] = {}
     dirs: dict[str, list[Path]] = {}
@@ -362,8 +368,7 @@ def render(args: argparse.Namespace) -> int:
             hists = {ids[id(r)]: load_hists(paths[ids[id(r)] - 1]) for r in chosen}
         title = (f"Fig {fig.id} ({fig.model}): {fig.title}. "
                  f"{R.EXPERIMENTS[fig.experiment].data[args.scale]}")
-        stem = f"fig{fig.id}" if "-" in fig.id else f"fig{fig.id}-{fig.model.lower()}"
-        pages.append((args.png / f"{stem}.png",
+        pages.append((args.png / png_name(fig),
                       page_html(title, figures_of(fig, runs, hists))))
     screenshot(pages, args.chromium)
     for png, _ in pages:

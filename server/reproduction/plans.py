@@ -87,3 +87,7 @@ class Paper:
     experiments: tuple[Experiment, ...]
     figures: tuple[Figure, ...]
     metric_keys: str  # every scalar key its checks read (the API takes globs)
+    # Prose for docs/reproduction.md (scripts/make_reproduction_doc.py): what the paper claims
+    # and how we test it, one paragraph; it never holds numbers of ours (those are computed).
+    summary: str = ""
+    citation: str = ""  # authors, title, venue, year, arXiv id
