@@ -87,6 +87,9 @@ def data_shape(spec: RunSpec) -> Shape:
         d = spec.input_dim
         return Shape((d,), d, spec.n_samples, spec.n_samples)
     in_shape, n_out, n_train, n_test = DATASETS[spec.dataset]
+    if spec.dataset == "digits" and "size" in spec.dataset_options:  # resized at load
+        size = spec.dataset_options["size"]
+        in_shape = (in_shape[0], size, size)
     return Shape(in_shape, n_out, n_train, n_test)
 
 

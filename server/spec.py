@@ -41,6 +41,10 @@ PLUGIN_NAME = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
 MAX_PLUGIN_NAME = 100
 MAX_OPTIONS_BYTES = 16 * 1024  # model_options / dataset_options, as compact JSON
 MAX_OPTIONS_KEYS = 64
+# The one built-in dataset option: digits' `size`, its 8x8 images resized to size x size at
+# load (worker/engine/data/digits.py), e.g. 32 so VGG's five pools act as on CIFAR-10. Upward
+# only (a smaller image would drop pixels); 64 bounds the data's memory (1,797 x 64 x 64 floats).
+DIGITS_SIZES = (8, 64)
 
 
 def builtin_models() -> tuple[str, ...]:
@@ -49,6 +53,26 @@ def builtin_models() -> tuple[str, ...]:
 
 def builtin_datasets() -> tuple[str, ...]:
     return DatasetName.__args__  # type: ignore[attr-defined]
+
+
+def _digits_options(v: dict[str, Any]) -> dict[str, Any]:
+    """digits takes `size` only: an integer in DIGITS_SIZES. Errors carry the option's own
+    path (dataset_options.size), as a plug-in's option errors do."""
+    from pydantic import ValidationError
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    def fail(key: str, message: str) -> ValidationError:
+        return ValidationError.from_exception_data("dataset_options", [InitErrorDetails(
+            type=PydanticCustomError("value_error", message), loc=(key,), input=v[key])])
+
+    for key in v:
+        if key != "size":
+            raise fail(key, "unknown option; dataset 'digits' takes: size")
+    size = v.get("size", DIGITS_SIZES[0])
+    lo, hi = DIGITS_SIZES
+    if type(size) is not int or not lo <= size <= hi:
+        raise fail("size", f"must be an integer from {lo} to {hi} (the images' side in pixels)")
+    return v
 
 
 def is_plugin_name(name: str, kind: Literal["model", "dataset"]) -> bool:
@@ -313,8 +337,9 @@ class RunSpec(_Strict):
     )
     dataset_options: dict[str, Any] = Field(
         default_factory=dict,
-        description="plug-in datasets only: JSON passed to the plug-in's factory as is "
-        f"(at most {MAX_OPTIONS_BYTES // 1024} KiB)",
+        description="plug-in datasets: JSON passed to the plug-in's factory as is "
+        f"(at most {MAX_OPTIONS_BYTES // 1024} KiB); digits: {{\"size\": n}} resizes its "
+        f"8x8 images to n x n ({DIGITS_SIZES[0]} to {DIGITS_SIZES[1]}), bilinearly",
         json_schema_extra={"maxProperties": MAX_OPTIONS_KEYS},
     )
     n_samples: int = Field(
@@ -372,6 +397,8 @@ class RunSpec(_Strict):
     def _small_json(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         kind = info.field_name.removesuffix("_options")
         name = info.data.get(kind)  # absent when that field failed: its error is reported
+        if kind == "dataset" and name == "digits":
+            return _digits_options(v)
         if v and name is not None and not is_plugin_name(name, kind):
             # Built-ins take their settings from the spec's own fields: options would be
             # silently ignored, and no spec key is.

@@ -37,6 +37,8 @@ SHAPES = {
                      "batch_size": None},
     "vgg11-digits": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits",
                      "batch_size": 16},  # 8x8 images: pools past 1x1 are skipped
+    "vgg11-digits32": {"model": "vgg", "vgg_config": 11, "width": 0.125, "dataset": "digits",
+                       "dataset_options": {"size": 32}, "batch_size": 4},  # no pool skipped
     "vgg16-digits": {"model": "vgg", "vgg_config": 16, "width": 0.125, "dataset": "digits",
                      "batch_size": 8},
     "vgg16-cifar10": {"model": "vgg", "vgg_config": 16, "width": 0.25, "dataset": "cifar10",
@@ -143,6 +145,7 @@ def test_bf16_halves_all_but_the_norm_outputs_and_probes_multiply():
 
 @pytest.mark.parametrize("dataset,fields", [
     ("digits", {}),
+    ("digits", {"dataset_options": {"size": 32}}),
     ("mnist1d", {}),
     ("gaussian_linear", {"n_samples": 300, "input_dim": 7, "loss": "sum_squares"}),
 ])

@@ -17,6 +17,7 @@ import torch
 
 from server.spec import RunSpec
 from worker.engine.data import BatchOrder, DataError, Dataset, load_dataset
+from worker.engine.data import digits as digits_module
 from worker.engine.data import mnist1d as mnist1d_module
 from worker.engine.data.cifar10 import MEAN, STD
 from worker.engine.data.download import download_cifar10
@@ -321,3 +322,38 @@ def test_batch_order_full_batch(batch_size):
     assert order.batches_per_epoch == 1
     assert torch.equal(order.indices(0), torch.arange(10))
     assert torch.equal(order.indices(123), torch.arange(10))
+
+
+def _digits(**options) -> Dataset:
+    return load_dataset(RunSpec(dataset="digits", dataset_options=options), Path("."))
+
+
+def test_digits_resized_to_32_is_standardised_and_deterministic():
+    ds = _digits(size=32)
+    assert ds.x_train.shape == (1438, 1, 32, 32) and ds.x_test.shape == (359, 1, 32, 32)
+    assert ds.in_shape == (1, 32, 32)
+    assert ds.info["size"] == 32 and "bilinear" in ds.info["resize"]
+    assert abs(ds.x_train.mean().item()) < 1e-4
+    assert abs(ds.x_train.std().item() - 1) < 1e-3
+    assert torch.equal(_digits(size=32).x_train, ds.x_train)
+    plain = _digits()
+    assert torch.equal(ds.y_train, plain.y_train) and torch.equal(ds.y_test, plain.y_test)
+    # The same images as at 8x8: undo the 8x8 scaling, resize, apply the 32x32 scaling.
+    raw = plain.x_test[:, 0].double() * plain.info["std"] + plain.info["mean"]
+    mine = (digits_module.resize(raw.numpy(), 32) - ds.info["mean"]) / ds.info["std"]
+    assert np.allclose(mine, ds.x_test[:, 0].numpy(), atol=1e-5)
+    assert _digits(size=8).info == plain.info and "resize" not in plain.info
+
+
+def test_resize_of_constant_and_linear_images_is_the_analytic_bilinear():
+    const = np.full((2, 8, 8), 0.37)
+    assert np.allclose(digits_module.resize(const, 32), 0.37, rtol=0, atol=1e-15)
+    # A ramp along the width, f(j) = j: with align_corners=False output pixel i samples the
+    # source at (i + 0.5) * 8 / n - 0.5, clamped to the first and last pixel centres [0, 7].
+    ramp = np.tile(np.arange(8.0), (1, 8, 1))
+    for n in (32, 20):
+        got = digits_module.resize(ramp, n)
+        want = np.clip((np.arange(n) + 0.5) * 8 / n - 0.5, 0, 7)
+        assert got.shape == (1, n, n)
+        assert np.allclose(got, np.broadcast_to(want, (1, n, n)), rtol=0, atol=1e-12)
+    assert digits_module.resize(ramp, 8) is ramp  # the native size is left alone

@@ -33,6 +33,8 @@ def test_runs_differing_only_in_seed_share_a_key():
     assert len(group_key(a)) == 16 and int(group_key(a), 16) >= 0
     assert group_key(_run(3, spec=_spec(lr=0.2))) != group_key(a)
     assert group_key(_run(4, spec=_spec(probes={"ics": {"every": 6}}))) != group_key(a)
+    # digits at another size is other data (dataset_options is part of the spec)
+    assert group_key(_run(6, spec=_spec(dataset_options={"size": 32}))) != group_key(a)
     # the same spec trained through the SDK is another thing
     assert group_key(_run(5, source="sdk", spec=_spec())) != group_key(a)
 

@@ -110,6 +110,10 @@ def test_an_experiment_locates_the_plugin_in_vary(client, api_db):
      ["body", "spec", "model_options"], "at most 16384 bytes"),
     ({"model": "lab.net", "model_options": {"a": float("nan")}},
      ["body", "spec", "model_options", "a"], "finite"),
+    ({"dataset": "digits", "dataset_options": {"size": 7}},
+     ["body", "spec", "dataset_options", "size"], "from 8 to 64"),
+    ({"dataset": "digits", "dataset_options": {"colour": 1}},
+     ["body", "spec", "dataset_options", "colour"], "takes: size"),
 ])
 def test_bad_plugin_names_and_options_are_422_at_their_field(client, api_db, spec, loc, words):
     add_worker(api_db, "w1")

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from server import reproduction as R
+from server.reproduction.plans import SEEDS
 from server.spec import RunSpec
 
 
@@ -53,6 +54,18 @@ def test_scales_keep_the_paper_protocol_where_they_claim_to():
     assert {s.norm for s in cpu_vgg} == {"none", "batch", "noisy_batch", "noise"}
     assert {(s.vgg_config, s.width, s.dataset, s.steps) for s in cpu_vgg} == {
         (11, 0.25, "digits", 2000)}
+
+
+def test_vgg_plans_run_their_scales_seeds_and_cpu_on_32x32_digits():
+    """cpu: digits resized to 32x32, so VGG-11 skips no pool (as on CIFAR-10) and both nets
+    can train; quick stays 8x8 (CI's budget). Every run of both scales in 3 seeds."""
+    for key in ("vgg-lr", "vgg-noisy"):
+        for scale, size in (("cpu", 32), ("quick", 8)):
+            specs = R.EXPERIMENTS[key].plans[scale].specs()
+            assert {s.seed for s in specs} == set(SEEDS[scale]) == {0, 1, 2}
+            assert {s.dataset_options.get("size", 8) for s in specs} == {size}
+            assert len(specs) == 4 * len(SEEDS[scale])
+            assert f"{size}x{size}" in R.EXPERIMENTS[key].data[scale]
 
 
 # -- every figure can be decided from its experiment's runs ------------------------------------
@@ -260,7 +273,7 @@ def test_figures_select_their_runs_from_api_specs():
     specs = [s.model_dump(mode="json")
              for s in R.EXPERIMENTS["vgg-lr"].plans["cpu"].specs(seed=0)]
     assert sorted((s["norm"], s["lr"]) for s in specs if R.uses(fig4, s)) == [
-        ("batch", 0.1), ("none", 0.1)]
+        ("batch", 0.1)] * 3 + [("none", 0.1)] * 3  # three seeds
     fig11 = R.FIGURE_BY_ID["11"]
     specs = [s.model_dump(mode="json")
              for s in R.EXPERIMENTS["dln-landscape"].plans["cpu"].specs(seed=0)]

@@ -211,3 +211,36 @@ def test_overrides_accept_the_old_name_and_replace_the_new_one():
     specs = expand_vary({"probes": {"sharpness": {"every": 2}}},
                         {"probes.sharpness.iters": [3, 5]})
     assert [build_spec(s).probes.sharpness.max_iters for s in specs] == [3, 5]
+
+
+def test_digits_takes_a_size_option_and_only_that():
+    spec = build_spec({"dataset": "digits", "dataset_options": {"size": 32}})
+    assert spec.dataset_options == {"size": 32}
+    assert RunSpec.model_validate_json(spec.model_dump_json()) == spec
+    # The default MLP's first layer sees 32 x 32 inputs instead of 8 x 8 (width 128).
+    grown = estimate(spec).params - estimate(build_spec({"dataset": "digits"})).params
+    assert grown == (32 * 32 - 8 * 8) * 128
+    vgg = {"model": "vgg", "width": 0.25, "dataset": "digits"}
+    small, big = build_spec(vgg), build_spec({**vgg, "dataset_options": {"size": 32}})
+    for est, side in ((estimate(small), 8), (estimate(big), 32)):  # float32 pixels, int64 labels
+        assert est.dataset_mb * 2**20 == pytest.approx(1797 * (4 * side * side + 8))
+
+
+@pytest.mark.parametrize("options,path,words", [
+    ({"size": 7}, "dataset_options.size", "from 8 to 64"),
+    ({"size": 65}, "dataset_options.size", "from 8 to 64"),
+    ({"size": 32.0}, "dataset_options.size", "integer"),
+    ({"size": "32"}, "dataset_options.size", "integer"),
+    ({"size": True}, "dataset_options.size", "integer"),
+    ({"size": None}, "dataset_options.size", "integer"),
+    ({"size": 32, "sise": 32}, "dataset_options.sise", "takes: size"),
+])
+def test_bad_digits_options_are_refused_at_the_option(options, path, words):
+    with pytest.raises(SpecError) as err:
+        build_spec({"dataset": "digits", "dataset_options": options})
+    assert err.value.path == path and words in err.value.message
+
+
+def test_other_built_in_datasets_still_take_no_options():
+    with pytest.raises(SpecError, match="only plug-in datasets take options"):
+        build_spec({"dataset": "mnist1d", "dataset_options": {"size": 32}})

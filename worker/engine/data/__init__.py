@@ -110,7 +110,7 @@ def load_dataset(spec: RunSpec, data_dir: pathlib.Path) -> Dataset:
     if name == "digits":
         from worker.engine.data.digits import load_digits
 
-        return load_digits()
+        return load_digits(**spec.dataset_options)  # {"size": n} at most (server/spec.py)
     if name == "mnist1d":
         from worker.engine.data.mnist1d import load_mnist1d
 
