@@ -19,7 +19,7 @@ they start from the same weights (up to the norm layers' own parameters) and see
 batches in the same order; only the seed tells one seed's runs from another's.
 
 Analyses. No claim of this paper reads an end-of-training analysis (surfaces, spectra), so the
-DLN and MLP plans at quick and cpu scale opt out of their presets' (`analyses=()`): a surface
+plans at quick and cpu scale (DLN, VGG, MLP) opt out of their presets' (`analyses=()`): a surface
 and a spectrum for each of three seeds' runs would cost more than the training and decide
 nothing here.
 """
@@ -89,16 +89,20 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          {"norm": ["none", "batch", "noisy_batch"]}),
     Experiment(
         "vgg-lr", "Fig 1, 4 two learning rates (VGG)",
-        {"quick": Plan("quick-vgg", {}, {"lr": [0.1, 0.5]}, seeds=SEEDS["quick"]),
-         "cpu": Plan("quick-vgg", _VGG_CPU, {"lr": [0.1, 0.5]}, seeds=SEEDS["cpu"]),
+        {"quick": Plan("quick-vgg", {}, {"lr": [0.1, 0.5]}, seeds=SEEDS["quick"],
+                       analyses=()),
+         "cpu": Plan("quick-vgg", _VGG_CPU, {"lr": [0.1, 0.5]}, seeds=SEEDS["cpu"],
+                     analyses=()),
          "paper": Plan("paper-vgg16", {}, {"lr": [0.1, 0.5]})},
         {"quick": _VGG_QUICK_DATA, "cpu": _VGG_CPU_DATA, "paper": _VGG_PAPER_DATA}),
     Experiment(
         "vgg-noisy", "Fig 2, 8 noisy BatchNorm (VGG)",
         {"quick": Plan("quick-vgg-noisy", {},
-                       {"norm": ["none", "batch", "noisy_batch", "noise"]}, seeds=SEEDS["quick"]),
+                       {"norm": ["none", "batch", "noisy_batch", "noise"]}, seeds=SEEDS["quick"],
+                       analyses=()),
          "cpu": Plan("quick-vgg-noisy", _VGG_CPU,
-                     {"norm": ["none", "batch", "noisy_batch", "noise"]}, seeds=SEEDS["cpu"]),
+                     {"norm": ["none", "batch", "noisy_batch", "noise"]}, seeds=SEEDS["cpu"],
+                     analyses=()),
          "paper": Plan("paper-vgg16-noisy")},
         {"quick": _VGG_QUICK_DATA, "cpu": _VGG_CPU_DATA, "paper": _VGG_PAPER_DATA}),
     Experiment(
