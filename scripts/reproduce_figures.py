@@ -6,11 +6,20 @@ docs/reproduction/*.png and the verdict table from the results directory.
 
 `run` writes what `landscope train --out` writes, one directory per catalogue experiment:
 RESULTS/<experiment key>/<run label>/{run.json, scalars.csv, landscape.csv,
-distributions.jsonl}. A spec that two experiments share is trained once and copied (the engine
-is deterministic: same spec, same numbers). `render` reads that directory back, decides every
-figure's verdict with server/reproduction/ (the same checks `landscope reproduce --report`
-applies to results in the database) and draws the figures with the dashboard's own figure
-builders (webapp/figures), screenshotted in headless chromium.
+distributions.jsonl, analyses.json}. A spec that two experiments share (with the same
+analyses) is trained once and copied (the engine is deterministic: same spec, same numbers).
+
+`render` reads that directory back, decides every figure's verdict with
+server/reproduction/ (the same checks `landscope reproduce --report` applies to results in the
+database) and draws the figures with the dashboard's own figure builders (webapp/figures),
+screenshotted in headless chromium.
+
+Analyses: a plan that names analyses (Plan.analyses non-empty) has each run trained with
+snapshots in a temporary folder, then analysed in the same process once it succeeds (the
+engine code a worker runs), into analyses.json (scripts/_reproduce_analyses.py); `load_run`
+reads them into RunData.analyses. A plan left at None (the server would run the preset's
+default analyses, the dashboard's surfaces and spectra) runs none here: claims read only what
+their plans name (R.needs_analyses), and these are minutes of CPU no verdict uses.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts import _reproduce_analyses as A  # noqa: E402
 from server import reproduction as R  # noqa: E402
 from server.spec import RunSpec, parse_value  # noqa: E402
 
@@ -36,41 +46,65 @@ from server.spec import RunSpec, parse_value  # noqa: E402
 
 
 def planned(scale: str, only: set[str] | None, sets: dict[str, Any] | None = None
-            ) -> list[tuple[str, str, RunSpec]]:
-    """(experiment key, run label, spec) for every run of the scale."""
+            ) -> list[tuple[str, str, RunSpec, str]]:
+    """(experiment key, run label, spec, analyses JSON) for every run of the scale: the
+    analyses are the plan's own, steps resolved against the run ("[]" for a plan without:
+    see the module doc); a step the run does not snapshot stops here, before any training."""
     out = []
     for exp in R.experiments_for(scale):  # type: ignore[arg-type]
         if only and exp.key not in only:
             continue
-        specs = exp.plans[scale].specs(**{"device": "cpu", **(sets or {})})
+        plan = exp.plans[scale]
+        specs = plan.specs(**{"device": "cpu", **(sets or {})})
         labels = [s.name_hint() for s in specs]
         if len(set(labels)) != len(labels):
             raise SystemExit(f"{exp.key}: two runs share the label; extend name_hint")
-        out += [(exp.key, label, spec) for label, spec in zip(labels, specs, strict=True)]
+        for label, spec in zip(labels, specs, strict=True):
+            analyses = A.resolved(spec, plan.analyses or ())
+            out.append((exp.key, label, spec,
+                        json.dumps([a.model_dump(mode="json") for a in analyses])))
     return out
 
 
-def train_one(spec_json: str, run_dir: str, data_dir: str, threads: int | None
-              ) -> dict[str, Any]:
-    """One run with a FileSink, in a worker process (what `landscope train` does). Threads:
-    the spec's, else `threads` (--threads), else LANDSCOPE_TORCH_THREADS (default 1), the
-    policy of every launch path (worker/engine/threads.py); run.json records what was used."""
+def train_one(spec_json: str, run_dir: str, data_dir: str, threads: int | None,
+              analyses_json: str = "[]") -> dict[str, Any]:
+    """One run with a FileSink, in a worker process (what `landscope train` does), then its
+    analyses (AnalysisSpec JSON, steps resolved) on the snapshots it saved, once it succeeded.
+    Threads: the spec's, else `threads` (--threads), else LANDSCOPE_TORCH_THREADS (default 1),
+    the policy of every launch path (worker/engine/threads.py); run.json records what was
+    used."""
+    from server.analysis_spec import AnalysisSpec
     from server.settings import get_settings
     from worker.engine.file_sink import FileSink
+    from worker.engine.snapshots import DirectorySnapshotStore
+    from worker.engine.threads import resolve_threads
     from worker.engine.trainer import Trainer
 
     spec = RunSpec.model_validate_json(spec_json)
-    sink = FileSink(Path(run_dir))
+    analyses = [AnalysisSpec.model_validate(a) for a in json.loads(analyses_json)]
+    run_path = Path(run_dir)
+    (run_path / A.FILE).unlink(missing_ok=True)  # a retrained run's old results go
+    sink = FileSink(run_path)
     started = time.perf_counter()
     fallback = threads if threads is not None else get_settings().torch_threads
-    try:
-        result = Trainer(spec, Path(data_dir), "cpu", fallback).run(sink)
-    finally:
-        sink.close()
-    record = {"spec": spec.model_dump(mode="json"), "status": result.status,
-              "next_step": result.next_step, "diverged_at": result.diverged_at,
-              "info": result.info, "seconds": round(time.perf_counter() - started, 1)}
-    (Path(run_dir) / "run.json").write_text(json.dumps(record, indent=2, default=str))
+    with tempfile.TemporaryDirectory(prefix="repro-snapshots-") as tmp:
+        # Snapshots only when something reads them: the run's metrics are the same either way.
+        store = DirectorySnapshotStore(Path(tmp)) if analyses else None
+        try:
+            result = Trainer(spec, Path(data_dir), "cpu", fallback).run(sink, snapshots=store)
+        finally:
+            sink.close()
+        record = {"spec": spec.model_dump(mode="json"), "status": result.status,
+                  "next_step": result.next_step, "diverged_at": result.diverged_at,
+                  "info": result.info, "seconds": round(time.perf_counter() - started, 1)}
+        if analyses and result.status == "succeeded":  # the server analyses succeeded runs
+            began = time.perf_counter()
+            done = A.run_analyses(spec, analyses, store, Path(data_dir),
+                                  resolve_threads(spec.threads, fallback))
+            A.write(run_path, done)
+            record["analyses"] = {"seconds": round(time.perf_counter() - began, 1),
+                                  "status": [d["status"] for d in done]}
+    (run_path / "run.json").write_text(json.dumps(record, indent=2, default=str))
     return record
 
 
@@ -81,11 +115,13 @@ def run(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         sets[key] = parse_value(value)
     plan = planned(args.scale, only, sets)
-    first: dict[str, Path] = {}  # spec JSON -> the directory that trains it
+    first: dict[str, Path] = {}  # spec and analyses JSON -> the directory that trains it
     copies: dict[str, list[Path]] = {}
-    for key, label, spec in plan:
+    jobs: dict[str, tuple[str, str]] = {}  # that key -> (spec JSON, analyses JSON)
+    for key, label, spec, analyses in plan:
         d = args.out / key / label
-        js = spec.model_dump_json()
+        js = json.dumps([spec.model_dump_json(), analyses])
+        jobs[js] = (spec.model_dump_json(), analyses)
         if (d / "run.json").exists() and not args.force:
             continue
         if js in first:
@@ -93,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             first[js] = d
     # Longest first, so the two workers finish together.
-    order = sorted(first, key=lambda js: -_cost(RunSpec.model_validate_json(js)))
+    order = sorted(first, key=lambda js: -_cost(RunSpec.model_validate_json(jobs[js][0])))
     print(f"{len(plan)} runs of scale {args.scale}: {len(order)} to train, "
           f"{sum(map(len, copies.values()))} copies", file=sys.stderr)
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(train_one, js, str(first[js]), str(args.data_dir), args.threads):
-                   js for js in order}
+        futures = {pool.submit(train_one, jobs[js][0], str(first[js]), str(args.data_dir),
+                               args.threads, jobs[js][1]): js for js in order}
         for fut in as_completed(futures):
             js = futures[fut]
             rec = fut.result()
@@ -142,7 +178,8 @@ def load_run(run_dir: Path) -> R.RunData:
     for steps, values in series.values():  # files are in step order; keep it so
         order = sorted(range(len(steps)), key=steps.__getitem__)
         steps[:], values[:] = [steps[i] for i in order], [values[i] for i in order]
-    return R.RunData(rec["spec"], series, rec["status"], etas, run_dir.name)
+    return R.RunData(rec["spec"], series, rec["status"], etas, run_dir.name,
+                     A.load_analyses(run_dir))
 
 
 def load_experiment(results: Path, key: str) -> list[R.RunData]:

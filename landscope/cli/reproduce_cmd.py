@@ -7,8 +7,13 @@
 Each catalogue experiment (server/reproduction/) becomes one experiment on the server,
 named "repro: <figures> (<model>) [<scale>]", through the normal API and worker path, so the
 results land in the database and show in the dashboard. Without --no-wait it waits with a
-progress bar over runs finishing, then prints each figure's verdict; --report reads the newest
-experiments of the scale back and prints (or writes) the same table without submitting.
+progress bar over runs finishing (and, for an experiment whose plan names analyses, over the
+analyses the worker runs on each run once it succeeds), then prints each figure's verdict;
+--report reads the newest experiments of the scale back and prints (or writes) the same table
+without submitting. An experiment's succeeded analyses are read into RunData.analyses when its
+plan names them (R.needs_analyses); a failed one is left out, so a claim reading it finds no
+data rather than a number. A plan left at the preset's default analyses (the dashboard's) is
+neither waited for nor read: no claim reads them.
 
 Speaks HTTP only (httpx): imports no torch.
 """
@@ -30,6 +35,8 @@ from server.spec import SpecError, parse_value
 
 API_PREFIX = "/api/v1"
 FINISHED = frozenset({"succeeded", "failed", "diverged", "cancelled"})
+PENDING = frozenset({"queued", "running"})  # an analysis not finished yet
+PAGE = 500  # the API's largest page
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -153,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{' --scale ' + scale if scale != 'cpu' else ''}`", file=sys.stderr)
             return 0
         try:
-            failed = wait(api, submitted, args.poll)
+            failed, failed_analyses = wait(api, submitted, args.poll)
         except KeyboardInterrupt:
             print("\nlandscope: the runs go on on the server; `landscope reproduce --report"
                   f"{' --scale ' + scale if scale != 'cpu' else ''}` reads them later",
@@ -162,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         if failed:
             print(f"landscope: warning: {failed} run(s) failed or were cancelled; their "
                   "figures have no data (see the dashboard)", file=sys.stderr)
+        if failed_analyses:
+            print(f"landscope: warning: {failed_analyses} analyses failed or were cancelled; "
+                  "the claims reading them have no data (see the dashboard)", file=sys.stderr)
         return report(api, scale, exps, args.out)
     except ServerError as exc:
         print(f"landscope: error: {exc}", file=sys.stderr)
@@ -189,30 +199,69 @@ def submit(api: Api, scale: R.Scale, exps: list[R.Experiment], overrides: dict[s
     return out
 
 
-def wait(api: Api, submitted: list[dict[str, Any]], poll: float) -> int:
-    """A progress bar over runs finishing, until every submitted run has finished; returns
-    how many failed or were cancelled."""
+def wait(api: Api, submitted: list[dict[str, Any]], poll: float) -> tuple[int, int]:
+    """A progress bar over runs finishing, and over the analyses of the experiments whose
+    plans name them (R.needs_analyses), until every run has finished and none of those
+    analyses is queued or running; returns how many runs and how many analyses failed or were
+    cancelled. Each succeeded run gets one analysis per entry of its experiment's list, made in
+    the transaction that records the success (server/services/auto_analyses.py), so a run not
+    finished yet still counts its entries as to come."""
     from tqdm import tqdm
 
-    total = sum(len(e["runs"]) for e in submitted)
-    bar = tqdm(total=total, desc="runs finished", unit="run", dynamic_ncols=True,
-               file=sys.stderr)
+    awaited = {e["id"]: len(e.get("analyses") or []) for e in submitted if _reads_analyses(e)}
+    bar = tqdm(total=sum(len(e["runs"]) for e in submitted),
+               desc="runs and analyses finished" if any(awaited.values()) else "runs finished",
+               unit="job", dynamic_ncols=True, file=sys.stderr)
     try:
         while True:
-            runs = [r for e in submitted for r in api.get(f"/experiments/{e['id']}")["runs"]]
+            runs, analyses, expected = [], [], 0
+            for e in submitted:
+                detail = api.get(f"/experiments/{e['id']}")
+                runs += detail["runs"]
+                if awaited.get(e["id"]):
+                    analyses += list_analyses(api, e["id"])
+                    expected += awaited[e["id"]] * sum(
+                        r["status"] == "succeeded" or r["status"] not in FINISHED
+                        for r in detail["runs"])
             done = [r for r in runs if r["status"] in FINISHED]
             bad = sum(r["status"] in ("failed", "cancelled") for r in done)
+            pending = [a for a in analyses if a["status"] in PENDING]
+            bad_analyses = sum(a["status"] in ("failed", "cancelled") for a in analyses)
             running = [r for r in runs if r["status"] == "running"]
-            bar.n = len(done)
+            bar.total = len(runs) + max(expected, len(analyses))
+            bar.n = len(done) + len(analyses) - len(pending)
             now = ", ".join(f"{r['name']} {r['progress']:.0%}" for r in running[:2])
-            bar.set_postfix_str((f"failed/cancelled {bad}; " if bad else "") + now,
-                                refresh=False)
+            if not now and pending:
+                now = f"{len(pending)} analyses to go"
+            failures = [f"failed/cancelled {bad}"] if bad else []
+            if bad_analyses:
+                failures.append(f"analyses failed {bad_analyses}")
+            bar.set_postfix_str("; ".join([*failures, now] if now else failures), refresh=False)
             bar.refresh()
-            if len(done) == total:
-                return bad
+            if len(done) == len(runs) and not pending:
+                return bad, bad_analyses
             time.sleep(poll)
     finally:
         bar.close()
+
+
+def _reads_analyses(experiment: dict[str, Any]) -> bool:
+    found = R.parse_name(experiment["name"])
+    return found is not None and R.needs_analyses(found[0].key, found[1])
+
+
+def list_analyses(api: Api, experiment_id: int, status: str | None = None
+                  ) -> list[dict[str, Any]]:
+    """Every analysis of the experiment (AnalysisOut JSON), oldest first."""
+    out: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"experiment_id": experiment_id, "limit": PAGE}
+    if status is not None:
+        params["status"] = status
+    while True:
+        page = api.get("/analyses", **params, offset=len(out))
+        out += page["items"]
+        if not page["items"] or len(out) >= page["total"]:
+            return sorted(out, key=lambda a: a["id"])
 
 
 def newest(api: Api, name: str) -> dict[str, Any] | None:
@@ -228,7 +277,18 @@ def newest(api: Api, name: str) -> dict[str, Any] | None:
             return None
 
 
-def fetch_runs(api: Api, exp: R.Experiment, detail: dict[str, Any]) -> list[R.RunData]:
+def fetch_runs(api: Api, exp: R.Experiment, detail: dict[str, Any],
+               scale: R.Scale | None = None) -> list[R.RunData]:
+    """The experiment's runs as the checks see them; with their succeeded analyses (oldest
+    first, so RunData.analysis finds the newest) when the plan at `scale` (default: the one
+    the experiment's name says) names analyses."""
+    if scale is None:
+        found = R.parse_name(detail["name"])
+        scale = found[1] if found is not None else None
+    analyses: dict[int, list[dict[str, Any]]] = {}
+    if scale is not None and R.needs_analyses(exp.key, scale):
+        for a in list_analyses(api, detail["id"], status="succeeded"):
+            analyses.setdefault(a["run_id"], []).append(api.get(f"/analyses/{a['id']}"))
     out = []
     for run in detail["runs"]:
         if run["status"] not in ("succeeded", "diverged"):
@@ -238,7 +298,7 @@ def fetch_runs(api: Api, exp: R.Experiment, detail: dict[str, Any]) -> list[R.Ru
                           max_points=1_000_000)
         probes = (api.get(f"/runs/{run['id']}/probes", probe="landscape", limit=1_000_000)
                   if R.needs_etas(exp.key) else None)
-        out.append(R.run_data_from_api(run, metrics, probes))
+        out.append(R.run_data_from_api(run, metrics, probes, analyses.get(run["id"], ())))
     return out
 
 
@@ -250,7 +310,7 @@ def report(api: Api, scale: R.Scale, exps: list[R.Experiment], out: Path | None)
             print(f"landscope: no experiment named {exp.name(scale)!r} on {api.base}",
                   file=sys.stderr)
             continue
-        runs[exp.key] = fetch_runs(api, exp, detail)
+        runs[exp.key] = fetch_runs(api, exp, detail, scale)
     keys = {e.key for e in exps}
     results = [r for r in R.evaluate_all(scale, runs) if r.figure.experiment in keys]
     print(R.report_text(results, scale))

@@ -96,6 +96,15 @@ def needs_etas(experiment_key: str) -> bool:
     return any(f.experiment == experiment_key and "etas" in f.plots for f in FIGURES)
 
 
+def needs_analyses(experiment_key: str, scale: Scale) -> bool:
+    """Whether the experiment's plan at `scale` names analyses of its own (Plan.analyses
+    non-empty): then its claims read them, so `landscope reproduce` waits for them and fetches
+    them and scripts/reproduce_figures.py runs them. A plan left at None gets the preset's
+    defaults on the server (the dashboard's surfaces and spectra) that no claim reads."""
+    plan = EXPERIMENTS[experiment_key].plans.get(scale)
+    return bool(plan is not None and plan.analyses)
+
+
 def evaluate_all(scale: Scale, runs_by_experiment: Mapping[str, Sequence[RunData]]
                  ) -> list[FigureResult]:
     """Every figure of the scale, from the runs of each experiment (missing: no data)."""

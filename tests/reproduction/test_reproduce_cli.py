@@ -128,3 +128,39 @@ def test_reproduce_quick_submits_every_experiment_through_the_service(server):
     headings = [ln for ln in done.stdout.splitlines() if ln.startswith("Fig ")]
     assert len(headings) == len(R.figures_for("quick"))
     assert "no experiment named" not in done.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_waits_for_the_analyses_a_plan_names_and_reads_them(server, monkeypatch,
+                                                                        capsys, tmp_path):
+    """A test-only experiment (a tiny MLP, one spectrum analysis) through the service: the
+    command returns only once the worker has analysed the run, and the run read back over the
+    API carries the spectrum, whose top eigenvalue is the dense Hessian's."""
+    from landscope.cli import main, reproduce_cmd
+    from server.analysis_spec import AnalysisSpec
+    from server.spec import RunSpec
+    from tests.reproduction.test_reproduce_analyses import SPECTRUM, _experiment, _hessian_top
+
+    base, _ = server
+    exp = _experiment("t-cli-spectrum", (SPECTRUM,))
+    monkeypatch.setitem(R.EXPERIMENTS, exp.key, exp)
+    assert main(["reproduce", "--scale", "quick", "--only", exp.key, "--api", base,
+                 "--poll", "0.5"]) == 0
+    assert "runs and analyses finished" in capsys.readouterr().err
+    api = reproduce_cmd.Api(base, None)
+    try:
+        detail = reproduce_cmd.newest(api, exp.name("quick"))
+        # Waited for: nothing left queued or running once the command returned.
+        listed = reproduce_cmd.list_analyses(api, detail["id"])
+        assert [a["status"] for a in listed] == ["succeeded"]
+        (run,) = reproduce_cmd.fetch_runs(api, exp, detail)
+    finally:
+        api.close()
+    (data,) = run.analyses
+    assert data.kind == "spectrum" and data.bn_mode == "batch"
+    step, got = run.analysis("spectrum")
+    assert step == 30 and got["loss"] is None
+    top = got["values"]["spectrum"]["top_eigenvalues"][0]
+    want = _hessian_top(RunSpec.model_validate(run.spec), AnalysisSpec.model_validate(SPECTRUM),
+                        tmp_path)
+    assert top == pytest.approx(want, rel=1e-3)
