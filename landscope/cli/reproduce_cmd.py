@@ -252,16 +252,19 @@ def _reads_analyses(experiment: dict[str, Any]) -> bool:
 
 def list_analyses(api: Api, experiment_id: int, status: str | None = None
                   ) -> list[dict[str, Any]]:
-    """Every analysis of the experiment (AnalysisOut JSON), oldest first."""
-    out: list[dict[str, Any]] = []
+    """Every analysis of the experiment (AnalysisOut JSON), oldest first. By id: the list is
+    newest first, so one made between two pages shifts the second page by one."""
+    out: dict[int, dict[str, Any]] = {}
     params: dict[str, Any] = {"experiment_id": experiment_id, "limit": PAGE}
     if status is not None:
         params["status"] = status
+    offset = 0
     while True:
-        page = api.get("/analyses", **params, offset=len(out))
-        out += page["items"]
-        if not page["items"] or len(out) >= page["total"]:
-            return sorted(out, key=lambda a: a["id"])
+        page = api.get("/analyses", **params, offset=offset)
+        out.update((a["id"], a) for a in page["items"])
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return [out[i] for i in sorted(out)]
 
 
 def newest(api: Api, name: str) -> dict[str, Any] | None:

@@ -142,7 +142,7 @@ def _hessian_top(spec: RunSpec, aspec: AnalysisSpec, data_dir: Path) -> float:
             at += s.numel()
         return torch.nn.functional.cross_entropy(functional_call(net, params, (x,)), y)
 
-    h = torch.autograd.functional.hessian(loss, flat)
+    h = torch.autograd.functional.hessian(loss, flat, vectorize=True)
     return float(torch.linalg.eigvalsh((h + h.T) / 2)[-1])
 
 

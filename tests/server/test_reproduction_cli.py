@@ -76,3 +76,34 @@ def test_report_without_experiments_says_so(api, capsys):
     captured = capsys.readouterr()
     assert "no experiment named 'repro: Fig 3b ICS (DLN) [quick]'" in captured.err
     assert "Fig 3b (DLN) ICS with and without BN: NO DATA" in captured.out
+
+
+def test_a_failed_analysis_ends_the_wait_and_leaves_its_claims_without_data(
+        api, sqlite_backend, monkeypatch, capsys, one_thread):
+    """The worker saves an experiment's analysis `failed` when it no longer fits the server's
+    limits as the run succeeds (here: the worker's Hessian-vector product limit lowered after
+    the experiment was posted). The wait counts it as finished and says so; the run is read
+    back without it, so a claim reading it finds no data."""
+    from tests.reproduction.test_reproduce_analyses import SPECTRUM, _experiment
+
+    exp = _experiment("t-failing-spectrum", (SPECTRUM,))
+    monkeypatch.setitem(R.EXPERIMENTS, exp.key, exp)
+    [detail] = reproduce_cmd.submit(api, "quick", [exp], {})
+    assert len(detail["analyses"]) == 1
+    lowered = sqlite_backend.model_copy(update={"max_lanczos_steps": 1})
+    engine = make_engine(sqlite_backend.db_url)
+    try:
+        (run,) = detail["runs"]
+        assert execute_run(run["id"], settings=lowered, engine=engine, worker="test@host",
+                           device="cpu") == "succeeded"
+    finally:
+        engine.dispose()
+    assert reproduce_cmd.wait(api, [detail], poll=0.01) == (0, 1)
+    assert "runs and analyses finished" in capsys.readouterr().err
+    (listed,) = reproduce_cmd.list_analyses(api, detail["id"])
+    assert listed["status"] == "failed" and "LANDSCOPE_MAX_LANCZOS_STEPS" in listed["error"]
+    (data,) = reproduce_cmd.fetch_runs(api, exp, api.get(f"/experiments/{detail['id']}"))
+    assert data.status == "succeeded" and data.series["train/loss"][0]
+    assert data.analyses == []
+    with pytest.raises(R.MissingData, match="no spectrum analysis"):
+        data.analysis("spectrum")
