@@ -20,9 +20,11 @@ before the global pool), plain SGD at LR 0.1 (the quick-resnet preset's), a few 
 Cost (server/analysis_cost.py, per run): quick's 11 x 11 surface is 121 forward passes over 256
 samples and its spectrum 273 forward-equivalents over 128 (45 HVPs); cpu's surface 441 over 512
 and spectrum 819 over 512 (406 HVPs). ResNet-56 (0.85M parameters) costs about 3.2x ResNet-20
-(0.27M). Measured on the shared 2-core machine (load ~16, so wall times are several times an
-idle machine's), one quick run took 420 s (ResNet-20: ~300 s training, ~125 s analyses) and
-500 s (ResNet-56: ~150 s training, ~360 s analyses) of wall time.
+(0.27M). Measured through scripts/reproduce_figures.py on the shared 2-core machine, two runs
+at a time, wall seconds of training + analyses: at load ~5, ResNet-56 137 + 128 and ResNet-20
+37-81 + 37-50; at load ~16 (other jobs) ResNet-56 500 + 360 and ResNet-20 425 + 125. The whole
+quick paper (12 runs) is thus roughly 10-15 minutes on a quiet shared machine: above the
+~3 minutes asked of quick; ResNet-56's analyses and training dominate.
 """
 
 from __future__ import annotations

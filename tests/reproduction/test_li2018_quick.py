@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reproduce_figures.py
 def _script():
     spec = importlib.util.spec_from_file_location("reproduce_figures", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce_figures"] = module  # its workers unpickle train_one from here
     spec.loader.exec_module(module)
     return module
 
