@@ -23,8 +23,9 @@ and spectrum 819 over 512 (406 HVPs). ResNet-56 (0.85M parameters) costs about 3
 (0.27M). Measured through scripts/reproduce_figures.py on the shared 2-core machine, two runs
 at a time, wall seconds of training + analyses: at load ~5, ResNet-56 137 + 128 and ResNet-20
 37-81 + 37-50; at load ~16 (other jobs) ResNet-56 500 + 360 and ResNet-20 425 + 125. The whole
-quick paper (12 runs) is thus roughly 10-15 minutes on a quiet shared machine: above the
-~3 minutes asked of quick; ResNet-56's analyses and training dominate.
+quick paper (12 runs, 3 seeds) took 36 minutes here as load fell from 16 to 5: well above the
+~3 minutes asked of quick, ResNet-56's training and analyses the most of it. Not yet
+reduced (depth 32 at quick, or a coarser grid, are the obvious cuts).
 """
 
 from __future__ import annotations
