@@ -71,8 +71,30 @@ def test_vgg_plans_run_their_scales_seeds_and_cpu_on_32x32_digits():
 # -- every figure can be decided from its experiment's runs ------------------------------------
 
 
-def synthetic(spec: RunSpec, gp: float = 1.0, beta: float = 1.0) -> R.RunData:
-    """A finished run carrying every key a check reads, with flat made-up values."""
+def synthetic_analysis(spec: RunSpec, analysis: dict) -> R.AnalysisData:
+    """A finished analysis of the steps it asks for (None: the last), with made-up values of
+    the right shape: a surface is a bowl over its grid, a spectrum positive definite."""
+    from server.analysis_spec import AnalysisSpec
+
+    a = AnalysisSpec.model_validate(analysis)
+    step: dict = {"values": {}}
+    if a.kind == "spectrum":
+        step["values"]["spectrum"] = {
+            "top_eigenvalues": [1.0] * a.spectrum.top_k, "trace": 1.0, "gradient_share": 0.5,
+            "density": {"x": [0.0, 1.0], "y": [1.0, 1.0]},
+            "slq": {"nodes": [[0.0, 1.0]] * a.spectrum.slq_vectors}}
+    elif a.y_axis() is not None:
+        xs, ys = a.x_axis().values(), a.y_axis().values()
+        step.update(x=xs, y=ys, loss=[[1.0 + x * x + y * y for x in xs] for y in ys])
+    steps = a.steps if a.steps is not None else [spec.steps]
+    return R.AnalysisData(a.kind, a.bn_mode, a.model_dump(mode="json"),
+                          {t: step for t in steps})
+
+
+def synthetic(spec: RunSpec, gp: float = 1.0, beta: float = 1.0,
+              analyses: tuple[dict, ...] = ()) -> R.RunData:
+    """A finished run carrying every key a check reads, with flat made-up values (and the
+    given analyses, from synthetic_analysis)."""
     steps = list(range(0, spec.steps, max(1, spec.steps // 20)))
     flat = (steps, [1.0] * len(steps))
     series = {k: flat for k in ("train/loss", "train/acc", "test/acc", "landscape/loss_min",
@@ -87,21 +109,15 @@ def synthetic(spec: RunSpec, gp: float = 1.0, beta: float = 1.0) -> R.RunData:
             series[f"act/L{k}/unit_{m}"] = (steps, [1.0 + 0.01 * t for t in range(len(steps))])
     etas = [R.EtaPoint(t, m, m * spec.lr, 1.0, gp * m) for t in steps
             for m in spec.probes.landscape.multipliers]
-    # A flat Hessian spectrum (eleven eigenvalues of 1, the SLQ nodes in [-1, 1]) at the first
-    # and last step, as a spectrum analysis in BN mode batch reports it.
-    flat = {"top_eigenvalues": [1.0] * 11, "gradient_share": 0.1,
-            "slq": {"nodes": [[-1.0, 0.0, 1.0]], "weights": [[0.25, 0.5, 0.25]]}}
-    spectrum = R.AnalysisData("spectrum", "batch", {}, {t: {"values": {"spectrum": flat}}
-                                                        for t in (0, spec.steps)})
-    return R.RunData(spec.model_dump(mode="json"), series, "succeeded", etas,
-                     analyses=[spectrum])
+    return R.RunData(spec.model_dump(mode="json"), series, "succeeded", etas, "",
+                     [synthetic_analysis(spec, a) for a in analyses])
 
 
 @pytest.mark.parametrize("scale", R.SCALES)
 def test_every_claim_finds_its_runs_and_keys(scale):
     for fig in R.figures_for(scale):
-        specs = R.EXPERIMENTS[fig.experiment].plans[scale].specs()
-        runs = [synthetic(s) for s in specs]
+        plan = R.EXPERIMENTS[fig.experiment].plans[scale]
+        runs = [synthetic(s, analyses=plan.analyses or ()) for s in plan.specs()]
         assert R.select_runs(fig, runs), fig.id
         for claim, outcome in R.evaluate(fig, runs).outcomes:
             assert outcome.ok is not None, (scale, fig.id, claim.id, outcome.ours)
@@ -288,9 +304,12 @@ def test_every_figure_judged_over_three_identical_seeds_is_judged_as_one():
     """The same runs in seeds 0, 1, 2: every claim is decided in 3 of 3 seeds with the one
     seed's status and numbers (median = range = the value), and the verdicts do not move."""
     for fig in R.figures_for("quick"):
-        specs = R.EXPERIMENTS[fig.experiment].plans["quick"].specs(seed=0)
-        one = R.evaluate(fig, [synthetic(s) for s in specs])
-        three = R.evaluate(fig, [synthetic(s.model_copy(update={"seed": k}))
+        plan = R.EXPERIMENTS[fig.experiment].plans["quick"]
+        # One seed's runs (a plan may already vary the seed), then the same in seeds 0, 1, 2.
+        specs = [s for s in plan.specs() if s.seed == plan.seeds[0]]
+        analyses = plan.analyses or ()
+        one = R.evaluate(fig, [synthetic(s, analyses=analyses) for s in specs])
+        three = R.evaluate(fig, [synthetic(s.model_copy(update={"seed": k}), analyses=analyses)
                                  for k in (0, 1, 2) for s in specs])
         assert three.verdict == one.verdict, fig.id
         for (c1, o1), (c3, o3) in zip(one.outcomes, three.outcomes, strict=True):
@@ -304,7 +323,8 @@ def test_every_figure_judged_over_three_identical_seeds_is_judged_as_one():
 def test_the_registry_finds_each_paper_module_and_refuses_clashes():
     from server.reproduction import registry
 
-    assert [p.key for p in R.PAPERS] == ["ghorbani2019", "santurkar2018"]
+    keys = [p.key for p in R.PAPERS]  # every paper module, in name order
+    assert {"ghorbani2019", "li2018", "santurkar2018"} <= set(keys) and keys == sorted(keys)
     assert R.paper_of(R.FIGURE_BY_ID["3b"]).title == "Santurkar et al. 2018"
     assert set(R.EXPERIMENTS) == {e.key for p in R.PAPERS for e in p.experiments}
     registry._unique("figure", [("1", "a2019"), ("2", "a2019")])
