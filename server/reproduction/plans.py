@@ -87,3 +87,5 @@ class Paper:
     experiments: tuple[Experiment, ...]
     figures: tuple[Figure, ...]
     metric_keys: str  # every scalar key its checks read (the API takes globs)
+    summary: str = ""  # one paragraph on the paper's findings, no numbers of ours
+    citation: str = ""
