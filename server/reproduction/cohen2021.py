@@ -70,7 +70,7 @@ _DATA = ("MLP (2 hidden ReLU layers of 64) on mnist1d (4,000 training samples), 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
-        "cohen-eos", "Edge of stability: sharpness and loss under full-batch GD (MLP)",
+        "cohen-eos", "Fig 1 edge of stability: sharpness and loss under full-batch GD (MLP)",
         {"quick": Plan("quick-mlp", _QUICK, {"norm": ["none", "batch"], "lr": _QUICK_ETAS},
                        seeds=SEEDS["quick"], analyses=()),
          "cpu": Plan("quick-mlp", _CPU, {"norm": ["none", "batch"], "lr": _CPU_ETAS},
