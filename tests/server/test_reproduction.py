@@ -98,7 +98,7 @@ def synthetic(spec: RunSpec, gp: float = 1.0, beta: float = 1.0,
     steps = list(range(0, spec.steps, max(1, spec.steps // 20)))
     flat = (steps, [1.0] * len(steps))
     series = {k: flat for k in ("train/loss", "train/acc", "test/acc", "landscape/loss_min",
-                                "landscape/grad_dist_min")}
+                                "landscape/grad_dist_min", "sharpness/top_eig")}
     series["landscape/loss_max"] = (steps, [2.0] * len(steps))
     series["landscape/grad_dist_max"] = (steps, [gp] * len(steps))
     series["landscape/beta"] = (steps, [beta] * len(steps))
@@ -324,7 +324,8 @@ def test_the_registry_finds_each_paper_module_and_refuses_clashes():
     from server.reproduction import registry
 
     keys = [p.key for p in R.PAPERS]  # every paper module, in name order
-    assert {"ghorbani2019", "li2018", "santurkar2018"} <= set(keys) and keys == sorted(keys)
+    assert keys == sorted(keys)
+    assert {"cohen2021", "ghorbani2019", "li2018", "santurkar2018"} <= set(keys)
     assert R.paper_of(R.FIGURE_BY_ID["3b"]).title == "Santurkar et al. 2018"
     assert set(R.EXPERIMENTS) == {e.key for p in R.PAPERS for e in p.experiments}
     registry._unique("figure", [("1", "a2019"), ("2", "a2019")])
