@@ -322,4 +322,11 @@ FIGURES: tuple[Figure, ...] = (
 PAPER = Paper(
     key="ghorbani2019", title="Ghorbani et al. 2019", experiments=EXPERIMENTS,
     figures=FIGURES, metric_keys="train/*,test/*",
+    summary="The Hessian's eigenvalue density, estimated at scale with stochastic Lanczos "
+    "quadrature, shows that without BatchNorm large isolated eigenvalues (outliers, about one "
+    "per class) separate from the bulk early in training and the gradient concentrates in "
+    "their subspace; with BatchNorm the outliers are nearly absent and the "
+    "gradient is spread out, which the paper links to BatchNorm's speed-up of optimisation.",
+    citation="Behrooz Ghorbani, Shankar Krishnan, Ying Xiao. An Investigation into Neural Net "
+    "Optimization via Hessian Eigenvalue Density. ICML 2019, arXiv 1901.10159.",
 )

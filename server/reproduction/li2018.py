@@ -30,7 +30,6 @@ reduced (depth 32 at quick, or a coarser grid, are the obvious cuts).
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 from server.reproduction.plans import SEEDS, Experiment, Paper, Plan
@@ -269,14 +268,8 @@ FIGURE_7 = Figure(
         "(one spectrum per run).",), premise=_PREMISE)
 
 
-def _prose() -> dict[str, str]:
-    # Paper gains optional `summary` and `citation` fields (helper h7's doc generator); pass
-    # them once it has them, so this module works before and after that change.
-    names = {f.name for f in fields(Paper)}
-    return {k: v for k, v in {"summary": SUMMARY, "citation": CITATION}.items() if k in names}
-
-
 PAPER = Paper(
     key="li2018", title="Li et al. 2018", experiments=EXPERIMENTS,
-    figures=FIGURES + (FIGURE_7,), metric_keys="train/*,test/*", **_prose(),
+    figures=FIGURES + (FIGURE_7,), metric_keys="train/*,test/*", summary=SUMMARY,
+    citation=CITATION,
 )
