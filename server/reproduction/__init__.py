@@ -5,8 +5,8 @@ Pure data and pure functions over metric series (no torch, no HTTP), so the CLI
 (`landscope reproduce`), the dashboard's Reproduction page, scripts/reproduce_figures.py and
 the tests share one definition. See docs/reproduction.md for the results.
 
-One module per paper (santurkar2018.py: its experiments, checks and figures), found by
-registry.py; what they share:
+One module per paper (santurkar2018.py: its experiments and figures, with its checks in
+santurkar_checks.py), found by registry.py; what they share:
 - plans.py: `Plan`, `Experiment`, `Paper` and the scales (what gets submitted);
 - runs.py: `RunData` from the API or an in-process sink, `pick` (what comes back);
 - stats.py: the statistics over a series (peak, median, tail, ratio...);

@@ -38,7 +38,7 @@ from typing import Any
 
 from server.reproduction.plans import SEEDS, Experiment, Paper, Plan
 from server.reproduction.runs import MissingData, RunData, pick
-from server.reproduction.santurkar2018 import TRAINS_ACC, final_acc
+from server.reproduction.santurkar_checks import TRAINS_ACC, final_acc
 from server.reproduction.stats import fmt
 from server.reproduction.verdicts import Claim, Figure, Outcome
 

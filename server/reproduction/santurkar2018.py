@@ -26,24 +26,32 @@ nothing here.
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from server.reproduction.plans import SEEDS, Experiment, Paper, Plan
-from server.reproduction.runs import MissingData, RunData, pick
-from server.reproduction.stats import fmt, lower, median, peak, ratio, step_changes, tail
-from server.reproduction.verdicts import Claim, Figure, Outcome
-
-# Thresholds, from the paper's wording, never fitted to our numbers. All but TIE (stats.py)
-# were fixed before any run; TIE was added once the DLN's losses showed plateaus (Fig 5b's
-# choices say so on docs/reproduction.md).
-ORDERS = 100.0  # "orders of magnitude": the paper's DLN gaps are 1e3 to 1e10
-TRAINS_ACC = 0.5  # a 10-class net that "trains" (the paper's VGG reaches 80-83 %)
-CHANCE_ACC = 0.2  # "stays at chance" (10 %) on 10 classes, with room for noise
-SAME_ACC = 0.05  # "nearly identical" training accuracy: within 5 points
-
+from server.reproduction.santurkar_checks import (
+    DLN_ACT_LAYERS,
+    LP,
+    ORDERS,
+    acts_stable,
+    beta_same_order,
+    bn_at_least_as_good,
+    both_train,
+    eta_gap,
+    flatness,
+    gap_at_least,
+    high_lr,
+    ics_gap_small_lr,
+    ics_not_reduced,
+    lp_order,
+    moments,
+    noise_alone_fails,
+    noisy_beats_none,
+    noisy_like_bn,
+    norms_beat_none,
+    wider_band,
+)
+from server.reproduction.verdicts import Claim, Figure
 
 # -- what gets submitted ----------------------------------------------------------------------
 
@@ -114,256 +122,26 @@ EXPERIMENTS: tuple[Experiment, ...] = (
 )
 
 
-# -- the checks, one per claim ----------------------------------------------------------------
-
-
-def final_acc(run: RunData, key: str = "test/acc") -> float:
-    """The last recorded accuracy; a diverged run counts as at chance (0.1 on 10 classes)."""
-    if run.status == "diverged":
-        return 0.1
-    return run.values(key)[-1] if key == "test/acc" else tail(run.values(key))
-
-
-def _pair(runs: list[RunData], key: str, stat: Callable[[Sequence[float]], float],
-          other: str = "batch") -> tuple[float, float]:
-    """stat(key) without normalisation and with `other`."""
-    return stat(pick(runs, norm="none").values(key)), stat(pick(runs, norm=other).values(key))
-
-
-def _gap(key: str, what: str, factor: float) -> Callable[[list[RunData]], Outcome]:
-    """Without BN, the peak of `key` over training is at least `factor` times BN's."""
-
-    def test(runs: list[RunData]) -> Outcome:
-        none, bn = _pair(runs, key, peak)
-        r = ratio(none, bn)
-        return Outcome(r >= factor, f"peak {what}: {fmt(none)} without BN, {fmt(bn)} with BN "
-                       f"({fmt(r)}x)", {"none": none, "batch": bn, "ratio": r})
-
-    return test
-
-
-def flatness(norms: Sequence[str], key: str = "landscape/beta") -> Callable[[list[RunData]],
-                                                                        Outcome]:
-    """For every normalised run, the peak of `key` is at most ORDERS times its median."""
-
-    def test(runs: list[RunData]) -> Outcome:
-        parts, values, ok = [], {}, True
-        for norm in norms:
-            v = pick(runs, norm=norm).values(key)
-            top, mid = peak(v), median(v)
-            values[f"{norm}/peak"], values[f"{norm}/median"] = top, mid
-            values[f"{norm}/ratio"] = ratio(top, mid)
-            ok = ok and ratio(top, mid) <= ORDERS
-            parts.append(f"{norm} median {fmt(mid)}, peak {fmt(top)} ({fmt(ratio(top, mid))}x)")
-        return Outcome(ok, "; ".join(parts), values)
-
-    return test
-
-
-def _band(lo: str, hi: str, relative: bool) -> Callable[[list[RunData]], Outcome]:
-    """The loss band along the gradient is wider without BN (peak over training)."""
-
-    def width(run: RunData) -> float:
-        a, b = run.values(lo), run.values(hi)
-        return peak([ratio(y, x) if relative else y - x for x, y in zip(a, b, strict=False)])
-
-    def test(runs: list[RunData]) -> Outcome:
-        none, bn = width(pick(runs, norm="none")), width(pick(runs, norm="batch"))
-        what = "loss_max / loss_min" if relative else "loss_max - loss_min"
-        return Outcome(none > bn, f"peak {what}: {fmt(none)} without BN, {fmt(bn)} with BN",
-                       {"none": none, "batch": bn})
-
-    return test
-
-
-_DLN_ICS_LAYERS = (9, 17)
-_DLN_LRS = (1e-6, 1e-7)
-
-
-def _ics_medians(runs: list[RunData]) -> dict[tuple[float, int, str], float]:
-    return {(lr, layer, norm): median(pick(runs, norm=norm, lr=lr).values(f"ics/L{layer}/l2"))
-            for lr in _DLN_LRS for layer in _DLN_ICS_LAYERS for norm in ("none", "batch")}
-
-
-def _ics_not_reduced(runs: list[RunData]) -> Outcome:
-    m = _ics_medians(runs)
-    cells = [(lr, layer) for lr in _DLN_LRS for layer in _DLN_ICS_LAYERS]
-    ok = all(m[(lr, layer, "batch")] >= m[(lr, layer, "none")] for lr, layer in cells)
-    ours = "; ".join(f"LR {lr:g} layer {layer}: {fmt(m[(lr, layer, 'batch')])} with BN, "
-                     f"{fmt(m[(lr, layer, 'none')])} without" for lr, layer in cells)
-    return Outcome(ok, ours, {f"lr{lr:g}/L{layer}/{n}": v for (lr, layer, n), v in m.items()})
-
-
-def _ics_gap_small_lr(runs: list[RunData]) -> Outcome:
-    m = _ics_medians(runs)
-    r = {layer: ratio(m[(1e-7, layer, "batch")], m[(1e-7, layer, "none")])
-         for layer in _DLN_ICS_LAYERS}
-    ours = "; ".join(f"layer {layer}: {fmt(m[(1e-7, layer, 'batch')])} with BN vs "
-                     f"{fmt(m[(1e-7, layer, 'none')])} without ({fmt(v)}x)"
-                     for layer, v in r.items())
-    return Outcome(all(v >= ORDERS for v in r.values()), ours,
-                   {f"L{layer}/ratio": v for layer, v in r.items()})
-
-
-_LP = ("batch", "l1", "l2", "linf")
-
-
-def _final_losses(runs: list[RunData]) -> dict[str, float]:
-    return {n: tail(pick(runs, norm=n).values("train/loss")) for n in ("none", *_LP)}
-
-
-def _norms_beat_none(runs: list[RunData]) -> Outcome:
-    f = _final_losses(runs)
-    ours = ", ".join(f"{n} {fmt(v)}" for n, v in f.items())
-    ties = [n for n in _LP if not lower(f[n], f["none"])]
-    note = f" ({', '.join(ties)} within 1 % of none or above)" if ties else ""
-    return Outcome(not ties, f"final training loss: {ours}{note}", f)
-
-
-def _lp_order(runs: list[RunData]) -> Outcome:
-    f = _final_losses(runs)
-    chain = ("l1", "batch", "linf", "none")
-    ok = all(lower(f[a], f[b]) for a, b in zip(chain, chain[1:], strict=False))
-    order = " < ".join(sorted(f, key=f.get))
-    return Outcome(ok, f"our order: {order}", f)
-
-
-def _eta_gap(runs: list[RunData]) -> Outcome:
-    def peaks(run: RunData) -> dict[float, float]:
-        if not run.etas:
-            raise MissingData(f"{run.label()} has no per-eta probe records")
-        by: dict[float, list[float]] = {}
-        for e in run.etas:
-            by.setdefault(e.multiplier, []).append(e.grad_dist)
-        return {m: peak(v) for m, v in by.items()}
-
-    none, bn = peaks(pick(runs, norm="none")), peaks(pick(runs, norm="batch"))
-    r = {m: ratio(none[m], bn[m]) for m in sorted(none) if m in bn}
-    if not r:
-        raise MissingData("no step size probed in both runs")
-    ours = "; ".join(f"eta = {m:g} LR: {fmt(none[m])} vs {fmt(bn[m])} ({fmt(v)}x)"
-                     for m, v in r.items())
-    return Outcome(all(v >= ORDERS for v in r.values()), ours,
-                   {f"x{m:g}/ratio": v for m, v in r.items()})
-
-
-_DLN_ACT_LAYERS = (1, 11, 24)
-
-
-def _scale_drift(values: Sequence[float]) -> float:
-    """How far a variance moves over training, in decades: log10(max / min)."""
-    vals = [v for v in values if math.isfinite(v) and v > 0]
-    if not vals:
-        raise MissingData("no positive finite variance")
-    return math.log10(max(vals) / min(vals))
-
-
-def _acts_stable(runs: list[RunData]) -> Outcome:
-    d = {(n, k): _scale_drift(pick(runs, norm=n).values(f"act/L{k}/unit_var"))
-         for n in ("none", "batch") for k in _DLN_ACT_LAYERS}
-    ok = all(d[("batch", k)] < d[("none", k)] for k in _DLN_ACT_LAYERS)
-    ours = "; ".join(f"layer {k}: {d[('batch', k)]:.2f} with BN, {d[('none', k)]:.2f} without"
-                     for k in _DLN_ACT_LAYERS)
-    return Outcome(ok, f"decades the sampled unit's variance spans: {ours}",
-                   {f"{n}/L{k}": v for (n, k), v in d.items()})
-
-
-def _both_train(runs: list[RunData]) -> Outcome:
-    none, bn = (final_acc(pick(runs, norm=n, lr=0.1)) for n in ("none", "batch"))
-    return Outcome(none >= TRAINS_ACC and bn >= TRAINS_ACC,
-                   f"test accuracy at LR 0.1: {none:.1%} without BN, {bn:.1%} with BN",
-                   {"none": none, "batch": bn})
-
-
-def _bn_at_least_as_good(runs: list[RunData]) -> Outcome:
-    none, bn = (final_acc(pick(runs, norm=n, lr=0.1)) for n in ("none", "batch"))
-    return Outcome(bn >= none, f"test accuracy at LR 0.1: {bn:.1%} with BN, {none:.1%} without",
-                   {"none": none, "batch": bn})
-
-
-def _high_lr(runs: list[RunData]) -> Outcome:
-    none_run, bn_run = (pick(runs, norm=n, lr=0.5) for n in ("none", "batch"))
-    none, bn = final_acc(none_run), final_acc(bn_run)
-    state = " (diverged)" if none_run.status == "diverged" else ""
-    return Outcome(bn >= TRAINS_ACC and none <= CHANCE_ACC,
-                   f"test accuracy at LR 0.5: {bn:.1%} with BN, {none:.1%} without{state}",
-                   {"none": none, "batch": bn})
-
-
-def _train_acc(runs: list[RunData], norm: str) -> float:
-    return final_acc(pick(runs, norm=norm), "train/acc")
-
-
-def _noisy_like_bn(runs: list[RunData]) -> Outcome:
-    noisy, bn = _train_acc(runs, "noisy_batch"), _train_acc(runs, "batch")
-    return Outcome(abs(noisy - bn) <= SAME_ACC,
-                   f"final training accuracy: {noisy:.1%} noisy BN, {bn:.1%} BN",
-                   {"noisy_batch": noisy, "batch": bn})
-
-
-def _noisy_beats_none(runs: list[RunData]) -> Outcome:
-    noisy, none = _train_acc(runs, "noisy_batch"), _train_acc(runs, "none")
-    return Outcome(noisy >= none,
-                   f"final training accuracy: {noisy:.1%} noisy BN, {none:.1%} standard",
-                   {"noisy_batch": noisy, "none": none})
-
-
-def _noise_alone_fails(runs: list[RunData]) -> Outcome:
-    run = pick(runs, norm="noise")
-    acc = _train_acc(runs, "noise")
-    state = " (diverged)" if run.status == "diverged" else ""
-    return Outcome(acc <= CHANCE_ACC, f"final training accuracy with the noise and no BN: "
-                   f"{acc:.1%}{state}", {"noise": acc})
-
-
-def _moment_changes(run: RunData, moment: str) -> float:
-    """Mean over normalised layers of the median |change| of the sampled unit's moment between
-    consecutive probed steps (Fig 8)."""
-    layers = sorted({k.split("/")[1] for k in run.series
-                     if k.startswith("act/L") and k.endswith(f"/unit_{moment}")})
-    if not layers:
-        raise MissingData(f"{run.label()} has no act/L*/unit_{moment}")
-    return statistics.fmean(median(step_changes(run.values(f"act/{layer}/unit_{moment}")))
-                            for layer in layers)
-
-
-def _moments(moment: str) -> Callable[[list[RunData]], Outcome]:
-    def test(runs: list[RunData]) -> Outcome:
-        c = {n: _moment_changes(pick(runs, norm=n), moment)
-             for n in ("none", "batch", "noisy_batch")}
-        ok = c["noisy_batch"] > c["batch"] and c["noisy_batch"] > c["none"]
-        return Outcome(ok, f"typical |change| of the unit's {moment} between probed steps: " +
-                       ", ".join(f"{n} {fmt(v)}" for n, v in c.items()), c)
-
-    return test
-
-
-def _beta_same_order(runs: list[RunData]) -> Outcome:
-    none, bn = _pair(runs, "landscape/beta", median)
-    r = ratio(none, bn)
-    return Outcome(0.1 <= r <= 10, f"median beta: {fmt(none)} without BN, {fmt(bn)} with BN",
-                   {"none": none, "batch": bn, "ratio": r})
-
 
 # -- the catalogue ----------------------------------------------------------------------------
 
 _VGG_LANDSCAPE = (
     Claim("4a", "the loss varies more along the gradient without BN", "qualitative (Fig 4a)",
-          "peak over training of loss_max - loss_min over eta in S", _band(
+          "peak over training of loss_max - loss_min over eta in S", wider_band(
               "landscape/loss_min", "landscape/loss_max", relative=False)),
     Claim("4b", "gradient predictiveness is worse without BN",
           "peaks 100-250 without BN; with BN mostly under 50",
           "peak over training of max_eta ||grad L(w - eta g) - g||; without BN at least 2x",
-          _gap("landscape/grad_dist_max", "gradient predictiveness", 2.0)),
+          gap_at_least("landscape/grad_dist_max", "gradient predictiveness", 2.0)),
     Claim("4c", "effective beta spikes higher without BN", "both near 20; without BN up to ~45",
-          "peak over training of the effective beta", _gap("landscape/beta", "beta", 1.0)),
+          "peak over training of the effective beta", gap_at_least("landscape/beta", "beta", 1.0)),
     Claim("4c-typical", "typical effective beta is of the same order with and without BN",
-          "both near 20", "median over training, within 10x of each other", _beta_same_order),
+          "both near 20", "median over training, within 10x of each other", beta_same_order),
 )
 _BOTH_TRAIN = Claim(
     "premise-both-train", "premise: both nets train at LR 0.1, as in the paper's Fig 1",
     "80 % without BN, 83 % with", "last test accuracy >= 50 % for both; when this fails the "
-    "landscapes compare a trained net with one stuck at chance", _both_train)
+    "landscapes compare a trained net with one stuck at chance", both_train)
 _VGG_CHOICES = (
     "Reduced scale: VGG-11 at width 1/4 on digits; at cpu scale resized to 32x32 so all five "
     "pools act as on CIFAR-10; at quick scale 8x8, where pools 4 and 5 are skipped once the "
@@ -376,24 +154,24 @@ FIGURES: tuple[Figure, ...] = (
         Claim("3b-not-reduced", "BN does not reduce internal covariate shift",
               "BN's ||G - G'|| is larger, not smaller",
               "median over training of ||G - G'||_2 at layers 9 and 17, LR 1e-6 and 1e-7; "
-              "BN >= none in every cell", _ics_not_reduced),
+              "BN >= none in every cell", ics_not_reduced),
         Claim("3b-lr1e-7", "at LR 1e-7 BN's ICS is orders of magnitude above the plain net's",
               "about 1e3 with BN vs 1-10 without", "the same medians at LR 1e-7; BN >= 100x",
-              _ics_gap_small_lr),
+              ics_gap_small_lr),
     ), plots=("ics",), choices=(
         "ICS per Definition 2.1: G' after every earlier layer (norm parameters included) took "
         "this step's update; the medians summarise the paper's curves.",)),
     Figure("5b", "Training loss with lp normalisation", "DLN", "dln-lp", (
         Claim("5b-norms-help", "every normalisation ends lower than no normalisation",
               "none about 1.7e3 is the highest", "median training loss over the last 10 % of "
-              "steps; lower by more than 1 %", _norms_beat_none),
+              "steps; lower by more than 1 %", norms_beat_none),
         Claim("5b-order", "l1 < BN < linf < none (l2 close to BN)",
               "l1 ~1e2 < BN ~4.5e2 < linf ~9.5e2 < none ~1.7e3",
               "the same final losses, each step of the chain lower by more than 1 %",
-              _lp_order),
+              lp_order),
         Claim("5b-lp-smooth", "lp normalisations smooth the landscape like BN (section 3.3)",
               "qualitative (the paper shows it for VGG)", "peak effective beta within 100x of "
-              "its median for BN, l1, l2, linf", flatness(_LP)),
+              "its median for BN, l1, l2, linf", flatness(LP)),
     ), plots=("training", "beta"), choices=(
         "lp: centre by the batch mean, divide by the power mean of the un-centred activations; "
         "no running statistics.",
@@ -406,15 +184,15 @@ FIGURES: tuple[Figure, ...] = (
            "dln-landscape", (
                Claim("10a", "the loss varies more along the gradient without BN",
                      "qualitative (Fig 10a)", "peak over training of loss_max / loss_min",
-                     _band("landscape/loss_min", "landscape/loss_max", relative=True)),
+                     wider_band("landscape/loss_min", "landscape/loss_max", relative=True)),
                Claim("10b", "gradient predictiveness is orders of magnitude worse without BN",
                      "up to ~1e16 without BN; ~1e3-1e6 with BN",
                      "peak over training of max_eta ||grad L(w - eta g) - g||; none >= 100x BN",
-                     _gap("landscape/grad_dist_max", "gradient predictiveness", ORDERS)),
+                     gap_at_least("landscape/grad_dist_max", "gradient predictiveness", ORDERS)),
                Claim("10c", "effective beta is orders of magnitude larger without BN",
                      "peaks ~1e15 without BN; ~3e6 with BN",
                      "peak over training of the effective beta; none >= 100x BN",
-                     _gap("landscape/beta", "beta", ORDERS)),
+                     gap_at_least("landscape/beta", "beta", ORDERS)),
                Claim("10c-flat", "with BN (and noisy BN) the effective beta stays flat",
                      "flat near 3e6 (noisy BN not in the paper's DLN)",
                      "peak within 100x of the median over training", flatness(
@@ -426,36 +204,36 @@ FIGURES: tuple[Figure, ...] = (
         Claim("11-every-eta", "without BN gradients are less predictive at every step size",
               "qualitative (Fig 11: d(eta) against eta, by step)",
               "peak over training of d(eta) for each eta; none >= 100x BN at every eta",
-              _eta_gap),
+              eta_gap),
     ), select={"norm": ["none", "batch"]}, plots=("etas",)),
     Figure("9", "Activation distributions of layers 1, 11, 24", "DLN", "dln-landscape", (
         Claim("9-stable", "with BN each layer's distribution keeps its scale over training; "
               "without BN it drifts", "qualitative (histograms)",
               "log10(max/min) over training of the sampled unit's variance, layers 1, 11, 24; "
-              "BN < none at each", _acts_stable),
-    ), select={"norm": ["none", "batch"]}, plots=("dist_heat",), layers=_DLN_ACT_LAYERS,
+              "BN < none at each", acts_stable),
+    ), select={"norm": ["none", "batch"]}, plots=("dist_heat",), layers=DLN_ACT_LAYERS,
         choices=("Activations after the normalisation, before the next layer; one unit sampled "
                  "from the seed per layer.",)),
     Figure("1", "Training with and without BN at two learning rates", "VGG", "vgg-lr", (
         Claim("1-both-train", "at LR 0.1 both nets train", "test accuracy 83 % with BN, 80 % "
-              "without", "last test accuracy >= 50 % for both", _both_train),
+              "without", "last test accuracy >= 50 % for both", both_train),
         Claim("1-bn-better", "at LR 0.1 BN is at least as accurate", "83 % vs 80 %",
-              "last test accuracy, BN >= none", _bn_at_least_as_good),
+              "last test accuracy, BN >= none", bn_at_least_as_good),
         Claim("1-high-lr", "at LR 0.5 BN trains and the plain net stays at chance",
               "BN trains; without BN about 10 %",
-              "last test accuracy: BN >= 50 %, none <= 20 % (or diverged)", _high_lr),
+              "last test accuracy: BN >= 50 %, none <= 20 % (or diverged)", high_lr),
     ), plots=("training",), choices=_VGG_CHOICES + (
         "High LR: the paper's 0.5, not searched for.",)),
     Figure("2", "Noisy BatchNorm trains like BatchNorm", "VGG", "vgg-noisy", (
         Claim("2-noisy-like-bn", "noisy BN trains like BN", "nearly identical training "
               "accuracy", "median training accuracy over the last 10 % of steps, within 5 "
-              "points", _noisy_like_bn),
+              "points", noisy_like_bn),
         Claim("2-noisy-beats-none", "noisy BN trains at least as well as the standard net",
               "noisy BN and BN above standard", "the same final training accuracies",
-              _noisy_beats_none),
+              noisy_beats_none),
         Claim("2-noise-alone", "the same noise without BN does not train",
               "does not train", "final training accuracy <= 20 % (or diverged)",
-              _noise_alone_fails),
+              noise_alone_fails),
     ), plots=("training", "dist_heat"), layers=(3, 6), choices=_VGG_CHOICES + (
         "Noise (Algorithm 1) drawn at every step from its own generator, after BN's affine "
         "output; probes reuse the step's draw.",)),
@@ -465,9 +243,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("8", "Change of the activations' first two moments", "VGG", "vgg-noisy", (
         Claim("8-mean", "noisy BN moves the activations' mean more than BN and the standard "
               "net do", "qualitative", "mean over layers of the median |mu_(t+1) - mu_t| of "
-              "the sampled unit", _moments("mean")),
+              "the sampled unit", moments("mean")),
         Claim("8-var", "noisy BN moves the activations' variance more than BN and the standard "
-              "net do", "qualitative", "the same with the variance", _moments("var")),
+              "net do", "qualitative", "the same with the variance", moments("var")),
     ), select={"norm": ["none", "batch", "noisy_batch"]}, plots=("dist_overlay",),
         layers=(3, 6), choices=_VGG_CHOICES + (
             "Moments of one sampled unit per layer, between consecutive probed steps.",)),

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from server import reproduction as R
-from server.reproduction.santurkar2018 import flatness
+from server.reproduction.santurkar_checks import flatness
 from worker.engine.sink import MemorySink
 from worker.engine.trainer import Trainer
 
