@@ -58,7 +58,7 @@ def run(results: Path, scale: str, sets: list[str], jobs: int, threads: int | No
         # A run the catalogue already trained in this dtype (the DLN presets are float64) is
         # copied, not retrained: same spec, same numbers (the engine is deterministic).
         wanted = RF.planned(scale, set(keys), {**dict(_parse(sets)), "dtype": dtype})
-        for key, label, spec in wanted:
+        for key, label, spec, _analyses in wanted:  # the DLN plans name no analyses
             src, dst = results / key / label, results / "dtype" / dtype / key / label
             if (src / "run.json").exists() and not (dst / "run.json").exists() and \
                     json.loads((src / "run.json").read_text())["spec"] == \
