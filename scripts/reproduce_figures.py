@@ -203,6 +203,8 @@ CAPTIONS = {
     "ics": "internal covariate shift: ‖G − G′‖ and cos(G, G′) (Definition 2.1)",
     "dist_heat": "activation distribution over training",
     "dist_overlay": "activation quantiles (5-95 %, 25-75 %, median) over training",
+    "sharpness": "sharpness: the training loss's top Hessian eigenvalue (Lanczos), with 2/LR",
+    "dynamics": "gradient norm and distance from the initial weights",
 }
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -283,7 +285,8 @@ def figures_of(fig: R.Figure, runs: dict[int, R.RunData],
         layers = fig.layers if name.startswith("dist_") else (1,)
         for layer in layers:
             scope = "unit" if name == "dist_heat" else "layer"
-            opts = W.Options(log=LOG[fig.model], layer=layer, scope=scope,
+            # A model the paper draws on linear axes throughout needs no entry.
+            opts = W.Options(log=LOG.get(fig.model, frozenset()), layer=layer, scope=scope,
                              arrange="side")
             caption = CAPTIONS[name]
             if name.startswith("dist_"):
