@@ -23,19 +23,18 @@ its results are <page's folder>/<page's stem>/results.json, as the script writes
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
 DOC = Path(os.environ.get("GEOMETRY_DOC") or ROOT / "docs" / "geometry.md")
 RESULTS = DOC.parent / DOC.stem / "results.json"
 # Measured on an 800-step quick-mlp (norm none, seed 0) snapshot on an AMD EPYC, torch 2.13, 1
@@ -50,15 +49,6 @@ RTOL_FIXED = 1e-4
 RTOL_RETRAIN = 1e-3  # (b): bit-identical in practice on the same machine and thread count
 
 
-def _module(name: str):
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
     out = json.loads(RESULTS.read_text())
@@ -69,12 +59,12 @@ def results() -> dict:
 
 @pytest.fixture(scope="module")
 def stats():
-    return _module("_geometry_stats")
+    return load_script("_geometry_stats")
 
 
 @pytest.fixture(scope="module")
 def page():
-    return _module("_geometry_page")
+    return load_script("_geometry_page")
 
 
 def _check_cell(results: dict) -> tuple[dict, dict, dict]:
@@ -162,10 +152,10 @@ def test_the_stored_snapshot_gives_the_page_s_spectrum_on_any_machine(results):
 
 def _unlike(results: dict, exp: dict) -> str | None:
     """Why this machine cannot retrain the page's weights (None: it is like the page's)."""
-    _module("make_geometry_doc")  # puts the repository on sys.path (bench/)
+    load_script("make_geometry_doc")  # puts the repository on sys.path (bench/)
     from bench._machine import _cpuinfo_model
 
-    make = _module("_geometry_measure")
+    make = load_script("_geometry_measure")
     m, env = results["machine"], results["environment"]
     here = {"CPU model": _cpuinfo_model(),
             "torch CPU capability": torch.backends.cpu.get_cpu_capability(),
@@ -197,7 +187,7 @@ def test_a_cell_retrained_on_a_machine_like_the_page_s_gives_its_spectrum(result
     why = _unlike(results, exp)
     if why:
         pytest.skip(why)
-    make = _module("make_geometry_doc")
+    make = load_script("make_geometry_doc")
     spec = RunSpec.model_validate(cell["run_spec"])
     # the preset, as the page says (a smoke run's overridden steps included)
     want = make.run_spec(check["preset"], check["seed"], check["norm"],

@@ -17,11 +17,9 @@ REPRODUCTION_DOC=/tmp/r/reproduction.md after `make_reproduction_doc.py ... --do
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,9 +27,9 @@ import torch
 
 from server import reproduction as R
 from server.spec import RunSpec
+from tests.support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ROOT / "scripts"
 DOC = Path(os.environ.get("REPRODUCTION_DOC") or ROOT / "docs" / "reproduction.md")
 RESULTS = DOC.parent / DOC.stem / "results.json"
 # A float64 DLN retrained on the same machine gives the same bits. Another machine sums in
@@ -44,26 +42,17 @@ RESULTS = DOC.parent / DOC.stem / "results.json"
 RTOL = 1e-6
 
 
-def _module(name: str):
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def results() -> dict:
     assert RESULTS.exists(), (f"{RESULTS} is missing: {DOC} is not generated; run "
                               "scripts/make_reproduction_doc.py --scale quick --jobs 2")
     out = json.loads(RESULTS.read_text())
-    assert out["format"] == _module("_repro_collect").FORMAT
+    assert out["format"] == load_script("_repro_collect").FORMAT
     return out
 
 
 def test_the_page_is_what_the_writer_makes_of_its_results_file(results):
-    page = _module("_repro_page")
+    page = load_script("_repro_page")
     link = str(RESULTS.relative_to(DOC.parent))
     assert DOC.read_text() == page.page(results, RESULTS.parent.name, link), (
         f"{DOC} differs from what scripts/make_reproduction_doc.py writes from {RESULTS}")
@@ -96,7 +85,7 @@ def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results
     from worker.engine.file_sink import FileSink
     from worker.engine.trainer import Trainer
 
-    rf = _module("reproduce_figures")
+    rf = load_script("reproduce_figures")
     check, scale = results["check"], results["scale"]
     exp = R.EXPERIMENTS[check["experiment"]]
     stored = [RunSpec.model_validate(s) for s in check["specs"]]
@@ -139,7 +128,7 @@ def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results
 
 
 def test_relative_change_and_the_largest_change_of_a_claim():
-    dt = _module("_repro_dtype")
+    dt = load_script("_repro_dtype")
     assert dt.rel_change(2.0, 3.0) == 0.5
     assert dt.rel_change(math.inf, math.inf) == 0.0
     assert dt.rel_change(0.0, 1.0) == math.inf
@@ -149,7 +138,7 @@ def test_relative_change_and_the_largest_change_of_a_claim():
 
 
 def test_nudge_moves_one_weight_by_exactly_one_ulp_of_the_unit():
-    dt = _module("_repro_dtype")
+    dt = load_script("_repro_dtype")
     net = torch.nn.Linear(3, 2).double()
     w0 = net.weight.detach().clone()
     moved = dt.nudge(net, "float32")
@@ -170,7 +159,7 @@ def _claim(text: str, k: int, n: int, values: dict) -> dict:
 
 
 def test_the_dtype_summary_counts_what_the_precision_changes():
-    page = _module("_repro_page")
+    page = load_script("_repro_page")
     a = {"3b": {"verdict": "reproduced", "claims": [_claim("x", 3, 3, {"v": 1.0}),
                                                     _claim("y", 2, 3, {"v": 4.0})]},
          "10": {"verdict": "partly", "claims": [_claim("z", 0, 3, {"w": 10.0})]}}
