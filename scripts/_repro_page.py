@@ -160,9 +160,14 @@ def environment_section(results: dict[str, Any]) -> list[str]:
                  ("load", f"load average {m0['load']} before, {m1['load']} after (1, 5, 15 "
                           f"min); CPU pressure (share of the wall time some task waited for "
                           f"a core): {pressure(launch)}"),
-                 ("code", f"git {m0['git_head']}, engine sha256 {m0['engine_code_sha256']}"),
-                 ("wall time", f"{launch['seconds']:.0f} s for the training of this page "
-                               f"({launch['jobs']} runs at a time)"),
+                 ("code", f"git {m0['git_head']}, engine sha256 {m0['engine_code_sha256']} "
+                          "(at the last `run` over these results)"),
+                 # A `run` keeps the runs it finds trained (same spec, same numbers), so its
+                 # wall time counts only what it trained itself; each experiment's own
+                 # training time is in its "What was run" table.
+                 ("wall time", f"{launch['seconds']:.0f} s for the last `run` over these "
+                               f"results ({launch['jobs']} runs at a time; runs it found "
+                               "trained were kept, not counted)"),
                  ("command", f"`{launch['command']}`")]
     else:
         rows.append(("machine, load", "not recorded (the results were not made by "
