@@ -38,7 +38,8 @@ def test_overrides_reach_every_run_and_fix_varied_keys(api):
         got = [RunSpec.model_validate(r["spec"]) for r in detail["runs"]]
         assert got == exp.plans["quick"].specs(steps=5, lr=0.01)
         assert {s.lr for s in got} == {0.01} and detail["name"] == exp.name("quick")
-    assert len(made[1]["runs"]) == 2  # vgg-lr varied lr; the override fixed it
+    # vgg-lr varied lr; the override fixed it: its two norms, in each of the plan's seeds.
+    assert len(made[1]["runs"]) == 2 * len(R.EXPERIMENTS["vgg-lr"].plans["quick"].seeds) == 6
 
 
 def test_submitted_runs_trained_by_the_worker_are_judged_from_the_database(
