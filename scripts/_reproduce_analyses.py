@@ -25,6 +25,7 @@ from server import reproduction as R
 from server.analysis_spec import AnalysisSpec
 from server.schemas import json_float
 from server.spec import RunSpec
+from worker.analysis_sink import json_safe  # as the worker stores values
 
 FILE = "analyses.json"
 
@@ -48,20 +49,6 @@ def resolved(run: RunSpec, entries: Sequence[Mapping[str, Any]]) -> list[Analysi
                              "run, which an experiment's analyses cannot")
         out.append(spec.model_copy(update={"steps": steps}))
     return out
-
-
-def safe(value: Any) -> Any:
-    """As the worker stores values (worker/analysis_sink.py json_safe): non-finite floats as
-    the API's strings, tuples as lists."""
-    if isinstance(value, float):
-        return json_float(value)
-    if isinstance(value, Mapping):
-        return {str(k): safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # a 0-d tensor or numpy scalar
-        return safe(value.item())
-    return value
 
 
 def detail(spec: AnalysisSpec, grid: Mapping[int, Mapping[int, Any]],
@@ -94,7 +81,7 @@ def detail(spec: AnalysisSpec, grid: Mapping[int, Mapping[int, Any]],
             "test_loss": layout(rows, "test_loss") if gridded and spec.test_set else None,
             "test_acc": (layout(rows, "test_acc")
                          if gridded and spec.test_set and measured_acc else None),
-            "values": safe(dict(named.get(step, {}))),
+            "values": json_safe(dict(named.get(step, {}))),
         }
     return {"kind": spec.kind, "bn_mode": spec.bn_mode, "spec": spec.model_dump(mode="json"),
             "status": status, "error": error, "steps": steps}
