@@ -34,13 +34,13 @@ weaken, not contradict, the paper. The spec admits depths 20, 32 and 56 only.
 
 Cost (server/analysis_cost.py, per run): quick's 11 x 11 surface is 121 forward passes over 256
 samples and its spectrum 273 forward-equivalents over 128 (45 HVPs); cpu's surface 441 over 512
-and spectrum 819 over 512 (406 HVPs). ResNet-56 (0.85M parameters) costs about 3.2x ResNet-20
-(0.27M). Measured through scripts/reproduce_figures.py on the shared 2-core machine, two runs
-at a time, wall seconds of training + analyses: at load ~5, ResNet-56 137 + 128 and ResNet-20
-37-81 + 37-50; at load ~16 (other jobs) ResNet-56 500 + 360 and ResNet-20 425 + 125. The whole
-quick paper (12 runs, 3 seeds) took 36 minutes here as load fell from 16 to 5: well above the
-~3 minutes asked of quick, ResNet-56's training and analyses the most of it. Not yet
-reduced (depth 32 at quick, or a coarser grid, are the obvious cuts).
+and spectrum 819 over 512 (406 HVPs). server/experiment_cost.py puts ResNet-32's training at
+0.55x ResNet-56's and quick's whole plan at 240 s against 363 s with ResNet-56 (0.66x);
+measured side by side (60 steps each, one at a time, load ~5.5) 32-noshort took 4.3 and 7.2 s
+to 56-noshort's 12.5 and 12.1. Through scripts/reproduce_figures.py, two runs at a time at
+load 6-7 (other jobs), quick's 12 runs trained in 586 s in all (slowest 67 s; ResNet-56's plan
+took 651 s, slowest 130 s, in the last doc run) plus 430 s of analyses (slowest 49 s), 8.9
+minutes of wall time.
 """
 
 from __future__ import annotations
@@ -228,11 +228,11 @@ _CHOICES = (
     f"Reduced scale: ResNet-{SHALLOW} and ResNet-{DEEP} on digits, plain SGD at LR 0.1 for a few "
     "hundred steps; the paper trains ResNet-20/56/110 for 300 epochs on CIFAR-10 with "
     "momentum, weight decay and a decaying LR.",
-    f"Deep net ResNet-{DEEP}, not the paper's 56: in 200 steps ResNet-56-noshort reached only "
-    "22-49 % test accuracy (seeds 0-2; deep plain nets degrade, He et al. 2016), so its surface "
-    f"would not be around a minimiser; ResNet-{DEEP}-noshort trains (97-98 %). The same LR "
-    "for every net, as in the paper (no warm-up: He et al. warm up only ResNet-110). The "
-    f"depth contrast {SHALLOW} -> {DEEP} is smaller than the paper's 20 -> 56.",
+    f"Deep net ResNet-{DEEP}, not the paper's 56: in quick's 200 steps ResNet-56-noshort reached "
+    "only 22-49 % test accuracy (seeds 0-2; deep plain nets degrade, He et al. 2016), so its "
+    f"surface would not be around a minimiser; ResNet-{DEEP}-noshort trains (97-98 %). The "
+    "same LR for every net, as in the paper (no warm-up: He et al. warm up only ResNet-110). "
+    f"The depth contrast {SHALLOW} -> {DEEP} is smaller than the paper's 20 -> 56.",
     "Shortcuts are He et al.'s option A (identity, zero-padded channels): the skip and "
     "noshort nets of a depth share every parameter, so one seed gives both the same initial "
     "weights, data order and surface directions.",
@@ -285,7 +285,7 @@ FIGURE_7 = Figure(
               "the skip nets' maps (Fig 7)",
               f"lowest SLQ Ritz value over the top Lanczos eigenvalue, <= {NEG_RATIO:g} "
               "for both skip nets", _skip_minimum_convex),
-    ), plots=("training",), choices=_CHOICES[:3] + (
+    ), plots=("training",), choices=_CHOICES[:4] + (
         "Fig 7 maps the ratio over the whole plane; we measure it at the trained point only "
         "(one spectrum per run).",), premise=_PREMISE)
 
