@@ -31,7 +31,7 @@ def test_the_quick_experiment_runs_and_every_claim_is_decided(tmp_path, monkeypa
     exp = R.EXPERIMENTS["li-skip-depth"]
     plan = exp.plans["quick"]
     # One seed, and the plan's analyses on fewer evaluation samples (the same grid and Lanczos
-    # steps): four nets, ResNet-56 among them, within the suite's timeout on a shared CPU.
+    # steps): four nets, the deep pair among them, within the suite's timeout on a shared CPU.
     small = tuple({**a, "eval_samples": 32} for a in plan.analyses)
     one_seed = dataclasses.replace(plan, seeds=(0,), analyses=small)
     monkeypatch.setitem(R.EXPERIMENTS, exp.key, dataclasses.replace(
@@ -43,7 +43,7 @@ def test_the_quick_experiment_runs_and_every_claim_is_decided(tmp_path, monkeypa
     assert rc == 0
     runs = script.load_experiment(out, exp.key)
     assert sorted((r.spec["resnet_depth"], r.spec["skip"]) for r in runs) == [
-        (20, False), (20, True), (56, False), (56, True)]
+        (L.SHALLOW, False), (L.SHALLOW, True), (L.DEEP, False), (L.DEEP, True)]
     for r in runs:
         _, st = r.analysis("surface", bn_mode="running")
         assert len(st["loss"]) == len(st["y"]) == 11 and len(st["loss"][0]) == 11

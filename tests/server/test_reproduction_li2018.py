@@ -11,6 +11,8 @@ import pytest
 from server import reproduction as R
 from server.reproduction import li2018 as L
 
+S, D = L.SHALLOW, L.DEEP  # the plan's depths: every check reads these
+
 XS = [-1 + 0.1 * i for i in range(21)]
 
 
@@ -47,10 +49,10 @@ def run(depth, skip, f, acc=0.95, seed=0, ratio=None):
 
 
 def paper_like(seed=0, deep_noshort=saddle, shallow_noshort=bowl, acc=0.95):
-    return [run(20, True, bowl, seed=seed, ratio=0.01), run(56, True, bowl, seed=seed,
+    return [run(S, True, bowl, seed=seed, ratio=0.01), run(D, True, bowl, seed=seed,
                                                              ratio=0.02),
-            run(20, False, shallow_noshort, seed=seed, acc=acc, ratio=0.05),
-            run(56, False, deep_noshort, seed=seed, acc=acc, ratio=0.6)]
+            run(S, False, shallow_noshort, seed=seed, acc=acc, ratio=0.05),
+            run(D, False, deep_noshort, seed=seed, acc=acc, ratio=0.6)]
 
 
 def outcomes(fig, runs):
@@ -66,12 +68,23 @@ def test_the_paper_is_registered_with_unique_ids_and_seeded_plans():
         assert plan.seeds == R.SEEDS[scale]
         specs = plan.specs(device="cpu")
         cells = {(s.resnet_depth, s.skip, s.seed) for s in specs}
-        assert cells == {(d, k, s) for d in (20, 56) for k in (True, False)
+        assert cells == {(d, k, s) for d in (S, D) for k in (True, False)
                          for s in R.SEEDS[scale]}
         assert {s.norm for s in specs} == {"batch"} and {s.dataset for s in specs} == {"digits"}
         assert all(s.probes.landscape.every == 0 for s in specs)
         assert {a["kind"] for a in plan.analyses} >= {"surface"}
 
+
+def test_the_texts_name_the_depths_that_are_run():
+    # The plan's depths are the constants; what the doc prints about them must say the same.
+    exp = R.EXPERIMENTS["li-skip-depth"]
+    for scale in ("quick", "cpu"):
+        assert exp.plans[scale].vary["resnet_depth"] == [S, D]
+        assert f"ResNet-{S}/{D} " in exp.data[scale]
+    claims = {c.id: c for c in R.FIGURE_BY_ID["L5"].claims}
+    assert f"depth {D} " in claims["L5-skips-prevent"].text
+    assert f"depth {D} " in claims["L5-depth-chaotic"].statistic
+    assert f"ResNet-{S} and ResNet-{D} " in R.FIGURE_BY_ID["L5"].choices[0]
 
 def test_the_plans_analyses_are_valid_and_centred_on_the_trained_point():
     from server.analysis_spec import AnalysisSpec
@@ -88,8 +101,8 @@ def test_the_plans_analyses_are_valid_and_centred_on_the_trained_point():
 def test_a_paper_like_set_of_surfaces_reproduces_fig_5_and_7():
     res, o = outcomes(R.FIGURE_BY_ID["L5"], paper_like())
     assert res.verdict == "reproduced", [(k, v.ours) for k, v in o.items()]
-    assert o["L5-skip-convex"].values["20/nonconvex"] == 0
-    assert o["L5-depth-chaotic"].values["56-noshort/nonconvex"] == 1
+    assert o["L5-skip-convex"].values[f"{S}/nonconvex"] == 0
+    assert o["L5-depth-chaotic"].values[f"{D}-noshort/nonconvex"] == 1
     # The saddle x^2 - y^2: grad . p = 2(x^2 - y^2) <= 0 where |y| >= |x| (ties on the
     # diagonals count: the gradient is then perpendicular, not towards the centre).
     disc = [(i, j) for i in range(-9, 10) for j in range(-9, 10)
@@ -97,19 +110,19 @@ def test_a_paper_like_set_of_surfaces_reproduces_fig_5_and_7():
     want = sum(abs(j) >= abs(i) for i, j in disc) / len(disc)
     assert o["L5-misdirected"].values["noshort"] == pytest.approx(want)
     res7, o7 = outcomes(L.FIGURE_7, paper_like())
-    assert res7.verdict == "reproduced" and o7["L7-skip-minimum"].values["56/ratio"] == 0.02
+    assert res7.verdict == "reproduced" and o7["L7-skip-minimum"].values[f"{D}/ratio"] == 0.02
 
 
 def test_ripples_count_as_non_convex_and_make_the_depth_transition():
     _, o = outcomes(R.FIGURE_BY_ID["L5"], paper_like(deep_noshort=ripples))
-    n = o["L5-depth-chaotic"].values["56-noshort/nonconvex"]
+    n = o["L5-depth-chaotic"].values[f"{D}-noshort/nonconvex"]
     assert L.CONVEX_LOOKING < n < 1 and o["L5-depth-chaotic"].ok
-    assert o["L5-depth-chaotic"].values["56-noshort/minima"] > 0
+    assert o["L5-depth-chaotic"].values[f"{D}-noshort/minima"] > 0
 
 
 def test_when_skip_nets_are_rough_and_deep_noshort_is_smooth_the_figure_is_not_reproduced():
-    runs = [run(20, True, saddle), run(56, True, saddle), run(20, False, bowl),
-            run(56, False, bowl)]
+    runs = [run(S, True, saddle), run(D, True, saddle), run(S, False, bowl),
+            run(D, False, bowl)]
     res, o = outcomes(R.FIGURE_BY_ID["L5"], runs)
     assert not o["L5-skip-convex"].ok and not o["L5-depth-chaotic"].ok
     assert not o["L5-skips-prevent"].ok and not o["L5-misdirected"].ok
@@ -132,18 +145,18 @@ def test_claims_are_judged_seed_by_seed():
 
 def test_missing_surfaces_or_spectra_leave_the_claims_undecided():
     runs = paper_like()
-    runs[3] = run(56, False, None)
+    runs[3] = run(D, False, None)
     _, o = outcomes(R.FIGURE_BY_ID["L5"], runs)
     assert o["L5-depth-chaotic"].ok is None and "no surface analysis" in o[
         "L5-depth-chaotic"].ours
     assert o["L5-skip-convex"].ok is True
-    no_spectra = [run(d, s, bowl) for d in (20, 56) for s in (True, False)]
+    no_spectra = [run(d, s, bowl) for d in (S, D) for s in (True, False)]
     _, o7 = outcomes(L.FIGURE_7, no_spectra)
     assert o7["L7-skip-minimum"].ok is None
 
 
 def test_a_surface_that_overflowed_everywhere_is_undecided_not_convex():
     runs = paper_like()
-    runs[1] = run(56, True, lambda x, y: math.inf)
+    runs[1] = run(D, True, lambda x, y: math.inf)
     _, o = outcomes(R.FIGURE_BY_ID["L5"], runs)
     assert o["L5-skip-convex"].ok is None
