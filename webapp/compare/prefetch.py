@@ -25,6 +25,7 @@ import flask
 from dash import Dash
 
 from webapp.client import ApiClient, ApiError
+from webapp.compare import grouped as gp
 from webapp.compare.data import fetch_full, load_runs
 from webapp.compare.update import Controls, decide_groups, options
 from webapp.runsets import build_views
@@ -81,10 +82,18 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
         opts = options(Controls(), build_views(runs))
         done = [r for r in runs if r["status"] in FINISHED]
         # A page drawn by seed group reads no run's scalars (update.full_build).
-        _groups, grouped = decide_groups(client, source, runs, Controls())
+        groups, grouped = decide_groups(client, source, runs, Controls())
         client.map(lambda run: fetch_full(client, run, layer=opts.layer, scope=opts.scope,
                                           step_range=opts.step_range, scalars=not grouped),
                    done)
+        finished = gp.finished_ids(runs)
+        if grouped and all(i in finished for g in groups for i in g.run_ids):
+            # ... and the groups' statistics, as update._grouped_figures will ask for them.
+            gviews = gp.group_views(groups, runs)
+            c = Controls()
+            gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
+                     center=c.center, band=c.band, step_range=opts.step_range,
+                     finished=finished)
     except ApiError as exc:  # the page's own request will say what is wrong
         log.debug("prefetch of %s stopped: %s", source, exc)
         return 0
