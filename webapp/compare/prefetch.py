@@ -6,6 +6,8 @@ about half a second while the browser loads and compiles the dashboard's JavaScr
 the finished runs' data into the finished-run cache in the background, exactly as the page's
 first build will ask for it, and the build finds it there. A build that starts before the
 prefetch ends waits for it (FinishedCache coalesces fetches) rather than fetching twice.
+A page drawn by seed group gets its groups' statistics prefetched too, once all its runs
+have finished (grouped.fetch caches them only then).
 
 Running runs are left alone: their data changes, so it is never cached. The prefetch runs
 with the requesting browser's token, and a failure costs nothing but the head start.
