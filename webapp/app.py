@@ -52,6 +52,7 @@ INDEX_STRING = """<!DOCTYPE html>
         <title>{%title%}</title>
         {%favicon%}
         {%css%}
+        {%preload%}
     </head>
     <body>
         {%app_entry%}
@@ -65,6 +66,17 @@ INDEX_STRING = """<!DOCTYPE html>
         </footer>
     </body>
 </html>"""
+
+
+# dcc's Graph, Slider and Dropdown come in chunks that Dash asks for only once a page holding
+# them is rendered: on a compare page, after its figures arrived (about 0.1 s more on a first
+# visit, bench/RESULTS.md). The browser fetches them alongside the other scripts instead.
+PRELOAD = ("async-graph.js", "async-slider.js", "async-dropdown.js")
+
+
+def preload_links(prefix: str) -> str:
+    return "".join(f'<link rel="preload" as="script" '
+                   f'href="{prefix}_dash-component-suites/dash/dcc/{name}">' for name in PRELOAD)
 
 
 def shell(prefix: str, docs_url: str = "/docs") -> html.Div:
@@ -129,7 +141,8 @@ def create_dash(api_base_url: str, *, requests_pathname_prefix: str = "/",
         title="Landscope",
         update_title=None,  # a live page polls every second: no "Updating..." flicker
     )
-    app.index_string = INDEX_STRING
+    app.index_string = INDEX_STRING.replace("{%preload%}",
+                                            preload_links(requests_pathname_prefix))
     client = client or ApiClient(api_base_url)
     # The callback functions by page, as written (Dash returns them undecorated): tests call
     # them directly with inputs.

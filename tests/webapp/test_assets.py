@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from plotly.offline import get_plotlyjs_version
 
-from webapp.app import ASSETS, create_dash
+from webapp.app import ASSETS, PRELOAD, create_dash
 
 BUNDLE = next(ASSETS.glob("plotly-cartesian-*.min.js"))
 # The trace types of plotly.js's cartesian bundle (its package's README lists them).
@@ -30,3 +31,24 @@ def test_pages_load_the_bundle(api):
     page = app.server.test_client().get("/").get_data(as_text=True)
     assert f"assets/{BUNDLE.name}" in page
     assert Path(BUNDLE).stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("prefix", ["/", "/dash/"])
+def test_pages_preload_the_component_chunks_a_compare_page_renders(api, prefix):
+    """Graph, Slider and Dropdown are chunks Dash asks for late (once a page holding them
+    renders): every page preloads them, at the paths Dash serves them from."""
+    import dash
+
+    app = create_dash("http://testserver/api/v1", client=api.client,
+                      requests_pathname_prefix=prefix)
+    http = app.server.test_client()
+    # Mounted below a prefix, the app sees paths without it (landscope up strips it).
+    page = (http.get("/").get_data(as_text=True) if prefix == "/"
+            else app.index_string)
+    dcc = Path(dash.__file__).parent / "dcc"
+    for name in PRELOAD:
+        href = f"{prefix}_dash-component-suites/dash/dcc/{name}"
+        assert f'<link rel="preload" as="script" href="{href}">' in page
+        if prefix == "/":
+            served = http.get(href)
+            assert served.status_code == 200 and served.data == (dcc / name).read_bytes()

@@ -323,3 +323,43 @@ def test_the_csv_button_downloads_the_drawn_traces(api):
     lines = out["content"].splitlines()
     assert lines[0].startswith("# Effective") and lines[1] == "figure,trace,x,y,lo,hi"
     assert len(lines) >= 3 and math.isfinite(float(lines[2].split(",")[3]))
+
+
+def test_finished_groups_statistics_are_cached_and_running_ones_never(api):
+    """A grouped page opened again asks the server for nothing it asked before, once every
+    run has finished; a group with a running run is fetched afresh each time. What is cached
+    is what the server said, to the 7 significant digits every figure draws."""
+    from webapp.compare import grouped as gp
+
+    exp, _ = seeded_experiment(api.engine, steps=30)
+    runs = api.client.experiment(exp)["runs"]
+    groups = api.client.groups(experiment_id=exp)
+    seen: list[str] = []
+    api.http.event_hooks["request"].append(lambda r: seen.append(r.url.path))
+
+    def fetch(finished: frozenset[int]) -> dict:
+        return gp.fetch(api.client, groups, ["training", "landscape"], center="median",
+                        band="minmax", step_range=None, finished=finished)
+
+    done = gp.finished_ids(runs)
+    assert len(done) == 6
+    first = fetch(done)
+    assert seen.count("/api/v1/groups/metrics") == 2
+    assert fetch(done) == first and seen.count("/api/v1/groups/metrics") == 2
+    # One run still running: never cached (its statistics change as it writes).
+    fetch(done - {runs[0]["id"]})
+    fetch(done - {runs[0]["id"]})
+    assert seen.count("/api/v1/groups/metrics") == 6
+    raw = api.client.grouped_metrics([g.run_ids for g in groups], gp.KEYS["training"])
+    for got, exact in zip(first["training"], raw, strict=True):
+        assert got.keys() == exact.keys()
+        for key, s in exact.items():
+            g = got[key]
+            assert g.steps == s.steps and g.n == s.n and g.nonfinite == s.nonfinite
+            for a, b in [*zip(g.center, s.center, strict=True), *zip(g.lo, s.lo, strict=True),
+                         *zip(g.hi, s.hi, strict=True)]:
+                assert (a is None) == (b is None)
+                if b is not None and not math.isfinite(b):
+                    assert repr(a) == repr(b)  # nan, inf, -inf kept as they are
+                elif b is not None:
+                    assert a == pytest.approx(b, rel=1e-6) and a == float(f"{b:.7g}")

@@ -101,6 +101,8 @@ def test_a_prefetched_seed_group_page_builds_without_fetching_any_run(api):
     page = str(opening_layout(api.client, source, 1000))
     assert "cmp-state" in page
     assert not [p for p in seen if p.startswith("/api/v1/runs/")]
+    # Its groups' statistics too: every run has finished, so they were cached.
+    assert "/api/v1/groups/metrics" not in seen
 
 
 def test_requesting_a_page_prefetches_it_with_the_browsers_token(api_with_limits,

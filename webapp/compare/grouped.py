@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from webapp.client import ApiClient, Group, GroupSeries
+from webapp.compare.data import CACHE
 from webapp.compare.transform import X_TITLES, XAxis
 from webapp.figures import FIGURES, Options
 from webapp.figures.axes import axis_ref, cell_axes
+from webapp.figures.common import compact
 from webapp.figures.groups import band_traces, group_traces
 from webapp.figures.ics import ROWS as ICS_ROWS
 from webapp.figures.ics import layers_of
@@ -26,6 +28,7 @@ from webapp.figures.landscape import BANDS, BETA
 from webapp.figures.sharpness import DYNAMICS, TOP_EIG
 from webapp.figures.training import PANELS
 from webapp.runsets import RunView, build_views, grid_of
+from webapp.style import FINISHED
 
 # The figures drawn by group, and the keys each one asks the server for (one request each).
 KEYS: dict[str, str] = {
@@ -115,15 +118,40 @@ def panels(name: str, views: list[RunView], opts: Options, view: RunView) -> lis
     raise KeyError(name)
 
 
+def finished_ids(runs: list[dict[str, Any]]) -> frozenset[int]:
+    """The runs that have finished (as `fetch` takes them)."""
+    return frozenset(r["id"] for r in runs if r["status"] in FINISHED)
+
+
 def fetch(client: ApiClient, groups: list[Group], names: list[str], *, center: str,
-          band: str, step_range: tuple[int, int] | None
+          band: str, step_range: tuple[int, int] | None, finished: frozenset[int] = frozenset()
           ) -> dict[str, list[dict[str, GroupSeries]]]:
-    """Each figure's grouped series, one request per figure, the requests in parallel."""
+    """Each figure's grouped series, one request per figure, the requests in parallel.
+
+    When every run of every group is in `finished` (read before this fetch began), the
+    statistics can never change: they go to the finished-run cache (data.CACHE), where a page
+    opened again, or the page's prefetch (prefetch.py), finds them. That request is the
+    larger part of building a grouped page on a warm server. Values are kept to 7
+    significant digits, as every figure draws them (figures/common.py: compact)."""
     lo, hi = step_range if step_range else (None, None)
     ids = [g.run_ids for g in groups]
-    got = client.map(lambda n: client.grouped_metrics(
-        ids, KEYS[n], center=center, band=band, since_step=lo, until_step=hi), names)
+    done = all(i in finished for g in ids for i in g)
+    key = (client.base_url, "groups", tuple(tuple(g) for g in ids), center, band, lo, hi)
+
+    def one(name: str) -> list[dict[str, GroupSeries]]:
+        def get() -> list[dict[str, GroupSeries]]:
+            got = client.grouped_metrics(ids, KEYS[name], center=center, band=band,
+                                         since_step=lo, until_step=hi)
+            return [{k: _compact(s) for k, s in g.items()} for g in got]
+        return CACHE.get_or_fetch((*key, KEYS[name]), done, get)
+
+    got = client.map(one, names)
     return dict(zip(names, got, strict=True))
+
+
+def _compact(s: GroupSeries) -> GroupSeries:
+    return GroupSeries(s.key, s.steps, compact(s.center), compact(s.lo), compact(s.hi), s.n,
+                       s.nonfinite)
 
 
 def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]],

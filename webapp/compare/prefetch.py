@@ -6,6 +6,8 @@ about half a second while the browser loads and compiles the dashboard's JavaScr
 the finished runs' data into the finished-run cache in the background, exactly as the page's
 first build will ask for it, and the build finds it there. A build that starts before the
 prefetch ends waits for it (FinishedCache coalesces fetches) rather than fetching twice.
+A page drawn by seed group gets its groups' statistics prefetched too, once all its runs
+have finished (grouped.fetch caches them only then).
 
 Running runs are left alone: their data changes, so it is never cached. The prefetch runs
 with the requesting browser's token, and a failure costs nothing but the head start.
@@ -25,6 +27,7 @@ import flask
 from dash import Dash
 
 from webapp.client import ApiClient, ApiError
+from webapp.compare import grouped as gp
 from webapp.compare.data import fetch_full, load_runs
 from webapp.compare.update import Controls, decide_groups, options
 from webapp.runsets import build_views
@@ -81,10 +84,18 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
         opts = options(Controls(), build_views(runs))
         done = [r for r in runs if r["status"] in FINISHED]
         # A page drawn by seed group reads no run's scalars (update.full_build).
-        _groups, grouped = decide_groups(client, source, runs, Controls())
+        groups, grouped = decide_groups(client, source, runs, Controls())
         client.map(lambda run: fetch_full(client, run, layer=opts.layer, scope=opts.scope,
                                           step_range=opts.step_range, scalars=not grouped),
                    done)
+        finished = gp.finished_ids(runs)
+        if grouped and all(i in finished for g in groups for i in g.run_ids):
+            # ... and the groups' statistics, as update._grouped_figures will ask for them.
+            gviews = gp.group_views(groups, runs)
+            c = Controls()
+            gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
+                     center=c.center, band=c.band, step_range=opts.step_range,
+                     finished=finished)
     except ApiError as exc:  # the page's own request will say what is wrong
         log.debug("prefetch of %s stopped: %s", source, exc)
         return 0

@@ -227,7 +227,8 @@ def _grouped_figures(client: ApiClient, groups: list[Group], runs: list[dict[str
     """The figures drawn by group, over the single runs' lines (faint) when asked for."""
     gviews = gp.group_views(groups, runs)
     data = gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
-                    center=controls.center, band=controls.band, step_range=opts.step_range)
+                    center=controls.center, band=controls.band, step_range=opts.step_range,
+                    finished=gp.finished_ids(runs))
     out = {}
     for name in gp.GROUPED_FIGURES:
         fig = gp.build(name, gviews, data[name], opts, x, smooth=controls.smooth,
