@@ -310,7 +310,43 @@ def test_batched_groups_are_aligned_to_the_grid_whatever_the_cut():
                              classify=True)
     ev.groups = []
     ev.evaluate(theta, dirs, grid)
-    assert ev.groups == [] and ev.group == 1
+    assert ev.groups == [] and not ev.vmap
+
+
+class _RecordingLoop(GridEvaluator):
+    """Records the points of every loss reduction of the loop."""
+
+    groups: list[tuple]
+
+    def _group_loop(self, target, theta, dirs, group):
+        self.groups.append(tuple(map(tuple, group)))
+        return super()._group_loop(target, theta, dirs, group)
+
+
+@pytest.mark.parametrize("mode", ["batch", "recalibrated"])
+def test_the_loops_loss_groups_are_aligned_and_change_no_value(mode):
+    # The loop sums K points' losses in one call; a value must not depend on the group it was
+    # summed in (compared with groups of one point) nor on how the grid is cut into chunks.
+    net, x, y, recal = _bn_mlp("batch", torch.float32)
+    theta = _theta(net)
+    dirs = [random_direction(theta, 3)]
+    grid = [(0.1 * i,) for i in range(23)]
+
+    def make(k: int) -> _RecordingLoop:
+        ev = _RecordingLoop(net, "cross_entropy", x, y, bn_mode=mode, batch_size=8,
+                            classify=True, recal_x=recal, max_batched_points=k,
+                            use_vmap=False)
+        ev.groups = []
+        return ev
+
+    ones, whole = make(1).evaluate(theta, dirs, grid), make(4).evaluate(theta, dirs, grid)
+    for a, b in zip(ones, whole, strict=True):  # float64 sums of the same float32 outputs
+        assert a.loss == pytest.approx(b.loss, rel=1e-12, abs=0) and a.acc == b.acc
+    for per in (1, 3, 5, 23):
+        ev = make(4)
+        got = [v for r in chunks(len(grid), per) for v in ev.evaluate_range(theta, dirs, grid, r)]
+        assert got == whole, per  # bit for bit: the same groups whatever the cut
+        assert set(ev.groups) == {tuple(grid[i : i + 4]) for i in range(0, 23, 4)}, per
 
 
 def test_eval_subset_is_seeded_distinct_and_bounded():
