@@ -218,6 +218,14 @@ class GridEvaluator:
         if len(c) != len(dirs):
             raise ValueError(f"a point has {len(c)} coordinates for {len(dirs)} directions")
         with torch.no_grad():
+            if len(out) == 1 and dirs:
+                # The flat buffer: theta + c_1 d_1 straight into it, no copy of theta first.
+                # After a forward has swept the caches the write is memory-bound, and the
+                # copy was a third of its passes. add(out=) is copy-then-add_ bit for bit.
+                torch.add(theta[0], dirs[0][0], alpha=float(c[0]), out=out[0])
+                for d, ci in zip(dirs[1:], c[1:], strict=True):
+                    out[0].add_(d[0], alpha=float(ci))
+                return
             torch._foreach_copy_(out, theta)
             for d, ci in zip(dirs, c, strict=True):
                 torch._foreach_add_(out, d, alpha=float(ci))
