@@ -129,6 +129,23 @@ def test_requesting_a_page_prefetches_it_with_the_browsers_token(api_with_limits
     assert started[-1].result(30) == 2
 
 
+def test_a_page_below_a_stripped_prefix_is_served_and_prefetched(api, monkeypatch):
+    """Mounted at /dash/ behind a proxy that strips the prefix, requests arrive without it:
+    Dash's strip_relative_path raises for such paths, which the prefetch hook turned into a
+    500 for every GET. The hook reads the path as already relative instead."""
+    exp, _ids = create_experiment(api.engine, ["none", "batch"], steps=40)
+    app = create_dash("http://testserver/api/v1", client=api.client,
+                      requests_pathname_prefix="/dash/")
+    started = []
+    real_start = prefetch.start
+    monkeypatch.setattr(prefetch, "start", lambda *a: started.append(real_start(*a)))
+    http = app.server.test_client()
+    assert http.get("/").status_code == 200
+    assert started == []  # the home page has no source
+    assert http.get(f"/experiments/{exp}").status_code == 200
+    assert len(started) == 1 and started[0].result(30) == 2
+
+
 @pytest.mark.parametrize(("path", "query", "source"), [
     ("experiments/12", {}, {"experiment": 12}),
     ("experiments/abc", {}, None),

@@ -25,6 +25,7 @@ from typing import Any
 
 import flask
 from dash import Dash
+from dash.exceptions import UnsupportedRelativePath
 
 from webapp.client import ApiClient, ApiError
 from webapp.compare import grouped as gp
@@ -50,7 +51,12 @@ def when_requested(app: Dash, client: ApiClient, source_of: SourceOf) -> None:
     def hook() -> None:
         if flask.request.method != "GET":
             return
-        path = app.strip_relative_path(flask.request.path) or ""
+        try:
+            path = app.strip_relative_path(flask.request.path) or ""
+        except UnsupportedRelativePath:
+            # Mounted below a prefix that a proxy strips before the request reaches us: the
+            # path is already relative. Dash raises here, which made every GET a 500.
+            path = flask.request.path.strip("/")
         source = source_of(path, flask.request.args)
         if source is not None:
             start(client, source)
