@@ -7,10 +7,12 @@ before and after decompression.
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.api import responses
 from server.api.deps import Authorized, RunId, SessionDep, SettingsDep
@@ -75,6 +77,15 @@ INGEST_ERRORS = {
 }
 
 
+ROLLBACK_RETRIES = 5  # attempts at a batch the database rolled back (deadlock, serialization)
+
+
+def _rolled_back(exc: OperationalError) -> bool:
+    """A transaction the database rolled back to resolve a conflict (SQLSTATE class 40:
+    deadlock detected, serialization failure): trying again can succeed."""
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("40")
+
+
 @router.post("/runs/{run_id}/ingest", openapi_extra=INGEST_BODY, responses=INGEST_ERRORS)
 def ingest_batch(
     run_id: RunId, session: SessionDep, settings: SettingsDep,
@@ -90,15 +101,25 @@ def ingest_batch(
         batch = ingest.parse_batch(ingest.decode_body(body, content_encoding, limit))
     except ingest.BodyRejected as exc:
         raise HTTPException(exc.status, exc.detail) from None
-    run = sdk_runs.sdk_run(session, run_id, lock=True)
-    try:
-        ingest.store(session, run_id, batch)
-    except IntegrityError:  # SQLite: the run was deleted between the read and the write
-        session.rollback()
-        raise NotFound("run", run_id) from None
-    if batch.heartbeat is not None:
-        sdk_runs.beat(session, run, batch.heartbeat)
-    session.commit()
+    for attempt in range(1, ROLLBACK_RETRIES + 1):
+        run = sdk_runs.sdk_run(session, run_id, lock=True)
+        try:
+            ingest.store(session, run_id, batch)
+            if batch.heartbeat is not None:
+                sdk_runs.beat(session, run, batch.heartbeat)
+            session.commit()
+            break
+        except IntegrityError:  # SQLite: the run was deleted between the read and the write
+            session.rollback()
+            raise NotFound("run", run_id) from None
+        except OperationalError as exc:
+            # Concurrent batches of one run upsert the same rollup buckets, in an order the
+            # database picks: PostgreSQL may find a deadlock and roll one of them back. The
+            # batch is insert-ignore, so it is simply written again (it used to be a 503).
+            if not _rolled_back(exc) or attempt == ROLLBACK_RETRIES:
+                raise
+            session.rollback()
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
     return IngestOut(points=batch.points, etas=len(batch.etas),
                      distributions=len(batch.distributions), status=run.status,
                      cancel_requested=run.cancel_requested)
