@@ -123,6 +123,11 @@ def finished_ids(runs: list[dict[str, Any]]) -> frozenset[int]:
     return frozenset(r["id"] for r in runs if r["status"] in FINISHED)
 
 
+def all_finished(groups: list[Group], finished: frozenset[int]) -> bool:
+    """Whether every run of every group is in `finished`: their statistics can never change."""
+    return all(i in finished for g in groups for i in g.run_ids)
+
+
 def fetch(client: ApiClient, groups: list[Group], names: list[str], *, center: str,
           band: str, step_range: tuple[int, int] | None, finished: frozenset[int] = frozenset()
           ) -> dict[str, list[dict[str, GroupSeries]]]:
@@ -135,7 +140,7 @@ def fetch(client: ApiClient, groups: list[Group], names: list[str], *, center: s
     significant digits, as every figure draws them (figures/common.py: compact)."""
     lo, hi = step_range if step_range else (None, None)
     ids = [g.run_ids for g in groups]
-    done = all(i in finished for g in ids for i in g)
+    done = all_finished(groups, finished)
     key = (client.base_url, "groups", tuple(tuple(g) for g in ids), center, band, lo, hi)
 
     def one(name: str) -> list[dict[str, GroupSeries]]:

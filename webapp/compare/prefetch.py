@@ -95,7 +95,7 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
                                           step_range=opts.step_range, scalars=not grouped),
                    done)
         finished = gp.finished_ids(runs)
-        if grouped and all(i in finished for g in groups for i in g.run_ids):
+        if grouped and gp.all_finished(groups, finished):
             # ... and the groups' statistics, as update._grouped_figures will ask for them.
             gviews = gp.group_views(groups, runs)
             c = Controls()

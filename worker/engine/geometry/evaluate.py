@@ -243,9 +243,7 @@ class GridEvaluator:
                 cp.rewind()
                 outs.append(_cat([self.module(xb) for xb, _ in self.batches], 0))
             loss, hits = self.loss_sum(torch.stack(outs), self.y, self.classify)
-        tl = loss.tolist()
-        hl = [0] * len(group) if hits is None else hits.tolist()
-        return [self._value(tl[j], hl[j]) for j in range(len(group))]
+        return self._values(loss, hits, len(group))
 
     def _group_vmap(self, theta: list[Tensor], dirs: list[list[Tensor]],
                     group: list[Sequence[float]], k: int) -> list[PointValue]:
@@ -271,12 +269,14 @@ class GridEvaluator:
             self.copy.vmapping = False
         with torch.no_grad():
             loss, hits = self.loss_sum(_cat(outs, 1), self.y, self.classify)
-        tl = loss.tolist()
-        hl = [0] * k if hits is None else hits.tolist()
-        return [self._value(tl[j], hl[j]) for j in range(len(group))]
+        return self._values(loss, hits, len(group))  # the padding's values dropped
 
-    def _value(self, total: float, hits: int) -> PointValue:
-        return PointValue(loss=total / self.n, acc=hits / self.n if self.classify else None)
+    def _values(self, loss: Tensor, hits: Tensor | None, count: int) -> list[PointValue]:
+        """The first `count` points' values from a group's summed losses and hit counts."""
+        tl = loss.tolist()
+        hl = [0] * len(tl) if hits is None else hits.tolist()
+        return [PointValue(loss=tl[j] / self.n, acc=hl[j] / self.n if self.classify else None)
+                for j in range(count)]
 
     # -- differentiable loss, gradient ----------------------------------------------------------
 
