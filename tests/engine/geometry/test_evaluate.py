@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from server.analysis_spec import chunks
 from server.spec import RunSpec
 from worker.engine.geometry.directions import orthogonalize, random_direction
-from worker.engine.geometry.evaluate import GridEvaluator, eval_subset
+from worker.engine.geometry.evaluate import GridEvaluator, _loss_sum, eval_subset
 from worker.engine.geometry.flat import flatten, unflatten
 from worker.engine.models import build_model
 from worker.engine.norms import NoiseInjection
@@ -285,9 +286,9 @@ class _RecordingEvaluator(GridEvaluator):
 
     groups: list[tuple]
 
-    def _group_vmap(self, theta, dirs, group, k):
+    def _group_vmap(self, writer, group, k):
         self.groups.append(tuple(map(tuple, group)))
-        return super()._group_vmap(theta, dirs, group, k)
+        return super()._group_vmap(writer, group, k)
 
 
 def test_batched_groups_are_aligned_to_the_grid_whatever_the_cut():
@@ -318,9 +319,9 @@ class _RecordingLoop(GridEvaluator):
 
     groups: list[tuple]
 
-    def _group_loop(self, target, theta, dirs, group):
+    def _group_loop(self, target, writer, group):
         self.groups.append(tuple(map(tuple, group)))
-        return super()._group_loop(target, theta, dirs, group)
+        return super()._group_loop(target, writer, group)
 
 
 @pytest.mark.parametrize("mode", ["batch", "recalibrated"])
@@ -395,3 +396,27 @@ def test_parameters_that_cannot_share_a_buffer_keep_per_tensor_writes():
     got = ev.evaluate(theta, dirs, [(0.5,)])[0]
     want, _ = _brute(net, _point(theta, dirs, (0.5,)), x, y, 8, "batch")
     assert got.loss == pytest.approx(want, rel=1e-12)
+
+
+def test_cross_entropy_sum_equals_torch_on_ties_overflow_and_leading_dims():
+    """The evaluator's shifted log-sum-exp and max-index hits against F.cross_entropy and
+    argmax: on random logits with a leading (points) dim, on all-equal logits (the first index
+    wins a tie, as argmax), and on overflowed logits (an infinite loss, not NaN)."""
+    loss_sum = _loss_sum("cross_entropy")
+    g = torch.Generator().manual_seed(3)
+    out = torch.randn(3, 50, 10, generator=g, dtype=torch.float64) * 20
+    y = torch.randint(0, 10, (50,), generator=g)
+    loss, hits = loss_sum(out, y, True)
+    for j in range(3):
+        assert float(loss[j]) == pytest.approx(
+            float(F.cross_entropy(out[j], y, reduction="sum")), rel=1e-12)
+        assert int(hits[j]) == int((out[j].argmax(-1) == y).sum())
+    flat = torch.zeros(4, 10)  # a dead net: every logit equal
+    loss, hits = loss_sum(flat, torch.tensor([0, 3, 0, 9]), True)
+    assert float(loss) == pytest.approx(4 * math.log(10), rel=1e-6) and int(hits) == 2
+    big = torch.tensor([[float("inf"), 1.0, 2.0], [0.0, 1.0, 2.0]])
+    loss, _ = loss_sum(big, torch.tensor([1, 2]), True)
+    assert float(loss) == float("inf")
+    low = torch.full((1, 3), float("-inf"))  # every logit -inf: NaN, as F.cross_entropy gives
+    assert math.isnan(float(loss_sum(low, torch.tensor([0]), False)[0]))
+    assert torch.isnan(F.cross_entropy(low, torch.tensor([0]), reduction="sum"))

@@ -43,6 +43,7 @@ from torch.func import functional_call, vmap
 
 from server.analysis_spec import BN_MODES
 from worker.engine.geometry.bn_modes import EvalCopy
+from worker.engine.geometry.point_writer import PointWriter
 from worker.engine.state import derive_seed
 
 Params = dict[str, Tensor]
@@ -77,15 +78,19 @@ def _loss_sum(loss_name: str) -> LossSum:
     batch: on the CPU a dozen small reductions per batch cost a third of a 128-sample forward.
     """
     def cross_entropy(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
-        # log-sum-exp minus the label's logit: F.cross_entropy's value, at a third of its cost
-        # on the CPU for 10 classes (log_softmax over a short last dim vectorises badly), and
-        # torch.logsumexp in one kernel rather than max, subtract, exp, sum, log and add (0.2 ->
-        # 0.12 ms for 2,048 x 10). argmax gives the first maximum on a tie.
+        # log-sum-exp minus the label's logit: F.cross_entropy's value at a fraction of its cost
+        # on the CPU, where reductions over a short last dim (10 classes) vectorise badly:
+        # one max reduction gives both the shift of the log-sum-exp and the argmax (the first
+        # maximum on a tie, as argmax); the rest is elementwise. 0.93 -> 0.55 ms for 8 x 2,048
+        # x 10 against logsumexp plus argmax. A non-finite maximum shifts by 0 instead, as
+        # torch.logsumexp does, so an overflowed logit gives an infinite loss, not NaN.
         out = _wide(out)
-        lse = torch.logsumexp(out, dim=-1)
+        top, pred = out.max(dim=-1)
+        shift = top.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        lse = (out - shift.unsqueeze(-1)).exp().sum(dim=-1).log() + shift  # differentiable
         label = out.gather(-1, y.expand(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
         loss = (lse - label).sum(dim=-1, dtype=torch.float64)
-        return loss, ((out.argmax(dim=-1) == y).sum(dim=-1) if classify else None)
+        return loss, ((pred == y).sum(dim=-1) if classify else None)
 
     def sum_squares(out: Tensor, y: Tensor, classify: bool) -> tuple[Tensor, Tensor | None]:
         sq = (_wide(out) - y) ** 2
@@ -159,18 +164,21 @@ class GridEvaluator:
         """Values at theta + sum_i coords[p][i] * dirs[i] for every p, in consecutive groups of
         K = max_batched_points from the start of `coords` (see evaluate_range for chunks)."""
         theta_l, dirs_l = self._lists(theta, dirs)
-        loop: tuple | None = None  # the loop's operands, made when the loop first needs them
+        if any(len(c) != len(dirs_l) for c in coords):
+            raise ValueError(f"every point needs {len(dirs_l)} coordinates, one per direction")
+        loop: tuple | None = None  # the loop's target and writer, made when first needed
+        stacked_writer = PointWriter(theta_l, dirs_l)
         out: list[PointValue] = []
         k = self.group
         for start in range(0, len(coords), k):
             group = list(coords[start : start + k])
             if self.vmap and self.fallback is None:
                 try:
-                    out.extend(self._group_vmap(theta_l, dirs_l, group, k))
+                    out.extend(self._group_vmap(stacked_writer, group, k))
                     continue
                 except Exception as e:  # vmap has no batching rule for some op: loop instead
                     self.fallback = f"{type(e).__name__}: {e}"
-            loop = loop or self._loop_operands(theta_l, dirs_l)
+            loop = loop or self._loop_writer(theta_l, dirs_l)
             out.extend(self._group_loop(*loop, group))
         return out
 
@@ -197,47 +205,29 @@ class GridEvaluator:
         return ([cast(theta[n]) for n in self.names],
                 [[cast(d[n]) for n in self.names] for d in dirs])
 
-    def _loop_operands(self, theta: list[Tensor], dirs: list[list[Tensor]]
-                       ) -> tuple[list[Tensor], list[Tensor], list[list[Tensor]]]:
-        """(target, theta, dirs) of the per-point writes: the copy's flat parameter buffer and
-        theta and the directions flattened alike when it has one (bn_modes._flatten), else the
-        parameter tensors themselves. The same elementwise ops either way: the same values."""
+    def _loop_writer(self, theta: list[Tensor], dirs: list[list[Tensor]]
+                     ) -> tuple[list[Tensor], PointWriter]:
+        """The target of the per-point writes and their writer: the copy's flat parameter
+        buffer, with theta and the directions flattened alike, when it has one
+        (bn_modes._flatten), else the parameter tensors themselves. The same elementwise ops
+        either way: the same values."""
         flat = self.copy.flat
         if flat is None:
-            return list(self.copy.params.values()), theta, dirs
+            return list(self.copy.params.values()), PointWriter(theta, dirs)
 
         def cat(ts: list[Tensor]) -> list[Tensor]:
             return [torch.cat([t.reshape(-1) for t in ts])]
 
-        return [flat], cat(theta), [cat(d) for d in dirs]
+        return [flat], PointWriter(cat(theta), [cat(d) for d in dirs])
 
-    @staticmethod
-    def _write(out: list[Tensor], theta: list[Tensor], dirs: list[list[Tensor]],
-               c: Sequence[float]) -> None:
-        """out = theta + c_1 d_1 + c_2 d_2 ..., left to right: the same ops on both paths."""
-        if len(c) != len(dirs):
-            raise ValueError(f"a point has {len(c)} coordinates for {len(dirs)} directions")
-        with torch.no_grad():
-            if len(out) == 1 and dirs:
-                # The flat buffer: theta + c_1 d_1 straight into it, no copy of theta first.
-                # After a forward has swept the caches the write is memory-bound, and the
-                # copy was a third of its passes. add(out=) is copy-then-add_ bit for bit.
-                torch.add(theta[0], dirs[0][0], alpha=float(c[0]), out=out[0])
-                for d, ci in zip(dirs[1:], c[1:], strict=True):
-                    out[0].add_(d[0], alpha=float(ci))
-                return
-            torch._foreach_copy_(out, theta)
-            for d, ci in zip(dirs, c, strict=True):
-                torch._foreach_add_(out, d, alpha=float(ci))
-
-    def _group_loop(self, target: list[Tensor], theta: list[Tensor], dirs: list[list[Tensor]],
+    def _group_loop(self, target: list[Tensor], writer: PointWriter,
                     group: list[Sequence[float]]) -> list[PointValue]:
         """The group's points one forward at a time; their losses summed in one call."""
         cp = self.copy
         outs: list[Tensor] = []
         with torch.no_grad():
             for c in group:
-                self._write(target, theta, dirs, c)
+                writer.write(target, c)
                 if self.bn_mode == "recalibrated":
                     cp.recalibrate(self.recal_batches)
                 cp.rewind()
@@ -245,15 +235,15 @@ class GridEvaluator:
             loss, hits = self.loss_sum(torch.stack(outs), self.y, self.classify)
         return self._values(loss, hits, len(group))
 
-    def _group_vmap(self, theta: list[Tensor], dirs: list[list[Tensor]],
-                    group: list[Sequence[float]], k: int) -> list[PointValue]:
-        if len(self._stacked) != len(theta):
+    def _group_vmap(self, writer: PointWriter, group: list[Sequence[float]], k: int
+                    ) -> list[PointValue]:
+        if len(self._stacked) != len(writer.theta):
             self._stacked = [torch.empty((k, *t.shape), dtype=t.dtype, device=t.device)
-                             for t in theta]
+                             for t in writer.theta]
         stacked = self._stacked
         padded = group + [group[-1]] * (k - len(group))  # every call has K points
         for j, c in enumerate(padded):
-            self._write([s[j] for s in stacked], theta, dirs, c)
+            writer.write([s[j] for s in stacked], c)
         module, names = self.module, self.names
 
         def one(flat: list[Tensor], xb: Tensor) -> Tensor:
@@ -293,7 +283,7 @@ class GridEvaluator:
         cp = self.copy
         if self.bn_mode == "recalibrated":
             theta_l, _ = self._lists(theta, [])
-            self._write(list(cp.params.values()), theta_l, [], ())
+            PointWriter(theta_l, []).write(list(cp.params.values()), ())
             cp.recalibrate(self.recal_batches)
         buffers = cp.buffers()  # frozen: later evaluations may recalibrate the copy
         module, loss_sum, batches, n = self.module, self.loss_sum, self.batches, self.n
