@@ -20,6 +20,9 @@ from webapp.compare.transform import RAW_OPACITY, XAxis, apply_view, resolve_x, 
 from webapp.compare.viewstate import ViewState, from_query, to_query
 from webapp.compare.viewsync import controls_of_view, search_of, view_of
 from webapp.figures import FIGURES
+from webapp.figures.axes import cell_axes
+from webapp.runsets import RunView, grid_of
+from webapp.style import norm_label
 
 SMALL = {"probes": {"landscape": {"every": 5}, "ics": {"every": 5, "layers": [3, 5]},
                     "activations": {"every": 10}, "sharpness": {"every": 20}}}
@@ -217,12 +220,14 @@ def test_seed_groups_open_grouped_with_median_and_min_max_of_the_runs(api, seede
     assert list(by_group.values()) == [2, 2]
 
 
-def test_a_grouped_page_reads_no_runs_scalars_and_keeps_their_own_figures(api, seeded,
-                                                                         monkeypatch):
+def test_a_grouped_page_reads_no_runs_scalars_and_draws_one_seed_per_group_per_run(
+        api, seeded, monkeypatch):
     """Drawn by group, the scalar figures come from the server's group statistics: the
-    page asks no run for its scalars (10k-step runs made that the slow half of the page),
-    while Fig 11 and the activation figures, drawn per run, are what the single view draws."""
-    exp, _groups = seeded
+    page asks no run for its scalars (10k-step runs made that the slow half of the page).
+    Fig 11 and the activation figures, drawn per run, show each group's first run (a panel
+    per group, titled with its seed), as the single view draws that run; with the single
+    runs, every run, as the single view does."""
+    exp, (none_ids, batch_ids) = seeded
     source = {"experiment": exp}
     asked: list[int] = []
     real = type(api.client).metrics
@@ -232,9 +237,32 @@ def test_a_grouped_page_reads_no_runs_scalars_and_keeps_their_own_figures(api, s
     assert grouped.grouped is True and asked == []
     single = ctl.update(api.client, ctl.FULL, source, None, ctl.Controls(group=False))
     assert len(set(asked)) == 6  # the single view reads every run's scalars
-    for name in set(FIGURES) - set(GROUPED_FIGURES):
-        assert grouped.figures[name] == single.figures[name], name
+    seeds = {r["id"]: r["spec"]["seed"] for r in single.runs}
+    first = [min(none_ids), min(batch_ids)]
+
+    def panels(fig):  # each panel's traces (x, y, z), by its x axis, in the axes' order
+        out: dict[str, list] = {}
+        for t in fig["data"]:
+            if t.get("hoverinfo") != "skip":  # not the colour bar
+                out.setdefault(t.get("xaxis", "x"), []).append((t.get("x"), t.get("y"),
+                                                                t.get("z")))
+        return out
+
+    views = [RunView.from_dict(v) for v in single.state["views"]]
+    axis_of = {v.id: cell_axes(grid_of(views), v.row, v.col)["xaxis"] for v in views}
+    for name in ("etas", "dist_heat"):
+        g, s = panels(grouped.figures[name]), panels(single.figures[name])
+        assert len(g) == 2 and len(s) == 6, name
+        assert list(g.values()) == [s[axis_of[rid]] for rid in first], name
+        titles = [a["text"] for a in grouped.figures[name]["layout"]["annotations"]
+                  if "seed" in a.get("text", "")]
+        assert titles == [f"{norm_label(norm)} (seed {seeds[rid]}, 1 of 3 runs)"
+                          for norm, rid in zip(("none", "batch"), first, strict=True)], name
     assert any(t.get("y") for t in grouped.figures["etas"]["data"])
+    with_singles = ctl.update(api.client, ctl.FULL, source, None,
+                              ctl.Controls(group=True, single=True))
+    for name in set(FIGURES) - set(GROUPED_FIGURES):
+        assert with_singles.figures[name] == single.figures[name], name
 
 
 def test_mean_and_std_bands_and_single_runs_beneath(api, seeded):

@@ -12,7 +12,7 @@ words of the hover: centre, band, x axis).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from webapp.client import ApiClient, Group, GroupSeries
@@ -78,6 +78,26 @@ def group_views(groups: list[Group], runs: list[dict[str, Any]]) -> list[GroupVi
     out = [GroupView(g, views[r["id"]], by_id[r["id"]]) for g, r in reps]
     order = {v.id: i for i, v in enumerate(built)}
     return sorted(out, key=lambda gv: order[gv.view.id])
+
+
+def seed_views(gviews: list[GroupView]) -> list[RunView]:
+    """The runs a page drawn by group shows in its per-run figures (Fig 11, the activation
+    distributions) unless the single runs are asked for: each group's first run, in the
+    group's cell and colour, titled with its seed and the group's size.
+
+    One run per group rather than every seed: those figures have a panel (Fig 11: eight
+    line bins and a marker trace; the heatmap: a heatmap) per run they draw, and with every
+    seed they were half of the grouped page's drawing time in chromium
+    (bench/bench_dashboard.py). The single-runs toggle draws every seed in them again."""
+    out = []
+    for gv in gviews:
+        seed = gv.run.get("spec", {}).get("seed")
+        n = len(gv.group.run_ids)
+        which = ", ".join(p for p in (f"seed {seed}" if seed is not None else "",
+                                      f"1 of {n} runs" if n > 1 else "") if p)
+        out.append(replace(gv.view, label=f"{gv.view.label} ({which})" if which
+                           else gv.view.label))
+    return out
 
 
 def panels(name: str, views: list[RunView], opts: Options, view: RunView) -> list[Panel]:

@@ -88,16 +88,18 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
     try:
         runs, _title = load_runs(client, source)
         opts = options(Controls(), build_views(runs))
-        done = [r for r in runs if r["status"] in FINISHED]
-        # A page drawn by seed group reads no run's scalars (update.full_build).
+        # A page drawn by seed group reads no run's scalars and draws each group's first
+        # run in its per-run figures (update.full_build).
         groups, grouped = decide_groups(client, source, runs, Controls())
+        gviews = gp.group_views(groups, runs) if grouped else []
+        drawn = {gv.view.id for gv in gviews} if grouped else {r["id"] for r in runs}
+        done = [r for r in runs if r["status"] in FINISHED and r["id"] in drawn]
         client.map(lambda run: fetch_full(client, run, layer=opts.layer, scope=opts.scope,
                                           step_range=opts.step_range, scalars=not grouped),
                    done)
         finished = gp.finished_ids(runs)
         if grouped and gp.all_finished(groups, finished):
             # ... and the groups' statistics, as update._grouped_figures will ask for them.
-            gviews = gp.group_views(groups, runs)
             c = Controls()
             gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
                      center=c.center, band=c.band, step_range=opts.step_range,

@@ -46,6 +46,7 @@ from webapp.compare.transform import (
 from webapp.figures import FIGURES, HIST_FIGURES, Options
 from webapp.figures.common import Frame
 from webapp.runsets import RunView, build_views, max_total
+from webapp.style import FINISHED
 
 FULL = "full"
 HISTS = "hists"
@@ -154,29 +155,34 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
         controls = replace(controls, log=paper_log(runs))
     opts = options(controls, views)
     groups, grouped = decide_groups(client, source, runs, controls)
+    gviews = gp.group_views(groups, runs) if grouped else []
     # Drawn by group without the single runs beneath, the scalar figures' lines come from the
-    # server's group statistics: the runs' own scalars are neither fetched nor drawn.
+    # server's group statistics: the runs' own scalars are neither fetched nor drawn, and the
+    # per-run figures draw each group's first run (grouped.seed_views).
     singles = [n for n in FIGURES if controls.single or not grouped
                or n not in gp.GROUPED_FIGURES]
+    drawn = gp.seed_views(gviews) if grouped and not controls.single else views
     by_id = {r["id"]: r for r in runs}
     fetched = dict(zip(
-        [v.id for v in views],
+        [v.id for v in drawn],
         client.map(lambda v: fetch_full(client, by_id[v.id], layer=opts.layer,
                                         scope=opts.scope, step_range=opts.step_range,
-                                        scalars=len(singles) == len(FIGURES)), views),
+                                        scalars=len(singles) == len(FIGURES)), drawn),
         strict=True,
     ))
     frame = frame_of(fetched)
     cursors = {rid: f.cursor for rid, f in fetched.items()}
+    for r in runs:  # a run not drawn on its own: only whether it has finished matters
+        cursors.setdefault(r["id"], Cursor(done=r["status"] in FINISHED))
     final = all(c.done for c in cursors.values())  # no patch will follow: drop empty traces
-    figs = {name: figures.build_dict(name, views, frame, opts, final=final) for name in singles}
+    figs = {name: figures.build_dict(name, drawn, frame, opts, final=final) for name in singles}
     x = resolve_x(controls.x, runs, _walls(client, runs) if controls.x == "wall" else None)
     for name in singles:
         figs[name] = apply_view(name, figs[name], x=x, logx=controls.logx,
                                 xrange=controls.xrange,
                                 smooth=0.0 if grouped else controls.smooth)
     if grouped:
-        figs.update(_grouped_figures(client, groups, runs, figs, opts, x, controls))
+        figs.update(_grouped_figures(client, gviews, runs, figs, opts, x, controls))
     state = _state(source, views, cursors, runs)
     # Patches extend traces by index, in steps: a view that changes either is rebuilt.
     state["derived"] = grouped or controls.smooth > 0 or x.axis != "step"
@@ -221,11 +227,10 @@ def _walls(client: ApiClient, runs: list[dict[str, Any]]
     return out
 
 
-def _grouped_figures(client: ApiClient, groups: list[Group], runs: list[dict[str, Any]],
-                     singles: dict[str, Any], opts: Options, x: XAxis,
-                     controls: Controls) -> dict[str, Any]:
+def _grouped_figures(client: ApiClient, gviews: list[gp.GroupView],
+                     runs: list[dict[str, Any]], singles: dict[str, Any], opts: Options,
+                     x: XAxis, controls: Controls) -> dict[str, Any]:
     """The figures drawn by group, over the single runs' lines (faint) when asked for."""
-    gviews = gp.group_views(groups, runs)
     data = gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
                     center=controls.center, band=controls.band, step_range=opts.step_range,
                     finished=gp.finished_ids(runs))
