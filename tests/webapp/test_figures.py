@@ -242,3 +242,19 @@ def test_figure_arrays_are_compacted_to_seven_significant_digits():
     assert got[3] == pytest.approx(2.0**-40, rel=5e-8) and len(repr(got[3])) < 16
     assert got[4:8] == [7, None, "x", math.inf]
     assert got[8] == [0.1428571, 5]
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_only_axes_with_a_title_carry_a_title_standoff(name, views, frame):
+    """An axis with a standoff measures its tick labels to place its title, titled or not:
+    the standoff goes on the titled axes only, and none comes from the template."""
+    from webapp.style import TEMPLATE, TITLE_STANDOFF
+
+    assert all("standoff" not in TEMPLATE["layout"][a].get("title", {}) for a in ("xaxis", "yaxis"))
+    layout = figures.build_dict(name, views, frame, Options())["layout"]
+    axes = {k: v for k, v in layout.items() if k[:5] in ("xaxis", "yaxis")}
+    titled = [k for k, v in axes.items() if (v.get("title") or {}).get("text")]
+    assert titled, name  # every figure names its axes somewhere
+    for key, axis in axes.items():
+        want = TITLE_STANDOFF if key in titled else None
+        assert (axis.get("title") or {}).get("standoff") == want, (name, key)

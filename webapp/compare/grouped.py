@@ -28,7 +28,7 @@ from webapp.figures.landscape import BANDS, BETA
 from webapp.figures.sharpness import DYNAMICS, TOP_EIG
 from webapp.figures.training import PANELS
 from webapp.runsets import RunView, build_views, grid_of
-from webapp.style import FINISHED
+from webapp.style import FINISHED, title_standoffs
 
 # The figures drawn by group, and the keys each one asks the server for (one request each).
 KEYS: dict[str, str] = {
@@ -210,4 +210,4 @@ def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]]
                     s, **{**common, "name": f"{name_} (test)" if test else name_},
                     smooth=smooth, dash=p.dash or gv.view.dash,
                     band_label=BAND_LABELS.get(band, band))
-    return {"data": traces, "layout": layout}
+    return {"data": traces, "layout": title_standoffs(layout)}

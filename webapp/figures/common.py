@@ -20,7 +20,7 @@ from dash import Patch
 
 from webapp.client import EtaRecord, Histogram, Series
 from webapp.runsets import RunView
-from webapp.style import rgba
+from webapp.style import rgba, title_standoffs
 
 Arrays = dict[str, list]  # dotted trace attribute ("marker.symbol") -> values to append
 
@@ -108,7 +108,7 @@ def figure_dict(spec: Spec, frame: Frame, *, final: bool = False) -> dict[str, A
         for path, values in arrays.items():
             _set(trace, path, compact(values))
         data.append(trace)
-    return {"data": data, "layout": _copy(spec.layout)}
+    return {"data": data, "layout": title_standoffs(_copy(spec.layout))}
 
 
 def render(spec: Spec, frame: Frame) -> go.Figure:

@@ -24,7 +24,7 @@ from webapp.figures.geometry import (
     steps_of,
 )
 from webapp.runsets import RunView
-from webapp.style import base_layout, rgba
+from webapp.style import base_layout, rgba, title_standoffs
 
 HEIGHT = 420
 DECADES = 8  # of density shown below its peak
@@ -89,7 +89,7 @@ def density_figure(items: Sequence[tuple[RunView, dict[str, Any]]], step: int | 
                          xaxis={"title": {"text": "eigenvalue λ"}}, yaxis=yaxis)
     layout["margin"] = {**layout["margin"], "t": 100}
     layout["legend"] = {**layout["legend"], "y": 1.0, "yanchor": "bottom"}
-    return go.Figure({"data": data, "layout": layout})
+    return go.Figure({"data": data, "layout": title_standoffs(layout)})
 
 
 def spectrum_over_training(items: Sequence[tuple[RunView, dict[str, Any]]]) -> go.Figure:
@@ -141,7 +141,7 @@ def spectrum_over_training(items: Sequence[tuple[RunView, dict[str, Any]]]) -> g
     )
     layout["margin"] = {**layout["margin"], "t": 100}
     layout["legend"] = {**layout["legend"], "y": 1.0, "yanchor": "bottom"}
-    return go.Figure({"data": data, "layout": layout})
+    return go.Figure({"data": data, "layout": title_standoffs(layout)})
 
 
 __all__ = ["density_figure", "spectrum_of", "spectrum_over_training"]

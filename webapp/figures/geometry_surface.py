@@ -34,7 +34,7 @@ from webapp.figures.geometry import (
     transform,
 )
 from webapp.runsets import RunView
-from webapp.style import base_layout
+from webapp.style import base_layout, title_standoffs
 
 HEIGHT = 440
 Range = tuple[float, float] | None
@@ -128,7 +128,7 @@ def contour_figure(analysis: dict[str, Any], run: RunView, step: int | None, zra
                          xaxis={"title": {"text": xname}}, yaxis={"title": {"text": yname}},
                          showlegend=False)
     layout["margin"] = {**layout["margin"], "t": 70}
-    return go.Figure({"data": data, "layout": layout})
+    return go.Figure({"data": data, "layout": title_standoffs(layout)})
 
 
 def surface_figure(analysis: dict[str, Any], run: RunView, step: int | None, zrange: Range, *,
@@ -172,7 +172,7 @@ def surface_figure(analysis: dict[str, Any], run: RunView, step: int | None, zra
     layout = base_layout(HEIGHT, title=title(what + _notes(grid), run, analysis, at),
                          scene=scene, showlegend=False)
     layout["margin"] = {"l": 0, "r": 0, "t": 70, "b": 0}
-    return go.Figure({"data": data, "layout": layout})
+    return go.Figure({"data": data, "layout": title_standoffs(layout)})
 
 
 def _line(values: Sequence[float | None], log: bool) -> list[float | None]:
@@ -230,7 +230,7 @@ def slices_figure(items: Sequence[tuple[RunView, dict[str, Any]]], step: int | N
                          xaxis={"title": {"text": xname}}, yaxis={"title": {"text": ytitle}})
     layout["margin"] = {**layout["margin"], "t": 96}
     layout["legend"] = {**layout["legend"], "y": 1.0, "yanchor": "bottom"}
-    return go.Figure({"data": data, "layout": layout})
+    return go.Figure({"data": data, "layout": title_standoffs(layout)})
 
 
 def _barrier(analysis: dict[str, Any], step: int | None) -> float | None:
