@@ -118,16 +118,19 @@ def experiment_dict(exp: R.Experiment, scale: str, dirs: list[Path],
             "dtype": sorted({r["spec"].get("dtype") for r in records})}
 
 
-def collect(results: Path, scale: str, png: Path | None) -> dict[str, Any]:
-    """Everything the page states, from the results directory."""
-    dirs = {e.key: run_dirs(results, e.key) for e in R.experiments_for(scale)}
+def collect(results: Path, scale: str, png: Path | None, only: set[str] | None = None
+            ) -> dict[str, Any]:
+    """Everything the page states, from the results directory: every experiment of the scale,
+    or those in `only` (and the papers and figures they feed)."""
+    dirs = {e.key: run_dirs(results, e.key) for e in R.experiments_for(scale)
+            if only is None or e.key in only}
     runs = {k: [RF.load_run(p) for p in ds] for k, ds in dirs.items()}
     records = {k: [json.loads((p / "run.json").read_text()) for p in ds]
                for k, ds in dirs.items()}
     by_figure = {res.figure.id: res for res in R.evaluate_all(scale, runs)}
     papers = []
     for paper in R.PAPERS:
-        exps = [e for e in paper.experiments if scale in e.plans]
+        exps = [e for e in paper.experiments if scale in e.plans and e.key in dirs]
         if not exps:
             continue
         papers.append({
@@ -136,7 +139,8 @@ def collect(results: Path, scale: str, png: Path | None) -> dict[str, Any]:
             "experiments": [experiment_dict(e, scale, dirs[e.key], records[e.key])
                             for e in exps],
             "figures": [figure_dict(by_figure[f.id], scale, png, runs[f.experiment])
-                        for f in paper.figures if f.id in by_figure]})
+                        for f in paper.figures
+                        if f.id in by_figure and f.experiment in dirs]})
     launch_path = results / LAUNCH
     launch = json.loads(launch_path.read_text()) if launch_path.exists() else None
     every = [r for rs in records.values() for r in rs]

@@ -297,6 +297,10 @@ def page(results: dict[str, Any], png_dir: str, results_link: str) -> str:
         if results.get("write_command") and results["write_command"] != launch["command"]:
             commands.append(results["write_command"])
         out += ["Regenerate it with:", "", "```bash", *commands, "```", ""]
+        if launch.get("only"):
+            keys = ", ".join(f"`{k}`" for k in launch["only"].split(","))
+            out += [f"**A partial page: only the experiments {keys}** (`--only`) and the "
+                    "figures they feed; [reproduction.md](reproduction.md) has every paper.", ""]
         if launch["sets"]:
             sets = ", ".join(f"`{k}={v}`" for k, v in launch["sets"].items())
             out += [f"**Every run overrode {sets}** (`--set`): the descriptions of what was "

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     before, started = machine_now(), time.perf_counter()
-    RF.run(argparse.Namespace(scale=args.scale, out=args.out, only=None, sets=args.sets,
+    RF.run(argparse.Namespace(scale=args.scale, out=args.out, only=args.only, sets=args.sets,
                               jobs=args.jobs, threads=args.threads, data_dir=args.data_dir,
                               force=args.force))
     if args.dtype_compare:
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
     launch = {"command": launch_command(argv),
               "scale": args.scale, "sets": dict(_repro_dtype._parse(args.sets)), "jobs": args.jobs,
               "threads": args.threads, "dtype_compare": args.dtype_compare,
+              "only": args.only,
               "seconds": round(time.perf_counter() - started, 1),
               "machine_before": before, "machine_after": machine_now()}
     (args.out / LAUNCH).write_text(json.dumps(launch, indent=2))
@@ -78,7 +79,9 @@ def write(args: argparse.Namespace, argv: list[str]) -> None:
             old.unlink()
         RF.main(["render", str(args.out), "--scale", args.scale, "--png", str(figures),
                  "--chromium", args.chromium])
-    results = _repro_collect.collect(args.out, args.scale, None if args.no_png else figures)
+    only = set(args.only.split(",")) if args.only else None
+    results = _repro_collect.collect(args.out, args.scale, None if args.no_png else figures,
+                                     only=only)
     results["dtype"] = _repro_dtype.collect(args.out, args.scale)
     results["write_command"] = (launch_command(argv) if args.command == "write" else
                                 None)
@@ -107,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-dtype-compare", dest="dtype_compare", action="store_false",
                    help="skip the DLN's float32 / float64 comparison")
     p.add_argument("--no-png", action="store_true", help="write the page without figures")
+    p.add_argument("--only", default=None, metavar="KEYS",
+                   help="comma-separated experiment keys: train (run) and report (write) only "
+                   "these, and the papers' figures they feed (a partial page, e.g. the cpu "
+                   "scale's VGG experiments: --only vgg-lr,vgg-noisy --doc docs/R.md)")
     p.add_argument("--doc", type=Path, default=DOC, help="the page (figures and results.json "
                    "go to <folder>/<stem>/)")
     p.add_argument("--chromium", default="/usr/bin/chromium")
