@@ -175,3 +175,27 @@ def test_the_dtype_summary_counts_what_the_precision_changes():
     assert text.endswith("is 0.333 (Fig 3b, v).")
     assert page.holds(_claim("x", 1, 1, {})) == "holds in 1 of 1 seed"
     assert page.numbers(_claim("x", 2, 2, {"v": 2.0})) == "v 2 (2 to 2)"
+
+
+VGG_DOC = ROOT / "docs" / "reproduction-cpu-vgg.md"
+VGG_KEYS = {"vgg-lr", "vgg-noisy"}
+
+
+def test_the_cpu_scale_vgg_page_is_what_the_writer_makes_of_its_results_file():
+    """docs/reproduction-cpu-vgg.md: the cpu scale's VGG experiments (digits resized to 32 x 32,
+    where the plain net trains at LR 0.1), a partial page (make_reproduction_doc.py --only):
+    written from its results file alone, covering exactly the figures those experiments feed,
+    and saying what the runs ran on. (Retraining them takes an hour on two cores: the quick
+    page's check retrains.)"""
+    results_file = VGG_DOC.parent / VGG_DOC.stem / "results.json"
+    res = json.loads(results_file.read_text())
+    page = load_script("_repro_page")
+    link = str(results_file.relative_to(VGG_DOC.parent))
+    assert VGG_DOC.read_text() == page.page(res, results_file.parent.name, link)
+    assert res["scale"] == "cpu" and set(res["launch"]["only"].split(",")) == VGG_KEYS
+    assert res["launch"]["sets"] == {}  # full-length runs: no --set
+    ids = [fig["id"] for p in res["papers"] for fig in p["figures"]]
+    assert ids == [f.id for f in R.figures_for("cpu") if f.experiment in VGG_KEYS]
+    assert all(fig["verdict"] != "no data" for p in res["papers"] for fig in p["figures"])
+    env = res["environment"]
+    assert env["runs"] > 0 and env["without"] == 0 and env["fields"]["torch_threads"]
