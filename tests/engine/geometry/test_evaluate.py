@@ -350,6 +350,39 @@ def test_the_loops_loss_groups_are_aligned_and_change_no_value(mode):
         assert set(ev.groups) == {tuple(grid[i : i + 4]) for i in range(0, 23, 4)}, per
 
 
+class _StackingLoop(GridEvaluator):
+    """The loop as it was before the group buffer: each point's batch outputs concatenated,
+    kept, and stacked at the group's end."""
+
+    def _group_loop(self, target, writer, group):
+        outs = []
+        with torch.no_grad():
+            for c in group:
+                writer.write(target, c)
+                self.copy.rewind()
+                outs.append(torch.cat([self.module(xb) for xb, _ in self.batches]))
+            loss, hits = self.loss_sum(torch.stack(outs), self.y, self.classify)
+        return self._values(loss, hits, len(group))
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_the_loops_group_buffer_gives_the_stacked_values_bit_for_bit_and_is_reused(norm):
+    # The loop copies each batch's output into one reused (K, n, C) buffer and frees it at once
+    # (evaluate._group_loop): the same values, bit for bit, as stacking the outputs, with
+    # several evaluation batches per point and a short last group.
+    net, x, y, _ = _bn_mlp(norm, torch.float32)
+    theta = _theta(net)
+    dirs = [random_direction(theta, 3), random_direction(theta, 4)]
+    grid = [(0.3 * i - 0.6, 0.2 * j) for j in range(3) for i in range(5)]  # 15 = 4 + 4 + 4 + 3
+    kw = dict(bn_mode="batch", batch_size=8, classify=True, max_batched_points=4, use_vmap=False)
+    ev = GridEvaluator(net, "cross_entropy", x, y, **kw)
+    got = ev.evaluate(theta, dirs, grid)
+    assert got == _StackingLoop(net, "cross_entropy", x, y, **kw).evaluate(theta, dirs, grid)
+    buf = ev._out_buffer
+    assert buf is not None and tuple(buf.shape) == (4, len(x), 3)
+    assert ev.evaluate(theta, dirs, grid) == got and ev._out_buffer is buf  # reused
+
+
 def test_eval_subset_is_seeded_distinct_and_bounded():
     a, b = eval_subset(100, 30, seed=5), eval_subset(100, 30, seed=5)
     assert a.dtype == torch.int64 and len(a) == 30 and torch.equal(a, b)
