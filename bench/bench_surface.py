@@ -1,11 +1,11 @@
-"""Cost of a loss surface against plain forward passes, as ratios measured in one process.
+"""Cost of a loss surface against plain forward passes, as ratios timed side by side.
 
-    python bench/bench_surface.py            # full run (~2 min on 2 quiet CPU cores): RESULTS.md
+    python bench/bench_surface.py            # full run (~6 min on 2 quiet CPU cores): RESULTS.md
     python bench/bench_surface.py --quick    # smoke test (seconds, a 5 x 5 grid); prints only
 
 Issue 12's goal: a 21 x 21 surface of the 6 x 128 MLP (mnist1d, with BatchNorm and without) on
 2,048 evaluation samples costs at most 1.2 x 441 forward passes of those 2,048 samples through
-the same net. Timed side by side, interleaved (bench/_timing.py), per norm:
+the same net. Per norm:
 
 - plain: forwards of the evaluation set (in batches of --batch-size) through a copy of the
   net in the mode the surface evaluates in (train mode: BatchNorm mode `batch`), under no_grad;
@@ -16,6 +16,12 @@ Both surfaces include everything a chunk task does per point (writing theta + a 
 forwards, the loss and accuracy sums); building the evaluator (a copy of the net) is timed once,
 apart. The ratio is surface / plain; the goal applies to the path the evaluator takes by default
 on the device (use_vmap None: the loop on the CPU, vmap on a GPU), marked "(default)".
+
+Two ways, both reported:
+1. In one process, interleaved segments of the grid (bench/_timing.py): the variants see the
+   same bursts of a shared machine, but each runs on a heap the others shaped.
+2. Fresh processes, interleaved (`fresh_processes`): each variant alone in its process, as a
+   worker runs chunk tasks; rounds of (plain, surface) pairs, judged round by round.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import contextlib
 import copy
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
 from bench._machine import ROOT, describe, loadavg, publish  # noqa: E402
-from bench._timing import gauged, interleave, paired, pressure  # noqa: E402
+from bench._timing import _sync, gauged, interleave, med, paired, pressure  # noqa: E402
 from server.spec import RunSpec  # noqa: E402
 from worker.engine.data import load_dataset  # noqa: E402
 from worker.engine.geometry.directions import orthogonalize, random_direction  # noqa: E402
@@ -52,7 +59,9 @@ def _grid(points: int) -> list[tuple[float, float]]:
     return [(a, b) for b in xs for a in xs]  # flat index iy * nx + ix
 
 
-def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+def _setup(norm: str, args: argparse.Namespace, dev: torch.device) -> tuple:
+    """The net at initialisation (seed 0), the evaluation set, theta, the two directions and
+    the grid: the same in every process."""
     spec = RunSpec(model="mlp", depth=6, width=128, norm=norm, dataset="mnist1d", seed=0)
     data = load_dataset(spec, args.data_dir)
     net = build_model(spec, data.in_shape, data.n_outputs, torch.Generator(device=dev)).to(dev)
@@ -61,7 +70,11 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
     theta = {n: p.detach().clone() for n, p in net.named_parameters()}
     d1 = random_direction(theta, 0, "d1")
     dirs = [d1, orthogonalize(random_direction(theta, 0, "d2"), d1)]
-    grid = _grid(args.points)
+    return net, x, y, theta, dirs, _grid(args.points)
+
+
+def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+    net, x, y, theta, dirs, grid = _setup(norm, args, dev)
     t0 = time.perf_counter()
     default_vmap = dev.type != "cpu"  # GridEvaluator's use_vmap=None
     evaluators = {
@@ -127,7 +140,69 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
     return out
 
 
-def markdown(res: dict, machine: dict, command: str, args: argparse.Namespace) -> str:
+def run_child(spec: str, args: argparse.Namespace, dev: torch.device) -> int:
+    """--child NORM,VARIANT: in this fresh process, time `passes` passes over the whole grid
+    (after `warmup`) of one variant (plain forwards, or the surface on the evaluator's default
+    path, as a worker's chunk task runs it) and print the seconds per pass as JSON."""
+    norm, variant = spec.split(",")
+    net, x, y, theta, dirs, grid = _setup(norm, args, dev)
+    if variant == "plain":
+        plain_net, batches = copy.deepcopy(net).train(), x.split(args.batch_size)
+
+        def run() -> None:
+            with torch.no_grad():
+                for _ in grid:
+                    for xb in batches:
+                        plain_net(xb)
+    else:
+        ev = GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", classify=True,
+                           batch_size=args.batch_size, max_batched_points=8)
+
+        def run() -> None:
+            ev.evaluate(theta, dirs, grid)
+    times = []
+    for _ in range(args.warmup + args.passes):
+        _sync(dev)
+        t0 = time.perf_counter()
+        run()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"times": times[args.warmup:]}), flush=True)
+    return 0
+
+
+def _child_median(norm: str, variant: str, args: argparse.Namespace) -> float:
+    cmd = [sys.executable, __file__, "--child", f"{norm},{variant}", "--device", args.device,
+           "--threads", str(args.threads), "--samples", str(args.samples),
+           "--batch-size", str(args.batch_size), *(["--quick"] if args.quick else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return med(json.loads(done.stdout.strip().splitlines()[-1])["times"])
+
+
+def fresh_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain forwards and the surface, each in fresh processes, alternating (the order swapped
+    every round, the norms taken in turn): no variant runs on a heap that another one shaped.
+    In one process, which variant ran before moves the other's time by up to ~10 %: where
+    glibc places a forward's large intermediates depends on what the process allocated
+    before. A worker runs chunk tasks alone, as these children do."""
+    t: dict[str, dict[str, list[float]]] = {n: {"plain": [], "surface": []} for n in NORMS}
+    for i in range(args.processes):
+        for norm in NORMS:
+            for variant in (("plain", "surface") if i % 2 == 0 else ("surface", "plain")):
+                t[norm][variant].append(_child_median(norm, variant, args))
+        print(f"[surface] fresh processes: round {i + 1}/{args.processes} done", flush=True)
+    out = {}
+    for norm, tt in t.items():
+        ratios = [a / b for a, b in zip(tt["surface"], tt["plain"], strict=True)]
+        out[norm] = {"plain_s": tt["plain"], "surface_s": tt["surface"],
+                     "paired": paired(tt["surface"], tt["plain"], lambda a, b: a / b),
+                     "of_medians": med(tt["surface"]) / med(tt["plain"]),
+                     "within_goal": sum(r <= GOAL for r in ratios), "rounds": len(ratios)}
+    return out
+
+
+def markdown(res: dict, fresh: dict, machine: dict, command: str,
+             args: argparse.Namespace) -> str:
     m = machine
     lines = [
         f"## {m['date']} - surface: {args.points} x {args.points} MLP 6x128 surface vs "
@@ -169,10 +244,27 @@ def markdown(res: dict, machine: dict, command: str, args: argparse.Namespace) -
               "<= 0.2): " + ", ".join(
                   f"{norm} {r['vmap_over_loop']['median']:.3f} [{r['vmap_over_loop']['min']:.3f},"
                   f" {r['vmap_over_loop']['max']:.3f}]" for norm, r in res.items())]
+    if fresh:
+        lines += ["", f"Fresh processes (`fresh_processes`): {args.processes} rounds; in each, "
+                  "per norm, one process times plain forwards and one the surface on the "
+                  f"default path, {args.passes} passes over the grid after {args.warmup} "
+                  "warm-up (median pass), the order swapped every round; ratio = surface / "
+                  "plain of a round: paired median [min, max], the rounds within the goal, "
+                  "and the ratio of the medians", "",
+                  f"| norm | plain s per surface | surface s | paired ratio | rounds <= {GOAL} "
+                  f"| of medians | goal <= {GOAL} |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for norm, f in fresh.items():
+            p = f["paired"]
+            lines.append(
+                f"| {norm} | {med(f['plain_s']):.3f} | {med(f['surface_s']):.3f} "
+                f"| {p['median']:.3f} [{p['min']:.3f}, {p['max']:.3f}] "
+                f"| {f['within_goal']} of {f['rounds']} | {f['of_medians']:.3f} "
+                f"| {'met' if p['median'] <= GOAL else '**MISSED**'} |")
     raw = {k: {kk: vv for kk, vv in v.items() if kk not in ("times", "plain_times")}
            for k, v in res.items()}
     lines += ["", "<details><summary>raw results (JSON, seconds)</summary>", "", "```json",
-              json.dumps({"machine": machine, "results": raw}, default=str), "```", "",
+              json.dumps({"machine": machine, "results": raw, "fresh_processes": fresh},
+                         default=str), "```", "",
               "</details>", ""]
     return "\n".join(lines)
 
@@ -189,13 +281,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=None,
                    help=f"append the report here (default {RESULTS.relative_to(ROOT)} for full "
                    "runs; --quick writes only when given)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="rounds of fresh processes per norm (default 5; --quick 1; 0: none)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # NORM,VARIANT: one child
     args = p.parse_args(argv)
     args.points, args.passes, args.warmup = (5, 2, 1) if args.quick else (21, 5, 1)
+    if args.processes is None:
+        args.processes = 1 if args.quick else 5
 
     torch.set_num_threads(args.threads)
     with contextlib.suppress(RuntimeError):  # only settable before any parallel work
         torch.set_num_interop_threads(1)
     dev = torch.device(args.device)
+    if args.child:
+        return run_child(args.child, args, dev)
     machine = describe(dev)
     machine["loadavg_at_start"] = loadavg()
     command = " ".join([Path(sys.executable).name, *sys.argv])
@@ -208,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[surface] norm {norm}: {name}/plain paired {pr['median']:.3f} "
                   f"[{pr['min']:.3f}, {pr['max']:.3f}], of totals {r['ratio'][name]:.3f}; "
                   f"fallback {r['fallback'][name]}", flush=True)
-    report = markdown(res, machine, command, args)
+    fresh = fresh_processes(args) if args.processes > 0 else {}
+    for norm, f in fresh.items():
+        pr = f["paired"]
+        print(f"[surface] norm {norm}: fresh processes, surface/plain paired {pr['median']:.3f} "
+              f"[{pr['min']:.3f}, {pr['max']:.3f}], {f['within_goal']} of {f['rounds']} rounds "
+              f"<= {GOAL}", flush=True)
+    report = markdown(res, fresh, machine, command, args)
     out = args.results or (None if args.quick else RESULTS)
     return publish(report, out)
 
