@@ -1,0 +1,197 @@
+"""docs/reproduction-kernels.md: which math-library code path moves the float64 DLN's numbers.
+
+    scripts/kernel_sensitivity.py            # ~2 min on 2 cores: the page and its JSON
+    scripts/kernel_sensitivity.py --out F    # the page elsewhere (its JSON beside it)
+
+docs/reproduction.md's check experiment (its results file's `check`: the cheapest float64
+experiment's first seed, as it was run) is retrained in fresh processes, each with one setting
+that picks another kernel for the same operation: oneMKL's code branch (MKL_CBWR: its
+Conditional Numerical Reproducibility mode; COMPATIBLE is the branch oneMKL documents as
+giving the same results on every Intel or compatible CPU) and ATen's vectorised kernels
+(ATEN_CPU_CAPABILITY). Every claim value is compared with the page's and with this machine's
+default, and each verdict with the page's. It tells which library's dispatch a number depends
+on: made on one CPU model and retrained on another (Intel against AMD), the float64 DLN's
+numbers moved by 3e-5 and one verdict flipped (tests/docs/test_reproduction_doc.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # reproduce_figures beside this file
+
+DOC = ROOT / "docs" / "reproduction-kernels.md"
+RESULTS = ROOT / "docs" / "reproduction" / "results.json"
+
+# One setting each, on top of the parent's environment; () is the machine's default.
+VARIANTS: list[tuple[str, dict[str, str]]] = [
+    ("default", {}),
+    ("MKL_CBWR=AVX512", {"MKL_CBWR": "AVX512"}),
+    ("MKL_CBWR=AVX2", {"MKL_CBWR": "AVX2"}),
+    ("MKL_CBWR=COMPATIBLE", {"MKL_CBWR": "COMPATIBLE"}),
+    ("ATEN_CPU_CAPABILITY=avx2", {"ATEN_CPU_CAPABILITY": "avx2"}),
+    ("ATEN_CPU_CAPABILITY=default", {"ATEN_CPU_CAPABILITY": "default"}),
+]
+
+
+def check_values(results: dict) -> dict[str, dict]:
+    """Retrain the check experiment's runs here (in this process, as its file says they ran)
+    and judge its figures: {figure/claim/key: value} and {figure/claim: verdict} for its seed."""
+    import reproduce_figures as rf
+    import torch
+
+    from server import reproduction as R
+    from server.settings import get_settings
+    from server.spec import RunSpec
+    from worker.engine.file_sink import FileSink
+    from worker.engine.trainer import Trainer
+
+    check = results["check"]
+    (threads,) = check["threads"]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for raw in check["specs"]:
+            spec = RunSpec.model_validate(raw)
+            d = Path(tmp) / spec.name_hint()
+            sink = FileSink(d)
+            try:
+                Trainer(spec, get_settings().data_dir, "cpu", threads).run(sink)
+            finally:
+                sink.close()
+            (d / "run.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
+                                                    "status": "succeeded"}))
+            runs.append(rf.load_run(d))
+    values, verdicts = {}, {}
+    for fid in check["figures"]:
+        for claim, outcome in R.evaluate(R.FIGURE_BY_ID[fid], runs).outcomes:
+            verdicts[f"{fid}/{claim.id}"] = outcome.ok
+            for key, v in outcome.values.items():
+                values[f"{fid}/{claim.id}/{key}"] = v
+    return {"values": values, "verdicts": verdicts,
+            "capability": torch.backends.cpu.get_cpu_capability(), "threads": threads}
+
+
+def page_values(results: dict) -> dict[str, dict]:
+    """The same numbers as the page states them, for the check's seed."""
+    check, out = results["check"], {"values": {}, "verdicts": {}}
+    figs = {f["id"]: f for p in results["papers"] for f in p["figures"]}
+    for fid in check["figures"]:
+        for claim in figs[fid]["claims"]:
+            (seed,) = [s for s in claim["seeds"] if s["seed"] == check["seed"]]
+            out["verdicts"][f"{fid}/{claim['id']}"] = seed["ok"]
+            for key, v in seed["values"].items():
+                out["values"][f"{fid}/{claim['id']}/{key}"] = float(v)
+    return out
+
+
+def worst_rel(a: dict[str, float], b: dict[str, float]) -> float:
+    return max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-300) for k in b)
+
+
+def run_variant(results_path: Path, name: str) -> dict:
+    """The check experiment's values in a fresh process with VARIANTS' setting `name`."""
+    extra = dict(VARIANTS)[name]
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY")}
+    env.update(extra)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--child", str(results_path)],
+                          env=env, capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got["name"], got["seconds"] = name, time.perf_counter() - t0
+    return got
+
+
+def measure(results_path: Path) -> dict:
+    results = json.loads(results_path.read_text())
+    import torch
+
+    from bench._machine import describe, loadavg
+
+    report = {"machine": describe(torch.device("cpu")), "load_before": loadavg(),
+              "page_cpu": sorted({f["value"] for f in results["environment"]["fields"]["cpu"]}),
+              "check": {k: results["check"][k] for k in ("experiment", "seed", "figures")},
+              "mkl": torch.backends.mkl.is_available(), "variants": []}
+    page = page_values(results)
+    for name, _ in VARIANTS:
+        got = run_variant(results_path, name)
+        report["variants"].append(got)
+        print(f"[kernels] {name}: {got['seconds']:.0f} s", flush=True)
+    default = report["variants"][0]
+    for v in report["variants"]:
+        v["vs_page"] = worst_rel(v["values"], page["values"])
+        v["vs_default"] = worst_rel(v["values"], default["values"])
+        v["flips"] = sorted(k for k, ok in v["verdicts"].items() if ok != page["verdicts"][k])
+    report["load_after"] = loadavg()
+    return report
+
+
+def markdown(r: dict) -> str:
+    """The page, from the report alone (tests/docs/test_kernel_page.py checks it is)."""
+    m = r["machine"]
+    lines = [
+        "# Which kernels move the float64 DLN's numbers",
+        "",
+        f"Made by `{r['command']}` from a fresh run. docs/reproduction.md's check experiment "
+        f"({r['check']['experiment']}, seed {r['check']['seed']}, figures "
+        f"{', '.join(r['check']['figures'])}; float64) retrained in a fresh process per row, "
+        "each row changing one setting that picks another kernel for the same operation.",
+        "",
+        f"- machine: {m['cpu']}, {m['cpu_count']} cores, {m['ram_gib']} GiB; python "
+        f"{m['python']}, torch {m['torch']} (oneMKL {'linked' if r['mkl'] else 'absent'}); "
+        f"git {m['git_head']}",
+        f"- the page was made on: {', '.join(r['page_cpu'])}",
+        f"- load average before {r['load_before']}, after {r['load_after']}; torch threads "
+        f"{r['variants'][0]['threads']} (as the check ran)",
+        "",
+        "| setting | ATen kernels | largest relative change vs the page | vs this machine's "
+        "default | verdicts that differ from the page | s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in r["variants"]:
+        flips = ", ".join(v["flips"]) or "none"
+        lines.append(f"| {v['name']} | {v['capability']} | {v['vs_page']:.3g} "
+                     f"| {v['vs_default']:.3g} | {flips} | {v['seconds']:.0f} |")
+    lines += [
+        "",
+        "Reading it: a setting whose row shows 0 computes the same bits as the default here. "
+        "oneMKL picks its code branch from the CPU (and its vendor), so two CPU models can run "
+        "different branches by default; MKL_CBWR pins one. ATEN_CPU_CAPABILITY=default turns "
+        "off ATen's vectorised kernels. The deep linear net without BN amplifies any change "
+        "in rounding, so the size of a change says little about its source; whether it is "
+        "zero says which library decides the bits.",
+        "",
+        "<details><summary>raw results (JSON)</summary>", "", "```json",
+        json.dumps(r, default=str), "```", "", "</details>", "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the reproduction page's results file (default: docs/reproduction's)")
+    p.add_argument("--out", type=Path, default=DOC, help="the page to write")
+    p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(check_values(json.loads(args.child.read_text()))), flush=True)
+        return 0
+    report = measure(args.results)
+    report["command"] = " ".join(["scripts/kernel_sensitivity.py", *(argv or sys.argv[1:])])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(report))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
