@@ -80,6 +80,15 @@ def group_views(groups: list[Group], runs: list[dict[str, Any]]) -> list[GroupVi
     return sorted(out, key=lambda gv: order[gv.view.id])
 
 
+def drawn_views(views: list[RunView], gviews: list[GroupView], grouped: bool,
+                single: bool) -> list[RunView]:
+    """The runs a page's per-run figures draw, and so the runs whose records its build
+    fetches: every run, or, on a page drawn by seed group without its single runs, each
+    group's first run (seed_views). update.full_build draws these and prefetch.prefetch
+    fetches them ahead of it: one rule for both."""
+    return seed_views(gviews) if grouped and not single else views
+
+
 def seed_views(gviews: list[GroupView]) -> list[RunView]:
     """The runs a page drawn by group shows in its per-run figures (Fig 11, the activation
     distributions) unless the single runs are asked for: each group's first run, in the

@@ -87,12 +87,13 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
     controls) will fetch for its finished runs; returns how many runs that was."""
     try:
         runs, _title = load_runs(client, source)
-        opts = options(Controls(), build_views(runs))
+        views, opening = build_views(runs), Controls()
+        opts = options(opening, views)
         # A page drawn by seed group reads no run's scalars and draws each group's first
         # run in its per-run figures (update.full_build).
-        groups, grouped = decide_groups(client, source, runs, Controls())
+        groups, grouped = decide_groups(client, source, runs, opening)
         gviews = gp.group_views(groups, runs) if grouped else []
-        drawn = {gv.view.id for gv in gviews} if grouped else {r["id"] for r in runs}
+        drawn = {v.id for v in gp.drawn_views(views, gviews, grouped, opening.single)}
         done = [r for r in runs if r["status"] in FINISHED and r["id"] in drawn]
         client.map(lambda run: fetch_full(client, run, layer=opts.layer, scope=opts.scope,
                                           step_range=opts.step_range, scalars=not grouped),
@@ -100,9 +101,8 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
         finished = gp.finished_ids(runs)
         if grouped and gp.all_finished(groups, finished):
             # ... and the groups' statistics, as update._grouped_figures will ask for them.
-            c = Controls()
             gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
-                     center=c.center, band=c.band, step_range=opts.step_range,
+                     center=opening.center, band=opening.band, step_range=opts.step_range,
                      finished=finished)
     except ApiError as exc:  # the page's own request will say what is wrong
         log.debug("prefetch of %s stopped: %s", source, exc)

@@ -161,7 +161,7 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     # per-run figures draw each group's first run (grouped.seed_views).
     singles = [n for n in FIGURES if controls.single or not grouped
                or n not in gp.GROUPED_FIGURES]
-    drawn = gp.seed_views(gviews) if grouped and not controls.single else views
+    drawn = gp.drawn_views(views, gviews, grouped, controls.single)
     by_id = {r["id"]: r for r in runs}
     fetched = dict(zip(
         [v.id for v in drawn],
