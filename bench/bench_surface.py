@@ -182,9 +182,10 @@ def _child_median(norm: str, variant: str, args: argparse.Namespace) -> float:
 def fresh_processes(args: argparse.Namespace) -> dict[str, Any]:
     """Plain forwards and the surface, each in fresh processes, alternating (the order swapped
     every round, the norms taken in turn): no variant runs on a heap that another one shaped.
-    In one process, which variant ran before moves the other's time by up to ~10 %: where
-    glibc places a forward's large intermediates depends on what the process allocated
-    before. A worker runs chunk tasks alone, as these children do."""
+    In one process, what ran before moves a variant's time (presumably through where the
+    allocator places a forward's large intermediates): the same code read 1.24 x there and
+    1.09 x here with BN (bench/RESULTS.md, 2026-12-03). A worker runs chunk tasks alone, as
+    these children do."""
     t: dict[str, dict[str, list[float]]] = {n: {"plain": [], "surface": []} for n in NORMS}
     for i in range(args.processes):
         for norm in NORMS:
