@@ -175,7 +175,10 @@ def _child_median(norm: str, variant: str, args: argparse.Namespace) -> float:
     cmd = [sys.executable, __file__, "--child", f"{norm},{variant}", "--device", args.device,
            "--threads", str(args.threads), "--samples", str(args.samples),
            "--batch-size", str(args.batch_size), *(["--quick"] if args.quick else [])]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:  # say why, not just that a subprocess failed
+        raise RuntimeError(f"the {variant} process ({norm}) exited with {done.returncode}:\n"
+                           f"{done.stderr[-2000:]}")
     return med(json.loads(done.stdout.strip().splitlines()[-1])["times"])
 
 
