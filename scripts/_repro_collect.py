@@ -32,6 +32,34 @@ ENV_FIELDS = ("cpu", "isa", "machine", "os", "device", "dtype", "torch_threads",
               "float32_matmul_precision", "versions")
 
 
+def retrain_check(results: dict[str, Any], out: Path) -> list:
+    """The results file's check experiment (its `check`: specs and thread count, as it was
+    run) retrained in this process, one directory per run under `out`, loaded as the page's
+    runs are: what tests/docs/test_reproduction_doc.py and scripts/kernel_sensitivity.py
+    compare with the page. Raises if a run does not succeed."""
+    from server.settings import get_settings
+    from server.spec import RunSpec
+    from worker.engine.file_sink import FileSink
+    from worker.engine.trainer import Trainer
+
+    (threads,) = results["check"]["threads"]  # the check's runs trained with one count
+    runs = []
+    for raw in results["check"]["specs"]:
+        spec = RunSpec.model_validate(raw)
+        d = out / spec.name_hint()
+        sink = FileSink(d)
+        try:
+            result = Trainer(spec, get_settings().data_dir, "cpu", threads).run(sink)
+        finally:
+            sink.close()
+        if result.status != "succeeded":
+            raise RuntimeError(f"the check run {spec.name_hint()} ended {result.status}")
+        (d / "run.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
+                                                "status": result.status}))
+        runs.append(RF.load_run(d))
+    return runs
+
+
 def machine_now() -> dict[str, Any]:
     """The machine the runs train on, and its load now (before and after a run)."""
     from bench._machine import _git_head, _ram_gib, code_hash, cpu_pressure_us, loadavg

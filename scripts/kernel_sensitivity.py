@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))  # reproduce_figures beside this file
+sys.path.insert(0, str(ROOT / "scripts"))  # _repro_collect beside this file
 
 DOC = ROOT / "docs" / "reproduction-kernels.md"
 RESULTS = ROOT / "docs" / "reproduction" / "results.json"
@@ -46,30 +46,14 @@ VARIANTS: list[tuple[str, dict[str, str]]] = [
 def check_values(results: dict) -> dict[str, dict]:
     """Retrain the check experiment's runs here (in this process, as its file says they ran)
     and judge its figures: {figure/claim/key: value} and {figure/claim: verdict} for its seed."""
-    import reproduce_figures as rf
+    import _repro_collect
     import torch
 
     from server import reproduction as R
-    from server.settings import get_settings
-    from server.spec import RunSpec
-    from worker.engine.file_sink import FileSink
-    from worker.engine.trainer import Trainer
 
     check = results["check"]
-    (threads,) = check["threads"]
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for raw in check["specs"]:
-            spec = RunSpec.model_validate(raw)
-            d = Path(tmp) / spec.name_hint()
-            sink = FileSink(d)
-            try:
-                Trainer(spec, get_settings().data_dir, "cpu", threads).run(sink)
-            finally:
-                sink.close()
-            (d / "run.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
-                                                    "status": "succeeded"}))
-            runs.append(rf.load_run(d))
+        runs = _repro_collect.retrain_check(results, Path(tmp))
     values, verdicts = {}, {}
     for fid in check["figures"]:
         for claim, outcome in R.evaluate(R.FIGURE_BY_ID[fid], runs).outcomes:
@@ -77,7 +61,8 @@ def check_values(results: dict) -> dict[str, dict]:
             for key, v in outcome.values.items():
                 values[f"{fid}/{claim.id}/{key}"] = v
     return {"values": values, "verdicts": verdicts,
-            "capability": torch.backends.cpu.get_cpu_capability(), "threads": threads}
+            "capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": check["threads"][0]}
 
 
 def page_values(results: dict) -> dict[str, dict]:

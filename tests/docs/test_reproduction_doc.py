@@ -81,11 +81,6 @@ def test_the_results_cover_every_paper_of_the_registry_and_say_what_ran(results)
 
 
 def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results, tmp_path):
-    from server.settings import get_settings
-    from worker.engine.file_sink import FileSink
-    from worker.engine.trainer import Trainer
-
-    rf = load_script("reproduce_figures")
     check, scale = results["check"], results["scale"]
     exp = R.EXPERIMENTS[check["experiment"]]
     stored = [RunSpec.model_validate(s) for s in check["specs"]]
@@ -110,19 +105,7 @@ def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results
     if made_on != {here}:
         pytest.skip(f"the page was made on {sorted(made_on)}, this is {here!r}: the DLN's "
                     "float64 numbers differ between CPU models")
-    (threads,) = check["threads"]  # the check's runs trained with one thread count
-    runs = []
-    for spec in stored:
-        d = tmp_path / spec.name_hint()
-        sink = FileSink(d)
-        try:
-            result = Trainer(spec, get_settings().data_dir, "cpu", threads).run(sink)
-        finally:
-            sink.close()
-        assert result.status == "succeeded"
-        (d / "run.json").write_text(json.dumps({"spec": spec.model_dump(mode="json"),
-                                                "status": result.status}))
-        runs.append(rf.load_run(d))
+    runs = load_script("_repro_collect").retrain_check(results, tmp_path)
     page = {fig["id"]: fig for p in results["papers"] for fig in p["figures"]}
     compared = 0
     for fid in check["figures"]:
