@@ -51,6 +51,24 @@ def test_the_environment_says_threads_determinism_precision_machine_and_versions
     assert environment()["dtype"] == str(torch.get_default_dtype()).removeprefix("torch.")
 
 
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without oneMKL")
+@pytest.mark.parametrize("cbwr, want", [(None, "off"), ("COMPATIBLE", "COMPATIBLE")])
+def test_the_environment_says_which_onemkl_branch_the_process_runs(cbwr, want):
+    # oneMKL reads MKL_CBWR once, when it loads: a fresh process per setting.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    if cbwr:
+        env["MKL_CBWR"] = cbwr
+    code = ("import torch; from worker.engine.environment import environment; "
+            "print(environment()['mkl_cbwr'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == want
+
+
 def test_determinism_switches_are_read_when_called():
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)

@@ -41,6 +41,7 @@ def environment(device: Any = "cpu", dtype: Any = None) -> dict[str, Any]:
         "device_name": None,
         "cpu": cpu_model(),
         "isa": None,
+        "mkl_cbwr": None,
         "machine": platform.machine(),
         "os": platform.platform(),
         "versions": versions(),
@@ -62,6 +63,7 @@ def environment(device: Any = "cpu", dtype: Any = None) -> dict[str, Any]:
         # The instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...): the same
         # model name can run other kernels under another torch build.
         isa=torch.backends.cpu.get_cpu_capability(),
+        mkl_cbwr=mkl_branch(torch),
     )
     dev = torch.device(device)
     if dev.type == "cuda" and torch.cuda.is_available():
@@ -70,6 +72,36 @@ def environment(device: Any = "cpu", dtype: Any = None) -> dict[str, Any]:
     else:
         env["device_name"] = env["cpu"] if dev.type == "cpu" else dev.type
     return env
+
+
+# oneMKL's Conditional Numerical Reproducibility branches (mkl_service.h's MKL_CBWR_* values).
+_CBWR_NAMES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1",
+               8: "SSE4_2", 9: "AVX", 10: "AVX2", 11: "AVX512_MIC", 12: "AVX512",
+               13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+@functools.cache
+def mkl_branch(torch: Any) -> str | None:
+    """The code branch oneMKL runs its float64 and float32 BLAS on, as oneMKL reports it:
+    "off" (it picks one per CPU, and Intel and AMD CPUs get different ones: the float64 DLN's
+    numbers moved by 3e-5 between them, docs/reproduction-kernels.md), or the branch
+    MKL_CBWR pinned ("COMPATIBLE", which oneMKL documents as giving the same results on Intel
+    and compatible CPUs, gave identical bits on an Intel Xeon and an AMD EPYC). None when
+    torch has no oneMKL.
+
+    oneMKL reads MKL_CBWR itself, once, when it loads; torch links oneMKL statically and
+    exports only its service entry point, so this asks that (mkl_cbwr_get(MKL_CBWR_BRANCH)).
+    Cached: the branch cannot change after oneMKL has loaded."""
+    if not torch.backends.mkl.is_available():
+        return None
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        code = int(lib.mkl_serv_cbwr_get(1))
+    except (OSError, AttributeError):  # another build of torch: unknown, not a crash
+        return None
+    return _CBWR_NAMES.get(code, f"branch {code}")
 
 
 def _dtype_name(dtype: Any, torch: Any) -> str | None:
