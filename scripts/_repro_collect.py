@@ -16,6 +16,8 @@ import datetime
 import json
 import math
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from server import reproduction as R
 FORMAT = 1
 LAUNCH = "launch.json"  # RESULTS/launch.json: the machine, load and command of the run
 # The environment fields the page states, as environment() names them.
-ENV_FIELDS = ("cpu", "isa", "machine", "os", "device", "dtype", "torch_threads",
+ENV_FIELDS = ("cpu", "isa", "mkl_cbwr", "machine", "os", "device", "dtype", "torch_threads",
               "interop_threads", "deterministic", "deterministic_warn_only",
               "float32_matmul_precision", "versions")
 
@@ -58,6 +60,28 @@ def retrain_check(results: dict[str, Any], out: Path) -> list:
                                                 "status": result.status}))
         runs.append(RF.load_run(d))
     return runs
+
+
+def retrain_check_fresh(results_path: Path, out: Path, branch: str | None) -> list:
+    """retrain_check in a fresh Python process whose oneMKL runs `branch` (MKL_CBWR; None:
+    unset, oneMKL's per-CPU choice). oneMKL reads MKL_CBWR once, when it first runs, so the
+    calling process (a test's, whose torch has long run) cannot switch: this one can. Raises
+    if the run fails or oneMKL did not take the branch."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    if branch:
+        env["MKL_CBWR"] = branch
+    done = subprocess.run([sys.executable, __file__, str(results_path), str(out)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"retraining the check failed:\n{done.stderr[-4000:]}")
+    took = json.loads(done.stdout.strip().splitlines()[-1])["mkl_cbwr"]
+    if branch and took != branch:
+        raise RuntimeError(f"oneMKL ran branch {took!r}, not {branch!r}")
+    results = json.loads(results_path.read_text())
+    from server.spec import RunSpec
+
+    return [RF.load_run(out / RunSpec.model_validate(raw).name_hint())
+            for raw in results["check"]["specs"]]
 
 
 def machine_now() -> dict[str, Any]:
@@ -208,3 +232,12 @@ def _cost(spec: dict[str, Any]) -> float:
     from server.spec import RunSpec
 
     return RF._cost(RunSpec.model_validate(spec))
+
+
+if __name__ == "__main__":  # retrain_check_fresh's child: RESULTS_JSON OUT_DIR
+    import torch
+
+    from worker.engine.environment import environment
+
+    retrain_check(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))
+    print(json.dumps({"mkl_cbwr": environment()["mkl_cbwr"], "torch": torch.__version__}))

@@ -180,6 +180,10 @@ def environment_section(results: dict[str, Any]) -> list[str]:
         ("torch threads", f"{_values(fields['torch_threads'])} intra-op, "
                           f"{_values(fields['interop_threads'])} inter-op"),
         ("dtype", _values(fields["dtype"])),
+        *([("oneMKL branch", f"{_values(fields['mkl_cbwr'])} (MKL_CBWR, pinned by the "
+                             "script; docs/reproduction-kernels.md compares its bits on two CPU "
+                             "models)")]
+          if "mkl_cbwr" in fields else []),  # results made before the branch was recorded
         ("determinism", f"device {_values(fields['device'])}, deterministic algorithms "
                         f"{_values(fields['deterministic'])} (warn only "
                         f"{_values(fields['deterministic_warn_only'])}), float32 matmul "

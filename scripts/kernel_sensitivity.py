@@ -2,6 +2,8 @@
 
     scripts/kernel_sensitivity.py            # ~2 min on 2 cores: the page and its JSON
     scripts/kernel_sensitivity.py --out F    # the page elsewhere (its JSON beside it)
+    scripts/kernel_sensitivity.py --other REV  # also compare with this page as git REV has
+                                               # it, made on another CPU (or --other FILE)
 
 docs/reproduction.md's check experiment (its results file's `check`: the cheapest float64
 experiment's first seed, as it was run) is retrained in fresh processes, each with one setting
@@ -11,7 +13,9 @@ giving the same results on every Intel or compatible CPU) and ATen's vectorised 
 (ATEN_CPU_CAPABILITY). Every claim value is compared with the page's and with this machine's
 default, and each verdict with the page's. It tells which library's dispatch a number depends
 on: made on one CPU model and retrained on another (Intel against AMD), the float64 DLN's
-numbers moved by 3e-5 and one verdict flipped (tests/docs/test_reproduction_doc.py).
+numbers moved by 3e-5. With --other, every row is also compared with the same row of a page
+made on another CPU model (its raw JSON): which settings give the same bits on both, the one
+docs/reproduction.md's runs are pinned to (scripts/_mkl_pin.py) among them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -119,9 +124,43 @@ def measure(results_path: Path) -> dict:
     return report
 
 
+def raw_report(text: str, where: str) -> dict:
+    """The JSON a page of this script carries (its raw results block)."""
+    m = re.search(r"```json\n(.*?)\n```", text, re.S)
+    if not m:
+        raise SystemExit(f"{where} has no raw results block: not a page of this script")
+    return json.loads(m.group(1))
+
+
+def other_page(ref: str) -> tuple[str, str]:
+    """(text, label) of the page --other names: a file, else a git revision of DOC."""
+    if Path(ref).is_file():
+        return Path(ref).read_text(), ref
+    rel = DOC.relative_to(ROOT)
+    done = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=ROOT, capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"--other {ref}: neither a file nor a git revision holding {rel}")
+    return done.stdout, f"{rel} at git {ref}"
+
+
+def compare_other(report: dict, other: dict, source: str) -> None:
+    """Each row's largest relative change against the same row of `other` (a report made on
+    another machine), in place: report["other"] says which machine, vs_other each row's."""
+    theirs = {v["name"]: v["values"] for v in other["variants"]}
+    report["other"] = {"cpu": other["machine"]["cpu"], "git_head": other["machine"]["git_head"],
+                       "source": source,
+                       "values": {n: theirs[n] for n, _ in VARIANTS if n in theirs}}
+    for v in report["variants"]:
+        mine = theirs.get(v["name"])
+        v["vs_other"] = worst_rel(v["values"], mine) if mine and mine.keys() == v[
+            "values"].keys() else None
+
+
 def markdown(r: dict) -> str:
     """The page, from the report alone (tests/docs/test_kernel_page.py checks it is)."""
     m = r["machine"]
+    other = r.get("other")
     lines = [
         "# Which kernels move the float64 DLN's numbers",
         "",
@@ -136,15 +175,21 @@ def markdown(r: dict) -> str:
         f"- the page was made on: {', '.join(r['page_cpu'])}",
         f"- load average before {r['load_before']}, after {r['load_after']}; torch threads "
         f"{r['variants'][0]['threads']} (as the check ran)",
+        *([f"- compared with: {other['source']}, made on {other['cpu']} (git "
+           f"{other['git_head']}): the same setting there"] if other else []),
         "",
         "| setting | ATen kernels | largest relative change vs the page | vs this machine's "
-        "default | verdicts that differ from the page | s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "default |" + (f" vs {other['cpu']}, same setting |" if other else "")
+        + " verdicts that differ from the page | s |",
+        "| --- | --- | --- | --- |" + (" --- |" if other else "") + " --- | --- |",
     ]
     for v in r["variants"]:
         flips = ", ".join(v["flips"]) or "none"
+        there = ""
+        if other:
+            there = " n/a |" if v.get("vs_other") is None else f" {v['vs_other']:.3g} |"
         lines.append(f"| {v['name']} | {v['capability']} | {v['vs_page']:.3g} "
-                     f"| {v['vs_default']:.3g} | {flips} | {v['seconds']:.0f} |")
+                     f"| {v['vs_default']:.3g} |{there} {flips} | {v['seconds']:.0f} |")
     lines += [
         "",
         "Reading it: a setting whose row shows 0 computes the same bits as the default here. "
@@ -152,7 +197,10 @@ def markdown(r: dict) -> str:
         "different branches by default; MKL_CBWR pins one. ATEN_CPU_CAPABILITY=default turns "
         "off ATen's vectorised kernels. The deep linear net without BN amplifies any change "
         "in rounding, so the size of a change says little about its source; whether it is "
-        "zero says which library decides the bits.",
+        "zero says which library decides the bits. docs/reproduction.md's runs train on "
+        "MKL_CBWR=COMPATIBLE (scripts/_mkl_pin.py), so that a retrain on another x86-64 CPU "
+        "gives its bits (tests/docs/test_reproduction_doc.py retrains its check "
+        "experiment).",
         "",
         "<details><summary>raw results (JSON)</summary>", "", "```json",
         json.dumps(r, default=str), "```", "", "</details>", "",
@@ -165,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="the reproduction page's results file (default: docs/reproduction's)")
     p.add_argument("--out", type=Path, default=DOC, help="the page to write")
+    p.add_argument("--other", default=None,
+                   help="this page made on another CPU model (a git revision, or a file): "
+                        "compare each row with the same row there")
     p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(check_values(json.loads(args.child.read_text()))), flush=True)
         return 0
+    other = other_page(args.other) if args.other else None  # fail before the runs, not after
     report = measure(args.results)
+    if other:
+        compare_other(report, raw_report(*other), other[1])
     report["command"] = " ".join(["scripts/kernel_sensitivity.py", *(argv or sys.argv[1:])])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(report))

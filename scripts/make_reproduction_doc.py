@@ -130,4 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import _mkl_pin
+
+    _mkl_pin.pin()  # oneMKL's COMPATIBLE branch: the same bits on Intel and AMD
     raise SystemExit(main())

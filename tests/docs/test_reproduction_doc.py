@@ -6,9 +6,10 @@ The page is written from its results file alone (docs/reproduction/results.json,
 (b) the file covers every paper and figure the registry has at its scale (a paper added since
 is a stale page) and says what the runs ran on; (c) the cheapest experiment's first seed, as
 the file says it was run (its scale, --set overrides and specs, which must still be what the
-catalogue makes), is retrained here in-process and every claim's numbers for that seed must
-equal the file's within RTOL (a float64 experiment; see RTOL for what was measured), and
-every claim's verdict for that seed must be the file's.
+catalogue makes), is retrained here, in a fresh process on oneMKL's branch the runs trained
+on, and every claim's numbers for that seed must equal the file's within RTOL (a float64
+experiment; see RTOL for what was measured), and every claim's verdict for that seed must be
+the file's.
 
 The page is docs/reproduction.md, or the one REPRODUCTION_DOC names (a smoke run's, e.g.
 REPRODUCTION_DOC=/tmp/r/reproduction.md after `make_reproduction_doc.py ... --doc
@@ -32,14 +33,13 @@ from tests.support.scripts import load_script
 ROOT = Path(__file__).resolve().parents[2]
 DOC = Path(os.environ.get("REPRODUCTION_DOC") or ROOT / "docs" / "reproduction.md")
 RESULTS = DOC.parent / DOC.stem / "results.json"
-# A float64 DLN retrained on the same machine gives the same bits. Another machine sums in
-# another order, as another thread count does: measured on the check experiment (dln-ics,
-# quick scale, 300 steps, float64, seed 0; AMD EPYC, torch 2.13), 2 torch threads instead of 1
-# moved its claims' numbers by at most 5.1e-11 (relative). The same runs in float32 differ
-# from float64 by about 1e-4 (Fig 3b, 30-step smoke run), and one float32 ulp of one initial
-# weight moves a float32 DLN's numbers by 1e-4 to 0.1: RTOL sits 2e4 x above float64's
-# reordering and well below anything a change of code, data or protocol does.
-RTOL = 1e-6
+# A float64 DLN retrained on oneMKL's COMPATIBLE branch with the page's thread count gave the
+# same bits on an Intel Xeon and an AMD EPYC (docs/reproduction-kernels.md). Summing in another
+# order moves it a little: 2 torch threads instead of 1 moved the check experiment's numbers
+# (dln-ics, quick scale, 300 steps, float64, seed 0) by at most 5.1e-11 (relative), and the
+# unpinned branches of two CPU models by 3e-5; one float32 ulp of one initial weight moves a
+# float32 DLN's numbers by 1e-4 to 0.1. RTOL admits a reordering's size, not a branch's.
+RTOL = 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +93,28 @@ def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results
     if dtypes != {"float64"}:
         pytest.skip(f"the check experiment trains in {dtypes}: float32 is not reproducible "
                     "across machines to RTOL")
-    # The deep linear net without BN amplifies rounding: the same float64 runs (one thread,
-    # AVX512 on both) made on an Intel Xeon and on an AMD EPYC, whose math libraries pick
-    # other kernels, differ by 3e-5 in the first number compared and flip a claim's verdict
-    # (Fig 3b at LR 1e-7: ICS without BN 53 against 7.6e3). A fresh run is compared only on
-    # the CPU model the page was made on; elsewhere the test says why it cannot.
-    from worker.engine.environment import cpu_model
+    # The deep linear net without BN amplifies rounding, and oneMKL picks its code branch per
+    # CPU: the same float64 runs made on an Intel Xeon and on an AMD EPYC differed by 3e-5.
+    # The page's runs train on oneMKL's COMPATIBLE branch (scripts/_mkl_pin.py), which gave
+    # identical bits on both (docs/reproduction-kernels.md), so the retrain runs on that
+    # branch, in a fresh process (oneMKL takes MKL_CBWR once, when it loads), on any x86-64
+    # CPU with AVX2 or AVX512 (ATen's AVX2 and AVX512 kernels gave the same bits too; its
+    # scalar ones moved the numbers by 1e-3).
+    from worker.engine.environment import environment
 
-    here = cpu_model()
-    made_on = {f["value"] for f in results["environment"]["fields"]["cpu"]}
-    if made_on != {here}:
-        pytest.skip(f"the page was made on {sorted(made_on)}, this is {here!r}: the DLN's "
-                    "float64 numbers differ between CPU models")
-    runs = load_script("_repro_collect").retrain_check(results, tmp_path)
+    fields = results["environment"]["fields"]
+    assert [f["value"] for f in fields.get("mkl_cbwr", [])] == ["COMPATIBLE"], (
+        "the page's runs did not all train on oneMKL's COMPATIBLE branch: regenerate it with "
+        "scripts/make_reproduction_doc.py, which pins it")
+    here = environment()
+    if here["mkl_cbwr"] is None:
+        pytest.skip("this torch has no oneMKL: its branch cannot be pinned as the page's was")
+    vector = {"AVX2", "AVX512"}
+    made_with = {f["value"] for f in fields["isa"]}
+    if here["isa"] not in vector or not made_with <= vector:
+        pytest.skip(f"ATen kernels {here['isa']} here, {sorted(made_with)} on the page: only "
+                    "AVX2 and AVX512 were measured to give the same bits")
+    runs = load_script("_repro_collect").retrain_check_fresh(RESULTS, tmp_path, "COMPATIBLE")
     page = {fig["id"]: fig for p in results["papers"] for fig in p["figures"]}
     compared = 0
     for fid in check["figures"]:
