@@ -20,6 +20,7 @@ from werkzeug.http import parse_cookie
 from webapp import annotations, guard
 from webapp.client import ApiClient, acting_with
 from webapp.compare import callbacks as compare_callbacks
+from webapp.index_page import INDEX_STRING, LandscopeDash, preload_links
 from webapp.pages import compare, experiment, new_experiment, reproduction, runs
 
 PAGES = (runs, new_experiment, experiment, compare, reproduction)
@@ -36,47 +37,6 @@ SET_TOKEN_COOKIE = """function(token) {
         '; SameSite=Strict' + (token ? '; max-age=31536000' : '; max-age=0') + secure;
     return token ? 'set' : 'cleared';
 }"""
-
-
-# Dash still loads @babel/polyfill (core-js 2) for browsers it no longer supports. Its test of
-# String.prototype.trim predates Unicode 6.3 (U+180E stopped being a space), so it replaces
-# the native trim, trimStart and trimEnd of every current browser with a regex version some
-# 35x slower; plotly.js trims every colour it parses, for every trace it styles, which made
-# this a tenth of drawing a page. The page keeps the natives before any script runs and
-# assets/00-native-strings.js puts them back right after the polyfill (assets load after
-# Dash's dependencies and before everything else).
-INDEX_STRING = """<!DOCTYPE html>
-<html>
-    <head>
-        {%metas%}
-        <title>{%title%}</title>
-        {%favicon%}
-        {%css%}
-        {%preload%}
-    </head>
-    <body>
-        {%app_entry%}
-        <footer>
-            {%config%}
-            <script>window.landscopeNativeStrings = ["trim", "trimStart", "trimEnd",
-                "trimLeft", "trimRight"].map(function (k) {
-                    return [k, String.prototype[k]]; });</script>
-            {%scripts%}
-            {%renderer%}
-        </footer>
-    </body>
-</html>"""
-
-
-# dcc's Graph, Slider and Dropdown come in chunks that Dash asks for only once a page holding
-# them is rendered: on a compare page, after its figures arrived (about 0.1 s more on a first
-# visit, bench/RESULTS.md). The browser fetches them alongside the other scripts instead.
-PRELOAD = ("async-graph.js", "async-slider.js", "async-dropdown.js")
-
-
-def preload_links(prefix: str) -> str:
-    return "".join(f'<link rel="preload" as="script" '
-                   f'href="{prefix}_dash-component-suites/dash/dcc/{name}">' for name in PRELOAD)
 
 
 def shell(prefix: str, docs_url: str = "/docs") -> html.Div:
@@ -131,7 +91,7 @@ def create_dash(api_base_url: str, *, requests_pathname_prefix: str = "/",
     `dev`: Dash's dev tools (error pop-ups with tracebacks, the callback graph): for
     development only (LANDSCOPE_DEV), since they show server internals to every visitor.
     """
-    app = Dash(
+    app = LandscopeDash(
         __name__,
         use_pages=True,
         pages_folder="",  # pages register themselves below, with the API client they use

@@ -87,11 +87,14 @@ def test_launch_watch_live_and_export(browser, tmp_path, shots):
         page.wait_for_function("document.querySelector('#new-steps')?.value === '800'",
                                timeout=120_000)
         assert page.inner_text("#new-floor").endswith("×")
-        # Dash's polyfill swapped the browser's String trims for slow ones; the page puts the
-        # natives back (webapp/app.py: INDEX_STRING). Only the natives keep U+180E, which
-        # stopped being a space in Unicode 6.3.
+        # Dash's polyfill would swap the browser's String trims (and more) for slow ones: the
+        # page does not load it (webapp/index_page.py), only the regenerator runtime Dash's
+        # scripts need. Only the natives keep U+180E, which stopped being a space in Unicode
+        # 6.3.
         assert page.evaluate("['trim', 'trimStart', 'trimEnd'].map(k => '\\u180e'[k]())"
                              ) == ["\u180e"] * 3
+        assert page.evaluate("[typeof window._babelPolyfill, typeof regeneratorRuntime.mark]"
+                             ) == ["undefined", "function"]
         page.fill("#new-steps", "300000")  # over the server's LANDSCOPE_MAX_STEPS
         page.click("#new-launch")
         page.wait_for_function(
