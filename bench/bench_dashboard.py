@@ -18,6 +18,9 @@
    opened grouped (the default when groups have several runs): every graph drawn with a
    band per seed group (the probe bands' envelope and median band, the scalar figures'
    centre over its band), from one grouped SQL read per figure; same cases, same target.
+   Side by side (1c): the grouped page's new-visitor load as served against the same page
+   with Dash's @babel/polyfill put back (the dashboard no longer loads it,
+   webapp/index_page.py), ABBA on one server (bench/_dashboard_polyfill.py).
 2. Live latency: two runs still 'running'; the benchmark writes a new probed step into the
    database as the worker's sink would, at random moments, and times until the landscape band
    on the open page has it. Target: a point appears within 2 s of being written.
@@ -41,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import _dashboard_polyfill as polyfill_ab  # noqa: E402
 from bench._machine import _cpuinfo_model, cpu_pressure_us, loadavg  # noqa: E402
 from bench._server import Server  # noqa: E402
 from server.db.migrate import upgrade  # noqa: E402
@@ -167,7 +171,7 @@ def p(values: list[float], q: float) -> float:
 
 
 def report(args, machine: dict, setup: dict, loads: dict, latency: list[float],
-           grouped: dict) -> str:
+           grouped: dict, ab: dict) -> str:
     def row(name: str, xs: list[dict]) -> str:
         tot = [x["total_ms"] for x in xs]
         verdict = "met" if statistics.median(tot) < 2000 else "**MISSED**"
@@ -205,6 +209,7 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float],
         "response kB | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *[row(name, xs) for name, xs in grouped.items()], "",
+        *ab_section(ab),
         "### 2. Live: a probed step written to the database until its band point shows "
         "(target < 2 s)", "",
         f"{len(latency)} samples: p50 **{p(latency, 0.5):.2f} s**, p90 {p(latency, 0.9):.2f} s, "
@@ -212,11 +217,26 @@ def report(args, machine: dict, setup: dict, loads: dict, latency: list[float],
         f"before a point is in the database) - "
         f"{'met' if p(latency, 0.5) < 2 else '**MISSED**'}", "",
         "<details><summary>raw (JSON)</summary>", "", "```json",
-        json.dumps({"loads": loads, "grouped": grouped, "latency_s": latency}, indent=None,
+        json.dumps({"loads": loads, "grouped": grouped, "latency_s": latency,
+                    "polyfill_ab": ab}, indent=None,
                    default=float)[:20000],
         "```", "", "</details>", "",
     ]
     return "\n".join(lines)
+
+
+def ab_section(ab: dict) -> list[str]:
+    s = polyfill_ab.summary(ab)
+    return [
+        "### 1c. Side by side: the grouped page with and without Dash's @babel/polyfill", "",
+        f"{s['pairs']} new-visitor loads of each, ABBA on one warm server "
+        "(bench/_dashboard_polyfill.py): the page as served (regenerator-runtime only) against "
+        "the page with the polyfill put back (with the String trims it once restored).", "",
+        "| variant | p50 ms | render p50 ms |", "| --- | --- | --- |",
+        f"| as served (no polyfill) | **{s['without_ms']:.0f}** | {s['without_render_ms']:.0f} |",
+        f"| with Dash's polyfill | {s['with_ms']:.0f} | {s['with_render_ms']:.0f} |", "",
+        f"Paired ratio with / without: median **{s['ratio']:.2f}**; the page without it loaded "
+        f"faster in {s['faster_pairs']} of {s['pairs']} pairs.", ""]
 
 
 def versions(browser) -> dict:
@@ -267,12 +287,20 @@ def main() -> int:
         loads = bench_loads(data, exp, runs, reps, browser)
         g = setup["grouped"]
         grouped = bench_loads(data, gexp, g["runs"], reps, browser, groups=g["groups"])
+        server = Server(data)
+        try:
+            ab = polyfill_ab.loads_side_by_side(
+                f"{server.base}/experiments/{gexp}",
+                lambda page, url: _load(page, url, g["runs"], g["groups"]),
+                2 if args.quick else 2 * reps, browser)
+        finally:
+            server.stop()
         latency = bench_latency(data, 4 if args.quick else 12, browser)
         browser.close()
     p1 = cpu_pressure_us()
     machine["pressure"] = (f"{(p1 - pressure0) / 1e6 / (time.monotonic() - t0):.2f}"
                            if p1 is not None and pressure0 is not None else "unknown")
-    text = report(args, machine, setup, loads, latency, grouped)
+    text = report(args, machine, setup, loads, latency, grouped, ab)
     print(text)
     out = args.results or (None if args.quick else RESULTS)
     if out is not None:

@@ -29,4 +29,10 @@ def test_bench_dashboard_quick_runs_and_reports(tmp_path):
         for case in ("cold", "new visitor", "reload"):
             row = re.search(rf"^\| {case} \| 2 \| \*\*(\d+)\*\*", section, re.MULTILINE)
             assert row and int(row.group(1)) > 0, case
+    # 1c: the page with and without Dash's polyfill, side by side
+    ab = grouped.split("### 1c. Side by side")[1]
+    for variant in (r"as served \(no polyfill\)", "with Dash's polyfill"):
+        row = re.search(rf"^\| {variant} \| \**(\d+)\** \| (\d+) \|", ab, re.MULTILINE)
+        assert row and int(row.group(1)) > 0 and int(row.group(2)) > 0, variant
+    assert re.search(r"faster in [0-2] of 2 pairs", ab)
     assert re.search(r"4 samples: p50 \*\*\d+\.\d\d s\*\*", report)
