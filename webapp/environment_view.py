@@ -50,7 +50,8 @@ ROWS = (  # label, key: the order fields are listed in
     ("deterministic algorithms", "deterministic"), ("cuDNN", "cudnn"),
     ("TF32 matmul", "matmul_tf32"), ("float32 matmul precision", "float32_matmul_precision"),
     ("precision", "dtype"), ("device", "device"), ("device name", "device_name"),
-    ("CPU", "cpu"), ("instruction set", "isa"), ("CUDA", "cuda"), ("OS", "os"),
+    ("CPU", "cpu"), ("instruction set", "isa"), ("oneMKL branch", "mkl_cbwr"), ("CUDA", "cuda"),
+    ("OS", "os"),
     ("versions", "versions"),
 )
 

@@ -15,7 +15,7 @@ ENV = {"torch_threads": 1, "interop_threads": 2, "deterministic": False,
        "cudnn": {"enabled": True, "deterministic": False, "benchmark": False,
                  "allow_tf32": True},
        "dtype": "float64", "device": "cpu", "device_name": "AMD EPYC", "cpu": "AMD EPYC",
-       "isa": "AVX512", "os": "Linux", "versions": {"python": "3.11.7",
+       "isa": "AVX512", "mkl_cbwr": "COMPATIBLE", "os": "Linux", "versions": {"python": "3.11.7",
                                                    "torch": "2.13.0+cpu", "numpy": "2.4.6",
                                                    "landscope": "0.1.0"}}
 
@@ -46,7 +46,8 @@ def test_the_block_lists_every_recorded_field():
     assert isinstance(block, html.Details)
     words = texts(block)
     for expected in ("torch threads", "1", "inter-op threads", "2", "instruction set",
-                     "AVX512", "precision", "float64", "deterministic algorithms", "off",
+                     "AVX512", "oneMKL branch", "COMPATIBLE", "precision", "float64",
+                     "deterministic algorithms", "off",
                      "python 3.11.7, torch 2.13.0+cpu, numpy 2.4.6, landscope 0.1.0",
                      "enabled on, deterministic off, benchmark off, allow_tf32 on"):
         assert expected in words, expected
