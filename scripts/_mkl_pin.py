@@ -4,9 +4,9 @@ another x86-64 CPU.
 oneMKL picks a code branch per CPU unless MKL_CBWR pins one, and Intel and AMD CPUs get
 different ones: the float64 deep linear net's numbers moved by 3e-5 between an Intel Xeon and
 an AMD EPYC. Pinned to COMPATIBLE, the same runs gave identical bits on both
-(docs/reproduction-kernels.md, made by scripts/kernel_sensitivity.py), at about 1.5 x the
-DLN's training time. The branch each run trained on is recorded with it (environment's
-`mkl_cbwr`), and tests/docs/test_reproduction_doc.py retrains under the page's.
+(docs/reproduction-kernels.md, made by scripts/kernel_sensitivity.py, which also times each
+branch). The branch each run trained on is recorded with it (environment's `mkl_cbwr`), and
+tests/docs/test_reproduction_doc.py retrains under the page's.
 
 oneMKL reads MKL_CBWR once, when it first runs, and importing the catalogue already imports
 torch: the pin takes a fresh process, so `pin()` re-runs the command with it set. Call it only
