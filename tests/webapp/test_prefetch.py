@@ -8,7 +8,9 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import update
 
+from server.db.models import Run
 from tests.support.seeded import seeded_experiment
 from tests.support.synthetic import create_experiment
 from webapp.app import TOKEN_COOKIE, create_dash
@@ -104,6 +106,25 @@ def test_a_prefetched_seed_group_page_builds_without_fetching_any_run(api):
     assert not [p for p in seen if p.startswith("/api/v1/runs/")]
     # Its groups' statistics too: every run has finished, so they were cached.
     assert "/api/v1/groups/metrics" not in seen
+
+
+def test_a_page_s_seed_groups_are_asked_for_once_per_set_of_runs(api):
+    """The groups follow from the runs' specs (never changed) and which runs there are: the
+    build after the prefetch reuses its GET /groups; a run added asks again."""
+    exp, _groups = seeded_experiment(api.engine, steps=30)
+    source = {"experiment": exp}
+    asked: list[str] = []
+    api.http.event_hooks["request"].append(
+        lambda r: asked.append(r.url.path) if r.url.path == "/api/v1/groups" else None)
+    prefetch.prefetch(api.client, source)
+    opening_layout(api.client, source, 1000)
+    opening_layout(api.client, source, 1000)
+    assert asked == ["/api/v1/groups"]
+    _, [added] = create_experiment(api.engine, ["layer"], steps=30)
+    with api.engine.begin() as conn:  # a run joins the experiment
+        conn.execute(update(Run).where(Run.id == added).values(experiment_id=exp))
+    page = str(opening_layout(api.client, source, 1000))
+    assert asked == ["/api/v1/groups"] * 2 and "cmp-state" in page
 
 
 def test_requesting_a_page_prefetches_it_with_the_browsers_token(api_with_limits,

@@ -16,6 +16,7 @@ Patch, or None for "unchanged") and the new state. The Dash callback is a thin a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +27,7 @@ from webapp import figures, sdk_view
 from webapp.client import ApiClient, ApiError, Group
 from webapp.compare import grouped as gp
 from webapp.compare.data import (
+    CACHE,
     REBUILD_POINTS,
     Cursor,
     Fetched,
@@ -207,6 +209,16 @@ def decide_groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str
 
 def _groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str, Any]]
             ) -> list[Group]:
+    """A page's seed groups follow from its runs' specs, which never change, and from which
+    runs there are: cached by the runs' ids (a run added or deleted makes another key), so
+    the build after a page's prefetch, and every reopening, reuse one GET /groups."""
+    key = ("groups", client.base_url, json.dumps(source, sort_keys=True),
+           tuple(sorted(r["id"] for r in runs)))
+    return CACHE.get_or_fetch(key, True, lambda: _fetch_groups(client, source, runs))
+
+
+def _fetch_groups(client: ApiClient, source: dict[str, Any], runs: list[dict[str, Any]]
+                  ) -> list[Group]:
     if source.get("experiment") is not None:
         return client.groups(experiment_id=int(source["experiment"]))
     # The runs found: a compare link may name runs deleted since (the API would 404).
