@@ -62,26 +62,39 @@ def retrain_check(results: dict[str, Any], out: Path) -> list:
     return runs
 
 
-def retrain_check_fresh(results_path: Path, out: Path, branch: str | None) -> list:
-    """retrain_check in a fresh Python process whose oneMKL runs `branch` (MKL_CBWR; None:
-    unset, oneMKL's per-CPU choice). oneMKL reads MKL_CBWR once, when it first runs, so the
+# The environment variables that pick which kernels compute the same operation (oneMKL's
+# branch, ATen's vector width): a fresh retrain sets them from scratch, never inherits them.
+KERNEL_VARS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY")
+
+
+def retrain_fresh(results_path: Path, out: Path, kernels: dict[str, str]
+                  ) -> tuple[list, dict[str, Any]]:
+    """retrain_check in a fresh Python process whose kernel variables are `kernels` (the rest
+    of KERNEL_VARS unset): the runs, and what that process's environment() said of its
+    kernels ({"mkl_cbwr", "isa"}). oneMKL reads MKL_CBWR once, when it first runs, so the
     calling process (a test's, whose torch has long run) cannot switch: this one can. Raises
-    if the run fails or oneMKL did not take the branch."""
-    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    if branch:
-        env["MKL_CBWR"] = branch
+    if a run fails."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARS}
+    env.update(kernels)
     done = subprocess.run([sys.executable, __file__, str(results_path), str(out)], env=env,
                           capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"retraining the check failed:\n{done.stderr[-4000:]}")
-    took = json.loads(done.stdout.strip().splitlines()[-1])["mkl_cbwr"]
-    if branch and took != branch:
-        raise RuntimeError(f"oneMKL ran branch {took!r}, not {branch!r}")
+    ran = json.loads(done.stdout.strip().splitlines()[-1])
     results = json.loads(results_path.read_text())
     from server.spec import RunSpec
 
     return [RF.load_run(out / RunSpec.model_validate(raw).name_hint())
-            for raw in results["check"]["specs"]]
+            for raw in results["check"]["specs"]], ran
+
+
+def retrain_check_fresh(results_path: Path, out: Path, branch: str) -> list:
+    """retrain_fresh on oneMKL's branch `branch` (MKL_CBWR): the runs. Raises if oneMKL did
+    not take the branch."""
+    runs, ran = retrain_fresh(results_path, out, {"MKL_CBWR": branch})
+    if ran["mkl_cbwr"] != branch:
+        raise RuntimeError(f"oneMKL ran branch {ran['mkl_cbwr']!r}, not {branch!r}")
+    return runs
 
 
 def machine_now() -> dict[str, Any]:
@@ -234,10 +247,11 @@ def _cost(spec: dict[str, Any]) -> float:
     return RF._cost(RunSpec.model_validate(spec))
 
 
-if __name__ == "__main__":  # retrain_check_fresh's child: RESULTS_JSON OUT_DIR
-    import torch
+if __name__ == "__main__":  # retrain_fresh's child: RESULTS_JSON OUT_DIR
+    import torch  # noqa: F401  (environment() reads torch's kernels only once it is imported)
 
     from worker.engine.environment import environment
 
     retrain_check(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))
-    print(json.dumps({"mkl_cbwr": environment()["mkl_cbwr"], "torch": torch.__version__}))
+    env = environment()
+    print(json.dumps({"mkl_cbwr": env["mkl_cbwr"], "isa": env["isa"]}))

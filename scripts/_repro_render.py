@@ -1,6 +1,6 @@
 """scripts/reproduce_figures.py `render`: verdicts and figures from a results directory.
 
-The results directory is read back (reproduce_figures.load_run), every figure judged with
+The results directory is read back (scripts/_repro_read.py), every figure judged with
 server/reproduction/, and the figures drawn with the dashboard's own figure builders
 (webapp/figures), screenshotted in headless chromium, one PNG per paper figure.
 """
@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from scripts._repro_read import load_run
 from server import reproduction as R
 
 # Figures whose quantities span decades are drawn on log axes, as the paper draws them.
@@ -166,7 +167,6 @@ def png_name(fig: R.Figure) -> str:
 
 
 def render(args: argparse.Namespace) -> int:
-    from scripts.reproduce_figures import load_run  # the reading half; here: it imports us
     results_by_exp: dict[str, list[R.RunData]] = {}
     dirs: dict[str, list[Path]] = {}
     for exp in R.experiments_for(args.scale):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -48,26 +47,18 @@ VARIANTS: list[tuple[str, dict[str, str]]] = [
 ]
 
 
-def check_values(results: dict) -> dict[str, dict]:
-    """Retrain the check experiment's runs here (in this process, as its file says they ran)
-    and judge its figures: {figure/claim/key: value} and {figure/claim: verdict} for its seed."""
-    import _repro_collect
-    import torch
-
+def claim_values(results: dict, runs: list) -> dict[str, dict]:
+    """The check experiment's figures judged on `runs`: {figure/claim/key: value} and
+    {figure/claim: verdict} for its seed."""
     from server import reproduction as R
 
-    check = results["check"]
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = _repro_collect.retrain_check(results, Path(tmp))
     values, verdicts = {}, {}
-    for fid in check["figures"]:
+    for fid in results["check"]["figures"]:
         for claim, outcome in R.evaluate(R.FIGURE_BY_ID[fid], runs).outcomes:
             verdicts[f"{fid}/{claim.id}"] = outcome.ok
             for key, v in outcome.values.items():
                 values[f"{fid}/{claim.id}/{key}"] = v
-    return {"values": values, "verdicts": verdicts,
-            "capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": check["threads"][0]}
+    return {"values": values, "verdicts": verdicts}
 
 
 def page_values(results: dict) -> dict[str, dict]:
@@ -88,15 +79,17 @@ def worst_rel(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 def run_variant(results_path: Path, name: str) -> dict:
-    """The check experiment's values in a fresh process with VARIANTS' setting `name`."""
-    extra = dict(VARIANTS)[name]
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY")}
-    env.update(extra)
+    """The check experiment's values retrained in a fresh process with VARIANTS' setting
+    `name` (as the check ran: its thread count, in float64)."""
+    import _repro_collect
+
+    results = json.loads(results_path.read_text())
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--child", str(results_path)],
-                          env=env, capture_output=True, text=True, check=True)
-    got = json.loads(done.stdout.strip().splitlines()[-1])
-    got["name"], got["seconds"] = name, time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        runs, ran = _repro_collect.retrain_fresh(results_path, Path(tmp), dict(VARIANTS)[name])
+    got = claim_values(results, runs)
+    got.update(capability=ran["isa"], threads=results["check"]["threads"][0], name=name,
+               seconds=time.perf_counter() - t0)
     return got
 
 
@@ -216,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--other", default=None,
                    help="this page made on another CPU model (a git revision, or a file): "
                         "compare each row with the same row there")
-    p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(check_values(json.loads(args.child.read_text()))), flush=True)
-        return 0
     other = other_page(args.other) if args.other else None  # fail before the runs, not after
     report = measure(args.results)
     if other:

@@ -25,7 +25,6 @@ their plans name (R.needs_analyses), and these are minutes of CPU no verdict use
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -153,44 +152,10 @@ def _cost(spec: RunSpec) -> float:
     return spec.steps * per_step * spec.probe_cost()["floor"]
 
 
-# -- read back --------------------------------------------------------------------------------
+# -- read back (scripts/_repro_read.py) and render (scripts/_repro_render.py) ------------------
 
-
-def _num(text: str) -> float:
-    return float(text)  # "nan", "inf", "-inf" parse
-
-
-def load_run(run_dir: Path) -> R.RunData:
-    rec = json.loads((run_dir / "run.json").read_text())
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    with (run_dir / "scalars.csv").open() as fh:
-        for row in csv.DictReader(fh):
-            steps, values = series.setdefault(row["key"], ([], []))
-            steps.append(int(row["step"]))
-            values.append(_num(row["value"]))
-    etas = []
-    with (run_dir / "landscape.csv").open() as fh:
-        for row in csv.DictReader(fh):
-            if row["probe"] == "landscape":
-                etas.append(R.EtaPoint(int(row["step"]), _num(row["multiplier"]),
-                                       _num(row["eta"]), _num(row["loss"]),
-                                       _num(row["grad_dist"])))
-    for steps, values in series.values():  # files are in step order; keep it so
-        order = sorted(range(len(steps)), key=steps.__getitem__)
-        steps[:], values[:] = [steps[i] for i in order], [values[i] for i in order]
-    return R.RunData(rec["spec"], series, rec["status"], etas, run_dir.name,
-                     A.load_analyses(run_dir))
-
-
-def load_experiment(results: Path, key: str) -> list[R.RunData]:
-    d = results / key
-    if not d.is_dir():
-        return []
-    return [load_run(p) for p in sorted(d.iterdir()) if (p / "run.json").exists()]
-
-
-# -- render: scripts/_repro_render.py ---------------------------------------------------------
-
+# Re-exported: the other scripts and the tests read results as RF.load_run / RF.load_experiment.
+from scripts._repro_read import load_experiment, load_run  # noqa: E402,F401
 from scripts._repro_render import png_name, render  # noqa: E402,F401  (RF.png_name: _repro_collect)
 
 

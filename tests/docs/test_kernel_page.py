@@ -55,7 +55,7 @@ def test_a_fresh_run_of_the_pinned_row_gives_its_numbers(report):
     from worker.engine.environment import environment
 
     here = environment("cpu")
-    if here["mkl_cbwr"] is None or here["isa"] not in ("AVX2", "AVX512"):
+    if here["mkl_cbwr"] is None or here["isa"] not in load_script("_mkl_pin").SAME_BITS_ISAS:
         pytest.skip(f"oneMKL {here['mkl_cbwr']}, ATen {here['isa']}: the COMPATIBLE branch's "
                     "bits were measured only with oneMKL and AVX2 or AVX512 ATen kernels")
     assert torch.backends.mkl.is_available()

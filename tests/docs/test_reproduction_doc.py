@@ -109,7 +109,7 @@ def test_a_fresh_run_of_the_cheapest_experiment_gives_the_page_s_numbers(results
     here = environment()
     if here["mkl_cbwr"] is None:
         pytest.skip("this torch has no oneMKL: its branch cannot be pinned as the page's was")
-    vector = {"AVX2", "AVX512"}
+    vector = set(load_script("_mkl_pin").SAME_BITS_ISAS)
     made_with = {f["value"] for f in fields["isa"]}
     if here["isa"] not in vector or not made_with <= vector:
         pytest.skip(f"ATen kernels {here['isa']} here, {sorted(made_with)} on the page: only "
