@@ -1,0 +1,158 @@
+"""The GPU checks of issues 12 and 15 as one prepared script, for a lent GPU machine.
+
+    python bench/bench_gpu.py --code-rev $(git rev-parse --short HEAD)   # on a CUDA device
+    python bench/bench_gpu.py --quick --device cpu                      # the same, in miniature
+
+On a lent machine (bench/README.md, "GPU checks" says how to call it through the device tool):
+1. archive: a generated CIFAR-format archive (bench/_cifar_archive.py: 50,000 + 10,000 images
+   of learnable class templates; the real CIFAR-10 archive cannot be fetched there);
+2. train: `landscope train --preset paper-vgg16` (both norms, the preset's probes) for 300
+   steps on it, fp32; images/s, losses, probe seconds, snapshots (issue 15);
+3. surface: a 51 x 51 surface of each trained VGG-16 on 2,048 samples, BN mode `batch`, as a
+   worker computes it (issue 12: "in seconds");
+4. grid paths: batched grid evaluation (vmap, 8 points per call) vs the per-point loop on the
+   VGG-16, and bench_surface's MLP (issue 12: batched >= 5x the loop);
+5. bf16: the same 300 steps with bf16 autocast, and fp32 vs bf16 steps interleaved (issue 15);
+6. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15).
+Sections run in that order (what the others need first, then by importance) while the time
+budget lasts; one that fails is reported with its error and the rest go on, so a lease is not
+lost to one bug. The report (markdown, for bench/RESULTS.md) and the raw JSON go to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+
+from bench import _gpu_sections as sec  # noqa: E402
+from bench._cifar_archive import write_cifar_archive  # noqa: E402
+from bench._gpu_report import markdown  # noqa: E402
+from bench._machine import describe, loadavg  # noqa: E402
+
+
+class Budget:
+    """Seconds left for sections; a section starts only if the budget is not spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.t0 = seconds, time.perf_counter()
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> bool:
+        return self.spent() < self.seconds
+
+
+def _section(res: dict[str, Any], name: str, budget: Budget, fn, *args: Any) -> Any:
+    """res[name] = fn(*args) with its seconds, or why it did not run or failed."""
+    if not budget.left():
+        res[name] = {"skipped": f"time budget spent ({budget.spent():.0f} s)"}
+        print(f"[{name}] skipped: budget", flush=True)
+        return None
+    t0 = time.perf_counter()
+    try:
+        out = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported, and the other sections go on
+        res[name] = {"error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()[-3000:]}
+        print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    out["section_s"] = time.perf_counter() - t0
+    res[name] = out
+    print(f"[{name}] done in {out['section_s']:.1f} s: "
+          f"{json.dumps(out, default=str)[:400]}", flush=True)
+    return out
+
+
+def _archive(scale: sec.Scale, data_dir: Path) -> dict[str, Any]:
+    from worker.engine.data.cifar10 import load_cifar10
+
+    info = write_cifar_archive(data_dir, scale.per_batch, scale.n_test)
+    ds = load_cifar10(data_dir)  # read back through the product's loader
+    info["loaded"] = {"train": ds.n_train, "test": len(ds.x_test), "in_shape": ds.in_shape}
+    return info
+
+
+def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    budget = Budget(args.budget_s)
+    cuda = dev.type == "cuda"
+    _section(res, "archive", budget, _archive, scale, args.data_dir)
+    fp32 = _section(res, "train_fp32", budget, sec.train, scale, args, False)
+    dirs = sec.run_dirs(fp32) if fp32 else {}
+    for norm, run_dir in dirs.items():
+        _section(res, f"surface_{norm}", budget, sec.surface, run_dir, scale, args, dev)
+    if "batch" in dirs:
+        _section(res, "grid_paths_vgg16", budget, sec.surface_paths, dirs["batch"], scale, args,
+                 dev)
+    _section(res, "grid_paths_mlp", budget, sec.mlp_paths, scale, args, dev)
+    if cuda:
+        _section(res, "train_bf16", budget, sec.train, scale, args, True)
+        _section(res, "bf16_ratio", budget, sec.bf16_ratio, scale, args, dev)
+    else:
+        res["train_bf16"] = res["bf16_ratio"] = {"skipped": "bf16 autocast needs CUDA"}
+    for norm in ("batch", "none"):
+        _section(res, f"probe_vmap_{norm}", budget, sec.probe_vmap, scale, args, dev, norm)
+    res["total_s"] = budget.spent()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="the same code in miniature (VGG-16 at 1/8 width, a small archive, "
+                   "5 x 5 grids): a smoke test that runs on a CPU")
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu")
+    p.add_argument("--threads", type=int, default=4, help="torch.set_num_threads (default 4)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for gpu-checks.md and gpu-checks.json (default: print only)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch folder for the archive and runs (default: a temporary one)")
+    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="start no section after this many seconds (default 480)")
+    p.add_argument("--code-rev", default=None,
+                   help="the commit measured, where the tree travels without .git")
+    args = p.parse_args(argv)
+    scale = sec.QUICK if args.quick else sec.FULL
+    torch.set_num_threads(args.threads)
+    with contextlib.suppress(RuntimeError):  # only settable before any parallel work
+        torch.set_num_interop_threads(1)
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device here; use --device cpu (with --quick)", file=sys.stderr)
+        return 2
+    machine = describe(dev)
+    machine["loadavg_at_start"] = loadavg()
+    if args.code_rev:
+        machine["git_head"] = args.code_rev
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(json.dumps(machine), flush=True)
+    with tempfile.TemporaryDirectory(prefix="landscope-gpu-") as tmp:
+        args.work = args.work or Path(tmp)
+        args.data_dir = args.work / "data"
+        res = run_all(args, scale, dev)
+    report = markdown(res, machine, command, scale)
+    print("\n" + report, flush=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu-checks.md").write_text(report)
+        (args.out / "gpu-checks.json").write_text(
+            json.dumps({"machine": machine, "scale": scale.name, "results": res}, default=str,
+                       indent=1))
+    failed = [k for k, v in res.items() if isinstance(v, dict) and "error" in v]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
