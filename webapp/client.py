@@ -188,6 +188,10 @@ class ApiClient:
     def delete_run(self, run_id: int, token: str | None = None) -> None:
         self._request("DELETE", f"/runs/{run_id}", token=token)
 
+    def delete_experiment(self, experiment_id: int, token: str | None = None) -> None:
+        """DELETE /experiments/{id}: with all its runs; a 409 while one is queued or running."""
+        self._request("DELETE", f"/experiments/{experiment_id}", token=token)
+
     # -- measurements -------------------------------------------------------------------------
 
     def metrics(self, run_id: int, keys: str | None = None, *, since_step: int | None = None,

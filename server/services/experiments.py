@@ -13,19 +13,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from server.analysis_spec import AnalysisSpec
-from server.db.models import Experiment, Run
+from server.db.models import ACTIVE_STATUSES, Experiment, Run
 from server.experiment_cost import experiment_cost as cost_of
 from server.presets import Preset
 from server.schemas import ExperimentCreate
 from server.services import auto_analyses, plugins
 from server.services.admission import Claim, admit, prior_resource, remember
-from server.services.errors import InvalidRequest, NotFound
+from server.services.errors import Conflict, InvalidRequest, NotFound
 from server.services.run_filters import with_experiment_tags
-from server.services.runs import new_run, run_name
+from server.services.runs import delete_run, new_run, run_name
 from server.services.specs import (
     Origin,
     find_preset,
@@ -47,10 +47,10 @@ def create_experiment(
     """(the experiment, True) once saved with its runs, not committed; or (the experiment this
     request's Idempotency-Key already created, False): the caller answers with it again."""
     if (prior := prior_resource(session, idem)) is not None:  # a retry: no need to validate
-        return get_experiment(session, prior), False
+        return replayed_experiment(session, prior), False
     preset, base, vary, specs, wanted = plan_experiment(session, settings, req)
     if (prior := admit(session, settings, len(specs), idem)) is not None:  # sent meanwhile
-        return get_experiment(session, prior), False
+        return replayed_experiment(session, prior), False
 
     exp = Experiment(
         name=req.name or req.preset or "experiment",
@@ -111,6 +111,37 @@ def experiment_cost(session: Session, settings: Settings, req: ExperimentCreate
     exactly as a launch is (the same 422s), nothing saved, no room in the queue taken."""
     _, _, _, specs, wanted = plan_experiment(session, settings, req)
     return cost_of(specs, wanted)
+
+
+def replayed_experiment(session: Session, exp_id: int) -> Experiment:
+    try:
+        return get_experiment(session, exp_id)
+    except NotFound:
+        raise Conflict(f"experiment {exp_id}, created by an earlier request with this "
+                       "Idempotency-Key, has since been deleted; use a new key to submit "
+                       "again") from None
+
+
+def delete_experiment(session: Session, exp_id: int) -> list[int]:
+    """Delete an experiment whose runs have all finished, with every run (their metrics,
+    snapshots' rows and analyses); returns the deleted runs' ids. Not committed.
+
+    A queued or running run is a Conflict naming it: its worker would otherwise write into a
+    run that no longer exists (cancel it first, as for one run)."""
+    # The row lock first (PostgreSQL): an SDK run joining this experiment meanwhile waits for
+    # the delete (its foreign key check needs the row) instead of slipping in after the list.
+    session.execute(select(Experiment.id).where(Experiment.id == exp_id).with_for_update())
+    exp = get_experiment(session, exp_id)
+    active = [r.id for r in exp.runs if r.status in ACTIVE_STATUSES]
+    if active:
+        raise Conflict(f"experiment {exp_id} has queued or running runs "
+                       f"({', '.join(map(str, active))}): cancel them first")
+    run_ids = [r.id for r in exp.runs]
+    for run_id in run_ids:
+        delete_run(session, run_id)
+    session.expunge(exp)  # its runs' rows are gone: delete by id, not through the relationship
+    session.execute(delete(Experiment).where(Experiment.id == exp_id))
+    return run_ids
 
 
 def get_experiment(session: Session, exp_id: int) -> Experiment:

@@ -24,6 +24,7 @@ from server.schemas_annotations import AnnotationPatch
 from server.schemas_cost import ExperimentCostOut
 from server.services import annotations, experiments
 from server.services.admission import claim
+from server.services.analyses import remove_files, run_files
 from server.services.system import served_queues
 from server.services.views import experiment_detail, experiment_out
 
@@ -83,6 +84,24 @@ def get_experiment(
 ) -> ExperimentDetail:
     exp = experiments.get_experiment(session, experiment_id)
     return experiment_detail(exp, served_queues(session, settings))
+
+
+@router.delete(
+    "/{experiment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=[Authorized],
+    responses={**responses.NOT_FOUND, **responses.UNAUTHORIZED,
+               409: {**responses.CONFLICT[409],
+                     "description": "a run is queued or running: cancel it first"}},
+)
+def delete_experiment(experiment_id: ExperimentId, session: SessionDep,
+                      settings: SettingsDep) -> None:
+    """Delete an experiment with all its runs and their metrics, snapshots and analyses."""
+    exp = experiments.get_experiment(session, experiment_id)
+    files = [f for run in exp.runs for f in run_files(session, settings, run.id)]
+    experiments.delete_experiment(session, experiment_id)
+    session.commit()
+    remove_files(*files)  # only once the rows are gone for good
 
 
 ANNOTATE = {**responses.NOT_FOUND, **responses.UNAUTHORIZED}
