@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in PRESETS)
     for p in PRESETS.values():
         runs = len(p.specs())
-        fig = f"[Fig {p.figures}] " if p.figures else ""
+        # "1, 3a, 4" are the paper's figures; "Li et al. 2018, Fig 5" names its own paper.
+        fig = (f"[{'Fig ' if p.figures[0].isdigit() else ''}{p.figures}] " if p.figures
+               else "")
         vary = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in p.vary.items())
         print(f"{p.name:<{width}}  {runs} run(s)  {fig}{p.description}")
         if vary:

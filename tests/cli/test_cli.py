@@ -54,6 +54,9 @@ def test_presets_lists_every_preset_and_prints_full_specs(capsys):
     assert code == 0
     for name in ("paper-vgg16", "paper-dln", "quick-vgg", "quick-mlp", "quick-dln"):
         assert name in out
+    # Figures of the paper read "Fig 1, 3a, 4"; another paper's name their own: "Fig" once.
+    assert "[Fig 1, 3a, 4]" in out and "[Li et al. 2018, Fig 5]" in out
+    assert "Fig Li" not in out
     code, out, _ = run_cli(capsys, "presets", "paper-dln")
     doc = json.loads(out)
     assert [r["norm"] for r in doc["runs"]] == ["none", "batch"]
