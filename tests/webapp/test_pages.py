@@ -7,6 +7,7 @@ from __future__ import annotations
 from contextvars import copy_context
 
 import pytest
+from dash import no_update
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from dash.exceptions import PreventUpdate
@@ -40,7 +41,8 @@ def app(api):
 
 def test_runs_table_rows_progress_and_links(api, app):
     create_experiment(api.engine, ["none", "batch"], steps=50, diverge={"none": 20})
-    rows, styles, workers = app.landscope_callbacks["runs"]["refresh"](0, None, None, None)
+    rows, styles, workers, *_selection = app.landscope_callbacks["runs"]["refresh"](
+        0, None, None, None)
     assert [r["_status"] for r in rows] == ["succeeded", "diverged"]
     by_status = {r["_status"]: r for r in rows}
     assert by_status["diverged"]["status"] == "diverged at 20"
@@ -78,7 +80,7 @@ def test_selection_enables_what_applies_and_compare_navigates(app):
     assert cbs["selection"]([], rows) == (True, True, True)
     assert cbs["selection"]([1], rows) == (False, False, True)
     assert cbs["selection"]([1, 2], rows) == (False, False, False)
-    assert cbs["compare"](1, [2, 1]) == "/compare?runs=1,2"
+    assert cbs["compare"](1, [2, 1], rows) == "/compare?runs=1,2"
     assert runs.targets("cancel", [1, 2], rows) == [1]
     assert runs.targets("delete", [1, 2], rows) == [2]
 
@@ -88,14 +90,14 @@ def test_cancel_and_delete_through_the_api(api, app):
     queued = [r["id"] for r in exp["runs"]]
     act = app.landscope_callbacks["runs"]["act"]
     rows = [{"id": i, "_status": "queued"} for i in queued]
-    msg, changed, keep = with_trigger(["runs-cancel.n_clicks"], act, 1, None, queued, rows,
-                                      None)
-    assert msg.startswith("Cancelled #") and keep == queued and changed == msg
+    msg, changed, *keep = with_trigger(["runs-cancel.n_clicks"], act, 1, None, queued, rows,
+                                       None)
+    assert msg.startswith("Cancelled #") and keep == [no_update] * 2 and changed == msg
     assert {api.client.run(i)["status"] for i in queued} == {"cancelled"}
     rows = [{"id": i, "_status": "cancelled"} for i in queued]
-    msg, _, keep = with_trigger(["runs-confirm-delete.submit_n_clicks"], act, None, 1,
-                                queued, rows, None)
-    assert msg.startswith("Deleted") and keep == [] and api.client.runs() == []
+    msg, _, *keep = with_trigger(["runs-confirm-delete.submit_n_clicks"], act, None, 1,
+                                 queued, rows, None)
+    assert msg.startswith("Deleted") and keep == [[], []] and api.client.runs() == []
     with pytest.raises(PreventUpdate):
         act(None, None, queued, rows, None)
 
@@ -249,11 +251,12 @@ def test_launch_needs_a_click(app):
 
 
 def test_page_layouts_and_routes(api, app):
+    exp, ids = create_experiment(api.engine, ["none", "batch"], steps=20)
     assert compare.parse_ids("3, 1,x,3") == [3, 1]
     assert "Choose runs" in str(compare.layout(api.client, ""))
-    assert "cmp-source" in str(compare.layout(api.client, "2,4"))
+    assert "cmp-source" in str(compare.layout(api.client, ",".join(map(str, ids))))
     assert "No experiment" in str(experiment.layout(api.client, "abc"))
-    assert "{'experiment': 7}" in str(experiment.layout(api.client, "7"))
+    assert f"{{'experiment': {exp}}}" in str(experiment.layout(api.client, str(exp)))
 
 
 def components(layout) -> dict:

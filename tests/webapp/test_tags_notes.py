@@ -40,7 +40,7 @@ def test_each_filter_asks_the_api(api, app, two_experiments):
     refresh = app.landscope_callbacks["runs"]["refresh"]
 
     def shown(status=None, name=None, norm=None, model=None, dataset=None, exp=None, tag=None):
-        rows, styles, line = refresh(0, status, name, None, norm, model, dataset, exp, tag)
+        rows, styles, line, *_ = refresh(0, status, name, None, norm, model, dataset, exp, tag)
         assert len(styles) >= len(rows) and not line.startswith("No runs"), line
         return _ids(rows)
 
@@ -53,7 +53,7 @@ def test_each_filter_asks_the_api(api, app, two_experiments):
     assert shown(tag="baseline", exp=eb, norm="batch") == [b_batch]
     assert shown(tag="nobody") == [] and shown(norm="group") == []
     # A tag the API refuses empties the table and says why, rather than showing every run.
-    rows, _styles, line = refresh(0, None, None, None, None, None, None, None, "a/b")
+    rows, _styles, line, *_ = refresh(0, None, None, None, None, None, None, None, "a/b")
     assert rows == [] and line.startswith("No runs") and "tag" in line
 
 

@@ -61,7 +61,7 @@ def outputs(result: ctl.Result, client: ApiClient) -> tuple:
                   or [{"label": "no histograms recorded", "value": 1}]) if rebuilt \
         else no_update
     live = "● live: new points appear as they are written" if result.polling \
-        else "all runs finished"
+        else "" if result.gone else "all runs finished"
     log = list(result.log) if result.log is not None else no_update
     group = no_update if result.grouped is None else (["on"] if result.grouped else [])
     return (*figs, result.state, header, result.title or no_update, result.notice,

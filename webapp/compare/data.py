@@ -244,11 +244,31 @@ def frame_of(fetched: dict[int, Fetched], before: dict[int, Cursor] | None = Non
     )
 
 
+class Gone(Exception):
+    """Nothing to compare: the experiment does not exist or has no runs left, or none of the
+    runs asked for exists. The message says which, for the page to show instead of empty
+    figures."""
+
+
+def _runs_text(ids: list[int]) -> str:
+    return ("run " if len(ids) == 1 else "runs ") + ", ".join(f"#{i}" for i in ids)
+
+
 def load_runs(client: ApiClient, source: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """The runs a page compares, and a title: an experiment's runs, or a list of run ids
-    (ones that no longer exist are skipped)."""
+    (ones that no longer exist are skipped: missing_note says which). Raises Gone when
+    there is nothing to compare."""
     if source.get("experiment") is not None:
-        exp = client.experiment(int(source["experiment"]))
+        eid = int(source["experiment"])
+        try:
+            exp = client.experiment(eid)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise Gone(f"Experiment {eid} not found.") from exc
+            raise
+        if not exp["runs"]:
+            raise Gone(f"Experiment {eid} ({exp['name']}) has no runs left: they were "
+                       "deleted.")
         varies = ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}"
                            for k, v in (exp.get("vary") or {}).items())
         return exp["runs"], f"{exp['name']} · experiment {exp['id']}" + (
@@ -260,4 +280,19 @@ def load_runs(client: ApiClient, source: dict[str, Any]) -> tuple[list[dict[str,
         except ApiError as exc:
             if exc.status != 404:
                 raise
+    if not runs:
+        missing = [int(i) for i in source.get("runs", [])]
+        raise Gone(f"{_runs_text(missing).capitalize()} not found: deleted, or never "
+                   "created.")
     return runs, "compare runs " + ", ".join(str(r["id"]) for r in runs)
+
+
+def missing_note(source: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    """Which of the run ids a page asked for are not among `runs` (deleted since the link
+    was made), as a sentence; "" when none is missing."""
+    found = {r["id"] for r in runs}
+    missing = [int(i) for i in source.get("runs", []) if int(i) not in found]
+    if not missing:
+        return ""
+    return (f"{_runs_text(missing).capitalize()} not found (deleted, or never created): "
+            "showing the others.")

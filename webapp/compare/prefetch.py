@@ -29,7 +29,7 @@ from dash.exceptions import UnsupportedRelativePath
 
 from webapp.client import ApiClient, ApiError
 from webapp.compare import grouped as gp
-from webapp.compare.data import fetch_full, load_runs
+from webapp.compare.data import Gone, fetch_full, load_runs
 from webapp.compare.update import Controls, decide_groups, options
 from webapp.runsets import build_views
 from webapp.style import FINISHED
@@ -104,7 +104,7 @@ def prefetch(client: ApiClient, source: dict[str, Any]) -> int:
             gp.fetch(client, [gv.group for gv in gviews], list(gp.GROUPED_FIGURES),
                      center=opening.center, band=opening.band, step_range=opts.step_range,
                      finished=finished)
-    except ApiError as exc:  # the page's own request will say what is wrong
+    except (ApiError, Gone) as exc:  # the page's own request will say what is wrong
         log.debug("prefetch of %s stopped: %s", source, exc)
         return 0
     return len(done)

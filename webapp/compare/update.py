@@ -31,11 +31,13 @@ from webapp.compare.data import (
     REBUILD_POINTS,
     Cursor,
     Fetched,
+    Gone,
     fetch_full,
     fetch_hists,
     fetch_new,
     frame_of,
     load_runs,
+    missing_note,
 )
 from webapp.compare.transform import (
     WALL_KEY,
@@ -86,6 +88,7 @@ class Result:
     notice: str = ""
     log: tuple[str, ...] | None = None  # the log toggles to show, when the page chose them
     grouped: bool | None = None  # whether the page drew groups, when the page chose it
+    gone: str = ""  # nothing to compare, and why (data.Gone): the page says so, no figures
 
     @property
     def polling(self) -> bool:
@@ -192,7 +195,8 @@ def full_build(client: ApiClient, source: dict[str, Any], controls: Controls, *,
     # the reader made it (viewsync.url), so a page that merely opens keeps its address.
     state["auto"] = {"group": any(len(g.run_ids) > 1 for g in groups) if groups else None,
                      "logy": list(paper_log(runs))}
-    return Result(figs, state, runs, title, notice=x.notice,
+    notice = " ".join(n for n in (missing_note(source, runs), x.notice) if n)
+    return Result(figs, state, runs, title, notice=notice,
                   log=controls.log if choose_log else None,
                   grouped=grouped if controls.group is None else None)
 
@@ -314,7 +318,8 @@ def poll(client: ApiClient, state: dict[str, Any], controls: Controls) -> Result
     for rid in cursors:
         if rid not in by_id:  # deleted meanwhile: nothing more will come
             cursors[rid].done = True
-    return Result(figs, _state(source, views, cursors, runs), runs, title)
+    return Result(figs, _state(source, views, cursors, runs), runs, title,
+                  notice=missing_note(source, runs))
 
 
 def _needs_rebuild(state: dict[str, Any], runs: list[dict[str, Any]],
@@ -335,9 +340,19 @@ def safe_update(client: ApiClient, action: str, source: dict[str, Any],
     figures stay as they are and the next poll tries again."""
     try:
         return update(client, action, source, state, controls)
+    except Gone as exc:  # nothing left to compare: stop asking, and say why
+        return _unchanged(source, state, str(exc), stop=True, gone=True)
     except ApiError as exc:
-        figs: dict[str, Any] = {name: None for name in FIGURES}
-        keep = state or {"source": source, "views": [], "cursors": {}, "stopped": False}
-        if exc.status == 404:  # the experiment is gone: stop asking
-            keep = {**keep, "stopped": True}
-        return Result(figs, keep, notice=f"Could not load data: {exc.message}")
+        # A 404 mid-build: a run deleted while its data was read; stop asking (a change of
+        # the view rebuilds the page without it).
+        return _unchanged(source, state, f"Could not load data: {exc.message}",
+                          stop=exc.status == 404)
+
+
+def _unchanged(source: dict[str, Any], state: dict[str, Any] | None, notice: str, *,
+               stop: bool, gone: bool = False) -> Result:
+    figs: dict[str, Any] = {name: None for name in FIGURES}
+    keep = state or {"source": source, "views": [], "cursors": {}, "stopped": False}
+    if stop:
+        keep = {**keep, "stopped": True}
+    return Result(figs, keep, notice=notice, gone=notice if gone else "")

@@ -9,7 +9,7 @@ from dash import Dash, html
 from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
-from webapp.compare.page import opening_layout
+from webapp.compare.page import built_layout, first_build, gone_layout, view_query
 from webapp.compare.viewstate import from_query
 
 PATH = "/compare"
@@ -26,12 +26,16 @@ def parse_ids(text: str | None) -> list[int]:
 
 
 def layout(client: ApiClient, runs: str | None = None, poll_ms: int = 1000,
-           **_query) -> html.Div:
+           prefix: str = "/", **_query) -> html.Div:
     ids = parse_ids(runs)
     if not ids:
         return html.Div(html.P("Choose runs to compare on the Runs page.", className="notice"))
     # The rest of the query is the view (a permalink: webapp/compare/viewstate.py).
-    page = opening_layout(client, {"runs": ids}, poll_ms, from_query({**_query, "runs": runs}))
+    source, view = {"runs": ids}, from_query({**_query, "runs": runs})
+    result = first_build(client, source, view)
+    if result.gone:  # none of the runs exists: say so, rather than draw empty figures
+        return gone_layout(result.gone, prefix)
+    page = built_layout(client, source, poll_ms, result, view)
     if len(ids) == 1:  # one run: its page, with its tags and note (webapp/annotations.py)
         return html.Div([annotations.section(client, "run", ids[0]), page])
     return page
@@ -47,8 +51,9 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
     """The route, and a prefetch of its data when the page is requested; the compare view's
     callbacks are registered once, by the app."""
     prefetch.when_requested(app, client, source_of)
+    prefix = app.config.requests_pathname_prefix
     dash.register_page(
         __name__, path=PATH, name="Compare", title="Landscope · compare",
-        layout=lambda runs=None, **q: layout(client, runs, poll_ms, **q),
+        layout=lambda runs=None, **q: layout(client, runs, poll_ms, prefix, **view_query(q)),
     )
     return {}

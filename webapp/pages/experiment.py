@@ -10,7 +10,7 @@ from dash import Dash, dcc, html
 from webapp import annotations
 from webapp.client import ApiClient
 from webapp.compare import prefetch
-from webapp.compare.page import opening_layout
+from webapp.compare.page import built_layout, first_build, gone_layout, view_query
 from webapp.compare.viewstate import from_query
 from webapp.landscape import callbacks as landscape_callbacks
 from webapp.landscape.layout import landscape_layout
@@ -19,21 +19,27 @@ PATH_TEMPLATE = "/experiments/<experiment_id>"
 
 
 def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1000,
-           tab: str | None = None, **_query) -> html.Div:
+           tab: str | None = None, prefix: str = "/", **_query) -> html.Div:
     try:
         exp = int(experiment_id or "")
     except ValueError:
-        return html.Div(html.P(f"No experiment {experiment_id!r}.", className="notice"))
+        return gone_layout(f"No experiment {experiment_id!r}.", prefix)
+    source, view = {"experiment": exp}, from_query(_query)
+    result = first_build(client, source, view)
+    # The experiment's tags and note above everything (webapp/annotations.py); none when
+    # the experiment does not exist.
+    notes = annotations.section(client, "experiment", exp)
+    if result.gone:  # not found, or no runs left: say so, rather than tabs of empty figures
+        return html.Div([notes, gone_layout(result.gone, prefix)])
     # Only the chosen tab's content is mounted: the Landscape tab polls nothing while the
     # Runs tab is shown, and the other way round.
     tabs = dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
                     className="exp-tabs", children=[
-        dcc.Tab(label="Runs", value="runs", children=opening_layout(
-            client, {"experiment": exp}, poll_ms, from_query(_query))),
+        dcc.Tab(label="Runs", value="runs",
+                children=built_layout(client, source, poll_ms, result, view)),
         dcc.Tab(label="Landscape", value="landscape", children=landscape_layout(exp)),
     ])
-    # The experiment's tags and note above both tabs (webapp/annotations.py).
-    return html.Div([annotations.section(client, "experiment", exp), tabs])
+    return html.Div([notes, tabs])
 
 
 def source_of(path: str, _query) -> dict | None:
@@ -47,8 +53,10 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
     """The route, and a prefetch of its data when the page is requested; the compare view's
     callbacks are registered once, by the app; the Landscape tab's here (returned)."""
     prefetch.when_requested(app, client, source_of)
+    prefix = app.config.requests_pathname_prefix
     dash.register_page(
         __name__, path_template=PATH_TEMPLATE, name="Experiment", title="Landscope · experiment",
-        layout=lambda experiment_id=None, **q: layout(client, experiment_id, poll_ms, **q),
+        layout=lambda experiment_id=None, **q: layout(client, experiment_id, poll_ms,
+                                                      prefix=prefix, **view_query(q)),
     )
     return landscape_callbacks.register(app, client)

@@ -46,6 +46,27 @@ COLUMNS = [
 ]
 
 
+# Each column's (least, widest) width in px: past the widest its text wraps (at spaces and
+# hyphens), so long free text (a note, tags, a queued run's status) does not take the width of
+# its longest cell; the least keeps a date, a run name or a worker on one or two tidy lines.
+# Together the table fits a 1400 px window, the CSV link included (tests/webapp/
+# test_e2e_runs_table.py).
+COLUMN_WIDTHS = {"name": (140, 190), "norm": (105, 125), "status": (90, 130),
+                 "progress": (95, 110), "worker": (90, 130), "tags": (80, 120),
+                 "note": (80, 180), "created": (95, 95)}
+# Text a user writes, which may hold no space or hyphen to wrap at: it may break anywhere
+# rather than widen its column past the window.
+FREE_TEXT = ("name", "tags", "note")
+
+
+def column_widths() -> list[dict]:
+    # wordWrap: DataTable passes on only the CSS properties it knows, and overflowWrap is not
+    # one of them (word-wrap is its other name).
+    return [{"if": {"column_id": c}, "minWidth": f"{lo}px", "maxWidth": f"{hi}px",
+             **({"wordWrap": "anywhere"} if c in FREE_TEXT else {})}
+            for c, (lo, hi) in COLUMN_WIDTHS.items()]
+
+
 def _loss(v: Any) -> str:
     if v is None:
         return ""
@@ -151,9 +172,38 @@ def workers_line(workers: list[dict[str, Any]]) -> str:
 
 
 def targets(action: str, ids: list[int] | None, rows: list[dict] | None) -> list[int]:
-    """The selected runs an action applies to: cancel the active ones, delete the finished."""
+    """The selected runs an action applies to: cancel the active ones, delete the finished;
+    only runs the table shows (the user can only have picked those)."""
     status = {r["id"]: r["_status"] for r in rows or []}
-    return [i for i in sorted(ids or []) if (status.get(i) in FINISHED) == (action == "delete")]
+    return [i for i in sorted(ids or [])
+            if i in status and (status[i] in FINISHED) == (action == "delete")]
+
+
+def selection_for(ids: list[int] | None, rows: list[dict] | None
+                  ) -> tuple[list[int], list[int]]:
+    """The table's selection of the runs `ids` among `rows`: (row indices, run ids), runs
+    no longer shown left out.
+
+    Dash's DataTable ticks its checkboxes from `selected_rows`, indices into `data`, and on
+    each click derives `selected_row_ids` from them. Indices belong to one `data`: once a
+    delete or a new run shifts the rows, the same indices tick other runs, and the next click
+    turns those into ids. So the run ids are what the page keeps, and the indices are
+    recomputed from them whenever the rows change; the two are always written together."""
+    wanted, rows = set(ids or []), rows or []
+    shown = [i for i, r in enumerate(rows) if r["id"] in wanted]
+    kept = {rows[i]["id"] for i in shown}
+    return shown, [i for i in ids or [] if i in kept]
+
+
+def reconcile(ids: list[int] | None, indices: list[int] | None,
+              rows: list[dict] | None) -> tuple[Any, Any]:
+    """(selected_rows, selected_row_ids) for new `rows`, no_update for both where the ticks
+    already sit on the selected runs (so a poll that changes nothing leaves the table's
+    selection alone)."""
+    want_indices, want_ids = selection_for(ids, rows)
+    if sorted(indices or []) == want_indices and len(want_ids) == len(ids or []):
+        return no_update, no_update
+    return want_indices, want_ids
 
 
 def act_on(client: ApiClient, action: str, ids: list[int], token: str | None) -> str:
@@ -251,13 +301,16 @@ def layout(prefix: str = "/", client: ApiClient | None = None, **query) -> html.
         ], className="toolbar card"),
         dash_table.DataTable(
             id="runs-table", columns=COLUMNS, data=[], row_selectable="multi",
-            selected_row_ids=[], sort_action="native", page_size=25,
+            selected_rows=[], selected_row_ids=[], sort_action="native", page_size=25,
             markdown_options={"link_target": "_self"},
             hidden_columns=[], style_as_list_view=True, cell_selectable=False,
             style_table={"overflowX": "auto"},
             style_header={"fontWeight": 600, "backgroundColor": "#f4f6f9"},
-            style_cell={"fontFamily": FONT, "fontSize": "13px", "padding": "6px 10px",
-                        "textAlign": "left"},
+            # Cells wrap (at spaces and hyphens) within their column's cap: the whole table
+            # fits a 1400 px window, the CSV link included, and no cell is cut short.
+            style_cell={"fontFamily": FONT, "fontSize": "13px", "padding": "6px 6px",
+                        "textAlign": "left", "whiteSpace": "normal", "height": "auto"},
+            style_cell_conditional=column_widths(),
         ),
     ], className="runs-page")
 
@@ -272,12 +325,15 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
     @app.callback(
         Output("runs-table", "data"), Output("runs-table", "style_data_conditional"),
         Output("runs-workers", "children"),
+        # The selection is set with the rows it indexes, in one response (selection_for).
+        Output("runs-table", "selected_rows"), Output("runs-table", "selected_row_ids"),
         Input("runs-poll", "n_intervals"), Input("runs-status", "value"),
         Input("runs-name", "value"), Input("runs-changed", "data"),
         *(Input(f"runs-{f}", "value") for f in FILTERS),
+        State("runs-table", "selected_row_ids"), State("runs-table", "selected_rows"),
     )
     def refresh(_n, status, name, _changed, norm=None, model=None, dataset=None,
-                experiment=None, tag=None):
+                experiment=None, tag=None, selected_ids=None, selected_rows=None):
         try:
             runs = client.filter_runs(
                 status=status, name=name, norm=norm, model=(model or "").strip() or None,
@@ -286,10 +342,13 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
             workers = client.workers()
         except ApiError as exc:
             if exc.status == 422:  # a filter the API refuses (a tag with a space, say)
-                return [], [], f"No runs: {exc.message}"
-            return no_update, no_update, f"Could not reach the API: {exc.message}"
+                return ([], [], f"No runs: {exc.message}",
+                        *reconcile(selected_ids, selected_rows, []))
+            return (no_update, no_update, f"Could not reach the API: {exc.message}",
+                    no_update, no_update)
         rows = table_rows(runs, client.export_url, prefix)
-        return rows, row_styles(rows), workers_line(workers)
+        return (rows, row_styles(rows), workers_line(workers),
+                *reconcile(selected_ids, selected_rows, rows))
 
     @app.callback(
         Output("runs-compare", "disabled"), Output("runs-cancel", "disabled"),
@@ -297,17 +356,15 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
         Input("runs-table", "selected_row_ids"), State("runs-table", "data"),
     )
     def selection(ids, rows):
-        ids = ids or []
-        status = {r["id"]: r["_status"] for r in rows or []}
-        active = [i for i in ids if status.get(i) not in FINISHED]
-        done = [i for i in ids if status.get(i) in FINISHED]
-        return not ids, not active, not done
+        ids = selection_for(ids, rows)[1]
+        return (not ids, not targets("cancel", ids, rows), not targets("delete", ids, rows))
 
     @app.callback(Output("nav", "href", allow_duplicate=True),
                   Input("runs-compare", "n_clicks"), State("runs-table", "selected_row_ids"),
-                  prevent_initial_call=True)
-    def compare(n_clicks, ids):
+                  State("runs-table", "data"), prevent_initial_call=True)
+    def compare(n_clicks, ids, rows):
         # Fires when the page is inserted too (nav lives outside it): only a click counts.
+        ids = selection_for(ids, rows)[1]
         if not n_clicks or not ids:
             return no_update
         return f"{prefix}compare?runs={','.join(str(i) for i in sorted(ids))}"
@@ -319,7 +376,7 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
 
     @app.callback(
         Output("runs-message", "children"), Output("runs-changed", "data"),
-        Output("runs-table", "selected_row_ids"),
+        Output("runs-table", "selected_row_ids"), Output("runs-table", "selected_rows"),
         Input("runs-cancel", "n_clicks"), Input("runs-confirm-delete", "submit_n_clicks"),
         State("runs-table", "selected_row_ids"), State("runs-table", "data"),
         State("token", "value"), prevent_initial_call=True,
@@ -329,6 +386,10 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
             raise PreventUpdate
         action = "cancel" if dash.ctx.triggered_id == "runs-cancel" else "delete"
         msg = act_on(client, action, targets(action, ids, rows), token)
-        return msg, msg, [] if action == "delete" else ids
+        if action == "cancel":  # the runs stay where they are, and selected
+            return msg, msg, no_update, no_update
+        # Both halves of the selection: clearing only the ids left the deleted rows'
+        # indices ticking whichever runs moved into their places.
+        return msg, msg, [], []
 
     return {"refresh": refresh, "selection": selection, "compare": compare, "act": act}
