@@ -1,6 +1,8 @@
-"""The new-experiment form as plain data: preset -> field values, field values -> the API's
-POST /experiments body, a local check with the same spec code the server runs (server/spec.py
-is torch-free), the probe cost of what would launch, and a 422's `loc` -> the form field.
+"""The new-experiment form as plain data: preset -> field values, field values (numbers as
+typed text, read here, so each field can say what it takes: the spec's bounds and the server's
+limits on it) -> the API's POST /experiments body, a local check with the same spec code the
+server runs (server/spec.py is torch-free), the probe cost of what would launch, and a 422's
+`loc` -> the form field.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def values_from_preset(preset: dict[str, Any] | None) -> dict[str, Any]:
     vary = preset["vary"] if preset else {}
     spec = flatten(apply_overrides(RunSpec().model_dump(mode="json"), flatten(base)))
     lrs = vary.get("lr", [spec["lr"]])
+    seeds = vary.get("seed", [spec["seed"]])
     return {
         "name": "", "preset": preset["name"] if preset else None,
         "model": spec["model"], "vgg_config": spec["vgg_config"], "width": spec["width"],
@@ -59,7 +62,7 @@ def values_from_preset(preset: dict[str, Any] | None) -> dict[str, Any]:
         "norms": list(vary.get("norm", [spec["norm"]])), "lrs": _join(lrs),
         "steps": spec["steps"],
         "batch": "full" if spec["batch_size"] is None else str(spec["batch_size"]),
-        "seed": spec["seed"], "stride": spec["probes.landscape.every"],
+        "seed": _join(seeds), "stride": spec["probes.landscape.every"],
         "sharpness": spec["probes.sharpness.every"], "eval_every": spec["eval_every"],
         "multipliers": _join(spec["probes.landscape.multipliers"]),
         "ics_layers": _join(spec["probes.ics.layers"]), "device": spec["device"],
@@ -74,10 +77,126 @@ def _numbers(text: Any, kind: type) -> list:
     return out
 
 
-def parse(values: dict[str, Any]) -> Parsed:
-    """Field values -> a POST /experiments body; fields that cannot even be read are errors."""
+# The form's single-number fields and the spec path whose bounds they obey (the stride sets
+# three probes alike: the landscape's bounds are theirs).
+NUMBER_FIELDS = {"width": "width", "depth": "depth", "steps": "steps",
+                 "eval_every": "eval_every", "stride": STRIDE_KEYS[0],
+                 "sharpness": "probes.sharpness.every"}
+OFF_FIELDS = ("stride", "sharpness", "eval_every")  # 0 switches them off
+# Fields a server limit (GET /limits) bounds directly, tighter than the spec: (limit, what
+# it counts, setting). The server words its 422 the same way (server/services/specs.py).
+FIELD_LIMITS = {"steps": ("max_steps", "steps", "LANDSCOPE_MAX_STEPS"),
+                "batch": ("max_batch", "per batch", "LANDSCOPE_MAX_BATCH")}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    whole: bool
+    lo: float
+    lo_strict: bool  # lo itself is out (width > 0)
+    hi: float
+    hi_strict: bool
+
+
+def bounds(path: str) -> Bounds:
+    """The spec field's own bounds (RunSpec's Field(ge=..., le=...)), so the form states the
+    constraint the server will apply, in its words rather than pydantic's."""
+    model: Any = RunSpec
+    *parents, leaf = path.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    info = model.model_fields[leaf]
+    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt")
+         if hasattr(m, k)}
+    return Bounds(whole=info.annotation is not float, lo=b.get("gt", b.get("ge", -math.inf)),
+                  lo_strict="gt" in b, hi=b.get("lt", b.get("le", math.inf)),
+                  hi_strict="lt" in b)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:g}"
+
+
+def describe(b: Bounds) -> str:
+    """'a whole number ≥ 1', 'a number > 0': what the field takes."""
+    return f"a {'whole ' if b.whole else ''}number {'>' if b.lo_strict else '≥'} {_fmt(b.lo)}"
+
+
+def read_number(v: Any, whole: bool) -> int | float:
+    """A field's value as a number: the preset fills numbers, the user types text. ValueError
+    for anything else (text, a fraction where a whole number is due, inf, nan)."""
+    if isinstance(v, bool):
+        raise ValueError(v)
+    if isinstance(v, str):
+        text = v.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)  # exactly, however large (a float would round a big seed)
+        if "_" in text:
+            raise ValueError(v)  # float() takes '1_0'; nobody means that
+        v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(v)
+    if whole and not float(v).is_integer():
+        raise ValueError(v)
+    return int(v) if whole else v
+
+
+def number_error(name: str, v: Any, b: Bounds, limits: dict[str, Any]) -> str | None:
+    """Why `v` does not fit field `name` (None when it does): "required" only when empty."""
+    off = " (0 = off)" if name in OFF_FIELDS else ""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return f"required{off}"
+    try:
+        x = read_number(v, b.whole)
+    except (ValueError, OverflowError):
+        return describe(b) + off
+    if x < b.lo or (b.lo_strict and x == b.lo):
+        return describe(b) + off
+    limit_key, what, setting = FIELD_LIMITS.get(name, (None, "", ""))
+    limit = (limits or {}).get(limit_key) if limit_key else None
+    if limit is not None and x > limit and limit < b.hi:
+        return f"at most {_fmt(limit)} {what} on this server ({setting})"
+    if x > b.hi or (b.hi_strict and x == b.hi):
+        return f"less than {_fmt(b.hi)}" if b.hi_strict else f"at most {_fmt(b.hi)}"
+    return None
+
+
+def _read_field(name: str, v: Any, path: str, limits: dict[str, Any]) -> tuple[Any, str | None]:
+    b = bounds(path)
+    err = number_error(name, v, b, limits)
+    return (None, err) if err else (read_number(v, b.whole), None)
+
+
+def read_seeds(text: Any) -> list[int]:
+    """'0, 1, 2' -> [0, 1, 2]: each a whole number the spec takes, each once."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)  # a form filled before seeds became a list
+    b = bounds("seed")
+    parts = [p for p in re.split(r"[,\s]+", str(text or "").strip()) if p]
+    seeds = [read_number(p, whole=True) for p in parts]
+    if not seeds or any(s < b.lo or s >= b.hi for s in seeds):
+        raise ValueError(text)
+    return seeds
+
+
+def _varied(values: list[Any], key: str, preset: dict[str, Any] | None,
+            base: dict[str, Any], vary: dict[str, list[Any]]) -> None:
+    """One value goes to base, several to vary (one run each). A preset that varies the key
+    would otherwise keep its own list over the one value: the value then goes to vary too."""
+    if len(values) > 1 or key in ((preset or {}).get("vary") or {}):
+        vary[key] = values
+    else:
+        base[key] = values[0]
+
+
+def parse(values: dict[str, Any], limits: dict[str, Any] | None = None,
+          preset: dict[str, Any] | None = None) -> Parsed:
+    """Field values -> a POST /experiments body; fields that cannot be read, or that break a
+    bound of the spec or a limit of this server (`limits`, GET /limits) that concerns them
+    alone, are errors saying what the field takes."""
     errors: dict[str, str] = {}
     base: dict[str, Any] = {}
+    limits = limits or {}
 
     def need(name: str, key: str) -> None:
         v = values.get(name)
@@ -86,33 +205,36 @@ def parse(values: dict[str, Any]) -> Parsed:
         else:
             base[key] = v
 
-    for name in ("model", "width", "dataset", "steps", "seed", "eval_every", "device"):
+    for name in ("model", "dataset", "device"):
         need(name, FIELD_KEYS[name][0])
     if values.get("model") == "vgg":
         need("vgg_config", "vgg_config")
-    else:
-        need("depth", "depth")
+    numbers = [n for n in NUMBER_FIELDS if n != "depth" or values.get("model") != "vgg"]
+    for name in numbers:
+        v, err = _read_field(name, values.get(name), NUMBER_FIELDS[name], limits)
+        if err:
+            errors[name] = err
+        else:
+            base.update({k: v for k in FIELD_KEYS[name]})
     base["loss"] = "sum_squares" if values.get("dataset") == "gaussian_linear" \
         else "cross_entropy"
-    batch = str(values.get("batch") or "").strip().lower()
-    if batch in ("full", "none"):
+    batch = values.get("batch")
+    if str(batch if batch is not None else "").strip().lower() in ("full", "none"):
         base["batch_size"] = None
-    elif batch.isascii() and batch.isdigit():
-        base["batch_size"] = int(batch)
     else:
-        errors["batch"] = "a whole number, or 'full' for full-batch gradient descent"
+        v, err = _read_field("batch", batch, "batch_size", limits)
+        if err:
+            # what it takes, as every number field says it, and the one word it takes too
+            errors["batch"] = f"{err}, or 'full' for full-batch gradient descent" \
+                if err.startswith("a ") else err
+        else:
+            base["batch_size"] = v
     for name, kind, key in (("multipliers", float, "probes.landscape.multipliers"),
                             ("ics_layers", int, "probes.ics.layers")):
         try:
             base[key] = _numbers(values.get(name), kind)
         except ValueError:
             errors[name] = f"a comma-separated list of {'numbers' if kind is float else 'layers'}"
-    for name, keys in (("stride", STRIDE_KEYS), ("sharpness", ("probes.sharpness.every",))):
-        v = values.get(name)
-        if v is None or v == "":
-            errors[name] = "required (0 = off)"
-        else:
-            base.update({k: v for k in keys})
     vary: dict[str, list[Any]] = {"norm": list(values.get("norms") or [])}
     if not vary["norm"]:
         errors["norms"] = "choose at least one normalisation"
@@ -120,12 +242,16 @@ def parse(values: dict[str, Any]) -> Parsed:
         lrs = _numbers(values.get("lrs"), float)
         if not lrs:
             raise ValueError
-        if len(lrs) == 1:
-            base["lr"] = lrs[0]
-        else:
-            vary["lr"] = lrs
+        _varied(lrs, "lr", preset, base, vary)
     except ValueError:
         errors["lrs"] = "one or more learning rates, comma-separated"
+    try:
+        seeds = read_seeds(values.get("seed"))
+        if len(set(seeds)) < len(seeds):
+            errors["seed"] = "each seed once"
+        _varied(seeds, "seed", preset, base, vary)
+    except (ValueError, OverflowError):
+        errors["seed"] = "one or more whole numbers ≥ 0, comma-separated"
     body: dict[str, Any] = {"base": base, "vary": vary}
     if values.get("preset"):
         body["preset"] = values["preset"]

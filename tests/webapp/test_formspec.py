@@ -57,14 +57,104 @@ def test_unreadable_fields_are_errors_at_the_field():
 @pytest.mark.parametrize("change,field", [
     ({"ics_layers": "9"}, "ics_layers"),  # beyond the model's 6 weight layers
     ({"model": "vgg", "dataset": "mnist1d"}, "dataset"),  # VGG needs images
-    ({"stride": -1}, "stride"),
-    ({"width": 0}, "width"),
+    ({"norms": ["group"], "width": 130}, "norms"),  # its 8 groups must divide the width
 ])
 def test_the_local_check_points_at_the_field(change, field):
     values = {**values_from_preset(preset_json("quick-mlp")), **change}
     parsed = parse(values)
+    assert parsed.errors == {}
     _, errors = local_check(parsed.body, preset_json("quick-mlp"))
     assert list(errors) == [field], errors
+
+
+LIMITS = {"max_steps": 200_000, "max_batch": 8192}
+
+
+@pytest.mark.parametrize("field,typed,message", [
+    # What the browser sends as typed (text), and the constraint the field states: "required"
+    # only for an empty field.
+    ("steps", "-5", "a whole number ≥ 1"),
+    ("steps", "2.5", "a whole number ≥ 1"),
+    ("steps", "0", "a whole number ≥ 1"),
+    ("steps", "many", "a whole number ≥ 1"),
+    ("steps", "", "required"),
+    ("steps", "  ", "required"),
+    ("steps", None, "required"),
+    # this server's limit, not the spec's 1,000,000,000
+    ("steps", "1e12", "at most 200,000 steps on this server (LANDSCOPE_MAX_STEPS)"),
+    ("steps", "500000", "at most 200,000 steps on this server (LANDSCOPE_MAX_STEPS)"),
+    ("depth", "0", "a whole number ≥ 1"),
+    ("depth", "500", "at most 200"),
+    ("width", "0", "a number > 0"),
+    ("width", "-3", "a number > 0"),
+    ("width", "inf", "a number > 0"),
+    ("stride", "-1", "a whole number ≥ 0 (0 = off)"),
+    ("stride", "", "required (0 = off)"),
+    ("sharpness", "1.5", "a whole number ≥ 0 (0 = off)"),
+    ("eval_every", "-2", "a whole number ≥ 0 (0 = off)"),
+    ("batch", "0", "a whole number ≥ 1, or 'full' for full-batch gradient descent"),
+    ("batch", "", "required"),
+    ("batch", "10000", "at most 8,192 per batch on this server (LANDSCOPE_MAX_BATCH)"),
+    ("seed", "-3", "one or more whole numbers ≥ 0, comma-separated"),
+    ("seed", "0.5", "one or more whole numbers ≥ 0, comma-separated"),
+    ("seed", "", "one or more whole numbers ≥ 0, comma-separated"),
+    ("seed", "1, 2, 1", "each seed once"),
+])
+def test_each_field_says_what_it_takes(field, typed, message):
+    values = {**values_from_preset(preset_json("quick-mlp")), field: typed}
+    assert parse(values, LIMITS).errors == {field: message}
+
+
+@pytest.mark.parametrize("field,typed,value", [
+    ("steps", "300", 300), ("steps", " 1e3 ", 1000), ("steps", 800.0, 800),
+    ("width", "0.25", 0.25), ("depth", "+3", 3), ("batch", "FULL", None),
+    ("eval_every", "0", 0),
+])
+def test_typed_numbers_are_read(field, typed, value):
+    values = {**values_from_preset(preset_json("quick-mlp")), field: typed}
+    parsed = parse(values, LIMITS)
+    assert parsed.errors == {}
+    key = {"batch": "batch_size"}.get(field, field)
+    assert parsed.body["base"][key] == value and type(parsed.body["base"][key]) is type(value)
+
+
+def test_without_the_servers_limits_the_spec_bounds_the_field():
+    values = {**values_from_preset(preset_json("quick-mlp")), "steps": "1e12"}
+    assert parse(values).errors == {"steps": "at most 1,000,000,000"}
+    assert parse({**values, "steps": "500000"}).errors == {}
+
+
+def test_several_seeds_are_one_run_each_of_every_normalisation():
+    preset = preset_json("quick-mlp")
+    values = {**values_from_preset(preset), "seed": "0, 1, 2"}
+    assert values_from_preset(preset)["seed"] == "0"
+    body = parse(values, LIMITS, preset).body
+    assert body["vary"] == {"norm": ["none", "batch"], "seed": [0, 1, 2]}
+    assert "seed" not in body["base"]
+    specs, errors = local_check(body, preset)
+    assert not errors and sorted((s.norm, s.seed) for s in specs) == [
+        (n, s) for n in ("batch", "none") for s in (0, 1, 2)]
+    c = cost(specs)
+    assert c["runs"] == 6 and c["steps"] == 6 * 800
+    # One seed, as before: the base's, the preset's vary untouched.
+    body = parse({**values, "seed": "7"}, LIMITS, preset).body
+    assert body["base"]["seed"] == 7 and "seed" not in body["vary"]
+
+
+def test_one_value_replaces_a_list_the_preset_varies():
+    # paper-dln-ics varies the LR: one LR typed over it is one LR, not the preset's two.
+    preset = preset_json("paper-dln-ics")
+    values = {**values_from_preset(preset), "lrs": "1e-6"}
+    body = parse(values, LIMITS, preset).body
+    assert body["vary"]["lr"] == [1e-6]
+    specs, _ = local_check(body, preset)
+    assert len(specs) == 2
+    # A preset that varies the seed shows its seeds, and one typed seed replaces them.
+    seeded = {**preset, "vary": {**preset["vary"], "seed": [0, 1]}}
+    assert values_from_preset(seeded)["seed"] == "0, 1"
+    body = parse({**values_from_preset(seeded), "seed": "4"}, LIMITS, seeded).body
+    assert body["vary"]["seed"] == [4]
+    assert {s.seed for s in local_check(body, seeded)[0]} == {4}
 
 
 @pytest.mark.parametrize("loc,field", [

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from server.db.models import WorkerRecord, utcnow
 from server.queue import worker_queues
 from tests.support.synthetic import create_experiment
+from webapp import new_experiment_cost
 from webapp.app import create_dash
 from webapp.client import ApiClient
 from webapp.compare.callbacks import OUTPUTS
@@ -378,16 +379,20 @@ def test_the_form_shows_the_servers_cost_of_training_default_analyses_and_snapsh
     row = _text(_find(box, "new-cost-total"))
     assert f"{total['analysis_forward_passes']:,.0f}" in row
     assert f"{total['analysis_hvps']:,.0f}" in row
-    assert _text(_find(box, "new-cost-seconds")) == new_experiment._seconds(total["seconds"])
-    assert _text(_find(box, "new-cost-disk")) == new_experiment._bytes(total["snapshot_bytes"])
+    cost = new_experiment_cost
+    assert _text(_find(box, "new-cost-seconds")) == cost._seconds(total["seconds"])
+    assert _text(_find(box, "new-cost-disk")) == cost._bytes(total["snapshot_bytes"])
     assert total["snapshot_bytes"] > 0 and "MiB" in _text(_find(box, "new-cost-disk"))
-    # A form the server refuses (over its max_steps, which the local check leaves to it) says
-    # why instead of numbers; a field that cannot even be read asks no server.
-    over = dict(form, steps=limits["max_steps"] + 1)
-    panel, *_ = cbs["check"](*[over[f] for f in new_experiment.formspec.FIELDS], presets, limits)
+    # A form the server refuses (a layer over its max_width, which only the server computes)
+    # says why instead of numbers, and the field says it too; a field that cannot even be read
+    # asks no server.
+    over = dict(form, width=limits["max_width"] + 1)
+    panel, *errors, _ = cbs["check"](*[over[f] for f in new_experiment.formspec.FIELDS],
+                                     presets, limits)
     assert "cannot cost this experiment" in _text(_find(panel, "new-server-cost"))
-    assert "max_steps" in _text(_find(panel, "new-server-cost")) or "steps" in _text(
-        _find(panel, "new-server-cost"))
+    assert "LANDSCOPE_MAX_WIDTH" in _text(_find(panel, "new-server-cost"))
+    where = dict(zip([*new_experiment.formspec.FIELDS, "form"], errors, strict=True))
+    assert "LANDSCOPE_MAX_WIDTH" in where["width"]
     broken = dict(form, batch="many")
     panel, *_ = cbs["check"](*[broken[f] for f in new_experiment.formspec.FIELDS], presets,
                              limits)

@@ -1,11 +1,10 @@
 """/new: launch an experiment. Pick a preset (the paper's figures, quick CPU demos) and adjust
-it; the cost of what would launch (extra passes per step, least slowdown against plain
-training, and the estimates the server's limits check: parameters, memory, dataset, training
-steps, marked when over this server's limits; then the server's dry run, POST
-/experiments/cost: per run the training time, the analyses the experiment will run on it by
-default with their forward passes, HVPs and time, and the snapshots' disk) updates as you
-type; the API's validation errors appear at the field they concern; launching opens the
-experiment's page."""
+it; the cost of what would launch (webapp/new_experiment_cost.py: extra passes per step,
+least slowdown against plain training, the estimates the server's limits check, then the
+server's dry run, POST /experiments/cost) updates as you type. Each field says what it takes
+as you type: the spec's bounds and this server's limits (GET /limits) from the form's own
+check (webapp/formspec.py), the limits only the server can check from its dry run's 422, at
+the field it concerns; launching opens the experiment's page."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from server.spec import NORMS
 from webapp import formspec
 from webapp.client import ApiClient, ApiError
 from webapp.components import swatch
+from webapp.new_experiment_cost import cost_panel
 from webapp.style import norm_color, norm_label
 
 PATH = "/new"
@@ -42,8 +42,12 @@ def _field(name: str, label: str, control: Any, help_text: str = "") -> html.Div
     ], className="field", id=f"field-{name}")
 
 
-def _num(name: str, **kw: Any) -> dcc.Input:
-    return dcc.Input(id=f"new-{name}", type="number", className="input", **kw)
+def _num(name: str, decimal: bool = False, **kw: Any) -> dcc.Input:
+    # Text, not type=number: a number input hands Dash None for whatever breaks its min, step
+    # or syntax, so -5 or 2.5 would read as an empty field; formspec.parse reads the text
+    # and says what the field takes instead.
+    return dcc.Input(id=f"new-{name}", type="text", className="input",
+                     inputMode="decimal" if decimal else "numeric", **kw)
 
 
 def _text(name: str, **kw: Any) -> dcc.Input:
@@ -76,29 +80,31 @@ def layout(**_query) -> html.Div:
             _field("vgg_config", "VGG layers", dcc.RadioItems(
                 id="new-vgg_config", inline=True,
                 options=[{"label": "VGG-11", "value": 11}, {"label": "VGG-16", "value": 16}])),
-            _field("width", "Width", _num("width", min=0, step="any"),
+            _field("width", "Width", _num("width", decimal=True),
                    "VGG: channel multiplier (1 = paper); MLP/DLN: hidden units"),
-            _field("depth", "Depth", _num("depth", min=1, step=1), "linear layers"),
+            _field("depth", "Depth", _num("depth"), "linear layers"),
             _field("dataset", "Dataset", dcc.Dropdown(
                 id="new-dataset", clearable=False,
                 options=[{"label": lab, "value": v} for v, lab in DATASETS])),
         ]),
         ("Training", [
-            _field("steps", "Steps", _num("steps", min=1, step=1)),
+            _field("steps", "Steps", _num("steps")),
             _field("batch", "Batch size", _text("batch"), "a number, or 'full'"),
-            _field("seed", "Seed", _num("seed", min=0, step=1)),
+            _field("seed", "Seeds", _text("seed", placeholder="0, 1, 2"),
+                   "several: one run per seed and normalisation; the runs of one seed share "
+                   "its initialisation and data order"),
             _field("device", "Device", dcc.Dropdown(id="new-device", clearable=False)),
         ]),
         ("Probes", [
-            _field("stride", "Probe every", _num("stride", min=0, step=1),
+            _field("stride", "Probe every", _num("stride"),
                    "steps between landscape, ICS and activation probes (0 = off)"),
             _field("multipliers", "Step sizes η / LR", _text("multipliers"),
                    "the landscape probe's multipliers of the LR (paper: 0.5, 1, 2, 4)"),
             _field("ics_layers", "ICS layers", _text("ics_layers"),
                    "weight layers, counted from the input"),
-            _field("sharpness", "Sharpness every", _num("sharpness", min=0, step=1),
+            _field("sharpness", "Sharpness every", _num("sharpness"),
                    "largest Hessian eigenvalue by Lanczos (0 = off)"),
-            _field("eval_every", "Test every", _num("eval_every", min=0, step=1)),
+            _field("eval_every", "Test every", _num("eval_every")),
         ]),
     ]
     form = [html.Fieldset([html.Legend(title), *fields], className="card fieldset")
@@ -121,130 +127,19 @@ def layout(**_query) -> html.Div:
     ], className="new-page")
 
 
-def _amount(key: str, v: float) -> str:
-    return f"{v:,.0f}" if key in ("params", "cost_steps") else f"{v:,.1f}"
-
-
-def estimate_table(estimates: list[dict[str, Any]]) -> html.Table:
-    """The server-side estimates (server/cost.py) against this server's limits; an estimate
-    over its limit is marked, since the server will refuse that run."""
-    rows = []
-    for e in estimates:
-        limit = "" if e["limit"] is None else _amount(e["key"], e["limit"])
-        mark = html.Strong("over the limit", className="over") if e["over"] else ""
-        rows.append(html.Tr([html.Td(e["label"]), html.Td(_amount(e["key"], e["value"])),
-                             html.Td(limit), html.Td(mark)],
-                            className="over" if e["over"] else None,
-                            id=f"new-estimate-{e['key']}"))
-    return html.Table([html.Thead(html.Tr([html.Th("estimate (largest run)"), html.Th("value"),
-                                           html.Th("server limit"), html.Th("")])),
-                       html.Tbody(rows)], className="cost-table estimate-table")
-
-
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    if s < 90:
-        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
-    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
-
-
-def _bytes(b: float | None) -> str:
-    if b is None:
-        return "?"
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if b >= size:
-            return f"{b / size:,.1f} {unit}"
-    return f"{b:.0f} B"
-
-
-def _count(v: float | None) -> str:
-    return "?" if v is None else f"{v:,.0f}"
-
-
-def server_cost(answer: dict[str, Any] | str) -> html.Div:
-    """POST /experiments/cost's answer: per run its training, the analyses the experiment
-    runs on it by default and its snapshots' disk, then the totals; or why it is missing."""
-    if isinstance(answer, str):
-        return html.Div(html.P(answer, className="muted"), id="new-server-cost")
-    rows = []
-    for r in answer["runs"][:16]:
-        done = r["analyses"]
-        what = ", ".join(a["kind"] for a in done) or "none"
-        rows.append(html.Tr([
-            html.Td(r["name"]), html.Td(_seconds(r["training"]["seconds"])),
-            html.Td(what), html.Td(_count(_total_of(done, "forward_passes"))),
-            html.Td(_count(_total_of(done, "hvps"))),
-            html.Td(_seconds(_total_of(done, "seconds"))),
-            html.Td(f"{r['snapshots']['count']} · {_bytes(r['snapshots']['bytes'])}"),
-        ]))
-    t = answer["total"]
-    rows.append(html.Tr([
-        html.Th(f"all {t['runs']} runs"), html.Th(_seconds(t["training_seconds"])),
-        html.Th(f"{t['analyses']} analyses"), html.Th(_count(t["analysis_forward_passes"])),
-        html.Th(_count(t["analysis_hvps"])), html.Th(_seconds(t["analysis_seconds"])),
-        html.Th(f"{t['snapshots']} · {_bytes(t['snapshot_bytes'])}"),
-    ], id="new-cost-total"))
-    device = {r["device_assumed"] for r in answer["runs"]}
-    return html.Div([
-        html.H4("Training, default analyses and disk (server estimate)"),
-        html.Table([html.Thead(html.Tr([
-            html.Th("run"), html.Th("training"), html.Th("analyses"), html.Th("forward passes"),
-            html.Th("HVPs"), html.Th("analyses time"), html.Th("snapshots · disk")])),
-            html.Tbody(rows)], className="cost-table server-cost-table"),
-        html.P([html.Strong(_seconds(t["seconds"]), id="new-cost-seconds"),
-                f" of {'/'.join(sorted(device))} time in all, one run after another (an order "
-                "of magnitude: an assumed rate per device); ",
-                html.Strong(_bytes(t["snapshot_bytes"]), id="new-cost-disk"),
-                " of snapshots on the server's disk."], className="muted"),
-    ], id="new-server-cost")
-
-
-def _total_of(items: list[dict[str, Any]], key: str) -> float | None:
-    values = [a[key] for a in items]
-    return None if None in values else sum(values)
-
-
-def fetch_server_cost(client: ApiClient, values: dict[str, Any]) -> dict[str, Any] | str:
-    """The server's dry run of the form as it stands, or why there is none."""
-    parsed = formspec.parse(values)
-    if parsed.errors:
-        return "Fix the fields marked in red to see the server's estimate."
+def fetch_server_cost(client: ApiClient, body: dict[str, Any]) -> tuple[
+        dict[str, Any] | str, dict[str, str]]:
+    """The server's dry run of a body that passed the local check, or why there is none;
+    and its refusals by field, so that a limit only the server checks (the widest layer, the
+    parameters, the runs per experiment) shows at its field as soon as it is typed."""
     try:
-        return client.experiment_cost(parsed.body)
+        return client.experiment_cost(body), {}
     except ApiError as exc:
         msgs = [msg for _loc, msg in exc.field_errors()] or [exc.message]
-        return f"The server cannot cost this experiment: {'; '.join(msgs)}"
-
-
-def cost_panel(specs: list, errors: dict[str, str], limits: dict[str, Any] | None = None,
-               server: dict[str, Any] | str | None = None) -> Any:
-    c = formspec.cost(specs, limits)
-    if not c:
-        return html.P("Fix the fields marked in red to see the cost.", className="muted")
-    rows = []
-    for probe, (passes, every, *most) in c["detail"].items():
-        extra = c["passes"][probe]
-        # sharpness stops on its tolerance: from its least passes up to its cap
-        span = f"{passes}–{most[0]}" if most and most[0] != passes else f"{passes}"
-        what = f"{span} passes every {every} steps" if every else "off"
-        rows.append(html.Tr([html.Td(probe), html.Td(what), html.Td(f"+{extra:.3g}")]))
-    return html.Div([
-        html.P([html.Strong(f"{c['runs']} run{'s' * (c['runs'] != 1)}"),
-                f", {c['steps']:,} training steps in all"]),
-        html.Table([html.Thead(html.Tr([html.Th("probe"), html.Th("cost"),
-                                        html.Th("passes/step")])), html.Tbody(rows)],
-                   className="cost-table"),
-        html.P([html.Span("Expected slowdown: at least "),
-                html.Strong(f"{c['floor']:.2f}×", id="new-floor"),
-                html.Span(" plain training (forward+backward passes; activations, gradient "
-                          "norm and distance ride on the training pass)")]),
-        estimate_table(c["estimates"]),
-        html.P(f"{c['cost_steps_total']:,.0f} training-step units in all "
-               "(steps × the probe floor, plus test evaluations)", className="muted"),
-        server_cost(server) if server is not None else None,
-        html.Ul([html.Li(s.name_hint()) for s in specs[:16]], className="run-list"),
-    ])
+        # Only a 422 concerns the form; any other refusal (unreachable, a token) the card
+        # says, and Launch will say again.
+        return (f"The server cannot cost this experiment: {'; '.join(msgs)}",
+                api_errors(exc) if exc.field_errors() else {})
 
 
 def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
@@ -268,8 +163,7 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
         except ApiError as exc:
             return [], [], None, [{"label": f"API unreachable: {exc.message}",
                                    "value": "auto"}], {}
-        options = [{"label": f"{p['name']}" + (f" — Fig {p['figures']}" if p["figures"] else ""),
-                    "value": p["name"]} for p in presets]
+        options = [{"label": preset_label(p), "value": p["name"]} for p in presets]
         dev = ["auto", "cpu", "cuda", *[d for d in devices if d not in ("cpu", "cuda")]]
         value = DEFAULT_PRESET if any(p["name"] == DEFAULT_PRESET for p in presets) else None
         return presets, options, value, dev, limits
@@ -296,12 +190,16 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
                   prevent_initial_call="initial_duplicate")
     def check(*args):
         values = dict(zip(formspec.FIELDS, args[:-2], strict=True))
-        specs, errors = check_values(values, _find(args[-2], values["preset"]))
+        preset, limits = _find(args[-2], values["preset"]), args[-1]
+        parsed = formspec.parse(values, limits, preset)
+        specs, errors = check_parsed(parsed, preset)
+        server = None
         # The server's dry run only for a form that passes the local check: a keystroke that
         # breaks a field costs no request.
-        server = fetch_server_cost(client, values) if specs else None
+        if specs:
+            server, errors = fetch_server_cost(client, parsed.body)
         # An edit makes the last launch's answer stale: the fields now speak for themselves.
-        return (cost_panel(specs, errors, args[-1], server), *error_outputs(errors), "")
+        return (cost_panel(specs, errors, limits, server), *error_outputs(errors), "")
 
     @app.callback(Output("nav", "href", allow_duplicate=True),
                   *[Output(o.component_id, "children", allow_duplicate=True) for o in errs],
@@ -309,14 +207,17 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
                   Input("new-launch", "n_clicks"), *[State(i.component_id, "value")
                                                      for i in inputs],
                   State("token", "value"), State("new-launch-nonce", "data"),
+                  State("new-presets", "data"), State("new-limits", "data"),
                   prevent_initial_call=True)
     def launch(n_clicks, *args):
         # Fires when the page is inserted too (its output, nav, lives outside the page, and
         # Dash then ignores prevent_initial_call): only a click launches.
         if not n_clicks:
             raise PreventUpdate
-        values = dict(zip(formspec.FIELDS, args[:-2], strict=True))
-        href, errors, message = submit(client, values, args[-2], prefix, nonce=args[-1])
+        values = dict(zip(formspec.FIELDS, args[:-4], strict=True))
+        token, nonce, presets, limits = args[-4:]
+        href, errors, message = submit(client, values, token, prefix, nonce=nonce,
+                                       limits=limits, preset=_find(presets, values["preset"]))
         return (href or no_update, *error_outputs(errors), message)
 
     return {"load": load, "fill": fill, "model_fields": model_fields, "check": check,
@@ -335,11 +236,31 @@ def _find(presets: list[dict] | None, name: str | None) -> dict | None:
     return next((p for p in presets or [] if p["name"] == name), None)
 
 
-def check_values(values: dict[str, Any], preset: dict | None) -> tuple[list, dict[str, str]]:
-    parsed = formspec.parse(values)
+def preset_label(p: dict[str, Any]) -> str:
+    """'paper-vgg16 — Fig 1, 3a, 4'; figures that name their paper ('Li et al. 2018, Fig 5')
+    already say 'Fig' themselves."""
+    figures = p["figures"]
+    if not figures:
+        return p["name"]
+    return f"{p['name']} — {'Fig ' if figures[0].isdigit() else ''}{figures}"
+
+
+def check_parsed(parsed: formspec.Parsed, preset: dict | None) -> tuple[list, dict[str, str]]:
     if parsed.errors:
         return [], parsed.errors
     return formspec.local_check(parsed.body, preset)
+
+
+def api_errors(exc: ApiError) -> dict[str, str]:
+    """A refusal's messages by form field (a 422's loc), else the whole message at the form."""
+    errors: dict[str, str] = {}
+    for loc, msg in exc.field_errors():
+        f = formspec.field_for_loc(loc, msg)
+        errors[f] = f"{errors[f]}; {msg}" if f in errors else msg
+    if not errors:
+        hint = " Enter the server's API token at the top right." if exc.status == 401 else ""
+        errors[formspec.FORM] = exc.message + hint
+    return errors
 
 
 def error_outputs(errors: dict[str, str]) -> list[str]:
@@ -347,23 +268,17 @@ def error_outputs(errors: dict[str, str]) -> list[str]:
 
 
 def submit(client: ApiClient, values: dict[str, Any], token: str | None,
-           prefix: str = "/", nonce: str | None = None) -> tuple[str | None, dict[str, str], str]:
+           prefix: str = "/", nonce: str | None = None, limits: dict[str, Any] | None = None,
+           preset: dict[str, Any] | None = None) -> tuple[str | None, dict[str, str], str]:
     """POST the form; (page to open, errors by field, message). With a `nonce` (one per page
     visit), the same form launched twice is one experiment: the second answer replays the
     first (the API's Idempotency-Key)."""
-    parsed = formspec.parse(values)
+    parsed = formspec.parse(values, limits, preset)
     if parsed.errors:
         return None, parsed.errors, "Fix the fields marked in red."
     try:
         exp = client.create_experiment(parsed.body, token=token,
                                        idempotency_key=launch_key(nonce, parsed.body))
     except ApiError as exc:
-        errors: dict[str, str] = {}
-        for loc, msg in exc.field_errors():
-            f = formspec.field_for_loc(loc, msg)
-            errors[f] = f"{errors[f]}; {msg}" if f in errors else msg
-        if not errors:
-            hint = " Enter the server's API token at the top right." if exc.status == 401 else ""
-            errors[formspec.FORM] = exc.message + hint
-        return None, errors, "The server did not accept this experiment."
+        return None, api_errors(exc), "The server did not accept this experiment."
     return f"{prefix}experiments/{exp['id']}", {}, f"Launched experiment {exp['id']}."

@@ -1,0 +1,89 @@
+"""End to end in headless Debian chromium against `landscope api` (API and dashboard, embedded
+SQLite and broker; no worker: nothing is launched): the New experiment page fits a 1400 px and
+a 1280 px window with its cost box filled, and what a field says as it is typed is what the
+browser sends (a number input would send nothing for -5 or 2.5, read as "required"), this
+server's limits included, before any launch; several seeds are costed as one run each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.support.served import landscope_server
+
+pytestmark = pytest.mark.slow
+
+# Widths the page must not scroll sideways at: the document, and the cost box's tables
+# against the card that holds them.
+OVERFLOW = """() => {
+  const card = document.querySelector('.cost-card').getBoundingClientRect();
+  const tables = [...document.querySelectorAll('.cost-card table')]
+    .map(t => t.getBoundingClientRect().right);
+  return {page: document.documentElement.scrollWidth, window: window.innerWidth,
+          card: card.right, tables: tables};
+}"""
+
+
+def _says(page, field: str, text: str) -> None:
+    """Wait until the field's error reads exactly `text`."""
+    page.wait_for_function(
+        f"document.querySelector('#err-{field}')?.innerText === {json.dumps(text)}",
+        timeout=60_000)
+
+
+def _type(page, field: str, text: str) -> None:
+    page.fill(f"#new-{field}", text)
+
+
+def test_the_form_fits_the_window_and_its_fields_say_what_they_take(browser, tmp_path,
+                                                                    shots):
+    with landscope_server("api", tmp_path) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        try:
+            page.goto(base + "/new")
+            page.wait_for_selector("#new-cost-total", timeout=120_000)
+            for width in (1400, 1280):
+                page.set_viewport_size({"width": width, "height": 900})
+                page.wait_for_timeout(200)
+                box = page.evaluate(OVERFLOW)
+                assert box["page"] <= box["window"] == width, box
+                assert all(right <= box["card"] + 0.5 for right in box["tables"]), box
+            shots(page, "new-experiment-1280", full_page=True)
+            page.set_viewport_size({"width": 1400, "height": 900})
+
+            for typed, message in [("-5", "a whole number ≥ 1"), ("2.5", "a whole number ≥ 1"),
+                                   ("", "required"),
+                                   ("1e12", "at most 200,000 steps on this server "
+                                    "(LANDSCOPE_MAX_STEPS)"),
+                                   ("500000", "at most 200,000 steps on this server "
+                                    "(LANDSCOPE_MAX_STEPS)")]:
+                _type(page, "steps", typed)
+                _says(page, "steps", message)
+            _type(page, "steps", "100")
+            _says(page, "steps", "")
+            _type(page, "depth", "0")
+            _says(page, "depth", "a whole number ≥ 1")
+            _type(page, "depth", "6")
+            _type(page, "seed", "-3")
+            _says(page, "seed", "one or more whole numbers ≥ 0, comma-separated")
+            # A limit only the server computes (the widest layer), at the field as typed.
+            _type(page, "seed", "0")
+            _type(page, "width", "100000")
+            page.wait_for_function("document.querySelector('#err-width')?.innerText"
+                                   ".includes('LANDSCOPE_MAX_WIDTH')", timeout=60_000)
+            _type(page, "width", "128")
+            _says(page, "width", "")
+            # Several seeds: one run per seed and normalisation, costed by the server too.
+            _type(page, "seed", "0, 1, 2")
+            page.wait_for_function("document.querySelector('#new-cost-total')?.innerText"
+                                   ".includes('all 6 runs')", timeout=60_000)
+            assert "6 runs" in page.inner_text("#new-cost")
+            assert page.evaluate(OVERFLOW)["page"] <= 1400
+            shots(page, "new-experiment-seeds", full_page=True)
+            assert errors == [], errors
+        finally:
+            page.close()
