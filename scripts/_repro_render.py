@@ -137,8 +137,9 @@ def page_html(title: str, panels: list[tuple[str, Any]]) -> str:
                                  config={"staticPlot": True}))
     return ("<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;"
             "margin:12px;width:1110px} h2{font-size:18px;margin:4px 0} h4{font-size:13px;"
-            "margin:10px 0 0;color:#555}</style></head><body>" + "".join(parts) +
-            "</body></html>")
+            # each panel has its caption above; the figure's own title is for exports
+            "margin:10px 0 0;color:#555} .gtitle{display:none}</style></head><body>" +
+            "".join(parts) + "</body></html>")
 
 
 def screenshot(pages: list[tuple[Path, str]], chromium: str) -> None:

@@ -114,6 +114,27 @@ def base_layout(height: int, **extra: Any) -> dict[str, Any]:
     return layout
 
 
+def figure_title(text: str) -> dict[str, Any]:
+    """A figure's title, drawn in the figure so that every PNG and SVG made of it (the
+    compare page's buttons, the camera of the mode bar, a script) says what it shows. It
+    stands in the top margin, where it takes no room from the plots, at the right: the
+    legend starts at the left and grows upwards a row per line (the training figure's has
+    two), so a title at the left would run into it. A page that heads the figure's card
+    with the same title hides this copy (`.gtitle`) on screen; Plotly.toImage draws its
+    image outside the page's cards, where it stays."""
+    return {"text": text, "x": 1, "xref": "container", "xanchor": "right", "y": 1,
+            "yref": "container", "yanchor": "top", "pad": {"r": 16, "t": 8},
+            "font": {"size": 14, "weight": 600}}
+
+
+def group_label(label: str) -> str:
+    """The API's label of a seed group ("batch · lr=0.1": its normalisation's key, then
+    what else sets it apart) with the normalisation named as every figure names it
+    ("BatchNorm · lr=0.1"). A label that does not start with a known key is kept."""
+    head, sep, rest = label.partition(" · ")
+    return norm_label(head) + sep + rest if head in NORM_LABELS else label
+
+
 def graph_config(name: str) -> dict[str, Any]:
     """dcc.Graph config: the camera button saves a 2x PNG named after the figure; the
     section's PNG/SVG buttons (compare view) call Plotly.downloadImage with either format."""

@@ -201,7 +201,7 @@ def test_seed_groups_open_grouped_with_median_and_min_max_of_the_runs(api, seede
               and t["legendgroup"].startswith("group-")]
     assert len(legend) == 2 and all(n.endswith("(n=3)") for n in legend)  # a line per group
     vals = _runs_values(api, none_ids, "train/loss")
-    centre = _centre(fig, "none")
+    centre = _centre(fig, norm_label("none"))
     assert centre["x"] == list(range(60))
     for i, step in enumerate(centre["x"]):
         assert centre["y"][i] == pytest.approx(statistics.median(v[step] for v in vals),
@@ -271,7 +271,7 @@ def test_mean_and_std_bands_and_single_runs_beneath(api, seeded):
     r = ctl.update(api.client, ctl.FULL, {"experiment": exp}, None, c)
     fig = r.figures["beta"]
     vals = _runs_values(api, none_ids, "landscape/beta")
-    centre = _centre(fig, "none")
+    centre = _centre(fig, norm_label("none"))
     lows = []
     for i, step in enumerate(centre["x"]):
         at = [v[step] for v in vals]

@@ -16,6 +16,7 @@ from tests.support.synthetic import BASE_SPEC, SyntheticRun, create_experiment, 
 from webapp.compare import update as ctl
 from webapp.compare.data import CACHE, Cursor
 from webapp.figures import FIGURES, HIST_FIGURES
+from webapp.figures.axes import LOG_AXIS
 
 SMALL = {"probes": {"landscape": {"every": 5}, "ics": {"every": 5, "layers": [3, 5]},
                     "activations": {"every": 10}, "sharpness": {"every": 20}}}
@@ -165,7 +166,11 @@ def test_log_toggles_patch_axes_only_and_layers_refetch_histograms(api, live):
     logged = ctl.update(api.client, ctl.LOG, source, first.state,
                         ctl.Controls(log=("landscape",)))
     ops = logged.figures["landscape"].to_plotly_json()["operations"]
-    assert {o["params"]["value"] for o in ops} == {"log"} and logged.state == first.state
+    # Each y axis becomes a log axis as a build draws one (webapp/figures/axes.py LOG_AXIS).
+    axes = {o["location"][1] for o in ops}
+    assert axes and {(o["location"][1], o["location"][2], o["params"]["value"]) for o in ops} \
+        == {(ax, k, v) for ax in axes for k, v in LOG_AXIS.items()}
+    assert logged.state == first.state
     layer3 = ctl.update(api.client, ctl.HISTS, source, first.state, ctl.Controls(layer=3))
     assert {n for n, f in layer3.figures.items() if f is not None} == set(HIST_FIGURES)
     title = layer3.figures["dist_overlay"]["layout"]["yaxis"]["title"]["text"]

@@ -14,6 +14,7 @@ from tests.webapp import test_assets
 from webapp import figures
 from webapp.client import EtaRecord, Histogram, Series
 from webapp.figures import FIGURES, Frame, Options
+from webapp.figures.axes import LOG_AXIS
 from webapp.figures.etas import BIN_COLORS, line_stride
 from webapp.runsets import build_views
 
@@ -201,9 +202,10 @@ def test_fig11_thins_lines_of_long_runs_by_a_fixed_stride(run_json):
 def test_relog_patches_every_y_axis_and_nothing_else(views):
     p = figures.relog("landscape", views, Options(log=frozenset({"landscape"})))
     ops = p.to_plotly_json()["operations"]
-    assert {tuple(o["location"]) for o in ops} == {("layout", "yaxis", "type"),
-                                                   ("layout", "yaxis2", "type")}
-    assert {o["params"]["value"] for o in ops} == {"log"}
+    # The type, and how a log axis is ticked (webapp/figures/axes.py LOG_AXIS).
+    assert {tuple(o["location"]) for o in ops} == {
+        ("layout", ax, attr) for ax in ("yaxis", "yaxis2") for attr in LOG_AXIS}
+    assert {o["location"][2]: o["params"]["value"] for o in ops} == LOG_AXIS
     assert figures.relog("dist_overlay", views, Options()) is None
 
 

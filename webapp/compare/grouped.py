@@ -28,7 +28,7 @@ from webapp.figures.landscape import BANDS, BETA
 from webapp.figures.sharpness import DYNAMICS, TOP_EIG
 from webapp.figures.training import PANELS
 from webapp.runsets import RunView, build_views, grid_of
-from webapp.style import FINISHED, title_standoffs
+from webapp.style import FINISHED, group_label, title_standoffs
 
 # The figures drawn by group, and the keys each one asks the server for (one request each).
 KEYS: dict[str, str] = {
@@ -198,7 +198,7 @@ def build(name: str, gviews: list[GroupView], data: list[dict[str, GroupSeries]]
     traces: list[dict[str, Any]] = []
     for gv, series in zip(gviews, data, strict=True):
         f = x.of(gv.view.id)
-        label = gv.group.label or gv.view.label
+        label = group_label(gv.group.label) if gv.group.label else gv.view.label
         name_ = f"{label} (n={len(gv.group.run_ids)})"
         for p in panels(name, views, opts, gv.view):
             s = series.get(p.key)

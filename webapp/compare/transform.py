@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from webapp.figures.axes import LOG_AXIS
 from webapp.figures.smoothing import ema
 from webapp.figures.xaxis import x_values
 
@@ -150,7 +151,7 @@ def apply_view(name: str, fig: dict[str, Any], *, x: XAxis, logx: bool = False,
         if title.get("text") == X_TITLES["step"]:
             a["title"] = {**title, "text": X_TITLES[x.axis]}
         if logx:
-            a["type"] = "log"
+            a.update(LOG_AXIS)  # the ticks every log axis has: readable at any span
         if xrange is not None:
             lo, hi = xrange
             if logx:

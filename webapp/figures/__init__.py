@@ -17,11 +17,48 @@ from webapp.figures import distributions, etas, ics, landscape, sharpness, train
 from webapp.figures.axes import log_patch
 from webapp.figures.common import Frame, Options, Spec, figure_dict, patch, render
 from webapp.runsets import RunView
+from webapp.style import figure_title
 
 SpecFn = Callable[[list[RunView], Options], Spec]
 
+# Each figure's title, as the compare page heads its card (webapp/compare/layout.py SECTIONS
+# says the same, tests/webapp/test_figures_titles.py checks it).
+TITLES: dict[str, str] = {
+    "training": "Training",
+    "landscape": "Loss landscape along the gradient",
+    "gradpred": "Gradient predictiveness",
+    "beta": "Effective β-smoothness",
+    "etas": "Predictiveness against the step size",
+    "ics": "Internal covariate shift",
+    "dist_heat": "Activation distributions",
+    "dist_overlay": "Activation distributions, overlaid",
+    "sharpness": "Sharpness",
+    "dynamics": "Gradient norm and distance travelled",
+}
+
+
+def title_of(name: str, opts: Options) -> str:
+    """What a figure shows, as its exported image says it: the activation figures add the
+    layer they show (on the page a control next to the figure says it)."""
+    if name in HIST_FIGURES:
+        return f"{TITLES[name]} · {distributions.what(opts)}"
+    return TITLES[name]
+
+
+def _titled(name: str, fn: SpecFn) -> SpecFn:
+    """`fn` with the figure's title in its layout (webapp/style.py figure_title): every
+    figure gets it here, whoever lays it out (the single view, the view by seed group, the
+    Reproduction page), so no export path can go without it."""
+    def spec(runs: list[RunView], opts: Options) -> Spec:
+        out = fn(runs, opts)
+        out.layout["title"] = figure_title(title_of(name, opts))
+        return out
+
+    return spec
+
+
 # Page order: training first, then the paper's landscape figures, ICS, activations, extras.
-FIGURES: dict[str, SpecFn] = {
+FIGURES: dict[str, SpecFn] = {name: _titled(name, fn) for name, fn in {
     "training": training.spec,
     "landscape": lambda runs, opts: landscape.band_spec(runs, opts, "landscape"),
     "gradpred": lambda runs, opts: landscape.band_spec(runs, opts, "gradpred"),
@@ -32,7 +69,7 @@ FIGURES: dict[str, SpecFn] = {
     "dist_overlay": distributions.overlay_spec,
     "sharpness": sharpness.sharpness_spec,
     "dynamics": sharpness.dynamics_spec,
-}
+}.items()}
 # Figures fed by scalar metrics, by per-eta probe records, or by activation histograms.
 METRIC_FIGURES = ("training", "landscape", "gradpred", "beta", "ics", "sharpness", "dynamics")
 ETA_FIGURES = ("etas",)
@@ -71,4 +108,5 @@ def relog(name: str, runs: list[RunView], opts: Options) -> Patch | None:
     return log_patch(axes, name in opts.log) if axes else None
 
 
-__all__ = ["FIGURES", "Frame", "Options", "build", "build_dict", "extend", "relog"]
+__all__ = ["FIGURES", "TITLES", "Frame", "Options", "build", "build_dict", "extend", "relog",
+           "title_of"]

@@ -1,5 +1,6 @@
 """Axes of the figures: subplot grids (a column per normalisation, shared axes), the reader's
-options applied to them (log y, a step range), and the marks where runs diverged."""
+options applied to them (log y, a step range), how every log axis is ticked and labelled, and
+the marks where runs diverged."""
 
 from __future__ import annotations
 
@@ -13,6 +14,21 @@ from webapp.style import base_layout
 
 if TYPE_CHECKING:
     from webapp.figures.common import Options
+
+# Every log axis the dashboard draws. Left to itself plotly ticks an axis spanning one to two
+# decades at every digit and labels each with the digit alone, in small type: on a plot 200
+# px high 7, 8, 9 pile on each other, and a 5 below the 1 means 0.5. Allowed about three
+# ticks (nticks), it ticks powers of ten over more than ~2 decades, 1-2-5 over one to two and
+# plain linear steps within one: never every digit, and no two labels closer than a tenth of
+# the axis. "~g" labels each tick with its value (0.5, 20, 1e-7), never a bare digit.
+LOG_AXIS: dict[str, Any] = {"type": "log", "nticks": 3, "tickformat": "~g"}
+# The same axis with log turned off again: plotly's own tick choices and labels.
+LINEAR_AXIS: dict[str, Any] = {"type": "linear", "nticks": 0, "tickformat": ""}
+
+
+def scale(log: bool) -> dict[str, Any]:
+    """The axis attributes of a log (or linear) axis, to update an axis dict with."""
+    return dict(LOG_AXIS if log else LINEAR_AXIS)
 
 
 def axis_ref(index: int) -> tuple[str, str]:
@@ -91,7 +107,7 @@ def apply_options(layout: dict[str, Any], name: str, opts: Options, log_axes: li
                   step_axes: list[str]) -> None:
     """Log y where the reader asked for it, and the step range to zoom to."""
     for ax in log_axes:
-        layout.setdefault(ax, {})["type"] = "log" if name in opts.log else "linear"
+        layout.setdefault(ax, {}).update(scale(name in opts.log))
     if opts.step_range is not None:
         for ax in step_axes:
             layout.setdefault(ax, {})["range"] = list(opts.step_range)
@@ -101,7 +117,8 @@ def apply_options(layout: dict[str, Any], name: str, opts: Options, log_axes: li
 def log_patch(log_axes: list[str], on: bool) -> Patch:
     p = Patch()
     for ax in log_axes:
-        p["layout"][ax]["type"] = "log" if on else "linear"
+        for attr, value in scale(on).items():
+            p["layout"][ax][attr] = value
     return p
 
 

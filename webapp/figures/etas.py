@@ -19,10 +19,12 @@ from plotly.colors import sample_colorscale
 
 from webapp.client import EtaRecord
 from webapp.figures.axes import (
+    LOG_AXIS,
     all_axes,
     cell_axes,
     grid_layout,
     grid_titles,
+    scale,
 )
 from webapp.figures.common import (
     NONFINITE_SYMBOL,
@@ -124,10 +126,10 @@ def spec(runs: list[RunView], opts: Options) -> Spec:
     slots.append(Slot(_colorbar(total), lambda _f: {}))
     grid_titles(layout, grid, "step size η", "d(η) = ‖∇L(w−ηg) − g‖₂")
     for ax in all_axes(layout, "x"):
-        layout[ax].update(type="log", exponentformat="power")  # eta spans 1e-8 .. 1
+        layout[ax].update(LOG_AXIS)  # eta spans 1e-8 .. 1
     log_axes = all_axes(layout, "y")
     for ax in log_axes:
-        layout[ax]["type"] = "log" if NAME in opts.log else "linear"
+        layout[ax].update(scale(NAME in opts.log))
     return Spec(slots, layout, log_axes)
 
 
