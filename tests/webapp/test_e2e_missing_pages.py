@@ -1,11 +1,13 @@
 """End to end in headless Debian chromium against `landscope api` over synthetic runs: pages of
 deleted runs, of an experiment with no runs left and of one that never existed show only why
 (and the way back to the runs list), never tabs, controls or empty figures; a link to some
-deleted runs shows the others and names the missing."""
+deleted runs shows the others and names the missing; an emptied experiment can be deleted
+from its page."""
 
 from __future__ import annotations
 
 import re
+import urllib.error
 
 import pytest
 
@@ -52,6 +54,15 @@ def test_pages_of_missing_things_say_what_is_missing(browser, tmp_path, shots):
             page.click("text=Back to the runs")
             page.wait_for_url(re.compile(r".*:\d+/$"), timeout=60_000)
             page.locator("#runs-table").wait_for(timeout=60_000)
+            # ... and deletes it from there: confirmed, it is gone and the runs list shows.
+            page.goto(base + "/experiments/1")
+            page.once("dialog", lambda d: d.accept())
+            page.click("#exp-delete")
+            page.wait_for_url(re.compile(r".*:\d+/$"), timeout=60_000)
+            page.locator("#runs-table").wait_for(timeout=60_000)
+            with pytest.raises(urllib.error.HTTPError) as gone:
+                call(base, "GET", "/experiments/1")
+            assert gone.value.code == 404
             assert errors == [], errors
         finally:
             page.close()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dash
 from dash import Dash, dcc, html
 
-from webapp import annotations
-from webapp.client import ApiClient
+from webapp import annotations, experiment_delete
+from webapp.client import ApiClient, ApiError
 from webapp.compare import prefetch
 from webapp.compare.page import built_layout, first_build, gone_layout, view_query
 from webapp.compare.viewstate import from_query
@@ -26,11 +26,11 @@ def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1
         return gone_layout(f"No experiment {experiment_id!r}.", prefix)
     source, view = {"experiment": exp}, from_query(_query)
     result = first_build(client, source, view)
-    # The experiment's tags and note above everything (webapp/annotations.py); none when
-    # the experiment does not exist.
-    notes = annotations.section(client, "experiment", exp)
+    # The experiment's tags and note, and its delete button, above everything
+    # (webapp/annotations.py, webapp/experiment_delete.py); none when it does not exist.
+    head = _head(client, exp)
     if result.gone:  # not found, or no runs left: say so, rather than tabs of empty figures
-        return html.Div([notes, gone_layout(result.gone, prefix)])
+        return html.Div([head, gone_layout(result.gone, prefix)])
     # Only the chosen tab's content is mounted: the Landscape tab polls nothing while the
     # Runs tab is shown, and the other way round.
     tabs = dcc.Tabs(id="exp-tab", value="landscape" if tab == "landscape" else "runs",
@@ -39,7 +39,16 @@ def layout(client: ApiClient, experiment_id: str | None = None, poll_ms: int = 1
                 children=built_layout(client, source, poll_ms, result, view)),
         dcc.Tab(label="Landscape", value="landscape", children=landscape_layout(exp)),
     ])
-    return html.Div([notes, tabs])
+    return html.Div([head, tabs])
+
+
+def _head(client: ApiClient, exp: int) -> html.Div | None:
+    try:
+        detail = client.experiment(exp)
+    except ApiError:
+        return None
+    return html.Div([annotations.editor("experiment", detail),
+                     experiment_delete.section(exp, len(detail.get("runs") or []))])
 
 
 def source_of(path: str, _query) -> dict | None:
@@ -59,4 +68,5 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict:
         layout=lambda experiment_id=None, **q: layout(client, experiment_id, poll_ms,
                                                       prefix=prefix, **view_query(q)),
     )
-    return landscape_callbacks.register(app, client)
+    return {**landscape_callbacks.register(app, client),
+            "delete": experiment_delete.register(app, client)}
