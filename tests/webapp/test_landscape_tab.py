@@ -8,9 +8,16 @@ from __future__ import annotations
 import pytest
 from dash import Patch, dcc, html, no_update
 
-from tests.webapp.landscape_data import analysis_json, bowl, spectrum_values
+from tests.webapp.landscape_data import (
+    analysis_json,
+    bowl,
+    snapshotted_experiment,
+    spectrum_values,
+    store_results,
+)
 from webapp.app import create_dash
 from webapp.landscape import callbacks as cb
+from webapp.landscape import launch as launching
 from webapp.landscape.data import Loaded, default_selection, fingerprint, groups_of
 from webapp.landscape.layout import CANCEL, OTHER, SURFACE, figure_for, key_of, sections
 from webapp.pages import experiment
@@ -54,36 +61,6 @@ def walk(component):
 
 def graphs(children) -> list[dcc.Graph]:
     return [c for top in children for c in walk(top) if isinstance(c, dcc.Graph)]
-
-
-# -- the form ---------------------------------------------------------------------------------
-
-def test_the_form_builds_the_analysis_spec():
-    spec = cb.spec_of("surface", "800, 0 400", "random", 11, "running", 512)
-    assert spec == {"kind": "surface", "bn_mode": "running", "steps": [0, 400, 800],
-                    "directions": {"kind": "random"}, "x": {"points": 11},
-                    "y": {"points": 11}, "eval_samples": 512}
-    assert cb.spec_of("slice", "", "interpolation", 41, "batch", None)["x"] == {
-        "points": 41, "lo": -0.5, "hi": 1.5}
-    sp = cb.spec_of("spectrum", None, "random", 21, "batch", 2048)
-    assert sp["steps"] is None and "x" not in sp and "directions" not in sp
-    with pytest.raises(ValueError, match="whole numbers"):
-        cb.spec_of("surface", "10, last", "random", 21, "batch", 2048)
-
-
-def test_direction_choices_follow_the_kind():
-    opts, value = cb.directions_for("surface")
-    assert [o["value"] for o in opts] == ["random", "hessian", "pca"] and value == "random"
-    assert cb.directions_for("trajectory")[1] == "pca"
-    assert "interpolation" in [o["value"] for o in cb.directions_for("slice")[0]]
-
-
-def test_the_cost_view_states_passes_and_points():
-    view = cb.cost_view({"analyses": 2, "points": 882, "forward_passes": 884.0,
-                         "eval_samples": 2048, "backward_passes": 0, "hvps": 0,
-                         "forward_equivalents": 884.0, "memory_mb": 12.5})
-    text = " ".join(str(c.children) for c in walk(view) if isinstance(c, html.Td))
-    assert "882" in text and "884 of 2,048 samples" in text and "12 MiB" in text
 
 
 # -- the list and the selection ---------------------------------------------------------------
@@ -216,64 +193,32 @@ def test_the_experiment_page_has_a_landscape_tab_chosen_by_query(api):
 
 @pytest.fixture
 def snapshotted(api):
-    """Two finished runs (none, batch) of 30 steps with snapshots indexed at 0, 10, 20, 30."""
-    from sqlalchemy import insert
-
-    from server.db.models import Snapshot
-    from tests.support.synthetic import create_experiment
-
-    exp, ids = create_experiment(api.engine, ["none", "batch"], steps=30,
-                                 spec_changes={"snapshots": {"every": 10}})
-    with api.engine.begin() as conn:
-        conn.execute(insert(Snapshot), [
-            {"run_id": rid, "step": s, "path": f"run-{rid}/snap-{s:08d}.pt", "bytes": 1}
-            for rid in ids for s in (0, 10, 20, 30)])
-    return exp, ids
+    return snapshotted_experiment(api.engine)
 
 
-def store_results(api, analysis: dict, scale: float, nan_at: int | None = None) -> None:
-    """What the worker writes for a surface (through its own SQL sink), then succeeded."""
-    from sqlalchemy import update
-
-    from server.analysis_spec import AnalysisSpec
-    from server.db.models import Analysis
-    from worker.analysis_sink import SqlAnalysisSink
-    from worker.engine.geometry.sink import GridValue
-
-    spec = AnalysisSpec.model_validate(analysis["spec"])
-    xs, ys = spec.x_axis().values(), spec.y_axis().values()
-    sink = SqlAnalysisSink(api.engine, analysis["id"])
-    for step in spec.steps:
-        losses = [float("nan") if iy * len(xs) + ix == nan_at else bowl(a, b, scale, step)
-                  for iy, b in enumerate(ys) for ix, a in enumerate(xs)]
-        sink.points(step, [GridValue(i, loss, acc=1 / (1 + loss))
-                           for i, loss in enumerate(losses)])
-    with api.engine.begin() as conn:
-        conn.execute(update(Analysis).where(Analysis.id == analysis["id"])
-                     .values(status="succeeded"))
-
-
-FORM = ("surface", "10, 30", "random", 5, "batch", 256)
+FORM = ("surface", "10, 30", "random", "5", "batch", "256")  # as the text fields send them
 
 
 def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     exp, ids = snapshotted
-    cost = cb.preview(api.client, exp, *FORM)
+    cost, lines = launching.preview(api.client, exp, *FORM)
     text = " ".join(str(c.children) for c in walk(cost) if isinstance(c, html.Td))
     assert "100" in text and "of 256 samples" in text  # 2 runs x 2 steps x 25 points
+    assert lines == ["", "", ""]
     assert api.client.analyses(experiment_id=exp) == []  # a dry run creates nothing
-    bad = cb.preview(api.client, exp, "surface", "15", "random", 5, "batch", 256)
-    assert "no snapshot at step(s) 15" in bad.children
 
-    refused, unchanged = cb.launch(api.client, exp, 0, "surface", "15", "random", 5, "batch",
-                                   256)
-    assert "no snapshot at step(s) 15" in refused.children and unchanged is no_update
-    message, count = cb.launch(api.client, exp, 0, *FORM)
+    message, count, lines = launching.launch(api.client, exp, 0, *FORM)
     assert message.startswith("Launched 2 analyses") and count == 1
     listed, options, chosen, summaries, stopped, notice, version = cb.refresh(
         api.client, exp, [], None)
     assert len(options) == 1 and chosen == [options[0]["value"]] and not stopped
-    assert len([c for c in walk(listed) if isinstance(c, html.Tr)]) == 3  # head + 2 runs
+    rows = [c for c in walk(listed) if isinstance(c, html.Tr)]
+    assert len(rows) == 3  # head + 2 runs
+    # the evaluation set is in the list and in the group's label (two spectra of one run
+    # and step on different sets differ: the reader must see why)
+    assert [str(r.children[4].children) for r in rows] == ["eval set", "256 samples",
+                                                           "256 samples"]
+    assert "eval set: 256 samples" in options[0]["label"]
     assert {"queued"} == {a["status"] for a in summaries} and notice == ""
     gid = chosen[0]
     buttons = [c for c in walk(listed) if isinstance(c, html.Button)]
@@ -281,8 +226,8 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     assert all(b.id["type"] == CANCEL for b in buttons)  # one per queued analysis
 
     by_run = {a["run_id"]: a for a in summaries}
-    store_results(api, by_run[ids[0]], scale=10.0, nan_at=0)
-    store_results(api, by_run[ids[1]], scale=1.0)
+    store_results(api.engine, by_run[ids[0]], scale=10.0, nan_at=0)
+    store_results(api.engine, by_run[ids[1]], scale=1.0)
     *_, summaries, stopped, _n, version2 = cb.refresh(api.client, exp, chosen, version)
     assert stopped and version2 not in (no_update, version)  # all done: polling stops
 
@@ -299,6 +244,7 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     assert nan_contour.data[0].z[0][0] is None and list(nan_contour.data[1].marker.symbol) == [
         "x"]
     assert "BN mode: batch statistics" in nan_contour.layout.title.text
+    assert all("eval set: 256 samples" in g.figure.layout.title.text for g in gs)
     figs, surfaces = cb.restep(api.client, exp, chosen, 10, ["log"], None, summaries,
                                [g.id["key"] for g in gs[::2]], [g.id["key"] for g in gs[1::2]])
     assert all("step 10" in f.layout.title.text for f in figs + surfaces)
@@ -310,13 +256,20 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     assert len({(f.data[0].zmin, f.data[0].zmax) for f in figs}) == 1
     # the range spans every analysed step: the sharp run's corner at step 10 is its floor
     assert figs[1].data[0].zmin == pytest.approx(1 / (1 + bowl(1, 1, 10.0, 10)))
+    # a quantity these surfaces did not measure: said, and the titles keep the step
+    figs, surfaces = cb.restep(api.client, exp, chosen, 10, [], None, summaries,
+                               [g.id["key"] for g in gs[::2]], [g.id["key"] for g in gs[1::2]],
+                               metric="test_acc")
+    for f in figs + surfaces:
+        assert f.layout.annotations[0].text == "test accuracy not measured by this analysis"
+        assert "step 10 · BN mode: batch statistics" in f.layout.title.text
     csv = api.http.get(f"/api/v1/analyses/{by_run[ids[1]]['id']}/csv")
     assert csv.status_code == 200 and csv.text.count("\n") >= 50
 
 
 def test_cancel_from_the_list_through_the_api(api, snapshotted):
     exp, _ids = snapshotted
-    _message, count = cb.launch(api.client, exp, 0, *FORM)
+    _message, count, _lines = launching.launch(api.client, exp, 0, *FORM)
     first, second = sorted(a["id"] for a in api.client.analyses(experiment_id=exp))
     message, count2 = cb.cancel(api.client, first, count)
     assert message == f"Cancelled analysis #{first}." and count2 == count + 1

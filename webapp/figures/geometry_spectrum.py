@@ -16,18 +16,20 @@ from typing import Any
 import plotly.graph_objects as go
 
 from webapp.figures.geometry import (
-    bn_text,
     chosen_step,
     finite,
     num,
+    runs_subtitle,
     step_data,
     steps_of,
+    title_layout,
 )
 from webapp.runsets import RunView
 from webapp.style import base_layout, rgba, title_standoffs
 
 HEIGHT = 420
 DECADES = 8  # of density shown below its peak
+MAX_STEP_TICKS = 10  # analysed steps that get a tick each
 
 
 def spectrum_of(data: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -39,15 +41,18 @@ def spectrum_of(data: dict[str, Any] | None) -> dict[str, Any] | None:
     return values if "top_eigenvalues" in values else None
 
 
-def _subtitle(items: Sequence[tuple[RunView, dict[str, Any]]]) -> str:
-    norms = ", ".join(dict.fromkeys(r.norm for r, _a in items)) or "none drawn"
-    modes = sorted({a.get("bn_mode") or "unknown" for _r, a in items})
-    return f"norms: {norms} · " + "; ".join(bn_text(m) for m in modes)
-
-
 def _title(head: str, items: Sequence[tuple[RunView, dict[str, Any]]]) -> dict[str, Any]:
-    return {"text": f"{head}<br><sup>{_subtitle(items)}</sup>", "x": 0, "xanchor": "left",
-            "font": {"size": 14}}
+    return title_layout(f"{head}<br><sup>{runs_subtitle(items)}</sup>")
+
+
+def step_ticks(steps: Sequence[int]) -> dict[str, Any]:
+    """A step axis's ticks: at the analysed steps themselves when there are few of them (one
+    step alone got ticks at 799.5 and 800.5 from plotly's automatic ones); plotly's own for
+    many, where its spacing is a whole number of steps anyway."""
+    have = sorted(set(steps))
+    if not have or len(have) > MAX_STEP_TICKS:
+        return {}
+    return {"tickmode": "array", "tickvals": have, "ticktext": [f"{s:,}" for s in have]}
 
 
 def _short(v: float | None) -> str:
@@ -96,6 +101,7 @@ def spectrum_over_training(items: Sequence[tuple[RunView, dict[str, Any]]]) -> g
     """Left: each run's top-k eigenvalues against the analysed step (λ₁ bold, the others
     thin); right: the Hutchinson trace with its standard error as error bars."""
     data = []
+    drawn: list[int] = []
     for run, analysis in items:
         steps, tops, traces, errs, shares = [], [], [], [], []
         for s in steps_of(analysis):
@@ -107,6 +113,7 @@ def spectrum_over_training(items: Sequence[tuple[RunView, dict[str, Any]]]) -> g
             traces.append(num(spec.get("trace")))
             errs.append(num(spec.get("trace_stderr")))
             shares.append(num(spec.get("gradient_share")))
+        drawn.extend(steps)
         k = max((len(t) for t in tops), default=0)
         for i in range(k):
             ys = [t[i] if i < len(t) and finite(t[i]) else None for t in tops]
@@ -132,11 +139,12 @@ def spectrum_over_training(items: Sequence[tuple[RunView, dict[str, Any]]]) -> g
                      "hovertemplate": "step %{x}: trace %{y:.4g} ± %{error_y.array:.2g}"
                                       "<br>%{text}<extra>" + run.label + "</extra>",
                      "xaxis": "x2", "yaxis": "y2"})
+    ticks = step_ticks(drawn)
     layout = base_layout(
         HEIGHT, title=_title("Top Hessian eigenvalues and trace over training", items),
-        xaxis={"domain": [0, 0.45], "anchor": "y", "title": {"text": "step"}},
+        xaxis={"domain": [0, 0.45], "anchor": "y", "title": {"text": "step"}, **ticks},
         yaxis={"anchor": "x", "title": {"text": "top-k eigenvalues (Lanczos)"}},
-        xaxis2={"domain": [0.55, 1], "anchor": "y2", "title": {"text": "step"}},
+        xaxis2={"domain": [0.55, 1], "anchor": "y2", "title": {"text": "step"}, **ticks},
         yaxis2={"anchor": "x2", "title": {"text": "trace (Hutchinson) ± s.e."}},
     )
     layout["margin"] = {**layout["margin"], "t": 100}

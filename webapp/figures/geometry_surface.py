@@ -29,8 +29,10 @@ from webapp.figures.geometry import (
     num,
     plot_z,
     run_text,
+    runs_subtitle,
     step_data,
     title,
+    title_layout,
     transform,
 )
 from webapp.runsets import RunView
@@ -86,8 +88,11 @@ def _notes(grid: Grid) -> str:
     return f" · {total - missing}/{total} points computed" if missing else ""
 
 
-def _empty(analysis: dict[str, Any], run: RunView, what: str, why: str) -> go.Figure:
-    layout = base_layout(HEIGHT, title=title(what, run, analysis, None))
+def _empty(analysis: dict[str, Any], run: RunView, what: str, why: str, at: int | None
+           ) -> go.Figure:
+    """A figure that says why it has nothing to draw; its title names the step all the same
+    (the slider's, where the others of the page are drawn)."""
+    layout = base_layout(HEIGHT, title=title(what, run, analysis, at))
     layout["annotations"].append({"text": why, "showarrow": False, "xref": "paper",
                                   "yref": "paper", "x": 0.5, "y": 0.5})
     layout["xaxis"] = {"visible": False}
@@ -101,10 +106,10 @@ def contour_figure(analysis: dict[str, Any], run: RunView, step: int | None, zra
     (transformed values: log10 under `log`). Gaps where a point is missing or not finite,
     and a marker at each non-finite point."""
     what = f"{METRIC_TEXT.get(metric, metric)} contour"
+    at = chosen_step(analysis, step)
     grid, why = _grid_or_why(analysis, step, metric)
     if grid is None:
-        return _empty(analysis, run, what, why)
-    at = chosen_step(analysis, step)
+        return _empty(analysis, run, what, why, at)
     xname, yname = _axis_names(analysis)
     trace: dict[str, Any] = {
         "type": "contour", "x": grid.x, "y": grid.y, "z": plot_z(grid, log),
@@ -138,13 +143,13 @@ def surface_figure(analysis: dict[str, Any], run: RunView, step: int | None, zra
     fixed to it too, so two runs' surfaces are drawn to one scale. `camera`: the view every
     surface of the page shares (the tab keeps them in step)."""
     what = f"{METRIC_TEXT.get(metric, metric)} surface"
+    at = chosen_step(analysis, step)
     grid, why = _grid_or_why(analysis, step, metric)
     if grid is None:
-        return _empty(analysis, run, what, why)
+        return _empty(analysis, run, what, why, at)
     if not any(finite(v) for v in grid.values()):
         # WebGL has nothing to draw a surface from (plotly.js fails on an all-gap surface).
-        return _empty(analysis, run, what, "no finite value to draw (see the contour)")
-    at = chosen_step(analysis, step)
+        return _empty(analysis, run, what, "no finite value to draw (see the contour)", at)
     xname, yname = _axis_names(analysis)
     ztitle = colorbar_title(metric, log)
     trace: dict[str, Any] = {
@@ -183,9 +188,9 @@ def slices_figure(items: Sequence[tuple[RunView, dict[str, Any]]], step: int | N
                   log: bool = False, metric: str = "loss") -> go.Figure:
     """1D slices of several runs overlaid (one line per run, in its norm's colour), with a
     gap and a marker where a value is not finite. The title names every run's norm and BN
-    mode; an interpolation's barrier is in its legend entry when the engine reported it."""
+    mode and evaluation set; an interpolation's barrier is in its legend entry when the
+    engine reported it."""
     data: list[dict[str, Any]] = []
-    modes = sorted({a.get("bn_mode") or "unknown" for _r, a in items})
     xname = "α"
     for run, analysis in items:
         grid = Grid.of(step_data(analysis, step), metric)
@@ -221,12 +226,9 @@ def slices_figure(items: Sequence[tuple[RunView, dict[str, Any]]], step: int | N
                          "text": text, "name": f"{run.label}: non-finite", "showlegend": False,
                          "marker": {"symbol": sym, "size": 10, "color": run.color},
                          "hovertemplate": "%{x:.3g}: %{text}<extra></extra>"})
-    norms = ", ".join(dict.fromkeys(f"{r.norm}" for r, _a in items)) or "none drawn"
     ytitle = colorbar_title(metric, log)
     head = f"1D slices of the {METRIC_TEXT.get(metric, metric)}"
-    sub = f"norms: {norms} · " + "; ".join(bn_text(m) for m in modes)
-    layout = base_layout(HEIGHT, title={"text": f"{head}<br><sup>{sub}</sup>", "x": 0,
-                                        "xanchor": "left", "font": {"size": 14}},
+    layout = base_layout(HEIGHT, title=title_layout(f"{head}<br><sup>{runs_subtitle(items)}</sup>"),
                          xaxis={"title": {"text": xname}}, yaxis={"title": {"text": ytitle}})
     layout["margin"] = {**layout["margin"], "t": 96}
     layout["legend"] = {**layout["legend"], "y": 1.0, "yanchor": "bottom"}

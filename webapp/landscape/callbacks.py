@@ -1,8 +1,12 @@
 """The Landscape tab's Dash wiring: thin adapters over plain functions that tests call
 directly (as the compare view's are).
 
-- the form: its direction choices follow the kind; the cost comes from a dry run of
-  POST /analyses at every change; Launch posts it for every run of the experiment;
+- the form (webapp/landscape/form.py reads it): its direction choices and grid hint follow
+  the kind; a field that cannot be used gets its error line and the cost panel says it cannot
+  cost the analysis; otherwise the cost comes from a dry run of POST /analyses, after a short
+  pause in typing (DEBOUNCE_S) as well as on leaving a field. Launch reads the text fields
+  from the page itself (READ_TYPED) when it is clicked, so it never goes by a value still
+  waiting out its pause, and posts the spec for every run of the experiment;
 - the list: polled while an analysis is queued or running (the Interval lives in the tab,
   so nothing is polled while another tab is shown);
 - the figures: drawn whole when the shown requests change or new points arrive, redrawn in
@@ -16,21 +20,27 @@ directly (as the compare view's are).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, Patch, State, ctx, html, no_update
 
-from server.analysis_spec import DIRECTIONS_FOR
 from webapp.client import ApiClient, ApiError
 from webapp.landscape import data
 from webapp.landscape.data import groups_of
+from webapp.landscape.form import OWN_LINE
+from webapp.landscape.launch import (
+    READ_TYPED,
+    directions_for,
+    launch,
+    points_field,
+    preview,
+    typed_form,
+)
 from webapp.landscape.layout import (
     CANCEL,
     OTHER,
     SURFACE,
     analyses_table,
-    direction_options,
     figure_for,
     sections,
 )
@@ -55,82 +65,7 @@ LOAD_FULL_PLOTLY = """function(tab) {
 }"""
 
 
-# -- the form ---------------------------------------------------------------------------------
-
-def directions_for(kind: str) -> tuple[list[dict[str, str]], str]:
-    return direction_options(kind), DIRECTIONS_FOR.get(kind, ("random",))[0]
-
-
-def parse_steps(text: str | None) -> list[int] | None:
-    """'0, 400 800' -> [0, 400, 800]; empty -> None (the last saved step)."""
-    parts = [p for p in re.split(r"[,\s;]+", (text or "").strip()) if p]
-    if not parts:
-        return None
-    if not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError("steps: whole numbers separated by commas")
-    return sorted({int(p) for p in parts})
-
-
-def spec_of(kind: str, steps: str | None, direction: str | None, points: Any,
-            bn: str | None, samples: Any) -> dict[str, Any]:
-    """The AnalysisSpec JSON the form describes (the server validates it)."""
-    spec: dict[str, Any] = {"kind": kind or "surface", "bn_mode": bn or "batch",
-                            "steps": parse_steps(steps)}
-    if spec["kind"] != "spectrum":
-        spec["directions"] = {"kind": direction or "random"}
-        if points not in (None, ""):
-            axis = {"points": int(points)}
-            if direction == "interpolation":
-                axis.update(lo=-0.5, hi=1.5)
-            spec["x"] = axis
-            if spec["kind"] in ("surface", "trajectory"):
-                spec["y"] = dict(axis)
-    if samples not in (None, ""):
-        spec["eval_samples"] = int(samples)
-    return spec
-
-
-def cost_view(cost: dict[str, Any]) -> html.Div:
-    """The dry run's cost, in the units the issue states it: passes over the eval set."""
-    def n(key: str) -> str:
-        v = cost.get(key)
-        return f"{v:,.0f}" if isinstance(v, int | float) else "?"
-
-    rows = [("analyses (one per run)", n("analyses")), ("grid points", n("points")),
-            ("forward passes", f"{n('forward_passes')} of {n('eval_samples')} samples"),
-            ("backward passes", n("backward_passes")),
-            ("Hessian-vector products", n("hvps")),
-            ("forward-pass equivalents", n("forward_equivalents")),
-            ("memory (largest)", f"{n('memory_mb')} MiB")]
-    return html.Div([html.Strong("Cost"), html.Table(
-        [html.Tr([html.Td(k), html.Td(v)]) for k, v in rows], className="cost-table")])
-
-
-def preview(client: ApiClient, experiment_id: int, *form: Any, token: str | None = None
-            ) -> Any:
-    try:
-        spec = spec_of(*form)
-        body = client.create_analyses({"experiment_id": experiment_id, "spec": spec,
-                                       "dry_run": True}, token=token)
-    except ValueError as exc:
-        return html.Span(str(exc), className="error")
-    except ApiError as exc:
-        return html.Span(exc.message, className="error")
-    return cost_view(body.get("cost") or {})
-
-
-def launch(client: ApiClient, experiment_id: int, launched: int, *form: Any,
-           token: str | None = None) -> tuple[Any, int]:
-    """(message, the new launch count): a count that changes makes the list refresh."""
-    try:
-        body = client.create_analyses({"experiment_id": experiment_id,
-                                       "spec": spec_of(*form), "dry_run": False}, token=token)
-    except (ValueError, ApiError) as exc:
-        return html.Span(getattr(exc, "message", str(exc)), className="error"), no_update
-    made = body.get("analyses") or []
-    ids = ", ".join(f"#{a['id']}" for a in made)
-    return f"Launched {len(made)} analyses ({ids}).", (launched or 0) + 1
-
+# -- the form (its plain functions: webapp/landscape/launch.py) ------------------------------
 
 def cancel(client: ApiClient, analysis_id: Any, launched: int, token: str | None = None
            ) -> tuple[Any, int]:
@@ -263,28 +198,39 @@ def register(app: Dash, client: ApiClient) -> dict:
                             Input("exp-tab", "value"))
 
     @app.callback(Output("ls-dir", "options"), Output("ls-dir", "value"),
+                  Output("ls-points", "placeholder"), Output("ls-points", "disabled"),
+                  Output("ls-points-hint", "children"),
                   Input("ls-kind", "value"), prevent_initial_call=True)
     def cb_directions(kind):
-        return directions_for(kind)
+        return (*directions_for(kind), *points_field(kind))
 
-    @app.callback(Output("ls-cost", "children"), Input("ls-plotly", "data"),
+    errors_out = [Output(f"ls-{f}-error", "children") for f in OWN_LINE]
+
+    @app.callback(Output("ls-cost", "children"), *errors_out, Input("ls-plotly", "data"),
                   *[Input(f, "value") for f in FORM], State("ls-source", "data"),
                   State("token", "value"), prevent_initial_call=True)
     def cb_preview(shown, *args):
         *form, source, token = args
         if shown != "full":
-            return no_update
-        return preview(client, _exp(source), *form, token=token)
+            return (no_update,) * (1 + len(OWN_LINE))
+        cost, lines = preview(client, _exp(source), *form, token=token)
+        return cost, *lines
+
+    app.clientside_callback(READ_TYPED, Output("ls-typed", "data"),
+                            Input("ls-launch", "n_clicks"), prevent_initial_call=True)
 
     @app.callback(Output("ls-message", "children"), Output("ls-launched", "data"),
                   Output("ls-poll", "disabled", allow_duplicate=True),
-                  Input("ls-launch", "n_clicks"), *[State(f, "value") for f in FORM],
+                  *[Output(f"ls-{f}-error", "children", allow_duplicate=True)
+                    for f in OWN_LINE],
+                  Input("ls-typed", "data"), State("ls-kind", "value"),
+                  State("ls-dir", "value"), State("ls-bn", "value"),
                   State("ls-source", "data"), State("ls-launched", "data"),
                   State("token", "value"), prevent_initial_call=True)
-    def cb_launch(_n, *args):
-        *form, source, launched, token = args
-        message, count = launch(client, _exp(source), launched, *form, token=token)
-        return message, count, False
+    def cb_launch(typed, kind, direction, bn, source, launched, token):
+        form = typed_form(typed, kind, direction, bn)
+        message, count, lines = launch(client, _exp(source), launched, *form, token=token)
+        return message, count, False, *lines
 
     @app.callback(Output("ls-message", "children", allow_duplicate=True),
                   Output("ls-launched", "data", allow_duplicate=True),

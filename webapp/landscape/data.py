@@ -18,6 +18,7 @@ from webapp.figures.geometry import (
     Grid,
     all_grids,
     directions_text,
+    evals_text,
     shared_range,
     steps_of,
 )
@@ -61,8 +62,10 @@ class Group:
         bn = BN_TEXT.get(self.bn_mode, self.bn_mode)
         along = f" · {directions_text(self.analyses[0])}" if self.analyses and \
             self.kind in ("surface", "slice") else ""
-        return (f"#{self.id} {self.kind}{along} · BN {bn}{at} · {len(self.analyses)} run(s) · "
-                f"{self.status}")
+        ev = evals_text(self.analyses)
+        on = f" · {ev}" if ev else ""
+        return (f"#{self.id} {self.kind}{along} · BN {bn}{on}{at} · {len(self.analyses)} "
+                f"run(s) · {self.status}")
 
 
 def groups_of(analyses: list[dict[str, Any]]) -> list[Group]:

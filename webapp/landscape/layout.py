@@ -13,6 +13,7 @@ from dash import dcc, html
 
 from server.analysis_spec import DIRECTIONS_FOR
 from webapp.components import status_badge
+from webapp.figures.geometry import eval_samples
 from webapp.figures.geometry_spectrum import density_figure, spectrum_over_training
 from webapp.figures.geometry_surface import (
     contour_figure,
@@ -21,6 +22,7 @@ from webapp.figures.geometry_surface import (
     trajectory_figure,
 )
 from webapp.landscape.data import Group, Loaded
+from webapp.landscape.form import DEFAULT_SAMPLES, POINTS, SAMPLES, default_points
 from webapp.style import STATUS_COLORS
 
 KIND_OPTIONS = [{"label": "2D surface", "value": "surface"},
@@ -40,6 +42,7 @@ FIGS_OF = {"surface": [("contour", True), ("surface", True)], "slice": [("slices
 SURFACE = "ls-surface"  # the 3D figures, whose cameras are kept in step
 OTHER = "ls-fig"
 CANCEL = "ls-cancel"  # a queued or running analysis's cancel button
+DEBOUNCE_S = 0.6  # the pause in typing after which a text field's value is sent
 
 
 def direction_options(kind: str) -> list[dict[str, str]]:
@@ -49,10 +52,35 @@ def direction_options(kind: str) -> list[dict[str, str]]:
             for k in DIRECTIONS_FOR.get(kind, ("random",))]
 
 
-def _field(label: str, control: Any, hint: str = "") -> html.Div:
-    return html.Div([html.Label(label), control,
-                     html.Small(hint, className="muted") if hint else None],
-                    className="ls-field")
+def _field(label: str, control: Any, hint: str = "", name: str | None = None) -> html.Div:
+    """A labelled control with its hint; a `name`d field also gets an error line
+    (ls-<name>-error) and an id on its hint (ls-<name>-hint)."""
+    hint_box = html.Small(hint, className="muted", **({"id": f"ls-{name}-hint"} if name
+                                                       else {})) if hint or name else None
+    error = html.Div(id=f"ls-{name}-error", className="field-error") if name else None
+    return html.Div([html.Label(label), control, hint_box, error], className="ls-field")
+
+
+def points_placeholder(kind: str) -> str:
+    n = default_points(kind)
+    return "no grid" if n is None else str(n)
+
+
+def points_hint(kind: str) -> str:
+    """What an empty Grid points field means for `kind`, said where it is typed."""
+    n = default_points(kind)
+    if n is None:
+        return "unused: a spectrum has no grid"
+    return f"{POINTS[0]} to {POINTS[1]}; empty: {n}, the default for this kind"
+
+
+def _text_input(name: str, value: str | None, placeholder: str) -> dcc.Input:
+    # Text, not type="number": a number input sends None for an invalid value, as for an
+    # empty one (webapp/landscape/form.py). The debounce is a pause in seconds, so the cost
+    # follows typing without waiting for the field to be left.
+    return dcc.Input(id=f"ls-{name}", type="text", value=value, placeholder=placeholder,
+                     debounce=DEBOUNCE_S, className="ls-input", autoComplete="off",
+                     **({"inputMode": "numeric"} if name != "steps" else {}))
 
 
 def launch_form() -> html.Div:
@@ -61,20 +89,20 @@ def launch_form() -> html.Div:
         html.Div([
             _field("Kind", dcc.Dropdown(id="ls-kind", options=KIND_OPTIONS, value="surface",
                                         clearable=False, searchable=False)),
-            _field("Steps", dcc.Input(id="ls-steps", type="text", placeholder="last",
-                                      debounce=True, className="ls-input"),
-                   "saved snapshot steps, e.g. 0, 400, 800; empty: the last"),
+            _field("Steps", _text_input("steps", None, "last"),
+                   "saved snapshot steps, e.g. 0, 400, 800; empty: the last", "steps"),
             _field("Directions", dcc.Dropdown(id="ls-dir", value="random", clearable=False,
                                               searchable=False,
                                               options=direction_options("surface"))),
-            _field("Grid points per axis", dcc.Input(id="ls-points", type="number", min=2,
-                                                      max=101, value=21, debounce=True,
-                                                      className="ls-input")),
+            _field("Grid points per axis",
+                   _text_input("points", str(default_points("surface")),
+                               points_placeholder("surface")),
+                   points_hint("surface"), "points"),
             _field("BN mode", dcc.RadioItems(id="ls-bn", options=BN_OPTIONS, value="batch")),
-            _field("Evaluation samples", dcc.Input(id="ls-samples", type="number", min=1,
-                                                    value=2048, debounce=True,
-                                                    className="ls-input"),
-                   "a seeded subset of the training set, the same for every run"),
+            _field("Evaluation samples",
+                   _text_input("samples", str(DEFAULT_SAMPLES), f"{DEFAULT_SAMPLES:,}"),
+                   f"a seeded subset of the training set, the same for every run; "
+                   f"{SAMPLES[0]:,} to {SAMPLES[1]:,}; empty: {DEFAULT_SAMPLES:,}", "samples"),
         ], className="ls-form-grid"),
         html.Div(id="ls-cost", className="ls-cost"),
         html.Div([html.Button("Launch", id="ls-launch", className="btn btn-primary"),
@@ -114,6 +142,7 @@ def landscape_layout(experiment_id: int, poll_ms: int = 2000) -> html.Div:
         dcc.Store(id="ls-camera"),
         dcc.Store(id="ls-plotly"),
         dcc.Store(id="ls-launched", data=0),
+        dcc.Store(id="ls-typed"),  # the text fields as Launch found them (READ_TYPED)
         dcc.Interval(id="ls-poll", interval=poll_ms),
         dcc.Interval(id="ls-tick", interval=1200, disabled=True),
         html.Div([launch_form(),
@@ -138,6 +167,15 @@ def progress(done: int, total: int, status: str) -> html.Div | str:
     ], className="progress", title=f"{pct:.0f}%")
 
 
+def eval_cell(analysis: dict[str, Any]) -> str:
+    """The evaluation set's size in the list: two spectra of one run and step differ when
+    their sets do, and this is where a reader sees why."""
+    n = eval_samples(analysis)
+    if n is not None:
+        return f"{n:,} samples"
+    return "all" if "eval_samples" in (analysis.get("spec") or {}) else "?"
+
+
 def analyses_table(groups: list[Group], labels: dict[int, str],
                    csv_url: Callable[[int], str]) -> html.Table | html.P:
     if not groups:
@@ -149,7 +187,7 @@ def analyses_table(groups: list[Group], labels: dict[int, str],
             rows.append(html.Tr([
                 html.Td(f"#{g.id}"), html.Td(a["kind"]),
                 html.Td(labels.get(a["run_id"], f"run {a['run_id']}")),
-                html.Td(a.get("bn_mode")),
+                html.Td(a.get("bn_mode")), html.Td(eval_cell(a)),
                 html.Td(", ".join(map(str, (a.get("spec") or {}).get("steps") or [])) or "last"),
                 html.Td(status_badge(a["status"]), title=a.get("error") or ""),
                 html.Td(progress(int(p.get("done") or 0), int(p.get("total") or 0),
@@ -160,8 +198,8 @@ def analyses_table(groups: list[Group], labels: dict[int, str],
                                     className="btn btn-small")
                         if a["status"] in ("queued", "running") else ""),
             ], id=f"ls-analysis-{a['id']}"))
-    head = html.Tr([html.Th(h) for h in ("group", "kind", "run", "BN mode", "steps",
-                                         "status", "progress", "", "")])
+    head = html.Tr([html.Th(h) for h in ("group", "kind", "run", "BN mode", "eval set",
+                                         "steps", "status", "progress", "", "")])
     return html.Table([html.Thead(head), html.Tbody(rows)], className="ls-table")
 
 
@@ -251,9 +289,12 @@ def sections(loaded: Loaded, group_ids: list[int], step: int | None, log: bool, 
                       figure_for(key_of(gid, "trajectory", v.id), loaded, step, log, camera,
                                  metric),
                       fmt) for v, _d in items], className="ls-pair"))
+        # Not a "figure-card": that class hides the figures' own titles on the page (the
+        # compare view's cards head each figure with the same words), and here the titles
+        # are what tell the runs, the step, the BN mode and the evaluation set apart.
         out.append(html.Section([
             html.Div([html.H3(g.label()), html.Div(links, className="ls-links")],
                      className="section-head"),
             *body,
-        ], className="card figure-card ls-section", id=f"ls-group-{gid}"))
+        ], className="card ls-section", id=f"ls-group-{gid}"))
     return out

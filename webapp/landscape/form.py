@@ -1,0 +1,180 @@
+"""The Landscape tab's launch form as plain data: field values -> the AnalysisSpec JSON the
+server takes, or an error per field that cannot be used, stated as the constraint itself
+("1 to 101 points"); and a 422's `loc` -> the field it is about.
+
+The bounds are read from the server's own spec (server/analysis_spec.py is pydantic, no
+torch), never typed again here, so the form and the API cannot disagree. The number fields
+are text inputs on purpose: a dcc.Input of type "number" sends None for whatever the browser
+finds invalid (outside min/max, "1e", "--3"), exactly as for an empty field, and an invalid
+number then silently became the default.
+
+An empty field means its default, and the form says so next to the field: Steps the run's
+last step, Grid points the kind's default, Evaluation samples the spec's default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from annotated_types import Ge, Le
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+
+from server.analysis_spec import (
+    DEFAULT_POINTS,
+    MAX_STEP,
+    MAX_STEPS_PER_ANALYSIS,
+    AnalysisSpec,
+    Axis,
+)
+
+FORM = "form"  # an error about no single field
+# The fields that have an error line of their own (ls-<name>-error); errors about the others
+# (kind, directions, BN mode: choices that cannot be wrong alone) go to the cost panel.
+OWN_LINE = ("steps", "points", "samples")
+LABELS = {"kind": "Kind", "steps": "Steps", "dir": "Directions",
+          "points": "Grid points per axis", "bn": "BN mode", "samples": "Evaluation samples"}
+# Spec key (first part of a 422's loc under body.spec) -> the form field that sets it.
+SPEC_FIELD = {"kind": "kind", "steps": "steps", "directions": "dir", "x": "points",
+              "y": "points", "bn_mode": "bn", "eval_samples": "samples"}
+
+
+def bounds(info: FieldInfo) -> tuple[int, int]:
+    """(ge, le) of an integer field of the server's spec."""
+    lo = next(m.ge for m in info.metadata if isinstance(m, Ge))
+    hi = next(m.le for m in info.metadata if isinstance(m, Le))
+    return int(lo), int(hi)
+
+
+POINTS = bounds(Axis.model_fields["points"])
+SAMPLES = bounds(AnalysisSpec.model_fields["eval_samples"])
+DEFAULT_SAMPLES: int = AnalysisSpec.model_fields["eval_samples"].default
+
+
+def default_points(kind: str | None) -> int | None:
+    """Grid points per axis when the field is empty; None for a spectrum (no grid)."""
+    kind = kind or "surface"
+    return None if kind == "spectrum" else DEFAULT_POINTS.get(kind)
+
+
+class FormError(ValueError):
+    """Fields that cannot be used: {field: what it must be}."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__(summary(errors))
+
+
+def summary(errors: dict[str, str]) -> str:
+    """'Grid points per axis: 1 to 101 points, not 1,000; ...': each error with its field."""
+    return "; ".join(f"{LABELS[f]}: {msg}" if f in LABELS else msg
+                     for f, msg in errors.items())
+
+
+def whole(value: Any, lo: int, hi: int, unit: str) -> int | None:
+    """A whole number from lo to hi typed in a text field ('2048', '2,048'); None if empty.
+    Raises ValueError with the constraint."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if re.fullmatch(r"-?\d{1,3}(?:[,_]\d{3})+", text):  # thousands separators
+        text = re.sub(r"[,_]", "", text)
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(f"a whole number of {unit}, {lo:,} to {hi:,}")
+    n = int(text)
+    if not lo <= n <= hi:
+        raise ValueError(f"{lo:,} to {hi:,} {unit}, not {n:,}")
+    return n
+
+
+def parse_steps(text: Any) -> list[int] | None:
+    """'0, 400 800' -> [0, 400, 800]; empty -> None (the last saved step)."""
+    parts = [p for p in re.split(r"[,\s;]+", str(text or "").strip()) if p]
+    if not parts:
+        return None
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError("whole step numbers separated by commas, e.g. 0, 400, 800")
+    steps = sorted({int(p) for p in parts})
+    if steps[-1] > MAX_STEP:
+        raise ValueError(f"steps from 0 to {MAX_STEP:,}, not {steps[-1]:,}")
+    if len(steps) > MAX_STEPS_PER_ANALYSIS:
+        raise ValueError(f"at most {MAX_STEPS_PER_ANALYSIS} steps per analysis, "
+                         f"not {len(steps)}")
+    return steps
+
+
+@dataclass
+class Read:
+    """What the form says: the spec JSON, or the errors by field (then spec is None)."""
+
+    spec: dict[str, Any] | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def read(kind: str | None, steps: Any, direction: str | None, points: Any, bn: str | None,
+         samples: Any) -> Read:
+    """Every field parsed (all their errors at once, not the first), then the spec checked
+    as the server checks it."""
+    kind = kind or "surface"
+    errors: dict[str, str] = {}
+    spec: dict[str, Any] = {"kind": kind, "bn_mode": bn or "batch"}
+
+    def take(name: str, parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except ValueError as exc:
+            errors[name] = str(exc)
+            return None
+
+    spec["steps"] = take("steps", parse_steps, steps)
+    if kind != "spectrum":  # a spectrum has no directions and no grid: the fields are unused
+        spec["directions"] = {"kind": direction or "random"}
+        n = take("points", whole, points, *POINTS, "points")
+        if n is not None:
+            axis: dict[str, Any] = {"points": n}
+            if direction == "interpolation":
+                axis.update(lo=-0.5, hi=1.5)  # the endpoints at 0 and 1, room either side
+            spec["x"] = axis
+            if kind in ("surface", "trajectory"):
+                spec["y"] = dict(axis)
+    n = take("samples", whole, samples, *SAMPLES, "samples")
+    if n is not None:
+        spec["eval_samples"] = n
+    if errors:
+        return Read(None, errors)
+    try:
+        AnalysisSpec.model_validate(spec)
+    except ValidationError as exc:
+        for e in exc.errors():
+            errors.setdefault(field_of(("body", "spec", *e["loc"])), e["msg"])
+        return Read(None, errors)
+    return Read(spec)
+
+
+def spec_of(*form: Any) -> dict[str, Any]:
+    """The AnalysisSpec JSON the form describes; FormError when a field cannot be used."""
+    got = read(*form)
+    if got.spec is None:
+        raise FormError(got.errors)
+    return got.spec
+
+
+def field_of(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    """A 422's loc (["body", "spec", "x", "points"]) -> the form field that sets it."""
+    parts = [str(p) for p in loc]
+    if parts[:2] != ["body", "spec"] or len(parts) < 3:
+        return FORM
+    return SPEC_FIELD.get(parts[2], FORM)
+
+
+def api_errors(details: list[tuple[tuple[str | int, ...], str]], message: str
+               ) -> dict[str, str]:
+    """A refused request's errors by field (ApiError.field_errors()); `message` when the
+    answer had none (a 409, no answer at all)."""
+    out: dict[str, str] = {}
+    for loc, msg in details:
+        f = field_of(loc)
+        out[f] = f"{out[f]}; {msg}" if f in out else msg
+    return out or {FORM: message}
