@@ -8,31 +8,20 @@ from __future__ import annotations
 from dash import no_update
 
 from tests.support.synthetic import create_experiment
+from tests.webapp.layout_walk import ids_in
 from webapp import experiment_delete
 from webapp.app import create_dash
 from webapp.client import ApiError
 from webapp.pages import experiment
 
 
-def _ids(component) -> set:
-    found, todo = set(), [component]
-    while todo:
-        c = todo.pop()
-        if getattr(c, "id", None) is not None:
-            found.add(c.id if isinstance(c.id, str) else repr(c.id))
-        kids = getattr(c, "children", None)
-        todo.extend(kids if isinstance(kids, list | tuple) else [kids] if kids is not None
-                    else [])
-    return found
-
-
 def test_the_page_offers_delete_for_an_experiment_that_exists(api):
     exp, ids = create_experiment(api.engine, ["none", "batch"], steps=20)
-    assert "exp-delete" in _ids(experiment.layout(api.client, str(exp)))
-    assert "exp-delete" not in _ids(experiment.layout(api.client, "999"))
+    assert "exp-delete" in ids_in(experiment.layout(api.client, str(exp)))
+    assert "exp-delete" not in ids_in(experiment.layout(api.client, "999"))
     for rid in ids:  # emptied: its page says so, and can still delete it
         api.client.delete_run(rid)
-    assert "exp-delete" in _ids(experiment.layout(api.client, str(exp)))
+    assert "exp-delete" in ids_in(experiment.layout(api.client, str(exp)))
 
 
 def test_delete_refuses_while_a_run_is_active_then_deletes_everything(api):

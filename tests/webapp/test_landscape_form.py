@@ -10,6 +10,7 @@ from dash import dcc, html, no_update
 
 from server.analysis_spec import MAX_GRID, MAX_SAMPLES, AnalysisSpec, Axis
 from tests.webapp.landscape_data import snapshotted_experiment
+from tests.webapp.layout_walk import walk
 from webapp.app import create_dash
 from webapp.landscape import form
 from webapp.landscape import launch as ln
@@ -20,15 +21,6 @@ from webapp.landscape.layout import DEBOUNCE_S, landscape_layout
 def snapshotted(api):
     return snapshotted_experiment(api.engine)
 
-
-def walk(component):
-    yield component
-    children = getattr(component, "children", None)
-    if children is None:
-        return
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and not isinstance(child, str | int | float):
-            yield from walk(child)
 
 
 def by_id(layout) -> dict:

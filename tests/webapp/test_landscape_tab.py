@@ -15,6 +15,7 @@ from tests.webapp.landscape_data import (
     spectrum_values,
     store_results,
 )
+from tests.webapp.layout_walk import walk
 from webapp.app import create_dash
 from webapp.landscape import callbacks as cb
 from webapp.landscape import launch as launching
@@ -47,16 +48,6 @@ def loaded_of(views, analyses) -> Loaded:
     return Loaded({v.id: v for v in views}, {g.id: g for g in groups_of(analyses)},
                   {a["id"]: a for a in analyses})
 
-
-def walk(component):
-    """Every component under `component` (itself included)."""
-    yield component
-    children = getattr(component, "children", None)
-    if children is None:
-        return
-    for child in children if isinstance(children, list | tuple) else [children]:
-        if child is not None and not isinstance(child, str | int | float):
-            yield from walk(child)
 
 
 def graphs(children) -> list[dcc.Graph]:

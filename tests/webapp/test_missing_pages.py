@@ -12,36 +12,18 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 
 from tests.support.synthetic import create_experiment
+from tests.webapp.layout_walk import find as find_or_none
+from tests.webapp.layout_walk import ids_in
 from webapp.app import create_dash
 from webapp.compare.callbacks import OUTPUTS
 from webapp.pages import compare, experiment
 
 
-def ids_in(layout) -> set[str]:
-    """Every string id in a layout."""
-    out, todo = set(), [layout]
-    while todo:
-        c = todo.pop()
-        if isinstance(c, list | tuple):
-            todo.extend(c)
-        elif hasattr(c, "to_plotly_json"):
-            if isinstance(getattr(c, "id", None), str):
-                out.add(c.id)
-            todo.append(getattr(c, "children", None))
-    return out
-
-
 def find(layout, cid: str):
-    todo = [layout]
-    while todo:
-        c = todo.pop()
-        if isinstance(c, list | tuple):
-            todo.extend(c)
-        elif hasattr(c, "to_plotly_json"):
-            if getattr(c, "id", None) == cid:
-                return c
-            todo.append(getattr(c, "children", None))
-    raise AssertionError(f"no {cid}")
+    found = find_or_none(layout, cid)
+    if found is None:
+        raise AssertionError(f"no {cid}")
+    return found
 
 
 def links(layout) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.webapp.layout_walk import find as _find
+from tests.webapp.layout_walk import text as _text
 from webapp.app import create_dash
 from webapp.formspec import FIELDS
 from webapp.pages import new_experiment
@@ -27,24 +29,6 @@ def _check(cbs, form, presets, limits):
     return panel, dict(zip([*FIELDS, "form"], errors, strict=True)), result
 
 
-def _text(node) -> str:
-    if node is None or isinstance(node, str | int | float):
-        return "" if node is None else str(node)
-    if isinstance(node, list | tuple):
-        return " ".join(_text(n) for n in node)
-    return _text(getattr(node, "children", None))
-
-
-def _find(node, node_id: str):
-    if getattr(node, "id", None) == node_id:
-        return node
-    kids = getattr(node, "children", None)
-    for kid in kids if isinstance(kids, list) else [kids]:
-        if kid is not None and not isinstance(kid, str | int | float):
-            hit = _find(kid, node_id)
-            if hit is not None:
-                return hit
-    return None
 
 
 @pytest.mark.parametrize("field,typed,message", [

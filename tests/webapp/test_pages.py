@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 from server.db.models import WorkerRecord, utcnow
 from server.queue import worker_queues
 from tests.support.synthetic import create_experiment
+from tests.webapp.layout_walk import components
+from tests.webapp.layout_walk import find as _find
+from tests.webapp.layout_walk import text as _text
 from webapp import new_experiment_cost
 from webapp.app import create_dash
 from webapp.client import ApiClient
@@ -260,19 +263,6 @@ def test_page_layouts_and_routes(api, app):
     assert f"{{'experiment': {exp}}}" in str(experiment.layout(api.client, str(exp)))
 
 
-def components(layout) -> dict:
-    """id -> component, for every component of a layout that has an id."""
-    out, todo = {}, [layout]
-    while todo:
-        c = todo.pop()
-        if isinstance(c, list | tuple):
-            todo.extend(c)
-        elif hasattr(c, "to_plotly_json"):
-            if isinstance(getattr(c, "id", None), str):
-                out[c.id] = c
-            todo.append(getattr(c, "children", None))
-    return out
-
 
 def test_a_compare_page_arrives_built_as_the_callback_would_build_it(api, app):
     exp, ids = create_experiment(api.engine, ["none", "batch"], steps=40, status="running",
@@ -335,27 +325,6 @@ def test_user_text_cannot_break_out_of_a_table_link(run_json):
     assert row["name"] == "[x\\]\\(javascript:alert\\(1\\)\\)\\[](/compare?runs=5)"
 
 
-def _text(node) -> str:
-    """Every string under a Dash component, space-joined."""
-    if node is None:
-        return ""
-    if isinstance(node, str | int | float):
-        return str(node)
-    if isinstance(node, list | tuple):
-        return " ".join(_text(n) for n in node)
-    return _text(getattr(node, "children", None))
-
-
-def _find(node, node_id: str):
-    if getattr(node, "id", None) == node_id:
-        return node
-    kids = getattr(node, "children", None)
-    for kid in kids if isinstance(kids, list) else [kids]:
-        if kid is not None and not isinstance(kid, str | int | float):
-            hit = _find(kid, node_id)
-            if hit is not None:
-                return hit
-    return None
 
 
 def test_the_form_shows_the_servers_cost_of_training_default_analyses_and_snapshots(api, app):
