@@ -116,10 +116,10 @@ def _mutating_routes(app) -> list[tuple[str, str]]:
 def test_with_a_token_every_mutating_route_needs_it(sqlite_backend):
     app = create_app(sqlite_backend.model_copy(update={"api_token": SecretStr("s3cret-ü")}))
     routes = _mutating_routes(app)
-    # runs: POST, cancel, DELETE, PATCH, tag POST and DELETE; experiments: POST, PATCH, tag
-    # POST and DELETE; analyses: POST, cancel, DELETE; the SDK's POST sdk/runs, ingest,
-    # finish and analyses/upload
-    assert len(routes) == 17, routes
+    # runs: POST, cancel, DELETE, PATCH, tag POST and DELETE; experiments: POST, DELETE,
+    # PATCH, tag POST and DELETE; analyses: POST, cancel, DELETE; the SDK's POST sdk/runs,
+    # ingest, finish and analyses/upload
+    assert len(routes) == 18, routes
     with TestClient(app) as c:
         for method, path in routes:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
