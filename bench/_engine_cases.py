@@ -306,14 +306,22 @@ def _cifar_or_synthetic(data_dir: Path) -> Iterator[str]:
             yield "synthetic CIFAR-shaped tensors (archive not found)"
 
 
+def bf16_times(base: dict[str, Any], args: argparse.Namespace, dev: torch.device, n: int,
+               reps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per segment of n training steps, probes off, fp32 and bf16 autocast,
+    interleaved: the engine on `base` (its batch size kept)."""
+    batch = base.get("batch_size") or 128
+    runs = {k: EngineRun(make_spec(base, OFF, args.device, bf16=k == "bf16", batch_size=batch),
+                         args.data_dir, dev) for k in ("fp32", "bf16")}
+    return interleave({k: (r, n) for k, r in runs.items()}, reps, warmup, dev)
+
+
 def bench_bf16(plan: Plan, args: argparse.Namespace, dev: torch.device) -> dict:
     (paper,) = [s for s in get_preset("paper-vgg16").specs() if s.norm == "batch"]
     base = paper.model_dump(exclude={"probes", "steps", "eval_every", "device", "bf16"})
-    with _cifar_or_synthetic(args.data_dir) as data:
-        fp32 = EngineRun(make_spec(base, OFF, args.device, bf16=False), args.data_dir, dev)
-        bf16 = EngineRun(make_spec(base, OFF, args.device, bf16=True), args.data_dir, dev)
     n = plan.gpu_steps
-    t = interleave({"fp32": (fp32, n), "bf16": (bf16, n)}, plan.reps, plan.warmup, dev)
+    with _cifar_or_synthetic(args.data_dir) as data:
+        t = bf16_times({**base, "batch_size": 128}, args, dev, n, plan.reps, plan.warmup)
     bs = paper.batch_size or 1
     return {
         "data": data,
@@ -324,6 +332,29 @@ def bench_bf16(plan: Plan, args: argparse.Namespace, dev: torch.device) -> dict:
         "paired": paired(t["fp32"], t["bf16"], lambda a, b: a / b),
         "samples_s": t,
     }
+
+
+def vmap_times(engine: EngineRun, n: int, reps: int, warmup: int,
+               dev: torch.device) -> dict[str, Any]:
+    """The vmap-batched landscape probe vs the loop: n measure() calls each per segment on
+    the same step, context and shadow, interleaved: their seconds per segment (`t`), how far
+    apart their values are (`max_rel_diff`) and, on CUDA, the peak memory."""
+    loop = DirectLandscape(engine)
+    batched = loop.with_probe(LandscapeProbe(1, MULTIPLIERS, batched=True))
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t = interleave({"loop": (loop, n), "vmap": (batched, n)}, reps, warmup, dev)
+    a, b = loop.last, batched.last
+    if b.scalars[PATH_KEY] != 1.0:
+        raise RuntimeError(f"the batched probe fell back to the loop: {batched.probe.fallback}")
+    out: dict[str, Any] = {"t": t, "max_rel_diff": {
+        key: max(abs(getattr(rb, key) - getattr(ra, key)) / abs(getattr(ra, key))
+                 for ra, rb in zip(a.eta_records, b.eta_records, strict=True))
+        for key in ("loss", "grad_dist")
+    }}
+    if dev.type == "cuda":
+        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    return out
 
 
 def bench_vmap(name: str, plan: Plan, args: argparse.Namespace, dev: torch.device) -> dict:
@@ -338,20 +369,9 @@ def bench_vmap(name: str, plan: Plan, args: argparse.Namespace, dev: torch.devic
             engine = EngineRun(make_spec(base, probes, args.device), args.data_dir, dev)
     else:
         engine = EngineRun(make_spec(MODELS[name], probes, args.device), args.data_dir, dev)
-    loop = DirectLandscape(engine)
-    batched = loop.with_probe(LandscapeProbe(1, MULTIPLIERS, batched=True))
     n = plan.vmap_calls[name]
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    t = interleave({"loop": (loop, n), "vmap": (batched, n)}, plan.reps, plan.warmup, dev)
-    a, b = loop.last, batched.last
-    if b.scalars[PATH_KEY] != 1.0:
-        raise RuntimeError(f"the batched probe fell back to the loop: {batched.probe.fallback}")
-    rel = {
-        key: max(abs(getattr(rb, key) - getattr(ra, key)) / abs(getattr(ra, key))
-                 for ra, rb in zip(a.eta_records, b.eta_records, strict=True))
-        for key in ("loss", "grad_dist")
-    }
+    v = vmap_times(engine, n, plan.reps, plan.warmup, dev)
+    t = v["t"]
     out = {
         "K": len(MULTIPLIERS),
         "calls_per_segment": n,
@@ -360,10 +380,9 @@ def bench_vmap(name: str, plan: Plan, args: argparse.Namespace, dev: torch.devic
         "ms_per_measure": {k: 1e3 * med(v) / n for k, v in t.items()},
         "ratio": med(t["vmap"]) / med(t["loop"]),  # < 1: batched is faster
         "paired": paired(t["vmap"], t["loop"], lambda v, lo: v / lo),
-        "max_rel_diff": rel,
+        "max_rel_diff": v["max_rel_diff"],
         "samples_s": t,
     }
-    if dev.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    if "peak_mem_gib" in v:
+        out["peak_mem_gib"] = v["peak_mem_gib"]
     return out
-

@@ -22,18 +22,16 @@ from typing import Any
 
 import torch
 
-from bench._engine_cases import OFF, DirectLandscape, EngineRun, make_spec
+from bench._engine_cases import MULTIPLIERS, OFF, EngineRun, bf16_times, make_spec, vmap_times
 from bench._timing import _sync, interleave, med, paired
 from server.analysis_spec import AnalysisSpec, chunks
 from server.presets import get_preset
 from worker.engine.geometry.evaluate import GridEvaluator
 from worker.engine.geometry.job import GROUP, AnalysisJob
 from worker.engine.geometry.sink import MemoryAnalysisSink
-from worker.engine.probes.landscape import PATH_KEY, LandscapeProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "paper-vgg16"
-MULTIPLIERS = [0.5, 1.0, 2.0, 4.0]  # the preset's landscape step sizes (K = 4)
 WIDE_GROUP = 32  # a larger vmap group than the job's, timed beside it on the VGG-16
 
 
@@ -128,13 +126,8 @@ def train(scale: Scale, args: argparse.Namespace, bf16: bool) -> dict[str, Any]:
 def bf16_ratio(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
     """Training steps with probes off, fp32 vs bf16 autocast, timed in interleaved segments."""
     base = vgg16_base(scale, "batch")
-    batch = base["batch_size"]
-    fp32 = EngineRun(make_spec(base, OFF, args.device, bf16=False, batch_size=batch),
-                     args.data_dir, dev)
-    bf16 = EngineRun(make_spec(base, OFF, args.device, bf16=True, batch_size=batch),
-                     args.data_dir, dev)
-    n = scale.bf16_steps
-    t = interleave({"fp32": (fp32, n), "bf16": (bf16, n)}, scale.reps, scale.warmup, dev)
+    batch, n = base["batch_size"], scale.bf16_steps
+    t = bf16_times(base, args, dev, n, scale.reps, scale.warmup)
     return {"norm": "batch", "batch_size": batch, "steps_per_segment": n, "reps": scale.reps,
             "images_per_s": {k: n * batch / med(v) for k, v in t.items()},
             "speedup": med(t["fp32"]) / med(t["bf16"]),
@@ -151,25 +144,13 @@ def probe_vmap(scale: Scale, args: argparse.Namespace, dev: torch.device,
     probes = {**OFF, "landscape": {"every": 1, "multipliers": MULTIPLIERS}}
     engine = EngineRun(make_spec(base, probes, args.device, batch_size=base["batch_size"]),
                        args.data_dir, dev)
-    loop = DirectLandscape(engine)
-    batched = loop.with_probe(LandscapeProbe(1, MULTIPLIERS, batched=True))
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
     n = scale.probe_calls
-    t = interleave({"loop": (loop, n), "vmap": (batched, n)}, scale.reps, scale.warmup, dev)
-    if batched.last.scalars[PATH_KEY] != 1.0:
-        raise RuntimeError(f"the batched probe fell back to the loop: {batched.probe.fallback}")
-    rel = {key: max(abs(getattr(b, key) - getattr(a, key)) / abs(getattr(a, key))
-                    for a, b in zip(loop.last.eta_records, batched.last.eta_records,
-                                    strict=True))
-           for key in ("loss", "grad_dist")}
-    out = {"norm": norm, "K": len(MULTIPLIERS), "batch_size": base["batch_size"],
-           "ms_per_measure": {k: 1e3 * med(v) / n for k, v in t.items()},
-           "loop_over_vmap": med(t["loop"]) / med(t["vmap"]),
-           "paired": paired(t["loop"], t["vmap"], lambda a, b: a / b), "max_rel_diff": rel}
-    if dev.type == "cuda":
-        out["peak_mem_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-    return out
+    v = vmap_times(engine, n, scale.reps, scale.warmup, dev)
+    t = v.pop("t")
+    return {"norm": norm, "K": len(MULTIPLIERS), "batch_size": base["batch_size"],
+            "ms_per_measure": {k: 1e3 * med(x) / n for k, x in t.items()},
+            "loop_over_vmap": med(t["loop"]) / med(t["vmap"]),
+            "paired": paired(t["loop"], t["vmap"], lambda a, b: a / b), **v}
 
 
 # -- 4. surfaces on the trained VGG-16s ---------------------------------------------------------

@@ -24,6 +24,12 @@ from typing import Any
 from server.spec import RunSpec, build_spec, expand_vary
 
 
+def figures_label(figures: str) -> str:
+    """How a preset's figures are named to a reader: the paper's as 'Fig 1, 3a, 4'; another
+    paper's already name it and say 'Fig' themselves ('Li et al. 2018, Fig 5')."""
+    return f"Fig {figures}" if figures[:1].isdigit() else figures
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str

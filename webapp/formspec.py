@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic.fields import FieldInfo
+
 from server.cost import estimate
 from server.spec import (
     SHARPNESS_MIN_ITERS,
@@ -105,7 +107,12 @@ def bounds(path: str) -> Bounds:
     *parents, leaf = path.split(".")
     for part in parents:
         model = model.model_fields[part].annotation
-    info = model.model_fields[leaf]
+    return field_bounds(model.model_fields[leaf])
+
+
+def field_bounds(info: FieldInfo) -> Bounds:
+    """The bounds of any pydantic field of the server's specs (its ge/gt/le/lt metadata):
+    also what the Landscape tab's form reads AnalysisSpec's with."""
     b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt")
          if hasattr(m, k)}
     return Bounds(whole=info.annotation is not float, lo=b.get("gt", b.get("ge", -math.inf)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from server.presets import PRESETS
+from server.presets import PRESETS, figures_label
 from server.spec import SpecError
 
 
@@ -28,9 +28,7 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in PRESETS)
     for p in PRESETS.values():
         runs = len(p.specs())
-        # "1, 3a, 4" are the paper's figures; "Li et al. 2018, Fig 5" names its own paper.
-        fig = (f"[{'Fig ' if p.figures[0].isdigit() else ''}{p.figures}] " if p.figures
-               else "")
+        fig = f"[{figures_label(p.figures)}] " if p.figures else ""
         vary = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in p.vary.items())
         print(f"{p.name:<{width}}  {runs} run(s)  {fig}{p.description}")
         if vary:

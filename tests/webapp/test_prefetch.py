@@ -16,9 +16,14 @@ from tests.support.synthetic import create_experiment
 from webapp.app import TOKEN_COOKIE, create_dash
 from webapp.compare import prefetch
 from webapp.compare.data import CACHE, FinishedCache
-from webapp.compare.page import opening_layout
+from webapp.compare.page import built_layout, first_build
 
 DATA = ("/metrics", "/probes", "/distributions")
+
+
+def opening_layout(client, source, poll_ms):
+    """The page for `source` as the pages build it: the first build, then the layout."""
+    return built_layout(client, source, poll_ms, first_build(client, source))
 
 
 def test_concurrent_fetches_of_one_key_coalesce():

@@ -11,39 +11,40 @@ from dash import dcc, html
 from webapp.compare.viewstate import MAX_SMOOTH, ViewState
 from webapp.components import progress_bar, source_badge, status_badge, swatch
 from webapp.environment_view import environment_block
-from webapp.figures import DEFAULT_LOG
+from webapp.figures import DEFAULT_LOG, TITLES
 from webapp.runsets import RunView
 from webapp.style import graph_config
 
-# (figure, title, paper reference, what it shows, height)
+# (figure, title, paper reference, what it shows, height); the titles are the figures' own
+# (webapp/figures TITLES), which their exported images carry
 SECTIONS: list[tuple[str, str, str, str, int]] = [
-    ("training", "Training", "Fig 1, 5, 12",
+    ("training", TITLES["training"], "Fig 1, 5, 12",
      "Loss and accuracy. Solid: the training minibatch at each step (the light band is the "
      "min-max of each downsampled stretch); dotted: the held-out test set.", 340),
-    ("landscape", "Loss landscape along the gradient", "Fig 4a, 10a",
+    ("landscape", TITLES["landscape"], "Fig 4a, 10a",
      "At each probed step t, the loss l(η) = L(w_t − η∇L) for every η in S = multipliers × LR; "
      "the band spans its min to max. A narrow band is a smooth landscape.", 340),
-    ("gradpred", "Gradient predictiveness", "Fig 4b, 10b",
+    ("gradpred", TITLES["gradpred"], "Fig 4b, 10b",
      "‖∇L(w_t − η∇L) − ∇L(w_t)‖₂ over η ∈ S: how much the gradient changes a step away. "
      "Small means the gradient predicts the next one.", 340),
-    ("beta", "Effective β-smoothness", "Fig 4c, 10c",
+    ("beta", TITLES["beta"], "Fig 4c, 10c",
      "max over η of the gradient change per unit of distance moved: the local Lipschitz "
      "constant of the gradient along the path.", 320),
-    ("etas", "Predictiveness against the step size", "Fig 11",
+    ("etas", TITLES["etas"], "Fig 11",
      "d(η) against η, one line per probed step, coloured from early (dark) to late (bright).",
      320),
-    ("ics", "Internal covariate shift", "Fig 3, Definition 2.1",
+    ("ics", TITLES["ics"], "Fig 3, Definition 2.1",
      "G: the gradient of layer i; G′: the same after every earlier layer took this step's "
      "update. BatchNorm does not make ‖G − G′‖ smaller — the paper's point.", 480),
-    ("dist_heat", "Activation distributions", "Fig 1c, 2, 6, 9",
+    ("dist_heat", TITLES["dist_heat"], "Fig 1c, 2, 6, 9",
      "The share of a layer's activations (after normalisation, before the nonlinearity) in "
      "each bin, over training; outer columns hold what fell outside the histogram range.",
      320),
-    ("dist_overlay", "Activation distributions, overlaid", "Fig 2 (overlaid)",
+    ("dist_overlay", TITLES["dist_overlay"], "Fig 2 (overlaid)",
      "Every run's 5–95 % and 25–75 % quantile bands and median on one axis.", 360),
-    ("sharpness", "Sharpness", "beyond the paper",
+    ("sharpness", TITLES["sharpness"], "beyond the paper",
      "Top Hessian eigenvalue on the minibatch against the edge of stability 2/LR.", 320),
-    ("dynamics", "Gradient norm and distance travelled", "beyond the paper",
+    ("dynamics", TITLES["dynamics"], "beyond the paper",
      "‖∇L(w_t)‖₂ and ‖w_t − w_0‖₂.", 300),
 ]
 # The view's controls that rebuild the figures (the drive callback's extra inputs, in order).

@@ -44,12 +44,6 @@ def built_layout(client: ApiClient, source: dict[str, Any], poll_ms: int,
                           {k: v for k, v in values.items() if v is not no_update}, view)
 
 
-def opening_layout(client: ApiClient, source: dict[str, Any], poll_ms: int,
-                   view: ViewState | None = None) -> html.Div:
-    """The page for `source` with everything built (first_build, then built_layout)."""
-    return built_layout(client, source, poll_ms, first_build(client, source, view), view)
-
-
 def gone_layout(message: str, prefix: str = "/") -> html.Div:
     """What a page with nothing to compare shows instead of controls and empty figures:
     why, and the way back to the runs list."""

@@ -21,8 +21,8 @@ from webapp.style import figure_title
 
 SpecFn = Callable[[list[RunView], Options], Spec]
 
-# Each figure's title, as the compare page heads its card (webapp/compare/layout.py SECTIONS
-# says the same, tests/webapp/test_figures_titles.py checks it).
+# Each figure's title: in its layout (its exports say it) and at the head of its card on the
+# compare page (webapp/compare/layout.py SECTIONS takes it from here).
 TITLES: dict[str, str] = {
     "training": "Training",
     "landscape": "Loss landscape along the gradient",

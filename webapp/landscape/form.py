@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from annotated_types import Ge, Le
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
@@ -29,6 +28,7 @@ from server.analysis_spec import (
     AnalysisSpec,
     Axis,
 )
+from webapp.formspec import field_bounds
 
 FORM = "form"  # an error about no single field
 # The fields that have an error line of their own (ls-<name>-error); errors about the others
@@ -43,9 +43,8 @@ SPEC_FIELD = {"kind": "kind", "steps": "steps", "directions": "dir", "x": "point
 
 def bounds(info: FieldInfo) -> tuple[int, int]:
     """(ge, le) of an integer field of the server's spec."""
-    lo = next(m.ge for m in info.metadata if isinstance(m, Ge))
-    hi = next(m.le for m in info.metadata if isinstance(m, Le))
-    return int(lo), int(hi)
+    b = field_bounds(info)
+    return int(b.lo), int(b.hi)
 
 
 POINTS = bounds(Axis.model_fields["points"])

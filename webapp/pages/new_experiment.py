@@ -18,6 +18,7 @@ import dash
 from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from server.presets import figures_label
 from server.spec import NORMS
 from webapp import formspec
 from webapp.client import ApiClient, ApiError
@@ -237,12 +238,8 @@ def _find(presets: list[dict] | None, name: str | None) -> dict | None:
 
 
 def preset_label(p: dict[str, Any]) -> str:
-    """'paper-vgg16 — Fig 1, 3a, 4'; figures that name their paper ('Li et al. 2018, Fig 5')
-    already say 'Fig' themselves."""
-    figures = p["figures"]
-    if not figures:
-        return p["name"]
-    return f"{p['name']} — {'Fig ' if figures[0].isdigit() else ''}{figures}"
+    """'paper-vgg16 — Fig 1, 3a, 4', 'quick-resnet — Li et al. 2018, Fig 5 (reduced)'."""
+    return f"{p['name']} — {figures_label(p['figures'])}" if p["figures"] else p["name"]
 
 
 def check_parsed(parsed: formspec.Parsed, preset: dict | None) -> tuple[list, dict[str, str]]:
