@@ -158,6 +158,33 @@ class GridEvaluator:
         self._stacked: list[Tensor] = []
         self._out_buffer: Tensor | None = None  # the loop's group outputs (_group_buffer)
 
+    def set_group(self, k: int) -> None:
+        """Evaluate K points per call from now on (the analysis job chooses K on a GPU)."""
+        if k < 1:
+            raise ValueError("a group needs at least one point")
+        self.group = k
+        self._stacked, self._out_buffer = [], None
+
+    def point_bytes(self) -> int:
+        """Device memory one more point of a vmap group needs, measured on an accelerator:
+        the peak of one forward of the largest evaluation batch (the activations a vmapped
+        op holds per point), plus a stacked copy of the parameters and the point's outputs.
+        Nothing is changed: the private copy runs in its mode, noise rewound, no grad."""
+        if self.device.type != "cuda":
+            raise RuntimeError("point_bytes measures CUDA memory")
+        xb = max((b for b, _ in self.batches), key=len)
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.copy.rewind()
+        with torch.no_grad():
+            out = self.module(xb)
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        params = sum(t.numel() * t.element_size() for t in self.copy.params.values())
+        outputs = out[0].numel() * out.element_size() * self.n
+        del out
+        return peak + params + outputs
+
     # -- grid points --------------------------------------------------------------------------
 
     def evaluate(self, theta: Mapping[str, Tensor], dirs: Sequence[Mapping[str, Tensor]],
@@ -269,8 +296,7 @@ class GridEvaluator:
                              for t in writer.theta]
         stacked = self._stacked
         padded = group + [group[-1]] * (k - len(group))  # every call has K points
-        for j, c in enumerate(padded):
-            writer.write([s[j] for s in stacked], c)
+        writer.write_stacked(stacked, padded)
         module, names = self.module, self.names
 
         def one(flat: list[Tensor], xb: Tensor) -> Tensor:

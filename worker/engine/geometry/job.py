@@ -7,11 +7,13 @@ worker, which saves the directions; run_chunk on any worker, from the loaded dir
     job.prepare(step, sink); torch.save(job.directions_state(step), path)
     job.load_directions(torch.load(path, weights_only=True)); job.run_chunk(step, rng, sink)
 
-Determinism across cuts: grid points are evaluated in fixed groups of GROUP consecutive flat
-indices aligned on multiples of GROUP (one batched call per group), whatever the chunk; a
-chunk evaluates every group it touches and writes only its own indices. So each point always
-comes from the very same call, and a surface cut in chunks equals one big chunk bit for bit.
-With chunk_points a multiple of GROUP (the default 64) nothing is evaluated twice.
+Determinism across cuts: grid points are evaluated in fixed groups of K consecutive flat
+indices aligned on multiples of K (one batched call per group), whatever the chunk; a chunk
+evaluates every group it touches and writes only its own indices. So each point always comes
+from the very same call, and a surface cut in chunks equals one big chunk bit for bit. K is
+GROUP (8) on the CPU and as large as memory allows on a GPU (group_size.py); it is chosen when
+the first step is prepared and saved with the directions, so every chunk uses the same K. With
+chunk_points a multiple of K (K divides the default 64) nothing is evaluated twice.
 
 An analysis only reads the run's snapshots; the networks it evaluates are private copies.
 """
@@ -32,13 +34,13 @@ from server.spec import RunSpec
 from worker.engine.data import load_dataset
 from worker.engine.geometry import job_prepare as jp
 from worker.engine.geometry.evaluate import GridEvaluator, LossSum, eval_subset
+from worker.engine.geometry.group_size import GROUP, choose_group
 from worker.engine.geometry.hessian import network_hvp, spectrum
 from worker.engine.geometry.sink import AnalysisSink, GridValue
 from worker.engine.models import build_model
 from worker.engine.snapshots import SnapshotStore
 from worker.engine.state import derive_seed, resolve_device
 
-GROUP = 8  # grid points per batched evaluation call (GridEvaluator's max_batched_points)
 STATE_FORMAT = 1
 StopFn = Callable[[], Any]
 ProgressFn = Callable[[int, int], None]  # (units done, units in all): grid points + 1 per step
@@ -119,6 +121,7 @@ class AnalysisJob:
         self.batch_size = batch_size or len(self.x)
         self.net = net
         self.names = [n for n, _ in self.net.named_parameters()]
+        self.group: int | None = None  # grid points per evaluation call: set by prepare
         self.xs = spec.x_axis().values()
         y_axis = spec.y_axis()
         self.ys = y_axis.values() if y_axis is not None else None
@@ -152,7 +155,7 @@ class AnalysisJob:
         """Evaluators of the network with `state` (weights and buffers): each keeps a copy."""
         self.net.load_state_dict(state)
         kw = dict(bn_mode=self.spec.bn_mode, batch_size=self.batch_size, recal_x=self.recal_x,
-                  classify=self.classify, max_batched_points=GROUP,
+                  classify=self.classify, max_batched_points=self.group or GROUP,
                   noise_seed=self.spec.eval_seed)
         ev = GridEvaluator(self.net, self.loss, self.x, self.y, **kw)
         test = None if self.test is None else GridEvaluator(self.net, self.loss, *self.test, **kw)
@@ -170,8 +173,10 @@ class AnalysisJob:
         state = self._load(centre)
         theta = self._params(state)
         ev, test_ev = self._evaluators(state)
+        self._choose_group(ev, test_ev)
         count = 2 if spec.kind in ("surface", "trajectory") else 1
-        values: dict[str, Any] = {"meta": self.meta}
+        values: dict[str, Any] = {"meta": self.meta,
+                                  "evaluation": {"group": self.group, "vmap": ev.vmap}}
         if spec.kind == "spectrum":
             op, n = network_hvp(ev.loss_fn_of_params(theta), theta)
             values["spectrum"] = spectrum(op, n, spec.spectrum, grad=op.gradient(),
@@ -207,6 +212,15 @@ class AnalysisJob:
         sink.values(step, values)
         return prep
 
+    def _choose_group(self, ev: GridEvaluator, test_ev: GridEvaluator | None) -> None:
+        """K, once per job, then given to the step's evaluators (group_size.py)."""
+        evs = [e for e in (ev, test_ev) if e is not None]
+        if self.group is None:
+            self.group = choose_group(evs, self.grid_points(), self.spec.chunk_points)
+        for e in evs:
+            if e.group != self.group:
+                e.set_group(self.group)
+
     def _at(self, ev: GridEvaluator, theta: dict[str, Tensor]) -> dict[str, Any]:
         """The loss (and accuracy) at theta itself: theta + 0 * d is theta exactly."""
         zero = {k: torch.zeros_like(v) for k, v in theta.items()}
@@ -237,6 +251,7 @@ class AnalysisJob:
         """What a chunk on another worker needs besides the snapshots (torch.save-able)."""
         p = self._require_prepared(step)
         return {"format": STATE_FORMAT, "step": step, "centre_step": p.centre_step,
+                "group": self.group,
                 "analysis": self.spec.model_dump_json(), "labels": p.directions.labels,
                 "info": p.directions.info,
                 "directions": [{k: v.detach().cpu() for k, v in di.items()}
@@ -248,6 +263,8 @@ class AnalysisJob:
         if AnalysisSpec.model_validate_json(state["analysis"]) != self.spec:
             raise ValueError("these directions belong to another analysis spec")
         step, centre = int(state["step"]), int(state["centre_step"])
+        # The preparing worker's K (states saved before K was chosen per device: GROUP).
+        self.group = int(state.get("group") or GROUP)
         snap = self._load(centre)
         theta = self._params(snap)
         dirs = []
@@ -294,10 +311,11 @@ class AnalysisJob:
         if any(not 0 <= i < total for i in wanted):
             raise ValueError(f"grid indices must lie in [0, {total})")
         written = 0
-        for g in sorted({i // GROUP for i in wanted}):
+        k = prep.evaluator.group
+        for g in sorted({i // k for i in wanted}):
             if should_stop is not None and should_stop():
                 break
-            members = range(g * GROUP, min((g + 1) * GROUP, total))
+            members = range(g * k, min((g + 1) * k, total))
             coords = [self.coords(i) for i in members]
             dirs = prep.directions.directions
             vals = prep.evaluator.evaluate(prep.theta, dirs, coords)
