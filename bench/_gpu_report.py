@@ -100,7 +100,7 @@ def markdown(res: dict[str, Any], machine: dict[str, Any], command: str, scale) 
         if _problem(r):
             lines.append(f"| {norm} | {_problem(r)} | | | | | | | | |")
             continue
-        path = "vmap 8" if r["vmap"] else "loop"
+        path = f"vmap {r.get('group', 8)}" if r["vmap"] else "loop"
         lines.append(
             f"| {norm} | {r['grid_s']:.2f} | {r['points_per_s']:.0f} | {r['prepare_s']:.2f} | "
             f"{r['setup_s']:.2f} | {r['eval_samples']}, {r['eval_batch']} | {path}"
@@ -114,14 +114,13 @@ def markdown(res: dict[str, Any], machine: dict[str, Any], command: str, scale) 
     if _problem(g):
         lines.append(f"| VGG-16 (batch) | {_problem(g)} | | |")
     else:
-        ms, wide = g["ms_per_point"], g["wide_group"]
+        ms = g["ms_per_point"]
         verdict = _verdict(g["paired"]["median"] >= GRID_GOAL, judged)
         lines.append(
             f"| VGG-16, norm batch, {g['eval_samples']} samples in batches of {g['eval_batch']} "
             f"| {_spread(g['paired'])} | ms per point: loop {ms['loop']:.2f}, vmap "
-            f"{g['group']} (the job's) {ms['vmap']:.2f}, vmap {wide} {ms[f'vmap{wide}']:.2f} "
-            f"(loop / vmap {wide}: {_spread(g['paired_wide'])}); max rel diff "
-            f"{g['max_rel_diff_loss']:.1e} | {verdict} |")
+            f"{g['group']} (the job's) {ms['vmap']:.2f}; max rel diff vs the loop "
+            f"{g['max_rel_diff_loss']['vmap']:.1e} | {verdict} |")
     mlp = res.get("grid_paths_mlp")
     if _problem(mlp):
         lines.append(f"| MLP 6x128 | {_problem(mlp)} | | |")
@@ -129,13 +128,53 @@ def markdown(res: dict[str, Any], machine: dict[str, Any], command: str, scale) 
         for norm, r in mlp["norms"].items():
             v = r["vmap_over_loop"]
             lines.append(
-                f"| MLP 6x128, norm {norm}, 2048 samples, {r['points']} points | "
+                f"| MLP 6x128, norm {norm}, 2048 samples, {r['points']} points, vmap "
+                f"{r.get('group', 8)} | "
                 f"{1 / v['median']:.2f} [{1 / v['max']:.2f}, {1 / v['min']:.2f}] | s per "
                 f"surface: {', '.join(f'{k} {s:.3f}' for k, s in r['surface_s'].items())} | "
                 f"{_verdict(1 / v['median'] >= GRID_GOAL, judged)} |")
+    lines += _variant_lines(g) + _anatomy_lines(res.get("step_anatomy"))
     raw = {k: ({kk: vv for kk, vv in v.items() if kk != "traceback"} if isinstance(v, dict)
                else v) for k, v in res.items()}
     lines += ["", "<details><summary>raw results (JSON)</summary>", "", "```json",
               json.dumps({"machine": machine, "results": raw}, default=str), "```", "",
               "</details>", ""]
     return "\n".join(lines)
+
+
+def _variant_lines(g: Any) -> list[str]:
+    """The VGG-16 grid paths beside the product's two: what cuDNN autotuning and bf16 would
+    give (not judged: a measurement for choosing the next step)."""
+    if _problem(g) or "paired_variants" not in g:
+        return []
+    lines = ["", f"VGG-16 grid evaluation, {g['points_per_segment']} points per segment x "
+             f"{g['reps']} reps, interleaved; beside the product's paths, cuDNN autotuning "
+             "(benchmark mode) and the loop in bf16 autocast:", "",
+             "| path | ms per point | loop / path, paired | max rel diff of the loss vs the "
+             "loop |", "| --- | --- | --- | --- |",
+             f"| loop | {g['ms_per_point']['loop']:.2f} | 1 | 0 |"]
+    for name, p in g["paired_variants"].items():
+        lines.append(f"| {name} | {g['ms_per_point'][name]:.2f} | {_spread(p)} | "
+                     f"{g['max_rel_diff_loss'][name]:.1e} |")
+    for name, prof in g.get("profile", {}).items():
+        lines += ["", f"One segment of the {name} path under torch.profiler: wall "
+                  f"{prof['wall_s']:.3f} s, {prof['clock']} busy {prof['busy_s']:.3f} s "
+                  f"(kernels' own time); the top kernels:", "", "| kernel | s | calls |",
+                  "| --- | --- | --- |"]
+        lines += [f"| `{k['name']}` | {k['s']:.4f} | {k['calls']} |" for k in prof["top"]]
+    return lines
+
+
+def _anatomy_lines(a: Any) -> list[str]:
+    if _problem(a):
+        return [] if a is None else ["", f"Training step anatomy: {_problem(a)}"]
+    lines = ["", f"Training steps of the VGG-16 (BN, probes off), {a['steps_per_segment']} steps "
+             f"x {a['reps']} reps per segment, interleaved per batch size:", "",
+             "| batch | fp32 images/s | bf16 images/s | fp32 ms/step | bf16 ms/step |",
+             "| --- | --- | --- | --- | --- |"]
+    for batch in ("128", "512"):
+        r = a[batch]
+        ips, ms = r["images_per_s"], r["ms_per_step"]
+        lines.append(f"| {batch} | {ips['fp32']:.0f} | {_f(ips.get('bf16'), '.0f')} | "
+                     f"{ms['fp32']:.2f} | {_f(ms.get('bf16'), '.2f')} |")
+    return lines

@@ -10,6 +10,7 @@ the surfaces.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -27,12 +28,12 @@ from bench._timing import _sync, interleave, med, paired
 from server.analysis_spec import AnalysisSpec, chunks
 from server.presets import get_preset
 from worker.engine.geometry.evaluate import GridEvaluator
-from worker.engine.geometry.job import GROUP, AnalysisJob
+from worker.engine.geometry.group_size import choose_group
+from worker.engine.geometry.job import AnalysisJob
 from worker.engine.geometry.sink import MemoryAnalysisSink
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = "paper-vgg16"
-WIDE_GROUP = 32  # a larger vmap group than the job's, timed beside it on the VGG-16
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,16 @@ class Scale:
     warmup: int = 2
     bf16_steps: int = 20  # training steps per timed bf16/fp32 segment
     probe_calls: int = 2  # landscape measure() calls per timed segment
-    grid_slice: int = 32  # VGG-16 grid points per timed segment (4 groups of 8, 1 of 32)
+    grid_slice: int = 64  # VGG-16 grid points per timed segment (whole groups of the job's K)
+    grid_reps: int = 7  # interleaved repetitions of the VGG-16 grid paths (5 variants)
+    anatomy_reps: int = 7  # ... of the training steps at two batch sizes
 
 
 FULL = Scale("full", per_batch=10_000, n_test=10_000, steps=300)
 QUICK = Scale("quick", per_batch=64, n_test=64, steps=4,
               overrides={"width": 0.125, "batch_size": 16, "eval_batch_size": 64},
               points=5, eval_samples=64, mlp_points=5, reps=3, warmup=1, bf16_steps=2,
-              probe_calls=1, grid_slice=8)
+              probe_calls=1, grid_slice=8, grid_reps=2, anatomy_reps=2)
 
 
 def vgg16_base(scale: Scale, norm: str) -> dict[str, Any]:
@@ -188,68 +191,143 @@ def surface(run_dir: Path, scale: Scale, args: argparse.Namespace,
     finite = [v for v in losses if math.isfinite(v)]
     ev = job._require_prepared(step).evaluator
     return {"step": step, "points": n, "written": len(losses), "eval_samples": len(job.x),
-            "eval_batch": job.batch_size, "vmap": ev.vmap, "fallback": ev.fallback,
+            "eval_batch": job.batch_size, "vmap": ev.vmap, "group": job.group,
+            "fallback": ev.fallback,
             "setup_s": t1 - t0, "prepare_s": t2 - t1, "grid_s": t3 - t2,
             "points_per_s": n / (t3 - t2), "loss_min": min(finite, default=None),
             "loss_max": max(finite, default=None), "nonfinite": len(losses) - len(finite),
             "centre_loss": sink.grid[step][n // 2].loss}
 
 
+@contextlib.contextmanager
+def _cudnn_autotune():
+    """cuDNN's benchmark mode (time every algorithm once per shape, keep the fastest) inside."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _bf16(dev: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
+
+
 def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
                   dev: torch.device) -> dict[str, Any]:
-    """Batched grid evaluation (vmap, GROUP points per call: the GPU default) vs the per-point
-    loop, on the same VGG-16, evaluation set and grid slices, interleaved."""
+    """Batched grid evaluation (vmap, the job's K points per call: the GPU default) vs the
+    per-point loop, on the same VGG-16, evaluation set and grid slices, interleaved; beside
+    them, for choosing what to try next, both with cuDNN's autotuning and the loop in bf16
+    autocast (neither is the product's path: they change which kernels, or what precision)."""
     job = _job(run_dir, scale, args)
     (step,) = job.steps()
     prep = job.prepare(step, MemoryAnalysisSink())
+    k = job.group
     kw = dict(bn_mode="batch", batch_size=job.batch_size, classify=True)
-    # The job's group (GROUP points per call) and, for choosing a GPU default, a larger one.
-    evs = {name: GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=v,
-                               max_batched_points=group, **kw)
-           for name, v, group in (("loop", False, 1), ("vmap", True, GROUP),
-                                  (f"vmap{WIDE_GROUP}", True, WIDE_GROUP))}
+    loop = GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=False,
+                         max_batched_points=1, **kw)
+    vmap = GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=True,
+                         max_batched_points=k, **kw)
+    variants = {"loop": (loop, None), "vmap": (vmap, None),
+                "loop, cudnn autotune": (loop, _cudnn_autotune), "vmap, cudnn autotune":
+                (vmap, _cudnn_autotune)}
+    if dev.type == "cuda":
+        variants["loop, bf16 autocast"] = (loop, lambda: _bf16(dev))
     coords = [job.coords(i) for i in range(job.grid_points())]
-    slices = [coords[i:i + scale.grid_slice] for i in range(0, len(coords), scale.grid_slice)]
+    per = scale.grid_slice
+    slices = [coords[i:i + per] for i in range(0, len(coords), per) if i + per <= len(coords)]
     dirs = prep.directions.directions
     last: dict[str, list] = {}
 
     def runner(name: str):
+        ev, ctx = variants[name]
         done = [0]
 
         def run(_n: int) -> None:
-            last[name] = evs[name].evaluate(prep.theta, dirs, slices[done[0] % len(slices)])
+            with (ctx() if ctx else None) or contextlib.nullcontext():
+                last[name] = ev.evaluate(prep.theta, dirs, slices[done[0] % len(slices)])
             done[0] += 1
         return run
 
-    t = interleave({k: (runner(k), 0) for k in evs}, scale.reps, scale.warmup, dev)
-    wide = f"vmap{WIDE_GROUP}"
-    rel = max(abs(x.loss - y.loss) / max(abs(x.loss), 1e-30)
-              for other in ("vmap", wide)
-              for x, y in zip(last["loop"], last[other], strict=True))
-    return {"points_per_segment": scale.grid_slice, "eval_samples": len(job.x),
-            "eval_batch": job.batch_size, "group": GROUP, "wide_group": WIDE_GROUP,
-            "fallback": {k: evs[k].fallback for k in ("vmap", wide)},
-            "ms_per_point": {k: 1e3 * med(v) / scale.grid_slice for k, v in t.items()},
+    t = interleave({name: (runner(name), 0) for name in variants}, scale.grid_reps,
+                   scale.warmup, dev)
+    # Every variant's last segment was the same slice of the grid (the same repetitions).
+    rel = {name: max(abs(x.loss - y.loss) / max(abs(x.loss), 1e-30)
+                     for x, y in zip(last["loop"], last[name], strict=True))
+           for name in variants if name != "loop"}
+    profiles = {name: kernel_profile(runner(name), dev) for name in ("loop", "vmap")}
+    return {"points_per_segment": per, "eval_samples": len(job.x), "reps": scale.grid_reps,
+            "eval_batch": job.batch_size, "group": k,
+            "fallback": {"vmap": vmap.fallback},
+            "ms_per_point": {name: 1e3 * med(v) / per for name, v in t.items()},
             "loop_over_vmap": med(t["loop"]) / med(t["vmap"]),
             "paired": paired(t["loop"], t["vmap"], lambda x, y: x / y),
-            "paired_wide": paired(t["loop"], t[wide], lambda x, y: x / y),
-            "max_rel_diff_loss": rel}
+            "paired_variants": {name: paired(t["loop"], t[name], lambda x, y: x / y)
+                                for name in variants if name != "loop"},
+            "max_rel_diff_loss": rel, "profile": profiles}
+
+
+def kernel_profile(fn, dev: torch.device, top: int = 8) -> dict[str, Any]:
+    """One call of fn under torch.profiler: wall seconds, the device's busy seconds (the sum of
+    its kernels' own times: far below the wall when the call is bound by launching them) and
+    the `top` kernels by their own time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = dev.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(dev)
+    with profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        fn(0)
+        _sync(dev)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    ranked = sorted(events, key=own, reverse=True)
+    busy = sum(own(e) for e in events) / 1e6  # microseconds
+    return {"wall_s": wall, "busy_s": busy, "clock": "device" if cuda else "cpu",
+            "top": [{"name": e.key[:80], "s": own(e) / 1e6, "calls": e.count}
+                    for e in ranked[:top]]}
 
 
 def mlp_paths(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
     """bench/bench_surface.py's measurement (6 x 128 MLP, mnist1d, 2,048 samples) on this
     device: the per-point loop and vmap 8 each against plain forwards, and vmap / loop."""
-    from bench.bench_surface import bench_norm
+    from bench.bench_surface import _setup, bench_norm
 
     ns = argparse.Namespace(points=scale.mlp_points, passes=2 if scale.name == "quick" else 3,
                             warmup=1, samples=2048, batch_size=2048, data_dir=args.data_dir)
     out: dict[str, Any] = {}
     for norm in ("batch", "none"):
+        net, x, y, *_ = _setup(norm, ns, dev)
+        probe = GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=2048,
+                              classify=True, use_vmap=True)
+        ns.group = choose_group([probe], scale.mlp_points ** 2, 64)  # what the job would take
+        del probe
         r = bench_norm(norm, ns, dev)
         out[norm] = {"loop_over_vmap": 1.0 / r["vmap_over_loop"]["median"],
                      "vmap_over_loop": r["vmap_over_loop"], "surface_s": r["surface_s"],
-                     "fallback": r["fallback"], "points": r["points"]}
+                     "fallback": r["fallback"], "points": r["points"], "group": ns.group}
     return {"norms": out}
+
+
+def step_anatomy(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
+    """Whether a training step of the VGG-16 is bound by the GPU's arithmetic or by launching
+    its kernels: fp32 and bf16 images/s at batch 128 (the preset's) and at 512, interleaved.
+    Bound by launches, a step costs about the same at 4x the batch (images/s rise ~4x) and
+    bf16's faster arithmetic cannot show."""
+    out: dict[str, Any] = {"reps": scale.anatomy_reps, "steps_per_segment": scale.bf16_steps}
+    for batch in (128, 512):
+        base = {**vgg16_base(scale, "batch"), "batch_size": batch}
+        kinds = ("fp32", "bf16") if dev.type == "cuda" else ("fp32",)  # autocast: CUDA
+        t = bf16_times(base, args, dev, scale.bf16_steps, scale.anatomy_reps, scale.warmup,
+                       kinds)
+        out[str(batch)] = {"images_per_s": {k: scale.bf16_steps * batch / med(v)
+                                            for k, v in t.items()},
+                           "ms_per_step": {k: 1e3 * med(v) / scale.bf16_steps
+                                           for k, v in t.items()}}
+    return out
 
 
 def run_dirs(trained: dict[str, Any]) -> dict[str, Path]:

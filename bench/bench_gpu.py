@@ -10,10 +10,12 @@ On a lent machine (bench/README.md, "GPU checks" says how to call it through the
    steps on it, fp32; images/s, losses, probe seconds, snapshots (issue 15);
 3. surface: a 51 x 51 surface of each trained VGG-16 on 2,048 samples, BN mode `batch`, as a
    worker computes it (issue 12: "in seconds");
-4. grid paths: batched grid evaluation (vmap, 8 points per call) vs the per-point loop on the
-   VGG-16, and bench_surface's MLP (issue 12: batched >= 5x the loop);
+4. grid paths: batched grid evaluation (vmap, the job's K points per call) vs the per-point
+   loop on the VGG-16 (with cuDNN autotuning and bf16 beside them), and bench_surface's MLP
+   (issue 12: batched >= 5x the loop);
 5. bf16: the same 300 steps with bf16 autocast, and fp32 vs bf16 steps interleaved (issue 15);
-6. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15).
+6. anatomy: fp32 and bf16 training steps at batch 128 and 512 (launch- or arithmetic-bound?);
+7. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15).
 Sections run in that order (what the others need first, then by importance) while the time
 budget lasts; one that fails is reported with its error and the rest go on, so a lease is not
 lost to one bug. The report (markdown, for bench/RESULTS.md) and the raw JSON go to --out.
@@ -84,25 +86,35 @@ def _archive(scale: sec.Scale, data_dir: Path) -> dict[str, Any]:
     return info
 
 
+SECTIONS = ("train", "surface", "grid", "bf16", "anatomy", "probe")  # --only's choices
+
+
 def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device) -> dict[str, Any]:
     res: dict[str, Any] = {}
     budget = Budget(args.budget_s)
     cuda = dev.type == "cuda"
+    want = set(args.only)
     _section(res, "archive", budget, _archive, scale, args.data_dir)
-    fp32 = _section(res, "train_fp32", budget, sec.train, scale, args, False)
+    fp32 = None
+    if want & {"train", "surface", "grid"}:  # the surfaces are of the trained VGG-16s
+        fp32 = _section(res, "train_fp32", budget, sec.train, scale, args, False)
     dirs = sec.run_dirs(fp32) if fp32 else {}
-    for norm, run_dir in dirs.items():
+    for norm, run_dir in dirs.items() if "surface" in want else ():
         _section(res, f"surface_{norm}", budget, sec.surface, run_dir, scale, args, dev)
-    if "batch" in dirs:
-        _section(res, "grid_paths_vgg16", budget, sec.surface_paths, dirs["batch"], scale, args,
-                 dev)
-    _section(res, "grid_paths_mlp", budget, sec.mlp_paths, scale, args, dev)
-    if cuda:
-        _section(res, "train_bf16", budget, sec.train, scale, args, True)
-        _section(res, "bf16_ratio", budget, sec.bf16_ratio, scale, args, dev)
-    else:
-        res["train_bf16"] = res["bf16_ratio"] = {"skipped": "bf16 autocast needs CUDA"}
-    for norm in ("batch", "none"):
+    if "grid" in want:
+        if "batch" in dirs:
+            _section(res, "grid_paths_vgg16", budget, sec.surface_paths, dirs["batch"], scale,
+                     args, dev)
+        _section(res, "grid_paths_mlp", budget, sec.mlp_paths, scale, args, dev)
+    if "bf16" in want:
+        if cuda:
+            _section(res, "train_bf16", budget, sec.train, scale, args, True)
+            _section(res, "bf16_ratio", budget, sec.bf16_ratio, scale, args, dev)
+        else:
+            res["train_bf16"] = res["bf16_ratio"] = {"skipped": "bf16 autocast needs CUDA"}
+    if "anatomy" in want:
+        _section(res, "step_anatomy", budget, sec.step_anatomy, scale, args, dev)
+    for norm in ("batch", "none") if "probe" in want else ():
         _section(res, f"probe_vmap_{norm}", budget, sec.probe_vmap, scale, args, dev, norm)
     res["total_s"] = budget.spent()
     return res
@@ -121,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="scratch folder for the archive and runs (default: a temporary one)")
     p.add_argument("--budget-s", type=float, default=480.0,
                    help="start no section after this many seconds (default 480)")
+    p.add_argument("--only", type=lambda v: v.split(","), default=list(SECTIONS),
+                   help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: "
+                   "all; the archive is always made, the fp32 training for surface and grid)")
     p.add_argument("--code-rev", default=None,
                    help="the commit measured, where the tree travels without .git")
     args = p.parse_args(argv)
+    if unknown := set(args.only) - set(SECTIONS):
+        p.error(f"--only: unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     scale = sec.QUICK if args.quick else sec.FULL
     torch.set_num_threads(args.threads)
     with contextlib.suppress(RuntimeError):  # only settable before any parallel work

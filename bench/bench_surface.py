@@ -77,10 +77,12 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
     net, x, y, theta, dirs, grid = _setup(norm, args, dev)
     t0 = time.perf_counter()
     default_vmap = dev.type != "cpu"  # GridEvaluator's use_vmap=None
+    group = getattr(args, "group", 8)  # vmap's points per call (bench_gpu: the job's GPU choice)
     evaluators = {
-        f"surface, {'vmap 8' if v else 'loop'}" + (" (default)" if v == default_vmap else ""):
+        f"surface, {f'vmap {group}' if v else 'loop'}" + (" (default)" if v == default_vmap
+                                                         else ""):
             GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=args.batch_size,
-                          classify=True, max_batched_points=8, use_vmap=v)
+                          classify=True, max_batched_points=group, use_vmap=v)
         for v in (False, True)
     }
     build_s = (time.perf_counter() - t0) / len(evaluators)
@@ -91,7 +93,8 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
     # group, as the job's chunks are), cycled through `passes` times; each variant evaluates
     # the same slice in the same repetition, so per-segment ratios pair like with like. Short
     # segments let both sides of a ratio see the same bursts of a shared machine.
-    slices = [grid[i : i + SLICE] for i in range(0, len(grid), SLICE)]
+    per = group * -(-SLICE // group)  # whole groups: SLICE for 8, one group for 64
+    slices = [grid[i : i + per] for i in range(0, len(grid), per)]
 
     def cycling(fn):
         done = [0]

@@ -49,11 +49,20 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
     for norm in ("batch", "none"):
         s = res[f"surface_{norm}"]
         assert s["points"] == s["written"] == 25 and s["nonfinite"] == 0 and s["step"] == 4
+        assert s["group"] == 8  # the CPU's group
         assert s["loss_min"] <= s["centre_loss"] <= s["loss_max"]
         p = res[f"probe_vmap_{norm}"]
         assert max(p["max_rel_diff"].values()) < 1e-4  # the two probe paths agree
-    assert res["grid_paths_vgg16"]["max_rel_diff_loss"] < 1e-5
+    grid = res["grid_paths_vgg16"]
+    # fp32 paths agree (autotuning picks other kernels, not other arithmetic); no bf16 on a CPU
+    assert set(grid["max_rel_diff_loss"]) == {"vmap", "loop, cudnn autotune",
+                                              "vmap, cudnn autotune"}
+    assert max(grid["max_rel_diff_loss"].values()) < 1e-5
     assert set(res["grid_paths_mlp"]["norms"]) == {"batch", "none"}
+    anatomy = res["step_anatomy"]
+    for batch in ("128", "512"):  # fp32 only on a CPU
+        assert set(anatomy[batch]["images_per_s"]) == {"fp32"}
+        assert anatomy[batch]["images_per_s"]["fp32"] > 0
     assert res["train_bf16"] == {"skipped": "bf16 autocast needs CUDA"}
 
 
@@ -61,7 +70,8 @@ def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run)
     _, out = quick_run
     report = (out / "gpu-checks.md").read_text()
     for heading in ("GPU checks of issues 12 and 15 (quick)", "### Issue 15", "### Issue 12",
-                    "Batched grid evaluation vs the per-point loop", "Landscape probe (K = 4)"):
+                    "Batched grid evaluation vs the per-point loop", "Landscape probe (K = 4)",
+                    "cuDNN autotuning", "Training steps of the VGG-16"):
         assert heading in report
     assert "not judged (not a GPU)" in report
     assert "| met |" not in report and "MISSED" not in report
@@ -75,6 +85,13 @@ def test_cuda_asked_without_cuda_says_so_and_exits_2():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py")],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "no CUDA device here" in proc.stderr
+
+
+def test_an_unknown_section_is_named_and_exits_2():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "--only",
+                           "surface,sufrace", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "unknown sections ['sufrace']" in proc.stderr
 
 
 def test_generated_archive_reads_as_cifar10_and_is_learnable(tmp_path):
@@ -104,9 +121,8 @@ def _cuda_result(loop_over_vmap: float, grid_s: float) -> dict:
                "fallback": None, "loss_min": 0.1, "loss_max": 9.0, "nonfinite": 0}
     return {"surface_none": surface, "surface_batch": surface,
             "grid_paths_vgg16": {"paired": spread, "eval_samples": 2048, "eval_batch": 128,
-                                 "ms_per_point": {"loop": 1.0, "vmap": 1.0, "vmap32": 1.0},
-                                 "group": 8, "wide_group": 32, "paired_wide": spread,
-                                 "max_rel_diff_loss": 0.0}}
+                                 "ms_per_point": {"loop": 1.0, "vmap": 1.0}, "group": 64,
+                                 "max_rel_diff_loss": {"vmap": 0.0}}}
 
 
 CUDA_MACHINE = {"date": "d", "cpu": "c", "cpu_count": 16, "ram_gib": 128, "gpu": "H200",
