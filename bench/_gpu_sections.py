@@ -218,8 +218,10 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
                   dev: torch.device) -> dict[str, Any]:
     """Batched grid evaluation (vmap, the job's K points per call: the GPU default) vs the
     per-point loop, on the same VGG-16, evaluation set and grid slices, interleaved; beside
-    them, for choosing what to try next, both with cuDNN's autotuning and the loop in bf16
-    autocast (neither is the product's path: they change which kernels, or what precision)."""
+    them, for choosing what to try next: the loop on 4x larger evaluation batches (a batch
+    changes BatchNorm's statistics, so its values differ), both paths with cuDNN's autotuning
+    and the loop in bf16 autocast (neither is the product's path: they change which kernels,
+    or what precision)."""
     job = _job(run_dir, scale, args)
     (step,) = job.steps()
     prep = job.prepare(step, MemoryAnalysisSink())
@@ -229,7 +231,12 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
                          max_batched_points=1, **kw)
     vmap = GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=True,
                          max_batched_points=k, **kw)
+    # The loop on 4x larger evaluation batches: about as fast per point if the loop is bound
+    # by arithmetic, much faster if by launching kernels (what vmap's groups would fix).
+    wide = GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=False, max_batched_points=1,
+                         **{**kw, "batch_size": 4 * job.batch_size})
     variants = {"loop": (loop, None), "vmap": (vmap, None),
+                f"loop, eval batch {4 * job.batch_size}": (wide, None),
                 "loop, cudnn autotune": (loop, _cudnn_autotune), "vmap, cudnn autotune":
                 (vmap, _cudnn_autotune)}
     if dev.type == "cuda":
@@ -256,7 +263,6 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
     rel = {name: max(abs(x.loss - y.loss) / max(abs(x.loss), 1e-30)
                      for x, y in zip(last["loop"], last[name], strict=True))
            for name in variants if name != "loop"}
-    profiles = {name: kernel_profile(runner(name), dev) for name in ("loop", "vmap")}
     return {"points_per_segment": per, "eval_samples": len(job.x), "reps": scale.grid_reps,
             "eval_batch": job.batch_size, "group": k,
             "fallback": {"vmap": vmap.fallback},
@@ -265,30 +271,7 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
             "paired": paired(t["loop"], t["vmap"], lambda x, y: x / y),
             "paired_variants": {name: paired(t["loop"], t[name], lambda x, y: x / y)
                                 for name in variants if name != "loop"},
-            "max_rel_diff_loss": rel, "profile": profiles}
-
-
-def kernel_profile(fn, dev: torch.device, top: int = 8) -> dict[str, Any]:
-    """One call of fn under torch.profiler: wall seconds, the device's busy seconds (the sum of
-    its kernels' own times: far below the wall when the call is bound by launching them) and
-    the `top` kernels by their own time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = dev.type == "cuda"
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    _sync(dev)
-    with profile(activities=acts) as prof:
-        t0 = time.perf_counter()
-        fn(0)
-        _sync(dev)
-        wall = time.perf_counter() - t0
-    events = prof.key_averages()
-    own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
-    ranked = sorted(events, key=own, reverse=True)
-    busy = sum(own(e) for e in events) / 1e6  # microseconds
-    return {"wall_s": wall, "busy_s": busy, "clock": "device" if cuda else "cpu",
-            "top": [{"name": e.key[:80], "s": own(e) / 1e6, "calls": e.count}
-                    for e in ranked[:top]]}
+            "max_rel_diff_loss": rel}
 
 
 def mlp_paths(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:

@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +58,52 @@ class Budget:
         return self.spent() < self.seconds
 
 
-def _section(res: dict[str, Any], name: str, budget: Budget, fn, *args: Any) -> Any:
-    """res[name] = fn(*args) with its seconds, or why it did not run or failed."""
-    if not budget.left():
-        res[name] = {"skipped": f"time budget spent ({budget.spent():.0f} s)"}
-        print(f"[{name}] skipped: budget", flush=True)
-        return None
-    t0 = time.perf_counter()
-    try:
-        out = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - reported, and the other sections go on
-        res[name] = {"error": f"{type(exc).__name__}: {exc}",
-                     "traceback": traceback.format_exc()[-3000:]}
-        print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
-        return None
-    out["section_s"] = time.perf_counter() - t0
-    res[name] = out
-    print(f"[{name}] done in {out['section_s']:.1f} s: "
-          f"{json.dumps(out, default=str)[:400]}", flush=True)
-    return out
+class SectionTimeout(Exception):
+    pass
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise SectionTimeout("the section ran past --section-limit-s")
+
+
+class Sections:
+    """Runs sections into one results dict: each while the budget lasts, each under a time
+    limit (SIGALRM: it interrupts Python code, so a section stuck in Python, as a profiler's
+    post-processing once was, ends with an error instead of the lease), and after each one the
+    report so far is saved, so that a run killed from outside still returns what it measured."""
+
+    def __init__(self, budget: Budget, limit_s: float, save: Callable[[dict], None]) -> None:
+        self.res: dict[str, Any] = {}
+        self.budget, self.limit_s, self.save = budget, limit_s, save
+
+    def run(self, name: str, fn: Callable[..., dict], *args: Any) -> dict | None:
+        """res[name] = fn(*args) with its seconds, or why it did not run or failed."""
+        if not self.budget.left():
+            self.res[name] = {"skipped": f"time budget spent ({self.budget.spent():.0f} s)"}
+            print(f"[{name}] skipped: budget", flush=True)
+            return None
+        t0 = time.perf_counter()
+        old = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, self.limit_s)
+        try:
+            out = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - reported, and the other sections go on
+            self.res[name] = {"error": f"{type(exc).__name__}: {exc}",
+                              "traceback": traceback.format_exc()[-3000:]}
+            print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+            out = None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        if out is not None:
+            out["section_s"] = time.perf_counter() - t0
+            self.res[name] = out
+            # Whole, so that the log alone (which always comes back) holds every number.
+            print(f"[{name}] done in {out['section_s']:.1f} s: {json.dumps(out, default=str)}",
+                  flush=True)
+        self.res["total_s"] = self.budget.spent()
+        self.save(self.res)
+        return out
 
 
 def _archive(scale: sec.Scale, data_dir: Path) -> dict[str, Any]:
@@ -89,35 +118,33 @@ def _archive(scale: sec.Scale, data_dir: Path) -> dict[str, Any]:
 SECTIONS = ("train", "surface", "grid", "bf16", "anatomy", "probe")  # --only's choices
 
 
-def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device) -> dict[str, Any]:
-    res: dict[str, Any] = {}
-    budget = Budget(args.budget_s)
+def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device,
+            save: Callable[[dict], None]) -> dict[str, Any]:
+    s = Sections(Budget(args.budget_s), args.section_limit_s, save)
     cuda = dev.type == "cuda"
     want = set(args.only)
-    _section(res, "archive", budget, _archive, scale, args.data_dir)
+    s.run("archive", _archive, scale, args.data_dir)
     fp32 = None
     if want & {"train", "surface", "grid"}:  # the surfaces are of the trained VGG-16s
-        fp32 = _section(res, "train_fp32", budget, sec.train, scale, args, False)
+        fp32 = s.run("train_fp32", sec.train, scale, args, False)
     dirs = sec.run_dirs(fp32) if fp32 else {}
     for norm, run_dir in dirs.items() if "surface" in want else ():
-        _section(res, f"surface_{norm}", budget, sec.surface, run_dir, scale, args, dev)
+        s.run(f"surface_{norm}", sec.surface, run_dir, scale, args, dev)
     if "grid" in want:
+        s.run("grid_paths_mlp", sec.mlp_paths, scale, args, dev)  # short: first
         if "batch" in dirs:
-            _section(res, "grid_paths_vgg16", budget, sec.surface_paths, dirs["batch"], scale,
-                     args, dev)
-        _section(res, "grid_paths_mlp", budget, sec.mlp_paths, scale, args, dev)
+            s.run("grid_paths_vgg16", sec.surface_paths, dirs["batch"], scale, args, dev)
     if "bf16" in want:
         if cuda:
-            _section(res, "train_bf16", budget, sec.train, scale, args, True)
-            _section(res, "bf16_ratio", budget, sec.bf16_ratio, scale, args, dev)
+            s.run("train_bf16", sec.train, scale, args, True)
+            s.run("bf16_ratio", sec.bf16_ratio, scale, args, dev)
         else:
-            res["train_bf16"] = res["bf16_ratio"] = {"skipped": "bf16 autocast needs CUDA"}
+            s.res["train_bf16"] = s.res["bf16_ratio"] = {"skipped": "bf16 autocast needs CUDA"}
     if "anatomy" in want:
-        _section(res, "step_anatomy", budget, sec.step_anatomy, scale, args, dev)
+        s.run("step_anatomy", sec.step_anatomy, scale, args, dev)
     for norm in ("batch", "none") if "probe" in want else ():
-        _section(res, f"probe_vmap_{norm}", budget, sec.probe_vmap, scale, args, dev, norm)
-    res["total_s"] = budget.spent()
-    return res
+        s.run(f"probe_vmap_{norm}", sec.probe_vmap, scale, args, dev, norm)
+    return s.res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,12 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", type=lambda v: v.split(","), default=list(SECTIONS),
                    help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: "
                    "all; the archive is always made, the fp32 training for surface and grid)")
+    p.add_argument("--section-limit-s", type=float, default=None,
+                   help="end a section that runs longer with an error (default: 180, quick 60)")
     p.add_argument("--code-rev", default=None,
                    help="the commit measured, where the tree travels without .git")
     args = p.parse_args(argv)
     if unknown := set(args.only) - set(SECTIONS):
         p.error(f"--only: unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     scale = sec.QUICK if args.quick else sec.FULL
+    args.section_limit_s = args.section_limit_s or (60.0 if args.quick else 180.0)
     torch.set_num_threads(args.threads)
     with contextlib.suppress(RuntimeError):  # only settable before any parallel work
         torch.set_num_interop_threads(1)
@@ -155,18 +185,20 @@ def main(argv: list[str] | None = None) -> int:
         machine["git_head"] = args.code_rev
     command = " ".join([Path(sys.executable).name, *sys.argv])
     print(json.dumps(machine), flush=True)
+
+    def save(res: dict[str, Any]) -> None:
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "gpu-checks.md").write_text(markdown(res, machine, command, scale))
+            (args.out / "gpu-checks.json").write_text(
+                json.dumps({"machine": machine, "scale": scale.name, "results": res},
+                           default=str, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="landscope-gpu-") as tmp:
         args.work = args.work or Path(tmp)
         args.data_dir = args.work / "data"
-        res = run_all(args, scale, dev)
-    report = markdown(res, machine, command, scale)
-    print("\n" + report, flush=True)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu-checks.md").write_text(report)
-        (args.out / "gpu-checks.json").write_text(
-            json.dumps({"machine": machine, "scale": scale.name, "results": res}, default=str,
-                       indent=1))
+        res = run_all(args, scale, dev, save)
+    print("\n" + markdown(res, machine, command, scale), flush=True)
     failed = [k for k, v in res.items() if isinstance(v, dict) and "error" in v]
     return 1 if failed else 0
 

@@ -54,10 +54,13 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
         p = res[f"probe_vmap_{norm}"]
         assert max(p["max_rel_diff"].values()) < 1e-4  # the two probe paths agree
     grid = res["grid_paths_vgg16"]
-    # fp32 paths agree (autotuning picks other kernels, not other arithmetic); no bf16 on a CPU
-    assert set(grid["max_rel_diff_loss"]) == {"vmap", "loop, cudnn autotune",
-                                              "vmap, cudnn autotune"}
-    assert max(grid["max_rel_diff_loss"].values()) < 1e-5
+    # fp32 paths on the same batches agree (autotuning picks other kernels, not other
+    # arithmetic); larger batches change BatchNorm's statistics; no bf16 on a CPU
+    rel = grid["max_rel_diff_loss"]
+    assert set(rel) == {"vmap", "loop, eval batch 64", "loop, cudnn autotune",
+                        "vmap, cudnn autotune"}
+    assert max(v for k, v in rel.items() if "eval batch" not in k) < 1e-5
+    assert 0 < rel["loop, eval batch 64"] < 0.5
     assert set(res["grid_paths_mlp"]["norms"]) == {"batch", "none"}
     anatomy = res["step_anatomy"]
     for batch in ("128", "512"):  # fp32 only on a CPU
@@ -133,6 +136,7 @@ CUDA_MACHINE = {"date": "d", "cpu": "c", "cpu_count": 16, "ram_gib": 128, "gpu":
 
 @pytest.mark.parametrize(("ratio", "grid_s", "grid_verdict", "time_verdict"), [
     (7.0, 12.0, "met", "met"), (3.0, 75.0, "**MISSED**", "**MISSED**"),
+    (7.0, 59.95, "met", "**MISSED**"),  # preparing the step counts: 0.1 s more is too much
 ])
 def test_gpu_verdicts_follow_the_issue_goals(ratio, grid_s, grid_verdict, time_verdict):
     report = markdown(_cuda_result(ratio, grid_s), CUDA_MACHINE, "cmd", FULL)
@@ -142,3 +146,25 @@ def test_gpu_verdicts_follow_the_issue_goals(ratio, grid_s, grid_verdict, time_v
                        if line.startswith(f"| none | {grid_s:.2f} |"))
     assert surface_row.rstrip(" |").endswith(time_verdict)
     assert "- data: not run" in report  # a section that did not run says so
+
+
+def test_sections_save_after_each_and_end_one_that_runs_too_long():
+    """A section stuck in Python ends with an error at its limit and the next one runs; the
+    results so far are saved after every section (a run killed from outside keeps them)."""
+    import time
+
+    from bench.bench_gpu import Budget, Sections
+
+    saved: list[list[str]] = []
+    s = Sections(Budget(60.0), limit_s=0.3, save=lambda res: saved.append(sorted(res)))
+
+    def stuck() -> dict:
+        while True:
+            time.sleep(0.01)
+
+    assert s.run("first", lambda: {"x": 1})["x"] == 1
+    assert s.run("stuck", stuck) is None
+    assert s.run("after", lambda: {"y": 2})["y"] == 2
+    assert "SectionTimeout" in s.res["stuck"]["error"]
+    assert saved == [["first", "total_s"], ["first", "stuck", "total_s"],
+                     ["after", "first", "stuck", "total_s"]]
