@@ -130,7 +130,13 @@ say how well.
 
 A surface is cut into chunks of grid points ({chunk} by default), each a Celery task that any
 worker may take; writes are idempotent per grid index, and a chunked surface equals the
-single-task surface bit for bit.
+single-task surface bit for bit. Inside a chunk the points go K at a time. On a GPU that is one
+`torch.func.vmap` call over K stacked parameter sets, K as large as the device's free memory
+allows (at most 64, and a divisor of the chunk size), chosen when the step is prepared and
+sent with the directions to every worker, so all chunks cut the grid into the same groups;
+each analysis records it as `evaluation.group`. On the CPU, where vmap's stacked kernels cost
+more than they save, it is a loop, K = 8 points per loss reduction. bench/RESULTS.md has the
+GPU timings ("GPU checks of issues 12 and 15").
 """
 
 

@@ -44,7 +44,10 @@ from server.cost import (
 )
 from server.spec import RunSpec
 
-BATCHED_POINTS = 8  # grid points evaluated at once (GridEvaluator's max_batched_points)
+# Grid points evaluated at once: the CPU's group (worker/engine/geometry/group_size.py GROUP).
+# A GPU worker sizes its group to half its free memory (at most 64), so the estimate is made
+# for the CPU's group.
+BATCHED_POINTS = 8
 HVP_BACKWARDS = 2  # an HVP: the gradient with its graph, then the gradient of <g, v>
 LANCZOS_OVERHEAD = 1.2  # top-k by Lanczos costs at most ceil(1.2 m) HVPs for m steps
 
