@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from tests.engine.geometry.test_job import STEPS, bits, job_for, runs  # noqa: F401 - fixture
+from tests.engine.geometry.test_job import STEPS, bits, job_for
 from worker.engine.geometry import group_size as gs
 from worker.engine.geometry.group_size import GROUP, MAX_GROUP, choose_group, group_size
 from worker.engine.geometry.point_writer import PointWriter
