@@ -65,16 +65,38 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
         client_id=req.client_id, attempts=1, started_at=now, heartbeat_at=now,
         info=sdk_info(req, environment),
     )
-    session.add(run)
-    try:
-        with session.begin_nested():  # the unique client_id is the last word, if a race won
-            session.flush()
-    except IntegrityError:
-        session.expunge(run)
-        if (prior := find_by_client_id(session, req.client_id)) is not None:
-            return prior, False
-        raise
-    return run, True
+    for attempt in (1, 2):
+        try:
+            # The unique client_id is the last word, if a race won. The run is added inside
+            # the savepoint: begin_nested() flushes what is pending before its SAVEPOINT, so a
+            # run added before it would fail outside the savepoint and take the whole
+            # transaction with it (every later read a PendingRollbackError: a 500).
+            with session.begin_nested():
+                session.add(run)
+                session.flush()
+            return run, True
+        except IntegrityError:
+            if run in session:  # the savepoint's rollback normally took it out already
+                session.expunge(run)
+            if (prior := find_by_client_id(session, req.client_id)) is not None:
+                return prior, False
+            if attempt == 2 or not _experiment_deleted(session, run.experiment_id):
+                raise
+        # The experiment was deleted between our read and this write (on PostgreSQL the
+        # delete held its row, so our foreign-key check waited for it and then failed). A
+        # join by id names what no longer exists; a join by name starts the experiment anew,
+        # as an init arriving just after the delete would.
+        if req.experiment_id is not None:
+            raise InvalidRequest(("body", "experiment_id"),
+                                 f"experiment {req.experiment_id} not found", "not_found")
+        run.experiment_id = _experiment_id(session, req)
+    raise AssertionError("unreachable")
+
+
+def _experiment_deleted(session: Session, exp_id: int | None) -> bool:
+    """Whether experiment exp_id is gone now (a fresh read, not the session's identity map)."""
+    return exp_id is not None and session.scalar(
+        select(Experiment.id).where(Experiment.id == exp_id)) is None
 
 
 def sdk_info(req: SdkRunCreate, environment: dict[str, Any] | None) -> dict[str, Any] | None:
