@@ -90,3 +90,24 @@ def test_actions_apply_only_to_runs_the_table_shows(cbs):
     assert cbs["compare"](1, [9], rows) is no_update
     assert cbs["selection"]([9], rows) == (True, True, True)
     assert runs.selection_for([2, 9, 1], rows) == ([0, 1], [2, 1])
+
+
+def test_the_buttons_follow_a_selected_run_that_finishes(api, cbs):
+    """Selected while running, a run that succeeds makes Delete apply and Cancel not: the
+    buttons are recomputed from every poll's rows, not only from clicks."""
+    from sqlalchemy import update
+
+    from server.db.models import Run, utcnow
+
+    app = create_dash("http://testserver/api/v1", client=api.client, poll_ms=500)
+    (cb,) = [c for key, c in app.callback_map.items() if "runs-delete.disabled" in key]
+    assert {i["id"] + "." + i["property"] for i in cb["inputs"]} == {
+        "runs-table.selected_row_ids", "runs-table.data"}
+    _exp, ids = create_experiment(api.engine, ["none"], steps=20, status="running")
+    rows, *_ = refresh(cbs, [], [])
+    assert cbs["selection"](ids, rows) == (False, False, True)  # cancel yes, delete no
+    with api.engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == ids[0])
+                     .values(status="succeeded", finished_at=utcnow()))
+    rows, *_ = refresh(cbs, ids, [0])
+    assert cbs["selection"](ids, rows) == (False, True, False)  # now delete, not cancel

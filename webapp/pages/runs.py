@@ -353,7 +353,9 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
     @app.callback(
         Output("runs-compare", "disabled"), Output("runs-cancel", "disabled"),
         Output("runs-delete", "disabled"),
-        Input("runs-table", "selected_row_ids"), State("runs-table", "data"),
+        # The rows too: a selected run that finishes (or starts) while selected changes which
+        # buttons apply, with no click to say so.
+        Input("runs-table", "selected_row_ids"), Input("runs-table", "data"),
     )
     def selection(ids, rows):
         ids = selection_for(ids, rows)[1]
