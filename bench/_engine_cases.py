@@ -116,14 +116,18 @@ class PlainLoop:
 
     `with_acc` adds the training accuracy computed the naive way, every step (argmax, ==, sum,
     int): a diagnostic variant. The engine records the same per-step values but computes them
-    for a window of steps at once (worker/engine/trainer.py, ACC_WINDOW).
+    for a window of steps at once (worker/engine/trainer.py, ACC_WINDOW). `sync=False` keeps
+    each step's loss on the device and reads them once per segment (on a GPU a per-step read
+    makes the CPU wait for every step before it queues the next); `bf16` runs the forward
+    under bf16 autocast, as the engine's bf16 option does.
     """
 
     def __init__(
-        self, spec: RunSpec, data: Dataset, device: torch.device, with_acc: bool = False
+        self, spec: RunSpec, data: Dataset, device: torch.device, with_acc: bool = False,
+        sync: bool = True, bf16: bool = False,
     ) -> None:
         self.device = device
-        self.with_acc = with_acc
+        self.with_acc, self.sync, self.bf16 = with_acc, sync, bf16
         self.x, self.y = data.x_train, data.y_train  # already on the device (the Trainer's copy)
         self.order = BatchOrder(data.n_train, spec.batch_size, spec.seed)
         gen = torch.Generator(device=device)
@@ -134,17 +138,25 @@ class PlainLoop:
         self.accs: list[float] = []
 
     def __call__(self, n: int) -> None:
+        pending: list[torch.Tensor] = []
         for step in range(n):
             idx = self.order.indices(step).to(self.device, non_blocking=True)
             x, y = self.x[idx], self.y[idx]
-            out = self.net(x)
-            loss = F.cross_entropy(out, y)
+            with (torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16
+                  else contextlib.nullcontext()):
+                out = self.net(x)
+            loss = F.cross_entropy(out.float(), y)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            self.losses.append(loss.item())
+            if self.sync:
+                self.losses.append(loss.item())
+            else:
+                pending.append(loss.detach())
             if self.with_acc:
                 self.accs.append(int((out.detach().argmax(1) == y).sum()) / len(y))
+        if pending:
+            self.losses.extend(torch.stack(pending).tolist())
         if not all(map(_finite, self.losses[-n:])):
             raise RuntimeError("plain loop diverged")
 

@@ -23,7 +23,15 @@ from typing import Any
 
 import torch
 
-from bench._engine_cases import MULTIPLIERS, OFF, EngineRun, bf16_times, make_spec, vmap_times
+from bench._engine_cases import (
+    MULTIPLIERS,
+    OFF,
+    EngineRun,
+    PlainLoop,
+    bf16_times,
+    make_spec,
+    vmap_times,
+)
 from bench._timing import _sync, interleave, med, paired
 from server.analysis_spec import AnalysisSpec, chunks
 from server.presets import get_preset
@@ -296,20 +304,33 @@ def mlp_paths(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict
 
 
 def step_anatomy(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
-    """Whether a training step of the VGG-16 is bound by the GPU's arithmetic or by launching
-    its kernels: fp32 and bf16 images/s at batch 128 (the preset's) and at 512, interleaved.
-    Bound by launches, a step costs about the same at 4x the batch (images/s rise ~4x) and
-    bf16's faster arithmetic cannot show."""
+    """Where a training step of the VGG-16 (BN, probes off) spends its time: the engine beside a
+    plain hand-written loop, that loop without its per-step loss read (.item() makes the CPU
+    wait for each step before it queues the next), fp32 and bf16, at batch 128 (the preset's)
+    and 512, interleaved per batch size. A step bound by launching kernels costs about the
+    same at 4x the batch, and bf16's faster arithmetic cannot show; a per-step read that costs
+    shows as the gap between the two plain loops."""
+    cuda = dev.type == "cuda"
     out: dict[str, Any] = {"reps": scale.anatomy_reps, "steps_per_segment": scale.bf16_steps}
     for batch in (128, 512):
         base = {**vgg16_base(scale, "batch"), "batch_size": batch}
-        kinds = ("fp32", "bf16") if dev.type == "cuda" else ("fp32",)  # autocast: CUDA
-        t = bf16_times(base, args, dev, scale.bf16_steps, scale.anatomy_reps, scale.warmup,
-                       kinds)
-        out[str(batch)] = {"images_per_s": {k: scale.bf16_steps * batch / med(v)
-                                            for k, v in t.items()},
-                           "ms_per_step": {k: 1e3 * med(v) / scale.bf16_steps
-                                           for k, v in t.items()}}
+        variants: dict[str, Any] = {}
+        for bf16 in (False, True) if cuda else (False,):  # autocast: CUDA only
+            kind = "bf16" if bf16 else "fp32"
+            engine = EngineRun(make_spec(base, OFF, args.device, bf16=bf16, batch_size=batch),
+                               args.data_dir, dev)
+            spec, data = engine.trainer.spec, engine.trainer.data
+            variants[f"engine {kind}"] = engine
+            if not bf16:
+                variants[f"plain {kind}"] = PlainLoop(spec, data, dev)
+            variants[f"plain {kind}, no per-step read"] = PlainLoop(spec, data, dev, sync=False,
+                                                                     bf16=bf16)
+        n = scale.bf16_steps
+        t = interleave({k: (v, n) for k, v in variants.items()}, scale.anatomy_reps,
+                       scale.warmup, dev)
+        out[str(batch)] = {k: {"images_per_s": n * batch / med(v), "ms_per_step":
+                               1e3 * med(v) / n} for k, v in t.items()}
+        del variants
     return out
 
 

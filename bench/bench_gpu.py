@@ -14,7 +14,8 @@ On a lent machine (bench/README.md, "GPU checks" says how to call it through the
    loop on the VGG-16 (with cuDNN autotuning and bf16 beside them), and bench_surface's MLP
    (issue 12: batched >= 5x the loop);
 5. bf16: the same 300 steps with bf16 autocast, and fp32 vs bf16 steps interleaved (issue 15);
-6. anatomy: fp32 and bf16 training steps at batch 128 and 512 (launch- or arithmetic-bound?);
+6. anatomy: training steps of the engine beside a plain loop with and without its per-step
+   loss read, fp32 and bf16, at batch 128 and 512 (why bf16 was no faster on the H200);
 7. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15).
 Sections run in that order (what the others need first, then by importance) while the time
 budget lasts; one that fails is reported with its error and the rest go on, so a lease is not

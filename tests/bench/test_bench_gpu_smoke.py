@@ -64,8 +64,9 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
     assert set(res["grid_paths_mlp"]["norms"]) == {"batch", "none"}
     anatomy = res["step_anatomy"]
     for batch in ("128", "512"):  # fp32 only on a CPU
-        assert set(anatomy[batch]["images_per_s"]) == {"fp32"}
-        assert anatomy[batch]["images_per_s"]["fp32"] > 0
+        assert set(anatomy[batch]) == {"engine fp32", "plain fp32",
+                                       "plain fp32, no per-step read"}
+        assert all(v["images_per_s"] > 0 for v in anatomy[batch].values())
     assert res["train_bf16"] == {"skipped": "bf16 autocast needs CUDA"}
 
 
@@ -168,3 +169,18 @@ def test_sections_save_after_each_and_end_one_that_runs_too_long():
     assert "SectionTimeout" in s.res["stuck"]["error"]
     assert saved == [["first", "total_s"], ["first", "stuck", "total_s"],
                      ["after", "first", "stuck", "total_s"]]
+
+
+def test_the_plain_loop_reads_the_same_losses_with_or_without_a_per_step_read(tmp_path):
+    import torch
+
+    from bench._engine_cases import OFF, EngineRun, PlainLoop, make_spec
+
+    cpu = torch.device("cpu")
+    spec = make_spec({"model": "mlp", "depth": 2, "width": 8, "dataset": "digits"}, OFF, "cpu",
+                     batch_size=32)
+    data = EngineRun(spec, tmp_path, cpu).trainer.data
+    each, once = PlainLoop(spec, data, cpu), PlainLoop(spec, data, cpu, sync=False)
+    each(5)
+    once(5)
+    assert len(each.losses) == 5 and each.losses == once.losses  # bit for bit
