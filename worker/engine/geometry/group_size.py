@@ -24,7 +24,7 @@ import torch
 if TYPE_CHECKING:  # evaluate.py needs nothing from here at run time
     from worker.engine.geometry.evaluate import GridEvaluator
 
-GROUP = 8  # the CPU's group, and the smallest a GPU gets unless memory forbids it
+GROUP = 8  # the CPU's group (a GPU's depends on its free memory and the chunk size)
 MAX_GROUP = 64  # past this a group saves little and a chunk (64 points by default) is one call
 MEMORY_SHARE = 0.5  # of the free device memory, for one call's activations and stacked weights
 

@@ -15,9 +15,9 @@ give the same bits: add(out=) is copy-then-add_, elementwise either way.
 
 A vmap group's K points are written at once (`write_stacked`): each parameter's (K, ...) stack
 is theta, then + c_i d_i for i = 2..n, then + c_1 d_1, as columns of coefficients, three or so
-kernels per parameter whatever K is. Written point by point, a group of 64 cost 64 x (a view
-per parameter plus two foreach kernels): for the 6 x 128 MLP on a GPU that was more than its
-batched forward. Both orders add the same terms in the same order; whether a backend fuses the
+kernels per parameter whatever K is. Written point by point, a group of K costs K x (a view
+per parameter plus two foreach kernels), which grows with the larger groups a GPU takes
+(group_size.py). Both orders add the same terms in the same order; whether a backend fuses the
 multiply into the add may differ between them, so the stacked values may differ from the
 per-point ones in the last bit (the vmap path is compared with the loop to a tolerance, never
 bit for bit; a group is always written the same way, so chunks still agree bit for bit).
