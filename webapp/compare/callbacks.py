@@ -17,6 +17,7 @@ from webapp.client import ApiClient
 from webapp.compare import update as ctl
 from webapp.compare import viewsync
 from webapp.compare.layout import VIEW_INPUTS, run_strip
+from webapp.compare.steps import parse_step
 from webapp.figures import FIGURES
 from webapp.runsets import RunView
 
@@ -125,10 +126,8 @@ def register(app: Dash, client: ApiClient) -> dict:
 
 def controls_of(arrange: Any, log: Any, step_from: Any, step_to: Any, layer: Any,
                 scope: Any) -> ctl.Controls:
-    def step(v: Any) -> int | None:
-        return None if v in (None, "") else max(0, int(v))
-
     return ctl.Controls(
-        arrange=arrange or "side", log=tuple(sorted(log or ())), step_from=step(step_from),
-        step_to=step(step_to), layer=int(layer) if layer else None, scope=scope or "layer",
+        arrange=arrange or "side", log=tuple(sorted(log or ())),
+        step_from=parse_step(step_from), step_to=parse_step(step_to),
+        layer=int(layer) if layer else None, scope=scope or "layer",
     )

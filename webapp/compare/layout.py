@@ -8,6 +8,7 @@ from typing import Any
 
 from dash import dcc, html
 
+from webapp.compare.steps import step_error
 from webapp.compare.viewstate import MAX_SMOOTH, ViewState
 from webapp.components import progress_bar, source_badge, status_badge, swatch
 from webapp.environment_view import environment_block
@@ -144,11 +145,14 @@ def controls(log: list[str], live: str | None, view: ViewState | None = None) ->
             options=[{"label": lab, "value": v} for v, lab in LOG_CHOICES])],
             className="control control-wide"),
         html.Div([html.Label("Steps"),
-                  dcc.Input(id="cmp-from", type="number", min=0, placeholder="0", debounce=True,
-                            className="step-input", value=lo),
+                  # Text, not number: see compare/steps.py.
+                  dcc.Input(id="cmp-from", type="text", inputMode="numeric", placeholder="0",
+                            debounce=True, className="step-input", value=lo),
                   html.Span("to"),
-                  dcc.Input(id="cmp-to", type="number", min=0, placeholder="end", value=hi,
-                            debounce=True, className="step-input")], className="control"),
+                  dcc.Input(id="cmp-to", type="text", inputMode="numeric", placeholder="end",
+                            value=hi, debounce=True, className="step-input"),
+                  html.Div(step_error(lo, hi), id="cmp-steps-error", className="field-error")],
+                 className="control"),
         html.Div(live, id="cmp-live", className="live"),
     ], className="controls card")
 

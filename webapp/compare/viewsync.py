@@ -18,6 +18,7 @@ from flask import abort
 
 from webapp.compare import update as ctl
 from webapp.compare.layout import SECTIONS, VIEW_INPUTS
+from webapp.compare.steps import parse_step, step_error
 from webapp.compare.transform import STEP_FIGURES
 from webapp.compare.viewstate import ViewState, to_query
 from webapp.figures import FIGURES
@@ -61,8 +62,7 @@ def view_of(source: dict[str, Any], group: Any, center: Any, band: Any, single: 
     """The controls' values as a ViewState (what the URL says)."""
     c = with_view(ctl.Controls(), group, center, band, single, smooth, x, logx, xrange)
     shown = tuple(f for f in FIGURES if f in (figs or ()))
-    steps = (step_from if step_from not in ("", None) else None,
-             step_to if step_to not in ("", None) else None)
+    steps = (parse_step(step_from), parse_step(step_to))
     return ViewState(
         runs=tuple(int(r) for r in source.get("runs", ())),
         group=c.group, center=c.center, band=c.band, smooth=round(c.smooth, 3), x=c.x,
@@ -70,8 +70,7 @@ def view_of(source: dict[str, Any], group: Any, center: Any, band: Any, single: 
         figs=None if len(shown) == len(FIGURES) else shown,
         layer=int(layer) if layer and int(layer) != 1 else None,
         single=c.single, arrange=arrange if arrange == "overlay" else "side",
-        steps=None if steps == (None, None) else tuple(
-            None if v is None else max(0, int(v)) for v in steps),
+        steps=None if steps == (None, None) else steps,
         scope="unit" if scope == "unit" else "layer")
 
 
@@ -243,4 +242,9 @@ def register(app: Dash) -> dict:
     app.clientside_callback(CSV_REQUEST, Output("cmp-csv-request", "data"),
                             Input({"type": "cmp-csv", "fig": ALL}, "n_clicks"),
                             prevent_initial_call=True)
-    return {"url": url, "csv": csv}
+    @app.callback(Output("cmp-steps-error", "children"), Input("cmp-from", "value"),
+                  Input("cmp-to", "value"), prevent_initial_call=True)
+    def steps_error(lo, hi):
+        return step_error(lo, hi)
+
+    return {"url": url, "csv": csv, "steps_error": steps_error}
