@@ -162,6 +162,16 @@ def test_a_permalink_reopens_the_view_zoom_follows_and_the_link_copies(browser, 
                                    timeout=60_000)
             page.wait_for_function("document.querySelector('#cmp-notice')?.innerText"
                                    ".includes('showing training steps')", timeout=60_000)
+
+            # -- a bad step bound is named beside the inputs, not read as "no bound"
+            page.fill("#cmp-from", "-5")
+            page.press("#cmp-from", "Enter")
+            page.wait_for_function("document.querySelector('#cmp-steps-error')?.innerText"
+                                   ".includes('whole numbers')", timeout=30_000)
+            page.fill("#cmp-from", "20")
+            page.press("#cmp-from", "Enter")
+            page.wait_for_function("document.querySelector('#cmp-steps-error')?.innerText"
+                                   " === ''", timeout=30_000)
             assert [e for e in errors if "favicon" not in e] == [], errors
         finally:
             ctx.close()
