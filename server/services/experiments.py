@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -122,9 +123,13 @@ def replayed_experiment(session: Session, exp_id: int) -> Experiment:
                        "again") from None
 
 
-def delete_experiment(session: Session, exp_id: int) -> list[int]:
+def delete_experiment(session: Session, exp_id: int,
+                      files_of: Callable[[int], list[Path]] | None = None
+                      ) -> tuple[list[int], list[Path]]:
     """Delete an experiment whose runs have all finished, with every run (their metrics,
-    snapshots' rows and analyses); returns the deleted runs' ids. Not committed.
+    snapshots' rows and analyses); returns the deleted runs' ids and `files_of` each of them
+    (its files on disk, listed under the lock, so that none added meanwhile is missed: the
+    caller removes them after the commit). Not committed.
 
     A queued or running run is a Conflict naming it: its worker would otherwise write into a
     run that no longer exists (cancel it first, as for one run)."""
@@ -137,11 +142,12 @@ def delete_experiment(session: Session, exp_id: int) -> list[int]:
         raise Conflict(f"experiment {exp_id} has queued or running runs "
                        f"({', '.join(map(str, active))}): cancel them first")
     run_ids = [r.id for r in exp.runs]
+    files = [f for run_id in run_ids for f in (files_of(run_id) if files_of else [])]
     for run_id in run_ids:
         delete_run(session, run_id)
     session.expunge(exp)  # its runs' rows are gone: delete by id, not through the relationship
     session.execute(delete(Experiment).where(Experiment.id == exp_id))
-    return run_ids
+    return run_ids, files
 
 
 def get_experiment(session: Session, exp_id: int) -> Experiment:

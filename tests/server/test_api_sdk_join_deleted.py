@@ -26,7 +26,7 @@ def _delete_after_read(monkeypatch, backend, exp_id: int) -> list[int]:
             engine = make_engine(backend.db_url)
             try:
                 with make_sessionmaker(engine)() as other:
-                    done.extend(experiments.delete_experiment(other, exp_id))
+                    done.extend(experiments.delete_experiment(other, exp_id)[0])
                     other.commit()
             finally:
                 engine.dispose()

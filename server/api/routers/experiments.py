@@ -97,9 +97,8 @@ def get_experiment(
 def delete_experiment(experiment_id: ExperimentId, session: SessionDep,
                       settings: SettingsDep) -> None:
     """Delete an experiment with all its runs and their metrics, snapshots and analyses."""
-    exp = experiments.get_experiment(session, experiment_id)
-    files = [f for run in exp.runs for f in run_files(session, settings, run.id)]
-    experiments.delete_experiment(session, experiment_id)
+    _ids, files = experiments.delete_experiment(
+        session, experiment_id, lambda run_id: run_files(session, settings, run_id))
     session.commit()
     remove_files(*files)  # only once the rows are gone for good
 
