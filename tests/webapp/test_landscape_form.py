@@ -186,3 +186,14 @@ def test_a_server_limit_is_shown_at_the_field_that_drives_it(api_with_limits):
     assert "Cannot cost this analysis. Grid points per axis: " in text_of(cost)
     cost, lines = ln.preview(api.client, exp, *form_of(points="7"))  # 49 points: allowed
     assert lines == ["", "", ""] and "98" in text_of(cost)
+
+
+def test_a_missing_token_says_where_to_enter_it(api_with_limits):
+    """The Landscape form and the new-experiment form share one reading of a refusal
+    (webapp/form_errors.py): a 401 tells the reader where the token goes."""
+    api = api_with_limits(api_token="secret")
+    exp, _ids = snapshotted_experiment(api.engine)
+    message, count, _lines = ln.launch(api.client, exp, 0, *form_of())
+    assert count is no_update and "Enter the server's API token at the top right." in \
+        message.children
+    assert api.client.analyses(experiment_id=exp) == []

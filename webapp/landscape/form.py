@@ -28,6 +28,8 @@ from server.analysis_spec import (
     AnalysisSpec,
     Axis,
 )
+from webapp.client import ApiError
+from webapp.form_errors import errors_by_field
 from webapp.formspec import field_bounds
 
 FORM = "form"  # an error about no single field
@@ -168,12 +170,7 @@ def field_of(loc: tuple[str | int, ...] | list[str | int]) -> str:
     return SPEC_FIELD.get(parts[2], FORM)
 
 
-def api_errors(details: list[tuple[tuple[str | int, ...], str]], message: str
-               ) -> dict[str, str]:
-    """A refused request's errors by field (ApiError.field_errors()); `message` when the
-    answer had none (a 409, no answer at all)."""
-    out: dict[str, str] = {}
-    for loc, msg in details:
-        f = field_of(loc)
-        out[f] = f"{out[f]}; {msg}" if f in out else msg
-    return out or {FORM: message}
+def api_errors(exc: ApiError) -> dict[str, str]:
+    """A refused request's errors by field; its message at the form when it had none (a 409,
+    a 401 with the token hint, no answer at all)."""
+    return errors_by_field(exc, lambda loc, _msg: field_of(loc), FORM)

@@ -62,7 +62,7 @@ def field_lines(errors: dict[str, str]) -> list[str]:
 
 
 def _errors_of(exc: ApiError) -> dict[str, str]:
-    return api_errors(exc.field_errors(), exc.message)
+    return api_errors(exc)
 
 
 def preview(client: ApiClient, experiment_id: int, *form: Any, token: str | None = None

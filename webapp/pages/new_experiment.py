@@ -23,6 +23,7 @@ from server.spec import NORMS
 from webapp import formspec
 from webapp.client import ApiClient, ApiError
 from webapp.components import swatch
+from webapp.form_errors import errors_by_field
 from webapp.new_experiment_cost import cost_panel
 from webapp.style import norm_color, norm_label
 
@@ -250,14 +251,7 @@ def check_parsed(parsed: formspec.Parsed, preset: dict | None) -> tuple[list, di
 
 def api_errors(exc: ApiError) -> dict[str, str]:
     """A refusal's messages by form field (a 422's loc), else the whole message at the form."""
-    errors: dict[str, str] = {}
-    for loc, msg in exc.field_errors():
-        f = formspec.field_for_loc(loc, msg)
-        errors[f] = f"{errors[f]}; {msg}" if f in errors else msg
-    if not errors:
-        hint = " Enter the server's API token at the top right." if exc.status == 401 else ""
-        errors[formspec.FORM] = exc.message + hint
-    return errors
+    return errors_by_field(exc, formspec.field_for_loc, formspec.FORM)
 
 
 def error_outputs(errors: dict[str, str]) -> list[str]:
