@@ -138,7 +138,8 @@ class RunSpec(_Strict):
     )
     width: float = Field(
         128, gt=0, le=1_000_000,
-        description="vgg: channel multiplier (1 = paper); dln/mlp: hidden units",
+        description="vgg: channel multiplier (1 = paper, vgg's default); dln/mlp: hidden units "
+        "(default 128)",
     )
     depth: int = Field(4, ge=1, le=MAX_DEPTH, description="dln/mlp: number of linear layers")
     norm: NormName = "none"
@@ -253,6 +254,16 @@ class RunSpec(_Strict):
     @classmethod
     def _full_batch_words(cls, v: Any) -> Any:
         return None if isinstance(v, str) and v.lower() in ("none", "null", "full") else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _width_of_the_model(cls, data: Any) -> Any:
+        # width counts units for dln/mlp (128 by default) but multiplies the paper's channels
+        # for vgg: a vgg spec without one gets 1, not a 128x-wide network (whose build alone
+        # ran for minutes in `landscope train` before anything said why).
+        if isinstance(data, dict) and data.get("model") == "vgg" and data.get("width") is None:
+            return {**data, "width": 1.0}
+        return data
 
     @field_validator("lr", "weight_decay", "norm_eps", "width", "momentum")
     @classmethod

@@ -244,3 +244,20 @@ def test_bad_digits_options_are_refused_at_the_option(options, path, words):
 def test_other_built_in_datasets_still_take_no_options():
     with pytest.raises(SpecError, match="only plug-in datasets take options"):
         build_spec({"dataset": "mnist1d", "dataset_options": {"size": 32}})
+
+
+def test_a_vgg_without_a_width_is_the_papers_width():
+    """width counts units for mlp/dln (128 by default) but multiplies the paper's channels for
+    vgg: a vgg spec without one is the paper's network, not 128x wider."""
+    vgg = build_spec({"model": "vgg", "dataset": "digits"})
+    assert vgg.width == 1.0 and vgg.layer_widths()[0] == 64 and vgg.name_hint().startswith(
+        "vgg11x1-")
+    assert build_spec({"model": "vgg", "dataset": "digits", "width": None}).width == 1.0
+    assert build_spec({"model": "vgg", "dataset": "digits", "width": 0.25}).width == 0.25
+    assert build_spec({"model": "mlp"}).width == 128
+    with pytest.raises(SpecError, match="width"):
+        build_spec({"model": "mlp", "width": None})
+    # an experiment varying the model gives each its own default
+    widths = [build_spec(d).width for d in expand_vary({"dataset": "digits"},
+                                                       {"model": ["mlp", "vgg"]})]
+    assert widths == [128, 1.0]
