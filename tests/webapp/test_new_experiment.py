@@ -91,3 +91,22 @@ def test_preset_labels_say_fig_once(api):
     assert labels["paper-resnet56-skip"] == "paper-resnet56-skip — Li et al. 2018, Fig 5"
     assert labels["quick-mlp"] == "quick-mlp"
     assert not any("Fig Li" in label for label in labels.values())
+
+
+def test_changing_the_model_turns_the_other_models_default_width_into_its_own(api):
+    """128 units of an MLP read as 128x VGG's channels (a 422 at width, or minutes of building
+    in the CLI): picking VGG turns the MLP default into 1, and back; a typed width stays."""
+    from dash import no_update
+
+    cbs = _app(api).landscope_callbacks["new_experiment"]
+    assert cbs["width_for_model"]("vgg", "128") == 1
+    assert cbs["width_for_model"]("mlp", "1") == 128
+    assert cbs["width_for_model"]("dln", 1) == 128
+    for model, width in (("vgg", "0.5"), ("vgg", "64"), ("mlp", "256"), ("mlp", "abc"),
+                         ("resnet", "128"), ("vgg", None)):
+        assert cbs["width_for_model"](model, width) is no_update, (model, width)
+    # the width a switch gives is one the form and the server accept
+    presets, *_, limits = cbs["load"](1)
+    form = _form(cbs, presets, model="vgg", dataset="digits", width="1")
+    _panel, errors, _result = _check(cbs, form, presets, limits)
+    assert errors["width"] == "" and errors["form"] == "", errors

@@ -186,6 +186,12 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
             return hide, hide
         return (None, hide) if model == "vgg" else (hide, None)
 
+    @app.callback(Output("new-width", "value", allow_duplicate=True),
+                  Input("new-model", "value"), State("new-width", "value"),
+                  prevent_initial_call=True)
+    def width_for_model(model, width):
+        return width_for(model, width)
+
     @app.callback(Output("new-cost", "children"), *errs,
                   Output("new-result", "children", allow_duplicate=True),
                   *inputs, State("new-presets", "data"), State("new-limits", "data"),
@@ -222,7 +228,8 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
                                        limits=limits, preset=_find(presets, values["preset"]))
         return (href or no_update, *error_outputs(errors), message)
 
-    return {"load": load, "fill": fill, "model_fields": model_fields, "check": check,
+    return {"load": load, "fill": fill, "model_fields": model_fields,
+            "width_for_model": width_for_model, "check": check,
             "launch": launch}
 
 
@@ -241,6 +248,23 @@ def _find(presets: list[dict] | None, name: str | None) -> dict | None:
 def preset_label(p: dict[str, Any]) -> str:
     """'paper-vgg16 — Fig 1, 3a, 4', 'quick-resnet — Li et al. 2018, Fig 5 (reduced)'."""
     return f"{p['name']} — {figures_label(p['figures'])}" if p["figures"] else p["name"]
+
+
+# What width means by model: VGG's channel multiplier (1 = the paper's) or MLP/DLN units.
+MODEL_WIDTHS = {"vgg": 1, "mlp": 128, "dln": 128}
+
+
+def width_for(model: str | None, width: Any) -> Any:
+    """The width field when the model changes: the new model's default where it still holds
+    the other kind's default (128 units read as 128x VGG's channels, or 1 as a one-unit
+    MLP), else what the reader typed (no_update)."""
+    want = MODEL_WIDTHS.get(model or "")
+    others = {w for m, w in MODEL_WIDTHS.items() if MODEL_WIDTHS[m] != want}
+    try:
+        typed = float(str(width).strip())
+    except ValueError:
+        return no_update
+    return want if want is not None and typed in others else no_update
 
 
 def check_parsed(parsed: formspec.Parsed, preset: dict | None) -> tuple[list, dict[str, str]]:
