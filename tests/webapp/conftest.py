@@ -123,6 +123,15 @@ def run_json():
 
 
 @pytest.fixture
+def views(run_json):
+    """The figures' usual pair: run 1 without normalisation, run 2 with BatchNorm (a test file
+    that needs other runs defines its own `views`)."""
+    from webapp.runsets import build_views
+
+    return build_views([run_json(1, "none"), run_json(2, "batch")])
+
+
+@pytest.fixture
 def apply_patch():
     """apply(figure dict, Patch) -> the figure the browser ends up with."""
     return _apply_patch

@@ -15,7 +15,6 @@ from tests.webapp.test_assets import BUNDLE
 from webapp import figures
 from webapp.client import EtaRecord, Series
 from webapp.figures import Frame, Options
-from webapp.runsets import build_views
 
 WIDTH = 1290  # a figure's width in a compare card on a 1440-px-wide window
 SPANS = [0.3, 0.9, 1.2, 1.5, 2.0, 2.5, 4.0, 8.0]  # decades the data spans
@@ -50,11 +49,6 @@ TICKS = """(fig) => {
 
 def geometric(span: float, n: int = 12) -> list[float]:
     return [10 ** (LOWEST + span * i / (n - 1)) for i in range(n)]
-
-
-@pytest.fixture
-def views(run_json):
-    return build_views([run_json(1, "none"), run_json(2, "batch")])
 
 
 def _ics_frame(span: float) -> Frame:

@@ -20,12 +20,6 @@ from webapp.figures.geometry_surface import (
     surface_figure,
     trajectory_figure,
 )
-from webapp.runsets import build_views
-
-
-@pytest.fixture
-def views(run_json):
-    return build_views([run_json(1, "none"), run_json(2, "batch")])
 
 
 @pytest.fixture

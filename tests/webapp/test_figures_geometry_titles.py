@@ -5,7 +5,6 @@ ticks on the spectrum-over-training axes, and titles clear of the image's left e
 from __future__ import annotations
 
 import plotly.graph_objects as go
-import pytest
 
 from tests.webapp.landscape_data import analysis_json, spectrum_values
 from webapp.figures.geometry import TITLE_PAD, eval_text, evals_text
@@ -16,12 +15,6 @@ from webapp.figures.geometry_surface import (
     surface_figure,
     trajectory_figure,
 )
-from webapp.runsets import build_views
-
-
-@pytest.fixture
-def views(run_json):
-    return build_views([run_json(1, "none"), run_json(2, "batch")])
 
 
 def spectra(views, samples: tuple[int, int], steps=(800,)):

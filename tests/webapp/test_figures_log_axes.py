@@ -11,14 +11,8 @@ import pytest
 from webapp import figures
 from webapp.figures import FIGURES, Frame, Options
 from webapp.figures.axes import LINEAR_AXIS, LOG_AXIS
-from webapp.runsets import build_views
 
 LOG_FIGURES = [n for n, spec in FIGURES.items() if spec([], Options()).log_axes]
-
-
-@pytest.fixture
-def views(run_json):
-    return build_views([run_json(1, "none"), run_json(2, "batch")])
 
 
 def _axes(fig: dict, names: list[str]) -> dict[str, dict]:

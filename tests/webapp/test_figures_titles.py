@@ -16,15 +16,9 @@ from webapp import figures
 from webapp.compare import update as ctl
 from webapp.compare.layout import SECTIONS
 from webapp.figures import FIGURES, TITLES, Frame, Options
-from webapp.runsets import build_views
 
 SMALL = {"probes": {"landscape": {"every": 5}, "ics": {"every": 5, "layers": [3, 5]},
                     "activations": {"every": 10}, "sharpness": {"every": 20}}}
-
-
-@pytest.fixture
-def views(run_json):
-    return build_views([run_json(1, "none"), run_json(2, "batch")])
 
 
 def _title(fig: dict) -> str | None:
