@@ -319,13 +319,12 @@ def _cifar_or_synthetic(data_dir: Path) -> Iterator[str]:
 
 
 def bf16_times(base: dict[str, Any], args: argparse.Namespace, dev: torch.device, n: int,
-               reps: int, warmup: int, kinds: tuple[str, ...] = ("fp32", "bf16")
-               ) -> dict[str, list[float]]:
-    """Seconds per segment of n training steps, probes off, fp32 and bf16 autocast (those of
-    `kinds`), interleaved: the engine on `base` (its batch size kept)."""
+               reps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per segment of n training steps, probes off, fp32 and bf16 autocast,
+    interleaved: the engine on `base` (its batch size kept)."""
     batch = base.get("batch_size") or 128
     runs = {k: EngineRun(make_spec(base, OFF, args.device, bf16=k == "bf16", batch_size=batch),
-                         args.data_dir, dev) for k in kinds}
+                         args.data_dir, dev) for k in ("fp32", "bf16")}
     return interleave({k: (r, n) for k, r in runs.items()}, reps, warmup, dev)
 
 

@@ -36,7 +36,6 @@ from bench._timing import _sync, interleave, med, paired
 from server.analysis_spec import AnalysisSpec, chunks
 from server.presets import get_preset
 from worker.engine.geometry.evaluate import GridEvaluator
-from worker.engine.geometry.group_size import choose_group
 from worker.engine.geometry.job import AnalysisJob
 from worker.engine.geometry.sink import MemoryAnalysisSink
 
@@ -285,21 +284,18 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
 def mlp_paths(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:
     """bench/bench_surface.py's measurement (6 x 128 MLP, mnist1d, 2,048 samples) on this
     device: the per-point loop and vmap 8 each against plain forwards, and vmap / loop."""
-    from bench.bench_surface import _setup, bench_norm
+    from bench.bench_surface import bench_norm
 
+    # group None: the points per vmap call an analysis job would choose on this device
     ns = argparse.Namespace(points=scale.mlp_points, passes=2 if scale.name == "quick" else 3,
-                            warmup=1, samples=2048, batch_size=2048, data_dir=args.data_dir)
+                            warmup=1, samples=2048, batch_size=2048, data_dir=args.data_dir,
+                            group=None)
     out: dict[str, Any] = {}
     for norm in ("batch", "none"):
-        net, x, y, *_ = _setup(norm, ns, dev)
-        probe = GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=2048,
-                              classify=True, use_vmap=True)
-        ns.group = choose_group([probe], scale.mlp_points ** 2, 64)  # what the job would take
-        del probe
         r = bench_norm(norm, ns, dev)
         out[norm] = {"loop_over_vmap": 1.0 / r["vmap_over_loop"]["median"],
                      "vmap_over_loop": r["vmap_over_loop"], "surface_s": r["surface_s"],
-                     "fallback": r["fallback"], "points": r["points"], "group": ns.group}
+                     "fallback": r["fallback"], "points": r["points"], "group": r["group"]}
     return {"norms": out}
 
 

@@ -42,15 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from bench._machine import ROOT, describe, loadavg, publish  # noqa: E402
 from bench._timing import _sync, gauged, interleave, med, paired, pressure  # noqa: E402
+from server.analysis_spec import AnalysisSpec  # noqa: E402
 from server.spec import RunSpec  # noqa: E402
 from worker.engine.data import load_dataset  # noqa: E402
 from worker.engine.geometry.directions import orthogonalize, random_direction  # noqa: E402
 from worker.engine.geometry.evaluate import GridEvaluator, eval_subset  # noqa: E402
+from worker.engine.geometry.group_size import choose_group  # noqa: E402
 from worker.engine.models import build_model  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 GOAL = 1.2
 SLICE = 24  # grid points per timed segment: 3 vmap groups of 8
+CHUNK_POINTS = AnalysisSpec.model_fields["chunk_points"].default  # an analysis's default chunk
 NORMS = ("batch", "none")
 
 
@@ -77,13 +80,16 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
     net, x, y, theta, dirs, grid = _setup(norm, args, dev)
     t0 = time.perf_counter()
     default_vmap = dev.type != "cpu"  # GridEvaluator's use_vmap=None
-    group = getattr(args, "group", 8)  # vmap's points per call (bench_gpu: the job's GPU choice)
+    loop, vm = (GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch",
+                              batch_size=args.batch_size, classify=True, use_vmap=v)
+                for v in (False, True))
+    # Points per call: 8, or with group None (bench_gpu) what an analysis job would choose.
+    group = getattr(args, "group", 8) or choose_group([vm], len(grid), CHUNK_POINTS)
+    for ev in (loop, vm):
+        ev.set_group(group)
     evaluators = {
-        f"surface, {f'vmap {group}' if v else 'loop'}" + (" (default)" if v == default_vmap
-                                                         else ""):
-            GridEvaluator(net, "cross_entropy", x, y, bn_mode="batch", batch_size=args.batch_size,
-                          classify=True, max_batched_points=group, use_vmap=v)
-        for v in (False, True)
+        f"surface, {f'vmap {group}' if ev.vmap else 'loop'}"
+        + (" (default)" if ev.vmap == default_vmap else ""): ev for ev in (loop, vm)
     }
     build_s = (time.perf_counter() - t0) / len(evaluators)
     plain_net = copy.deepcopy(net).train()
@@ -125,7 +131,8 @@ def bench_norm(norm: str, args: argparse.Namespace, dev: torch.device) -> dict[s
                           reps, args.warmup * len(slices), dev)
         times[name], plain_times[name] = pair[name], pair["plain"]
     times["plain"] = [min(a, b) for a, b in zip(*plain_times.values(), strict=True)]
-    out: dict[str, Any] = {"points": len(grid), "samples": len(x), "batch_size": args.batch_size,
+    out: dict[str, Any] = {"points": len(grid), "group": group, "samples": len(x),
+                           "batch_size": args.batch_size,
                            "evaluator_build_s": build_s, "segments": reps,
                            "surface_s": {k: sum(v) / args.passes for k, v in times.items()},
                            "times": times, "plain_times": plain_times, "ratio": {},

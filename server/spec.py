@@ -111,6 +111,15 @@ __all__ = [
 ]
 
 
+VGG_WIDTH = 1.0  # vgg's default channel multiplier: the paper's network
+
+
+def default_width(model: str | None) -> float:
+    """The width a spec of `model` gets when it names none: vgg's multiplier (1, the paper's
+    channels), else RunSpec's default units (dln/mlp; resnet ignores width)."""
+    return VGG_WIDTH if model == "vgg" else RunSpec.model_fields["width"].default
+
+
 class RunSpec(_Strict):
     """Everything that determines one run. Defaults give a small CPU-friendly MLP on mnist1d."""
 
@@ -262,7 +271,7 @@ class RunSpec(_Strict):
         # for vgg: a vgg spec without one gets 1, not a 128x-wide network (whose build alone
         # ran for minutes in `landscope train` before anything said why).
         if isinstance(data, dict) and data.get("model") == "vgg" and data.get("width") is None:
-            return {**data, "width": 1.0}
+            return {**data, "width": default_width("vgg")}
         return data
 
     @field_validator("lr", "weight_decay", "norm_eps", "width", "momentum")

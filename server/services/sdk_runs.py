@@ -65,32 +65,41 @@ def create_sdk_run(session: Session, req: SdkRunCreate) -> tuple[Run, bool]:
         client_id=req.client_id, attempts=1, started_at=now, heartbeat_at=now,
         info=sdk_info(req, environment),
     )
-    for attempt in (1, 2):
-        try:
-            # The unique client_id is the last word, if a race won. The run is added inside
-            # the savepoint: begin_nested() flushes what is pending before its SAVEPOINT, so a
-            # run added before it would fail outside the savepoint and take the whole
-            # transaction with it (every later read a PendingRollbackError: a 500).
-            with session.begin_nested():
-                session.add(run)
-                session.flush()
-            return run, True
-        except IntegrityError:
-            if run in session:  # the savepoint's rollback normally took it out already
-                session.expunge(run)
-            if (prior := find_by_client_id(session, req.client_id)) is not None:
-                return prior, False
-            if attempt == 2 or not _experiment_deleted(session, run.experiment_id):
-                raise
-        # The experiment was deleted between our read and this write (on PostgreSQL the
-        # delete held its row, so our foreign-key check waited for it and then failed). A
-        # join by id names what no longer exists; a join by name starts the experiment anew,
-        # as an init arriving just after the delete would.
-        if req.experiment_id is not None:
-            raise InvalidRequest(("body", "experiment_id"),
-                                 f"experiment {req.experiment_id} not found", "not_found")
-        run.experiment_id = _experiment_id(session, req)
-    raise AssertionError("unreachable")
+    if (lost := _insert(session, run)) is None:
+        return run, True
+    if (prior := find_by_client_id(session, req.client_id)) is not None:
+        return prior, False
+    if not _experiment_deleted(session, run.experiment_id):
+        raise lost
+    # The experiment was deleted between our read and this write (on PostgreSQL the delete
+    # held its row, so our foreign-key check waited for it and then failed). A join by id
+    # names what no longer exists; a join by name starts the experiment anew, as an init
+    # arriving just after the delete would.
+    if req.experiment_id is not None:
+        raise InvalidRequest(("body", "experiment_id"),
+                             f"experiment {req.experiment_id} not found", "not_found")
+    run.experiment_id = _experiment_id(session, req)
+    if (lost := _insert(session, run)) is not None:
+        raise lost
+    return run, True
+
+
+def _insert(session: Session, run: Run) -> IntegrityError | None:
+    """Insert `run` under a savepoint; the IntegrityError if a constraint refused it (the
+    unique client_id, the experiment's foreign key), the session still usable then.
+
+    The run is added inside the savepoint: begin_nested() flushes what is pending before its
+    SAVEPOINT, so a run added before it would fail outside the savepoint and take the whole
+    transaction with it (every later read a PendingRollbackError: a 500)."""
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError as exc:
+        if run in session:  # the savepoint's rollback normally took it out already
+            session.expunge(run)
+        return exc
+    return None
 
 
 def _experiment_deleted(session: Session, exp_id: int | None) -> bool:

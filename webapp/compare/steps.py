@@ -7,6 +7,7 @@ step. Read as text, a bad bound is still no bound, but the error beside the inpu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 BAD = "steps are whole numbers from 0"
@@ -21,8 +22,7 @@ def parse_step(value: Any) -> int | None:
         number = float(str(value).strip())
     except ValueError:
         return None
-    if number != number or number in (float("inf"), float("-inf")) or number < 0 \
-            or number != int(number):
+    if not math.isfinite(number) or number < 0 or number != int(number):
         return None
     return int(number)
 
@@ -30,7 +30,7 @@ def parse_step(value: Any) -> int | None:
 def step_error(lo: Any, hi: Any) -> str:
     """What is wrong with the typed range ("" when nothing is)."""
     bad = [name for name, v in (("from", lo), ("to", hi))
-           if parse_step(v) is None and v not in (None, "") and str(v).strip()]
+           if v is not None and str(v).strip() and parse_step(v) is None]
     if bad:
         return f"{' and '.join(bad)}: {BAD}"
     a, b = parse_step(lo), parse_step(hi)

@@ -19,7 +19,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from server.presets import figures_label
-from server.spec import NORMS
+from server.spec import NORMS, default_width
 from webapp import formspec
 from webapp.client import ApiClient, ApiError
 from webapp.components import swatch
@@ -250,21 +250,22 @@ def preset_label(p: dict[str, Any]) -> str:
     return f"{p['name']} — {figures_label(p['figures'])}" if p["figures"] else p["name"]
 
 
-# What width means by model: VGG's channel multiplier (1 = the paper's) or MLP/DLN units.
-MODEL_WIDTHS = {"vgg": 1, "mlp": 128, "dln": 128}
+WIDTH_MODELS = ("vgg", "mlp", "dln")  # where width means something (resnet ignores it)
 
 
 def width_for(model: str | None, width: Any) -> Any:
-    """The width field when the model changes: the new model's default where it still holds
-    the other kind's default (128 units read as 128x VGG's channels, or 1 as a one-unit
-    MLP), else what the reader typed (no_update)."""
-    want = MODEL_WIDTHS.get(model or "")
-    others = {w for m, w in MODEL_WIDTHS.items() if MODEL_WIDTHS[m] != want}
+    """The width field when the model changes: the new model's default (server.spec
+    default_width) where it still holds the other kind's (128 units read as 128x VGG's
+    channels, or 1 as a one-unit MLP), else what the reader typed (no_update)."""
+    if model not in WIDTH_MODELS:
+        return no_update
+    want = default_width(model)
     try:
         typed = float(str(width).strip())
     except ValueError:
         return no_update
-    return want if want is not None and typed in others else no_update
+    others = {default_width(m) for m in WIDTH_MODELS} - {want}
+    return int(want) if typed in others else no_update
 
 
 def check_parsed(parsed: formspec.Parsed, preset: dict | None) -> tuple[list, dict[str, str]]:
