@@ -139,7 +139,10 @@ def test_launch_a_surface_from_the_tab_and_see_both_runs_on_one_scale(browser, t
         assert all("BN mode: batch statistics" in t and f"step {STEPS}" in t for t in titles)
         assert sum("norm: none" in t for t in titles) == 2
         assert sum("norm: batch" in t for t in titles) == 2
-        assert page.locator("#ls-list").inner_text().count("succeeded") == 2
+        # The shown step's surfaces can be full while another analysed step is still being
+        # computed: the list says succeeded once every step is; wait for that, not a guess.
+        page.wait_for_function("(document.querySelector('#ls-list')?.innerText || '')"
+                               ".split('succeeded').length - 1 === 2", timeout=600_000)
         page.wait_for_timeout(500)  # let WebGL finish drawing before the pictures
         shots(page, "landscape-tab", full_page=True)
         section = page.locator(".ls-section").first
