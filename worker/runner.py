@@ -284,7 +284,7 @@ def _train(claim: Claim, settings: Settings, engine: Engine, device: str, lease:
             checkpoints=DirectoryCheckpointStore(checkpoint_dir(settings, claim.run_id)),
             progress=lease.progress,
             snapshots=snapshots,
-            wall_floor=stored_wall_s(engine, claim.run_id),  # 0.0 unless resuming
+            wall_after=stored_wall(engine, claim.run_id),  # None unless resuming
         )
     except BaseException:
         _close_quietly(sink)
@@ -314,16 +314,19 @@ def record_info(factory: sessionmaker[Session], claim: Claim, entries: dict[str,
                         what=f"run {claim.run_id}: {', '.join(entries)}")
 
 
-def stored_wall_s(engine: Engine, run_id: int) -> float:
-    """The largest time/wall_s stored for the run (0.0 if none): where a run resumed after a
-    worker died counts on from (Trainer.run's wall_floor), whoever requeued it."""
+def stored_wall(engine: Engine, run_id: int) -> tuple[int, float] | None:
+    """(newest step, largest seconds) of the run's stored time/wall_s points, or None if it
+    has none: where a run resumed after a worker died counts on from (Trainer.run's
+    wall_after), whoever requeued it."""
     from server.db.models import Point, Series
     from worker.engine.wallclock import WALL_KEY
 
     with engine.connect() as c:
-        got = c.scalar(select(func.max(Point.value)).join(Series, Series.id == Point.series_id)
-                       .where(Series.run_id == run_id, Series.key == WALL_KEY))
-    return float(got or 0.0)
+        step, seconds = c.execute(
+            select(func.max(Point.step), func.max(Point.value))
+            .join(Series, Series.id == Point.series_id)
+            .where(Series.run_id == run_id, Series.key == WALL_KEY)).one()
+    return None if step is None else (int(step), float(seconds or 0.0))
 
 
 def _progress(lease: RunLease) -> dict[str, Any]:

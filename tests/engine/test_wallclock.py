@@ -110,6 +110,29 @@ def test_a_resumed_run_continues_the_count_from_its_checkpoint(tmp_path):
     assert max(merged) == 40
 
 
+def test_a_run_resumed_after_a_crash_adds_points_only_after_the_dead_attempt_s(tmp_path):
+    """A worker dies 13 steps past its checkpoint at 20 with its points up to step 32 stored.
+    The store ignores rewrites (first write wins, as the SQL sink does), so the resumed run
+    must neither write a point at a step the dead attempt already has nor one before it:
+    its seconds start from the dead attempt's largest, and an earlier step carrying them
+    would make the series go back (the clean-clone CI caught it once)."""
+    s = spec("mlp", steps=60, checkpoint_every=10, eval_every=0)  # a point every step
+    store = DirectoryCheckpointStore(tmp_path / "c")
+    dead = MemorySink()
+    Trainer(s, tmp_path).run(dead, checkpoints=store, max_steps=33)  # stands for the crash
+    assert torch.load(store._paths()[-1], weights_only=True)["step"] == 30
+    stored = wall(dead)
+    assert max(stored) == 32
+    resumed = MemorySink()
+    Trainer(s, tmp_path).run(resumed, checkpoints=store,
+                             wall_after=(max(stored), max(stored.values())))
+    assert min(wall(resumed)) == 33  # the first step after the stored points
+    assert min(wall(resumed).values()) >= max(stored.values())
+    merged = {**wall(resumed), **stored}  # first write wins
+    assert_monotone(merged)
+    assert max(merged) == 60
+
+
 def test_a_checkpoint_from_before_the_clock_resumes_from_zero(tmp_path):
     s = spec("mlp", steps=12, checkpoint_every=4, eval_every=0)
     store = DirectoryCheckpointStore(tmp_path / "c")

@@ -180,7 +180,7 @@ class Trainer:
         progress: ProgressFn | None = None,
         max_steps: int | None = None,
         snapshots: SnapshotStore | None = None,
-        wall_floor: float = 0.0,
+        wall_after: tuple[int, float] | None = None,
     ) -> RunResult:
         """Train from the latest checkpoint (or from scratch) to the spec's last step.
 
@@ -189,18 +189,22 @@ class Trainer:
         before every step: "cancel" (or True) ends the run "cancelled", "pause" ends it
         "paused" with a checkpoint at that step (when there is a store). `snapshots` receives
         w_s at every scheduled step s not already in it (a resumed run saves no step twice).
-        `wall_floor`: the largest time/wall_s the sink already holds. After a crash an
-        idempotent sink keeps the dead attempt's points past the checkpoint, so the count
-        goes on from the larger of it and the checkpoint's (time/wall_s stays monotone and
-        counts the lost work, which was wall time too).
+        `wall_after`: (newest step, largest seconds) of the time/wall_s points the sink
+        already holds. After a crash an idempotent sink keeps the dead attempt's points past
+        the checkpoint (and ignores rewrites of them), so the count goes on from the larger
+        of those seconds and the checkpoint's, and the first new point comes after that step:
+        time/wall_s stays monotone and counts the lost work, which was wall time too.
         """
         spec = self.spec
         self._wall_base = 0.0
         start = self._restore(checkpoints.load_latest()) if checkpoints else 0
         # The clock starts here (data and model are built): training time, continued from the
         # checkpoint's count when resuming.
-        clock = self._clock = WallClock(spec.steps, base=max(self._wall_base, wall_floor),
+        stored_step, stored_s = wall_after if wall_after is not None else (None, 0.0)
+        clock = self._clock = WallClock(spec.steps, base=max(self._wall_base, stored_s),
                                         points=self.wall_points)
+        if stored_step is not None:
+            clock.resume_after(stored_step)
         end = spec.steps if max_steps is None else min(spec.steps, start + max_steps)
         classify = self.data.task == "classification"
         last_loss, status, diverged_at = math.nan, "paused", None

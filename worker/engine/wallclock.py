@@ -41,6 +41,13 @@ class WallClock:
         # inline, a method call per logged step being the larger cost).
         self.next_due: float = 0 if self.period is not None else math.inf
 
+    def resume_after(self, step: int) -> None:
+        """The sink already holds points up to `step` (a dead attempt's, past the checkpoint
+        this run resumes from): the next point goes to the first step after it, never before
+        it, where the stored points' larger seconds would make the series go back."""
+        self.last_step = step
+        self.next_due = step + 1
+
     def elapsed(self) -> float:
         return self.base + (self._clock() - self._started)
 
