@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(
         3.0, gt=0, description="the API's longest wait for a free pooled database connection"
     )
+    health_budget_seconds: float = Field(
+        1.5, gt=0, le=60, description="GET /health waits this long for each component's "
+        "check (database, broker; both at once) before reporting it not answering (503)"
+    )
     max_ingest_mb: float = Field(
         64, gt=0, description="POST /runs/{id}/ingest (SDK metric batches): largest body, "
         "MiB, and largest after gzip decompression (larger: 413)"

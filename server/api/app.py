@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine, RequestSession)
         app.state.celery = make_celery(settings)
-        app.state.health = HealthMonitor(engine, app.state.celery)
+        app.state.health = HealthMonitor(engine, app.state.celery,
+                                         budget=settings.health_budget_seconds)
         # The first pass runs before serving: runs saved while the broker was down are sent
         # before anyone can ask about them. No request of this process is sending yet, so
         # no grace period.

@@ -1,10 +1,10 @@
-"""/health answers within 2 s whatever the database or the broker does.
+"""/health answers within its budget (1.5 s by default) whatever the database or the broker does.
 
 Both checks run at once, each in a thread of its own (never the request threadpool, which
-stuck requests may have filled), and each is given BUDGET_S seconds; a check that has not
-answered by then reports its component as not answering. A component whose last check is
-still stuck gets no second one: every /health meanwhile reports it not answering, so a
-load balancer polling a hung database piles up no threads.
+stuck requests may have filled), and each is given the budget (Settings.health_budget_seconds);
+a check that has not answered by then reports its component as not answering. A component
+whose last check is still stuck gets no second one: every /health meanwhile reports it not
+answering, so a load balancer polling a hung database piles up no threads.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from sqlalchemy import Engine
 
 from server.schemas import ComponentHealth, HealthOut
 from server.services.system import check_broker, check_database
-
-BUDGET_S = 1.5
 
 
 class ComponentCheck:
@@ -62,7 +60,7 @@ class ComponentCheck:
 
 
 class HealthMonitor:
-    def __init__(self, engine: Engine, celery: Celery, budget: float = BUDGET_S) -> None:
+    def __init__(self, engine: Engine, celery: Celery, budget: float) -> None:
         self.budget = budget
         self.database = ComponentCheck("database", lambda: check_database(engine))
         self.broker = ComponentCheck("broker", lambda: check_broker(celery))
