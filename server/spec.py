@@ -195,6 +195,12 @@ class RunSpec(_Strict):
         None, ge=1, le=1024, description="torch intra-op threads for this run; null: the "
         "worker's LANDSCOPE_TORCH_THREADS, else 1 (docs/engine.md, 'Threads')",
     )
+    deterministic: bool = Field(
+        False, description="deterministic algorithms (torch.use_deterministic_algorithms, "
+        "cuDNN deterministic, no autotuning): on a GPU the same spec and seed then give the same "
+        "numbers run after run, at some cost in speed; an op with no deterministic version "
+        "fails the run, naming it. CPU kernels are deterministic either way (docs/engine.md)",
+    )
     eval_every: int = Field(
         100, ge=0, le=MAX_COUNT, description="test loss/accuracy every N steps; 0 = off"
     )

@@ -39,6 +39,7 @@ import torch
 from server.spec import RunSpec
 from worker.engine.checkpoint import CheckpointStore
 from worker.engine.data import BatchOrder, load_dataset
+from worker.engine.determinism import deterministic_algorithms
 from worker.engine.environment import environment
 from worker.engine.losses import LOSSES, correct_per_row, evaluate
 from worker.engine.model_size import model_size
@@ -91,8 +92,16 @@ class Trainer:
         self.dtype: torch.dtype = getattr(torch, spec.dtype)
         if spec.bf16 and self.device.type != "cuda":
             raise ValueError("bf16 autocast needs a CUDA device; set bf16=false on CPU")
-        with torch_threads(self.threads):
+        with self._numerics():
             self._build(spec, Path(data_dir))
+
+    def _numerics(self) -> contextlib.AbstractContextManager:
+        """The run's thread count and determinism switches in force, the caller's put back
+        afterwards (threads.py, determinism.py)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch_threads(self.threads))
+        stack.enter_context(deterministic_algorithms(self.spec.deterministic, self.device))
+        return stack
 
     def _build(self, spec: RunSpec, data_dir: Path) -> None:
         data = load_dataset(spec, data_dir)
@@ -167,7 +176,7 @@ class Trainer:
         ran before in the process (a worker runs many runs); a resumed run then takes the
         state its checkpoint saved."""
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch_threads(self.threads):
+        with torch.random.fork_rng(devices=devices), self._numerics():
             torch.manual_seed(derive_seed(self.spec.seed, "global-rng"))
             return self._run(sink, **kwargs)
 

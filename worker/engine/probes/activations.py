@@ -53,6 +53,7 @@ class ActivationsProbe(Probe):
         self._captured: dict[int, Tensor] = {}
         self._edge_cache: dict[str, _HistcEdges] = {}
         self._q_cache: dict[tuple, Tensor] = {}
+        self._bounds_cache: dict[tuple, Tensor] = {}  # histc's thresholds, on a device
 
     @contextlib.contextmanager
     def on_train_forward(self, net: nn.Module) -> Iterator[None]:
@@ -156,7 +157,7 @@ class ActivationsProbe(Probe):
             ok = torch.isfinite(v)
             masked = torch.where(ok, v, torch.full((), math.nan, dtype=v.dtype, device=v.device))
             var, mean = torch.var_mean(v, correction=0)  # NaN/inf propagate: a diverged layer
-            counts = torch.histc(masked, bins=self.bins, min=self.lo, max=self.hi)  # NaN skipped
+            counts = self._device_counts(v, ok, masked)
             sample = masked[:: -(-n // QUANTILE_SAMPLE) if n else 1]
             key = (v.dtype, v.device)
             if key not in self._q_cache:
@@ -181,6 +182,25 @@ class ActivationsProbe(Probe):
                 "quantiles": dict(zip(QUANTILE_KEYS, row[b + 5 :], strict=True)),
             })
         return out
+
+    def _device_counts(self, v: Tensor, ok: Tensor, masked: Tensor) -> Tensor:
+        """histc's counts of the finite values, on the values' device. Under deterministic
+        algorithms (the spec's `deterministic`) torch.histc has no CUDA kernel that may run,
+        so the counts come from a sort: the finite values sorted (the others after them, as
+        +inf), and binary searches for histc's bin thresholds (_HistcEdges): the same counts."""
+        if not torch.are_deterministic_algorithms_enabled():
+            return torch.histc(masked, bins=self.bins, min=self.lo, max=self.hi)  # NaN skipped
+        key = (v.dtype, v.device)
+        if key not in self._bounds_cache:
+            edges = self._edges(np.dtype(str(v.dtype).removeprefix("torch.")))
+            self._bounds_cache[key] = torch.tensor([*edges.starts.tolist(), float(edges.hi)],
+                                                   dtype=v.dtype, device=v.device)
+        bounds = self._bounds_cache[key]
+        srt = torch.sort(torch.where(ok, v, torch.full((), math.inf, dtype=v.dtype,
+                                                         device=v.device))).values
+        at = torch.cat([torch.searchsorted(srt, bounds[:-1], side="left"),
+                        torch.searchsorted(srt, bounds[-1:], side="right")])
+        return at.diff()
 
     def _edges(self, dtype: np.dtype) -> _HistcEdges:
         key = np.dtype(dtype).str
