@@ -137,6 +137,7 @@ def markdown(res: dict[str, Any], machine: dict[str, Any], command: str, scale,
                 f"surface: {', '.join(f'{k} {s:.3f}' for k, s in r['surface_s'].items())} | "
                 f"{_verdict(1 / v['median'] >= GRID_GOAL, judged)} |")
     lines += _variant_lines(g) + _anatomy_lines(res.get("step_anatomy"))
+    lines += _determinism_lines(res.get("determinism"))
     raw = {k: ({kk: vv for kk, vv in v.items() if kk != "traceback"} if isinstance(v, dict)
                else v) for k, v in res.items()}
     lines += ["", "<details><summary>raw results (JSON)</summary>", "", "```json",
@@ -175,4 +176,26 @@ def _anatomy_lines(a: Any) -> list[str]:
         for name, r in a[batch].items():
             lines.append(f"| {batch} | {name} | {r['images_per_s']:.0f} | "
                          f"{r['ms_per_step']:.2f} |")
+    return lines
+
+
+def _determinism_lines(d: Any) -> list[str]:
+    """The spec's `deterministic` switch: two runs of each kind, same seed (not judged: no
+    issue sets a goal; what a user weighs before turning it on)."""
+    if _problem(d):
+        return [] if d is None else ["", f"Determinism: {_problem(d)}"]
+    lines = ["", f"Determinism: the preset's plain VGG-16 (norm none, LR {d['lr']:g}, batch "
+             f"{d['batch_size']}, probes off) trained {d['steps']} steps twice with torch's "
+             "default kernels and twice with `deterministic: true`, same seed, alternating; "
+             f"the switch costs {d['cost']:.2f}x in images/s (median of each pair):", "",
+             "| kernels | two runs bit-identical | first differing step | last loss | min loss "
+             "| images/s |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("default", "deterministic"):
+        r = d[name]
+        lines.append(
+            f"| {name} | {'yes' if r['identical'] else 'no'} | "
+            f"{_f(r['first_differing_step'], 'd')} | "
+            f"{', '.join(_f(v, '.4g') for v in r['loss_last'])} | "
+            f"{', '.join(_f(v, '.4g') for v in r['loss_min'])} | "
+            f"{', '.join(_f(v, '.0f') for v in r['images_per_s'])} |")
     return lines

@@ -63,13 +63,14 @@ class Scale:
     grid_slice: int = 64  # VGG-16 grid points per timed segment (whole groups of the job's K)
     grid_reps: int = 7  # interleaved repetitions of the VGG-16 grid paths (5 variants)
     anatomy_reps: int = 7  # ... of the training steps at two batch sizes
+    det_steps: int = 200  # training steps of each run of the determinism section
 
 
 FULL = Scale("full", per_batch=10_000, n_test=10_000, steps=300)
 QUICK = Scale("quick", per_batch=64, n_test=64, steps=4,
               overrides={"width": 0.125, "batch_size": 16, "eval_batch_size": 64},
               points=5, eval_samples=64, mlp_points=5, reps=3, warmup=1, bf16_steps=2,
-              probe_calls=1, grid_slice=8, grid_reps=2, anatomy_reps=2)
+              probe_calls=1, grid_slice=8, grid_reps=2, anatomy_reps=2, det_steps=3)
 
 
 def vgg16_base(scale: Scale, norm: str) -> dict[str, Any]:

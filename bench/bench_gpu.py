@@ -16,7 +16,9 @@ On a lent machine (bench/README.md, "GPU checks" says how to call it through the
 5. bf16: the same 300 steps with bf16 autocast, and fp32 vs bf16 steps interleaved (issue 15);
 6. anatomy: training steps of the engine beside a plain loop with and without its per-step
    loss read, fp32 and bf16, at batch 128 and 512 (why bf16 was no faster on the H200);
-7. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15).
+7. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15);
+8. determinism: the plain VGG-16 at LR 0.1 trained twice with default kernels and twice with
+   the spec's `deterministic: true`: bit-identical or not, and the cost (bench/_gpu_determinism).
 Sections run in that order (what the others need first, then by importance) while the time
 budget lasts; one that fails is reported with its error and the rest go on, so a lease is not
 lost to one bug. The report (markdown, for bench/RESULTS.md) and the raw JSON go to --out.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 
 from bench import _gpu_sections as sec  # noqa: E402
 from bench._cifar_archive import write_cifar_archive  # noqa: E402
+from bench._gpu_determinism import determinism  # noqa: E402
 from bench._gpu_report import markdown  # noqa: E402
 from bench._machine import describe, loadavg  # noqa: E402
 
@@ -116,7 +119,8 @@ def _archive(scale: sec.Scale, data_dir: Path) -> dict[str, Any]:
     return info
 
 
-SECTIONS = ("train", "surface", "grid", "bf16", "anatomy", "probe")  # --only's choices
+# --only's choices
+SECTIONS = ("train", "surface", "grid", "bf16", "anatomy", "probe", "determinism")
 
 
 def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device,
@@ -145,6 +149,9 @@ def run_all(args: argparse.Namespace, scale: sec.Scale, dev: torch.device,
         s.run("step_anatomy", sec.step_anatomy, scale, args, dev)
     for norm in ("batch", "none") if "probe" in want else ():
         s.run(f"probe_vmap_{norm}", sec.probe_vmap, scale, args, dev, norm)
+    if "determinism" in want:
+        s.run("determinism", determinism, sec.vgg16_base(scale, "none"), scale.det_steps, args,
+              dev)
     return s.res
 
 

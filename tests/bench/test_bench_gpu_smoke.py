@@ -68,6 +68,13 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
                                        "plain fp32, no per-step read"}
         assert all(v["images_per_s"] > 0 for v in anatomy[batch].values())
     assert res["train_bf16"] == {"skipped": "bf16 autocast needs CUDA"}
+    det = res["determinism"]
+    assert det["steps"] == 3 and det["cost"] > 0
+    for kind, on in (("default", False), ("deterministic", True)):
+        r = det[kind]
+        # On a CPU both kinds come back bit for bit: only a GPU can tell them apart
+        assert r["identical"] and r["first_differing_step"] is None, kind
+        assert r["status"] == ["succeeded"] * 2 and r["environment"]["deterministic"] is on
 
 
 def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run):
@@ -75,7 +82,8 @@ def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run)
     report = (out / "gpu-checks.md").read_text()
     for heading in ("GPU checks of issues 12 and 15 (quick)", "### Issue 15", "### Issue 12",
                     "Batched grid evaluation vs the per-point loop", "Landscape probe (K = 4)",
-                    "cuDNN autotuning", "Training steps of the VGG-16"):
+                    "cuDNN autotuning", "Training steps of the VGG-16",
+                    "Determinism: the preset's plain VGG-16"):
         assert heading in report
     assert "not judged (not a GPU)" in report
     assert "| met |" not in report and "MISSED" not in report

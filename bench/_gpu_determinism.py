@@ -1,0 +1,77 @@
+"""bench_gpu.py's `determinism` section: does the spec's `deterministic` switch make a GPU run
+come back bit for bit, and what does it cost?
+
+The case is the one the H200 showed (bench/RESULTS.md, 2026-12-04): the preset's plain VGG-16
+(no BatchNorm) at LR 0.1 trained in one run and stayed at chance in a rerun of the same seed.
+Here it trains twice with torch's default kernels and twice with `deterministic: true`, same
+spec and seed, probes off, each run from a fresh Trainer (the engine's own path, as a worker
+runs it). Reported per pair: whether the two loss series are identical bit for bit (and the
+first step where they part), each run's last loss and images/s; and the switch's cost as the
+ratio of the pairs' median images/s. The runs alternate default, deterministic, default,
+deterministic, so that a machine getting slower over the section hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import time
+from typing import Any
+
+import torch
+
+from bench._engine_cases import OFF, make_spec
+from bench._timing import _sync, med
+from worker.engine.sink import MemorySink
+from worker.engine.trainer import Trainer
+
+
+def _bits(values: list[float]) -> list[bytes]:
+    return [struct.pack("<d", v) for v in values]
+
+
+def _train(base: dict[str, Any], args: argparse.Namespace, dev: torch.device, steps: int,
+           deterministic: bool) -> dict[str, Any]:
+    spec = make_spec(base, OFF, args.device, steps=steps, deterministic=deterministic,
+                     batch_size=base["batch_size"])
+    trainer = Trainer(spec, args.data_dir, dev, torch.get_num_threads())
+    sink = MemorySink()
+    _sync(dev)
+    t0 = time.perf_counter()
+    result = trainer.run(sink)
+    _sync(dev)
+    wall = time.perf_counter() - t0
+    loss = sink.values("train/loss")
+    return {"status": result.status, "loss": loss, "wall_s": wall,
+            "images_per_s": steps * spec.batch_size / wall,
+            "environment": {k: trainer.info["environment"].get(k)
+                            for k in ("deterministic", "cudnn")}}
+
+
+def _pair(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    la, lb = _bits(a["loss"]), _bits(b["loss"])
+    parted = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), None)
+    return {
+        "identical": la == lb,
+        "first_differing_step": parted,
+        "loss_last": [a["loss"][-1], b["loss"][-1]],
+        "loss_min": [min(a["loss"]), min(b["loss"])],
+        "status": [a["status"], b["status"]],
+        "images_per_s": [a["images_per_s"], b["images_per_s"]],
+        "environment": a["environment"],
+    }
+
+
+def determinism(base: dict[str, Any], steps: int, args: argparse.Namespace,
+                dev: torch.device) -> dict[str, Any]:
+    """`base`: the preset's no-BN VGG-16 as a spec dict (bench/_gpu_sections.vgg16_base)."""
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(2):
+        for det in (False, True):
+            runs[det].append(_train(base, args, dev, steps, det))
+    default, det = _pair(*runs[False]), _pair(*runs[True])
+    return {
+        "norm": "none", "lr": 0.1, "steps": steps, "batch_size": base["batch_size"],
+        "default": default, "deterministic": det,
+        "cost": med(default["images_per_s"]) / med(det["images_per_s"]),
+    }
