@@ -113,10 +113,14 @@ def rollup_rows(sid: np.ndarray, step: np.ndarray, value: np.ndarray) -> list[li
         # Sorted by (series, step) means sorted by (series, bucket): groups are runs.
         starts = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (bucket[1:] != bucket[:-1])])
         n = np.diff(np.r_[starts, len(sid)])
+        # A bucket of values near the largest float sums to +-inf: data, as in SQLite and in
+        # float_sums.total on PostgreSQL, so numpy's overflow warning says nothing wrong.
+        with np.errstate(over="ignore"):
+            sums = np.add.reduceat(v, starts)
         parts = (
             sid[starts], np.full(len(starts), level), bucket[starts], n,
             n - np.add.reduceat(finite.astype(np.int64), starts),
-            np.add.reduceat(v, starts), np.minimum.reduceat(lo_in, starts),
+            sums, np.minimum.reduceat(lo_in, starts),
             np.maximum.reduceat(hi_in, starts), step[starts], step[np.r_[starts[1:], len(sid)] - 1],
         )
         for col, part in zip(cols, parts, strict=True):
