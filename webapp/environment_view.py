@@ -11,16 +11,16 @@ from dash import html
 
 def summary(env: dict[str, Any]) -> str:
     """'1 thread · float64 · AMD EPYC (AVX512) · torch 2.13.0+cpu', leaving out what is
-    not known."""
+    not known; 'deterministic' after the precision when the run asked for it (early: the
+    chip cuts the line short)."""
     threads = env.get("torch_threads")
     parts = [
         None if threads is None else f"{threads} thread{'' if threads == 1 else 's'}",
         env.get("dtype"),
+        "deterministic" if env.get("deterministic") else None,
         _device(env),
         _version("torch", env),
     ]
-    if env.get("deterministic"):
-        parts.append("deterministic")
     return " · ".join(p for p in parts if p)
 
 

@@ -36,8 +36,8 @@ def test_the_summary_names_threads_precision_machine_and_torch():
     assert summary(ENV) == "1 thread · float64 · AMD EPYC (AVX512) · torch 2.13.0+cpu"
     gpu = {**ENV, "torch_threads": 4, "dtype": "float32", "device": "cuda:0",
            "device_name": "NVIDIA H200", "deterministic": True}
-    assert summary(gpu) == ("4 threads · float32 · NVIDIA H200 · torch 2.13.0+cpu · "
-                            "deterministic")
+    assert summary(gpu) == ("4 threads · float32 · deterministic · NVIDIA H200 · "
+                            "torch 2.13.0+cpu")
     assert summary({"cpu": "x", "versions": {}}) == ""  # a torch-free SDK process: no claims
 
 
