@@ -21,9 +21,17 @@ from webapp import annotations, guard
 from webapp.client import ApiClient, acting_with
 from webapp.compare import callbacks as compare_callbacks
 from webapp.index_page import INDEX_STRING, LandscopeDash, preload_links
-from webapp.pages import compare, experiment, new_experiment, reproduction, runs
+from webapp.pages import (
+    compare,
+    experiment,
+    new_experiment,
+    not_found_404,
+    reproduction,
+    run,
+    runs,
+)
 
-PAGES = (runs, new_experiment, experiment, compare, reproduction)
+PAGES = (runs, new_experiment, experiment, compare, reproduction, run, not_found_404)
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKEN_COOKIE = "landscope_token"
 

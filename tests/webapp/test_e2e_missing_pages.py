@@ -2,7 +2,7 @@
 deleted runs, of an experiment with no runs left and of one that never existed show only why
 (and the way back to the runs list), never tabs, controls or empty figures; a link to some
 deleted runs shows the others and names the missing; an emptied experiment can be deleted
-from its page."""
+from its page; /runs/<id> opens the run's page, and an address with no page says so."""
 
 from __future__ import annotations
 
@@ -38,6 +38,23 @@ def test_pages_of_missing_things_say_what_is_missing(browser, tmp_path, shots):
                 page.wait_for_timeout(500)
                 assert page.locator(VIEW).count() == 0
                 shots(page, "missing-" + re.sub(r"\W+", "-", path).strip("-"))
+            # A run's address as the REST API spells it opens the run's page (its compare
+            # view) in its place, so that Back does not bounce into it again.
+            page.goto(base + "/")
+            page.locator("#runs-table").wait_for(timeout=60_000)
+            page.goto(base + f"/runs/{ids[2]}")
+            page.wait_for_url(re.compile(rf".*/compare\?runs={ids[2]}$"), timeout=60_000)
+            page.wait_for_selector("#fig-training .js-plotly-plot", timeout=60_000)
+            page.go_back()
+            page.wait_for_url(re.compile(r".*:\d+/$"), timeout=60_000)
+            page.goto(base + "/runs/abc")
+            page.locator("#cmp-gone").wait_for(timeout=60_000)
+            assert "No run 'abc'" in page.inner_text("#cmp-gone")
+            # An address with no page: says so and where the pages are, not a bare 404.
+            page.goto(base + "/no/such/page")
+            page.locator("#not-found").wait_for(timeout=60_000)
+            assert page.locator("#_pages_content a", has_text="New experiment").count() == 1
+            shots(page, "missing-page")
             # Some runs gone: the others drawn, the missing named.
             page.goto(base + f"/compare?runs={ids[0]},{ids[2]}")
             page.wait_for_selector("#fig-training .js-plotly-plot", timeout=60_000)
