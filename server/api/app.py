@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_celery(settings)
         app.state.health = HealthMonitor(engine, app.state.celery,
                                          budget=settings.health_budget_seconds)
+        app.state.health.warm()
         # The first pass runs before serving: runs saved while the broker was down are sent
         # before anyone can ask about them. No request of this process is sending yet, so
         # no grace period.

@@ -43,6 +43,11 @@ class ComponentCheck:
                                  name=f"health-{self.name}").start()
             return self._inflight, self._since
 
+    @property
+    def latest(self) -> Future[ComponentHealth] | None:
+        """The check in flight, or the last one; None before the first."""
+        return self._inflight
+
     def _run(self, future: Future[ComponentHealth]) -> None:
         try:
             future.set_result(self._check())
@@ -64,6 +69,13 @@ class HealthMonitor:
         self.budget = budget
         self.database = ComponentCheck("database", lambda: check_database(engine))
         self.broker = ComponentCheck("broker", lambda: check_broker(celery))
+
+    def warm(self) -> None:
+        """Start both checks and return: the first check of each pays for connecting (and on
+        the embedded broker for creating its tables), which a /health right after startup
+        would otherwise have to fit in its budget. A /health meanwhile shares them."""
+        self.database.start()
+        self.broker.start()
 
     async def check(self) -> HealthOut:
         db, broker = await asyncio.gather(self.database.result(self.budget),

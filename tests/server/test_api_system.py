@@ -26,12 +26,26 @@ def test_health_reaches_the_database_and_the_broker(client):
                         "broker": {"ok": True, "error": None}}
 
 
+def test_startup_begins_both_checks_before_the_first_health_request(sqlite_backend):
+    """The first check pays for connecting (on the embedded broker: creating its tables);
+    begun at startup, the first /health shares it or finds it done, rather than fitting it
+    in its budget."""
+    app = create_app(sqlite_backend)
+    with TestClient(app) as c:
+        monitor = app.state.health
+        begun = [monitor.database.latest, monitor.broker.latest]  # no request made yet
+        assert None not in begun
+        assert all(future.result(timeout=30).ok for future in begun)
+        assert c.get("/api/v1/health").json()["status"] == "ok"
+
+
 def test_a_database_that_cannot_be_reached_is_503_everywhere(sqlite_backend):
     settings = sqlite_backend.model_copy(update={"database_url": CLOSED_DB})
     with TestClient(create_app(settings)) as c:  # the app still starts
         health = c.get("/api/v1/health")
         assert health.status_code == 503
-        assert health.json()["database"]["ok"] is False and health.json()["broker"]["ok"]
+        assert health.json()["database"]["ok"] is False and health.json()["broker"]["ok"], (
+            health.json())
         for method, path, body in [
             ("GET", "/api/v1/runs", None),
             ("GET", "/api/v1/runs/1/metrics", None),

@@ -120,12 +120,12 @@ def test_a_declared_length_is_refused_at_once_and_a_stream_as_it_passes_the_limi
             assert read_response(s)[0] == 422
 
 
-def test_health_stays_fast_while_big_bodies_are_refused(sqlite_backend):
-    # The server runs in this process (threads sharing the GIL with the flood): on a loaded
-    # CI machine the embedded broker's check once took over the default 1.5 s budget, which
-    # is /health's 503 and not what this test is about (a refused body never blocks the loop).
-    settings = sqlite_backend.model_copy(update={"health_budget_seconds": 10.0})
-    with live_api(settings, dashboard=False) as api:
+def test_the_api_stays_responsive_while_big_bodies_are_refused(sqlite_backend):
+    """Requests go on being answered while 40 oversized bodies are refused. Timed on
+    GET /limits, which reads only the settings: /health's database and broker checks have
+    latencies of their own (on a loaded CI machine the embedded broker's once passed its
+    budget), which are not what this test is about."""
+    with live_api(sqlite_backend, dashboard=False) as api:
         done = threading.Event()
         statuses: list[int] = []
 
@@ -137,20 +137,20 @@ def test_health_stays_fast_while_big_bodies_are_refused(sqlite_backend):
             finally:
                 done.set()
 
-        health = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
-        health.request("GET", "/api/v1/health")  # the first check opens the connections
-        assert health.getresponse().read()
+        probe = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+        probe.request("GET", "/api/v1/limits")  # the first request opens the connection
+        assert probe.getresponse().read()
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
         latencies = []
         while not done.is_set() or not latencies:
             started = time.monotonic()
-            health.request("GET", "/api/v1/health")
-            resp = health.getresponse()
-            resp.read()
-            assert resp.status == 200
+            probe.request("GET", "/api/v1/limits")
+            resp = probe.getresponse()
+            body = resp.read()
+            assert resp.status == 200, body
             latencies.append(time.monotonic() - started)
         flooder.join(60)
-        health.close()
+        probe.close()
         assert statuses == [413] * 40
         assert max(latencies) < 3.0, latencies
