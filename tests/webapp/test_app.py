@@ -34,7 +34,8 @@ def test_pages_are_registered_with_their_paths(api):
              for p in dash.page_registry.values()}
     assert paths == {"runs": "/", "new_experiment": "/new", "compare": "/compare",
                      "experiment": "/experiments/<experiment_id>",
-                     "reproduction": "/reproduction"}
+                     "reproduction": "/reproduction", "run": "/runs/<run_id>",
+                     "not_found_404": "/404"}
 
 
 def drive_request(app, source, state=None, changed=()) -> dict:
