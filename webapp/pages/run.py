@@ -17,18 +17,19 @@ PATH_TEMPLATE = "/runs/<run_id>"
 GO = "function(href) { if (href) { window.location.replace(href); } return ''; }"
 
 
-def target(run_id: str | None, prefix: str = "/") -> str | None:
-    """Where run `run_id`'s page is, or None when the id is not a run id."""
+def run_number(run_id: str | None) -> int | None:
+    """The run id in the address, or None when it is not one."""
     text = run_id or ""
-    return f"{prefix}compare?runs={int(text)}" if text.isascii() and text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def layout(run_id: str | None = None, prefix: str = "/", **_query) -> html.Div:
-    href = target(run_id, prefix)
-    if href is None:
+    number = run_number(run_id)
+    if number is None:
         return gone_layout(f"No run {run_id!r}: a run's id is a number.", prefix)
+    href = f"{prefix}compare?runs={number}"
     return html.Div([
-        html.P(["Run ", str(int(run_id or 0)), "'s page is its compare view: ",
+        html.P([f"Run {number}'s page is its compare view: ",
                 dcc.Link(href, href=href, id="run-target")], className="notice"),
         dcc.Store(id="run-goto", data=href),
         html.Span(id="run-went", hidden=True),
