@@ -293,6 +293,8 @@ class RunSpec(_Strict):
             raise ValueError(f"width must be a whole number of units for model {self.model!r}")
         if self.bf16 and self.dtype != "float32":
             raise ValueError("bf16 autocast applies to float32 runs only; set dtype=float32")
+        if self.bf16 and self.device == "cpu":  # the engine would fail the run once claimed
+            raise ValueError("bf16 autocast runs on CUDA only: this run is set to the CPU")
         if self.model == "dln" and self.loss != "sum_squares":
             raise ValueError("model 'dln' regresses: use loss 'sum_squares'")
         if self.dataset == "gaussian_linear" and self.loss != "sum_squares":

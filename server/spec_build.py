@@ -129,7 +129,8 @@ def build_spec(data: dict[str, Any]) -> RunSpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         path = ".".join(str(p) for p in err["loc"])
-        raise SpecError(path, err["msg"]) from None
+        # pydantic words a validator's own ValueError "Value error, <ours>": ours is the message
+        raise SpecError(path, err["msg"].removeprefix("Value error, ")) from None
 
 
 def expand_vary(base: dict[str, Any], vary: dict[str, list[Any]]) -> list[dict[str, Any]]:

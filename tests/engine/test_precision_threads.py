@@ -127,6 +127,11 @@ def test_float64_is_a_spec_option_and_bf16_stays_float32():
     assert err.value.path == "dtype"
     with pytest.raises(SpecError, match="bf16"):
         build_spec({**SMALL["dln"], "dtype": "float64", "bf16": True})
+    # bf16 autocast is CUDA's: a run pinned to the CPU is refused when submitted rather than
+    # failed by the engine once a worker claims it; "auto" may land on a GPU, so it passes.
+    with pytest.raises(SpecError, match="CUDA only"):
+        build_spec({**SMALL["dln"], "device": "cpu", "bf16": True})
+    assert build_spec({**SMALL["dln"], "device": "auto", "bf16": True}).bf16
 
 
 def f32_exact(values) -> float:
