@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic.fields import FieldInfo
-
 from server.cost import estimate
 from server.spec import (
     SHARPNESS_MIN_ITERS,
@@ -24,6 +22,7 @@ from server.spec import (
     expand_vary,
     flatten,
 )
+from webapp.form_numbers import Bounds, describe, fmt, out_of_bounds, path_bounds, read_number
 
 # Form field -> the spec key it sets (the probe stride sets three probes' `every`).
 STRIDE_KEYS = ("probes.landscape.every", "probes.ics.every", "probes.activations.every")
@@ -34,7 +33,14 @@ FIELD_KEYS: dict[str, tuple[str, ...]] = {
     "stride": STRIDE_KEYS, "sharpness": ("probes.sharpness.every",),
     "eval_every": ("eval_every",), "multipliers": ("probes.landscape.multipliers",),
     "ics_layers": ("probes.ics.layers",), "device": ("device",),
+    "optimizer": ("optimizer",), "momentum": ("momentum",),
+    "weight_decay": ("weight_decay",), "dtype": ("dtype",), "bf16": ("bf16",),
+    "deterministic": ("deterministic",), "threads": ("threads",),
+    "snapshot_every": ("snapshots.every",),
 }
+# The value a switch (a one-option checklist: bf16, deterministic) holds when it is on.
+ON = "on"
+SWITCHES = ("bf16", "deterministic")
 KEY_FIELD = {key: f for f, keys in FIELD_KEYS.items() for key in keys}
 FIELDS = ("name", "preset", *FIELD_KEYS)
 FORM = "form"  # errors that belong to no single field
@@ -68,6 +74,11 @@ def values_from_preset(preset: dict[str, Any] | None) -> dict[str, Any]:
         "sharpness": spec["probes.sharpness.every"], "eval_every": spec["eval_every"],
         "multipliers": _join(spec["probes.landscape.multipliers"]),
         "ics_layers": _join(spec["probes.ics.layers"]), "device": spec["device"],
+        "optimizer": spec["optimizer"], "momentum": spec["momentum"],
+        "weight_decay": spec["weight_decay"], "dtype": spec["dtype"],
+        **{s: [ON] if spec[s] else [] for s in SWITCHES},
+        "threads": "" if spec["threads"] is None else str(spec["threads"]),
+        "snapshot_every": spec["snapshots.every"],
     }
 
 
@@ -83,74 +94,26 @@ def _numbers(text: Any, kind: type) -> list:
 # three probes alike: the landscape's bounds are theirs).
 NUMBER_FIELDS = {"width": "width", "depth": "depth", "steps": "steps",
                  "eval_every": "eval_every", "stride": STRIDE_KEYS[0],
-                 "sharpness": "probes.sharpness.every"}
-OFF_FIELDS = ("stride", "sharpness", "eval_every")  # 0 switches them off
+                 "sharpness": "probes.sharpness.every", "momentum": "momentum",
+                 "weight_decay": "weight_decay", "snapshot_every": "snapshots.every"}
+# What 0 means, said with the field's constraint: it switches these off.
+OFF_FIELDS = {"stride": " (0 = off)", "sharpness": " (0 = off)", "eval_every": " (0 = off)",
+              "snapshot_every": " (0 = the first and last step only)"}
 # Fields a server limit (GET /limits) bounds directly, tighter than the spec: (limit, what
 # it counts, setting). The server words its 422 the same way (server/services/specs.py).
 FIELD_LIMITS = {"steps": ("max_steps", "steps", "LANDSCOPE_MAX_STEPS"),
                 "batch": ("max_batch", "per batch", "LANDSCOPE_MAX_BATCH")}
 
 
-@dataclass(frozen=True)
-class Bounds:
-    whole: bool
-    lo: float
-    lo_strict: bool  # lo itself is out (width > 0)
-    hi: float
-    hi_strict: bool
-
-
 def bounds(path: str) -> Bounds:
-    """The spec field's own bounds (RunSpec's Field(ge=..., le=...)), so the form states the
-    constraint the server will apply, in its words rather than pydantic's."""
-    model: Any = RunSpec
-    *parents, leaf = path.split(".")
-    for part in parents:
-        model = model.model_fields[part].annotation
-    return field_bounds(model.model_fields[leaf])
-
-
-def field_bounds(info: FieldInfo) -> Bounds:
-    """The bounds of any pydantic field of the server's specs (its ge/gt/le/lt metadata):
-    also what the Landscape tab's form reads AnalysisSpec's with."""
-    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt")
-         if hasattr(m, k)}
-    return Bounds(whole=info.annotation is not float, lo=b.get("gt", b.get("ge", -math.inf)),
-                  lo_strict="gt" in b, hi=b.get("lt", b.get("le", math.inf)),
-                  hi_strict="lt" in b)
-
-
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if float(v).is_integer() else f"{v:g}"
-
-
-def describe(b: Bounds) -> str:
-    """'a whole number ≥ 1', 'a number > 0': what the field takes."""
-    return f"a {'whole ' if b.whole else ''}number {'>' if b.lo_strict else '≥'} {_fmt(b.lo)}"
-
-
-def read_number(v: Any, whole: bool) -> int | float:
-    """A field's value as a number: the preset fills numbers, the user types text. ValueError
-    for anything else (text, a fraction where a whole number is due, inf, nan)."""
-    if isinstance(v, bool):
-        raise ValueError(v)
-    if isinstance(v, str):
-        text = v.strip()
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)  # exactly, however large (a float would round a big seed)
-        if "_" in text:
-            raise ValueError(v)  # float() takes '1_0'; nobody means that
-        v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(v)
-    if whole and not float(v).is_integer():
-        raise ValueError(v)
-    return int(v) if whole else v
+    """The RunSpec field's own bounds, so the form states the constraint the server will
+    apply, in its words rather than pydantic's."""
+    return path_bounds(RunSpec, path)
 
 
 def number_error(name: str, v: Any, b: Bounds, limits: dict[str, Any]) -> str | None:
     """Why `v` does not fit field `name` (None when it does): "required" only when empty."""
-    off = " (0 = off)" if name in OFF_FIELDS else ""
+    off = OFF_FIELDS.get(name, "")
     if v is None or (isinstance(v, str) and not v.strip()):
         return f"required{off}"
     try:
@@ -162,16 +125,33 @@ def number_error(name: str, v: Any, b: Bounds, limits: dict[str, Any]) -> str | 
     limit_key, what, setting = FIELD_LIMITS.get(name, (None, "", ""))
     limit = (limits or {}).get(limit_key) if limit_key else None
     if limit is not None and x > limit and limit < b.hi:
-        return f"at most {_fmt(limit)} {what} on this server ({setting})"
-    if x > b.hi or (b.hi_strict and x == b.hi):
-        return f"less than {_fmt(b.hi)}" if b.hi_strict else f"at most {_fmt(b.hi)}"
-    return None
+        return f"at most {fmt(limit)} {what} on this server ({setting})"
+    return out_of_bounds(x, b)
 
 
 def _read_field(name: str, v: Any, path: str, limits: dict[str, Any]) -> tuple[Any, str | None]:
     b = bounds(path)
     err = number_error(name, v, b, limits)
     return (None, err) if err else (read_number(v, b.whole), None)
+
+
+def switch_on(value: Any) -> bool:
+    """A switch's value: its checklist's [ON] (or a plain bool, from code) is on."""
+    return value is True or (isinstance(value, list | tuple) and ON in value)
+
+
+def read_threads(v: Any) -> tuple[int | None, str | None]:
+    """Torch threads: empty is the worker's own setting (None), else a whole number within
+    the spec's bounds; (value, None) or (None, why not)."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None, None
+    b = bounds("threads")
+    try:
+        x = read_number(v, whole=True)
+    except (ValueError, OverflowError):
+        x = None
+    err = describe(b) if x is None else out_of_bounds(x, b)
+    return (None, f"{err}, or empty for the worker's default") if err else (x, None)
 
 
 def read_seeds(text: Any) -> list[int]:
@@ -212,17 +192,28 @@ def parse(values: dict[str, Any], limits: dict[str, Any] | None = None,
         else:
             base[key] = v
 
-    for name in ("model", "dataset", "device"):
+    for name in ("model", "dataset", "device", "optimizer", "dtype"):
         need(name, FIELD_KEYS[name][0])
     if values.get("model") == "vgg":
         need("vgg_config", "vgg_config")
-    numbers = [n for n in NUMBER_FIELDS if n != "depth" or values.get("model") != "vgg"]
+    adam = values.get("optimizer") == "adam"
+    numbers = [n for n in NUMBER_FIELDS if not (n == "depth" and values.get("model") == "vgg")
+               and not (n == "momentum" and adam)]
     for name in numbers:
         v, err = _read_field(name, values.get(name), NUMBER_FIELDS[name], limits)
         if err:
             errors[name] = err
         else:
             base.update({k: v for k in FIELD_KEYS[name]})
+    if adam:
+        base["momentum"] = 0.0  # torch's Adam has none: a preset's SGD momentum must not stay
+    for name in SWITCHES:
+        base[name] = switch_on(values.get(name))
+    threads, err = read_threads(values.get("threads"))
+    if err:
+        errors["threads"] = err
+    else:
+        base["threads"] = threads
     base["loss"] = "sum_squares" if values.get("dataset") == "gaussian_linear" \
         else "cross_entropy"
     batch = values.get("batch")

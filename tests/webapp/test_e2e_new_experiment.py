@@ -7,7 +7,9 @@ server's limits included, before any launch; several seeds are costed as one run
 from __future__ import annotations
 
 import json
+import re
 
+import httpx
 import pytest
 
 from tests.support.served import landscope_server
@@ -84,6 +86,53 @@ def test_the_form_fits_the_window_and_its_fields_say_what_they_take(browser, tmp
             assert "6 runs" in page.inner_text("#new-cost")
             assert page.evaluate(OVERFLOW)["page"] <= 1400
             shots(page, "new-experiment-seeds", full_page=True)
+            assert errors == [], errors
+        finally:
+            page.close()
+
+
+def test_numerics_and_snapshots_set_in_the_form_are_the_launched_runs_specs(browser, tmp_path):
+    """Precision, determinism, threads, the optimiser and snapshots are chosen on the page
+    and reach every run the launch creates (no worker: the runs stay queued)."""
+    with landscope_server("api", tmp_path) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        try:
+            page.goto(base + "/new")
+            page.wait_for_function("document.querySelector('#new-steps')?.value === '800'",
+                                   timeout=120_000)
+            # bf16 autocast with float64 is refused at its field before any launch
+            page.check("#new-bf16 input[type=checkbox]")
+            _type(page, "momentum", "0.9")
+            page.click("#new-dtype label:has-text('float64')")
+            _says(page, "dtype", "bf16 autocast applies to float32 runs only; "
+                  "set dtype=float32")
+            page.uncheck("#new-bf16 input[type=checkbox]")
+            _says(page, "dtype", "")
+            page.check("#new-deterministic input[type=checkbox]")
+            _type(page, "threads", "0")
+            _says(page, "threads", "a whole number ≥ 1, or empty for the worker's default")
+            _type(page, "threads", "1")
+            _type(page, "snapshot_every", "200")
+            # Adam: no momentum to set, the field goes (and what it held is not sent)
+            page.click("#new-optimizer label:has-text('Adam')")
+            page.wait_for_selector("#field-momentum", state="hidden", timeout=60_000)
+            _type(page, "steps", "400")
+            _says(page, "steps", "")
+            page.click("#new-launch")
+            page.wait_for_url(re.compile(r".*/experiments/\d+$"), timeout=120_000)
+            exp = int(page.url.rsplit("/", 1)[1])
+            runs = httpx.get(f"{base}/api/v1/runs", params={"experiment_id": exp},
+                             timeout=30).json()["items"]
+            specs = [r["spec"] for r in runs]
+            assert len(specs) == 2 and {s["norm"] for s in specs} == {"none", "batch"}
+            for s in specs:
+                assert (s["dtype"], s["bf16"], s["deterministic"], s["threads"]) == (
+                    "float64", False, True, 1), s
+                assert (s["optimizer"], s["momentum"], s["steps"]) == ("adam", 0.0, 400), s
+                assert s["snapshots"]["every"] == 200, s
             assert errors == [], errors
         finally:
             page.close()

@@ -214,3 +214,68 @@ def test_cost_carries_the_servers_estimates_marked_against_its_limits():
 
 def test_every_field_maps_to_spec_keys():
     assert set(formspec.FIELD_KEYS) | {"name", "preset"} == set(formspec.FIELDS)
+
+
+def test_numerics_optimiser_and_snapshots_reach_the_spec():
+    preset = preset_json("quick-mlp")
+    values = {**values_from_preset(preset), "dtype": "float64", "deterministic": [formspec.ON],
+              "threads": " 2 ", "snapshot_every": "100", "momentum": "0.9",
+              "weight_decay": "5e-4"}
+    parsed = parse(values, LIMITS, preset)
+    assert parsed.errors == {}
+    base = parsed.body["base"]
+    assert (base["dtype"], base["deterministic"], base["bf16"], base["threads"]) == (
+        "float64", True, False, 2)
+    assert base["snapshots.every"] == 100 and base["momentum"] == 0.9
+    specs, errors = local_check(parsed.body, preset)
+    assert not errors and {s.dtype for s in specs} == {"float64"}
+    assert all(s.deterministic and s.threads == 2 and s.snapshots.every == 100
+               and s.weight_decay == 5e-4 for s in specs)
+    # Empty threads: the worker's own setting, as the spec's null says.
+    assert parse({**values, "threads": ""}, LIMITS, preset).body["base"]["threads"] is None
+
+
+def test_a_preset_fills_its_numerics_and_optimiser():
+    dln = values_from_preset(preset_json("quick-dln"))
+    assert dln["dtype"] == "float64" and dln["bf16"] == [] and dln["deterministic"] == []
+    resnet = values_from_preset(preset_json("paper-resnet56-skip"))
+    assert (resnet["optimizer"], resnet["momentum"], resnet["weight_decay"]) == (
+        "sgd", 0.9, 5e-4)
+    assert resnet["threads"] == "" and resnet["snapshot_every"] == 0
+
+
+def test_adam_sends_no_momentum_even_where_the_preset_set_one():
+    preset = preset_json("paper-resnet56-skip")  # SGD with momentum 0.9
+    values = {**values_from_preset(preset), "optimizer": "adam", "momentum": "nonsense"}
+    parsed = parse(values, LIMITS, preset)
+    assert parsed.errors == {}  # the hidden field is not read
+    specs, errors = local_check(parsed.body, preset)
+    assert not errors and all(s.optimizer == "adam" and s.momentum == 0 for s in specs)
+
+
+@pytest.mark.parametrize("field,typed,message", [
+    ("momentum", "1", "less than 1"),
+    ("momentum", "-0.1", "a number ≥ 0"),
+    ("weight_decay", "x", "a number ≥ 0"),
+    ("snapshot_every", "-1", "a whole number ≥ 0 (0 = the first and last step only)"),
+    ("threads", "0", "a whole number ≥ 1, or empty for the worker's default"),
+    ("threads", "1.5", "a whole number ≥ 1, or empty for the worker's default"),
+    ("threads", "5000", "at most 1,024, or empty for the worker's default"),
+])
+def test_numerics_fields_say_what_they_take(field, typed, message):
+    values = {**values_from_preset(preset_json("quick-mlp")), field: typed}
+    assert parse(values, LIMITS).errors == {field: message}
+
+
+@pytest.mark.parametrize("change,field,message", [
+    ({"bf16": [formspec.ON], "dtype": "float64"}, "dtype",  # autocast is a float32 thing
+     "bf16 autocast applies to float32 runs only; set dtype=float32"),
+    ({"bf16": [formspec.ON], "device": "cpu"}, "bf16",  # and a CUDA one
+     "bf16 autocast runs on CUDA only: this run is set to the CPU"),
+])
+def test_bf16_conflicts_point_at_their_field(change, field, message):
+    preset = preset_json("quick-mlp")
+    parsed = parse({**values_from_preset(preset), **change}, LIMITS, preset)
+    assert parsed.errors == {}
+    # in the spec's words, without pydantic's "Value error, "
+    assert local_check(parsed.body, preset)[1] == {field: message}

@@ -30,7 +30,7 @@ from server.analysis_spec import (
 )
 from webapp.client import ApiError
 from webapp.form_errors import errors_by_field
-from webapp.formspec import field_bounds
+from webapp.form_numbers import field_bounds
 
 FORM = "form"  # an error about no single field
 # The fields that have an error line of their own (ls-<name>-error); errors about the others

@@ -56,6 +56,12 @@ def _text(name: str, **kw: Any) -> dcc.Input:
     return dcc.Input(id=f"new-{name}", type="text", className="input", **kw)
 
 
+def _switch(name: str, label: str) -> dcc.Checklist:
+    """An on/off field: a one-option checklist, on when it holds formspec.ON."""
+    return dcc.Checklist(id=f"new-{name}", options=[{"label": label, "value": formspec.ON}],
+                         value=[], inline=True)
+
+
 def norm_options() -> list[dict[str, Any]]:
     return [{"label": html.Span([swatch(norm_color(n)), norm_label(n)]), "value": n}
             for n in NORMS]
@@ -96,6 +102,29 @@ def layout(**_query) -> html.Div:
                    "several: one run per seed and normalisation; the runs of one seed share "
                    "its initialisation and data order"),
             _field("device", "Device", dcc.Dropdown(id="new-device", clearable=False)),
+            _field("optimizer", "Optimiser", dcc.RadioItems(
+                id="new-optimizer", inline=True,
+                options=[{"label": "SGD", "value": "sgd"}, {"label": "Adam", "value": "adam"}])),
+            _field("momentum", "Momentum", _num("momentum", decimal=True),
+                   "SGD's heavy-ball momentum (0 = plain SGD, the paper's)"),
+            _field("weight_decay", "Weight decay", _num("weight_decay", decimal=True)),
+        ]),
+        ("Numerics and snapshots", [
+            _field("dtype", "Precision", dcc.RadioItems(
+                id="new-dtype", inline=True,
+                options=[{"label": "float32", "value": "float32"},
+                         {"label": "float64", "value": "float64"}]),
+                "of the parameters, the data and every probe"),
+            _field("bf16", "bf16 autocast", _switch("bf16", "on (CUDA only, float32 runs)")),
+            _field("deterministic", "Deterministic", _switch(
+                "deterministic", "deterministic algorithms"),
+                "on a GPU, the same seed then gives the same numbers run after run, at some "
+                "cost in speed (CPU kernels are deterministic either way)"),
+            _field("threads", "Torch threads", _num("threads", placeholder="worker default"),
+                   "intra-op threads for each run; empty: the worker's LANDSCOPE_TORCH_THREADS"),
+            _field("snapshot_every", "Snapshot every", _num("snapshot_every"),
+                   "steps between saved networks, for the Landscape tab's trajectories and "
+                   "step slider (0: the first and the last step only)"),
         ]),
         ("Probes", [
             _field("stride", "Probe every", _num("stride"),
@@ -186,6 +215,11 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
             return hide, hide
         return (None, hide) if model == "vgg" else (hide, None)
 
+    @app.callback(Output("field-momentum", "style"), Input("new-optimizer", "value"))
+    def optimizer_fields(optimizer):
+        # Adam has no momentum of this kind: the field would be sent and silently ignored
+        return {"display": "none"} if optimizer == "adam" else None
+
     @app.callback(Output("new-width", "value", allow_duplicate=True),
                   Input("new-model", "value"), State("new-width", "value"),
                   prevent_initial_call=True)
@@ -229,6 +263,7 @@ def register(app: Dash, client: ApiClient, poll_ms: int) -> dict[str, Callable]:
         return (href or no_update, *error_outputs(errors), message)
 
     return {"load": load, "fill": fill, "model_fields": model_fields,
+            "optimizer_fields": optimizer_fields,
             "width_for_model": width_for_model, "check": check,
             "launch": launch}
 
