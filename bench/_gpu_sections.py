@@ -174,7 +174,8 @@ def _job(run_dir: Path, scale: Scale, args: argparse.Namespace) -> AnalysisJob:
         "kind": "surface", "x": {"lo": -1.0, "hi": 1.0, "points": scale.points},
         "y": {"lo": -1.0, "hi": 1.0, "points": scale.points},
         "eval_samples": scale.eval_samples, "bn_mode": "batch"})
-    return AnalysisJob(run_spec, spec, args.data_dir, store, args.device)
+    return AnalysisJob(run_spec, spec, args.data_dir, store, args.device,
+                       threads=torch.get_num_threads())  # the bench's own count
 
 
 def surface(run_dir: Path, scale: Scale, args: argparse.Namespace,

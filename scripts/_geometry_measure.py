@@ -51,12 +51,15 @@ def train(spec: RunSpec, run_dir: Path, data_dir: Path) -> tuple[Any, dict[str, 
 
 def analyse(spec: RunSpec, aspec: AnalysisSpec, store: Any, data_dir: Path) -> dict[str, Any]:
     """One analysis of the run's last snapshot, in-process: its values and grid (if any)."""
+    import torch
+
     from worker.engine.geometry.job import AnalysisJob
     from worker.engine.geometry.sink import MemoryAnalysisSink, jsonable
 
     sink = MemoryAnalysisSink()
     started, cpu = time.perf_counter(), time.process_time()
-    job = AnalysisJob(spec, aspec, data_dir, store, "cpu")
+    # the process's thread count, which measure() set from --threads
+    job = AnalysisJob(spec, aspec, data_dir, store, "cpu", threads=torch.get_num_threads())
     (step,) = job.steps()
     job.run_all(sink)
     out: dict[str, Any] = {"step": step, "seconds": round(time.perf_counter() - started, 2),

@@ -137,6 +137,19 @@ sent with the directions to every worker, so all chunks cut the grid into the sa
 each analysis records it as `evaluation.group`. On the CPU, where vmap's stacked kernels cost
 more than they save, it is a loop, K = 8 points per loss reduction. bench/RESULTS.md has the
 GPU timings ("GPU checks of issues 12 and 15").
+
+### Numerics, and what each step records of them
+
+An analysis is computed as its run was trained (`worker/engine/geometry/job_numerics.py`):
+with the run's `threads`, else the worker's `LANDSCOPE_TORCH_THREADS`, else one (a float32
+sum splits by thread, so another count gives other bits), and with deterministic kernels
+when the run has `deterministic: true` (on a GPU the Hessian-vector products of a spectrum
+otherwise go through backward kernels that add with atomics, and differ from call to call).
+The worker that prepares a step and every worker that evaluates a chunk of it record the
+environment they computed in (threads, determinism switches, precision, device, CPU and
+instruction set, versions: the run's environment record); the API lists each distinct one in
+the step's `environments`, and the Landscape tab says "Computed in: ..." above each request's
+figures, or "Computed in several environments" when its workers differed.
 """
 
 

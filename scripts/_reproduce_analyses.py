@@ -100,7 +100,7 @@ def run_analyses(run: RunSpec, specs: Sequence[AnalysisSpec], store: Any, data_d
         sink = MemoryAnalysisSink()
         try:
             with torch_threads(threads):
-                AnalysisJob(run, spec, data_dir, store, "cpu").run_all(sink)
+                AnalysisJob(run, spec, data_dir, store, "cpu", threads=threads).run_all(sink)
         except Exception as exc:  # noqa: BLE001 - recorded, as a worker records it
             out.append(detail(spec, {}, {}, "failed", f"{type(exc).__name__}: {exc}"))
             continue

@@ -48,6 +48,18 @@ DIRECTIONS_FOR: dict[str, tuple[str, ...]] = {
     "spectrum": ("random",),  # unused: a spectrum needs no direction
 }
 DEFAULT_POINTS = {"slice": 41, "surface": 21, "trajectory": 21, "spectrum": 1}
+# The value-name prefix under which a worker records the environment each step was computed
+# in ("environment:<digest>", worker/engine/geometry/job_numerics.py); the API lists them as
+# the step's `environments` (server/services/analysis_views.py).
+ENV_PREFIX = "environment:"
+
+
+def split_environments(values: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A step's values without its environment records, and those records (in name order:
+    the same every time)."""
+    named = {k: v for k, v in values.items() if not k.startswith(ENV_PREFIX)}
+    envs = [values[k] for k in sorted(values) if k.startswith(ENV_PREFIX)]
+    return named, envs
 
 
 class _Strict(BaseModel):

@@ -78,6 +78,13 @@ class AnalysisStep(BaseModel):
     values: dict[str, Any] = Field(
         description="non-grid results by name: spectrum, trajectory, directions, endpoints"
     )
+    environments: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="each distinct environment this step was computed in (threads, "
+        "determinism, precision, device, versions: what its numbers depend on besides the "
+        "spec), the preparing worker's and every chunk's; empty for an analysis stored "
+        "before they were recorded",
+    )
 
 
 class AnalysisDetail(AnalysisOut):

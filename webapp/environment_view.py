@@ -76,21 +76,35 @@ def environments_line(runs: list[dict[str, Any]]) -> html.P | None:
     """What a set of runs (a reproduction figure's) trained under: one summary when they
     agree, each distinct one with its run count when they do not (their numbers are then
     not comparable bit for bit). None when no run has recorded one yet."""
+    return _counted_line([[run.get("environment")] for run in runs], "run", "Environment: ",
+                         "Environments differ: ",
+                         "threads, precision, device and instruction set, torch version: "
+                         "what these runs' numbers depend on besides spec and seed")
+
+
+def analyses_environment_line(details: list[dict[str, Any]]) -> html.P | None:
+    """What the analyses of one request were computed in (AnalysisStep.environments: the
+    preparing worker's and every chunk's, at every step), counted by analysis; None when
+    none recorded one (stored before they were)."""
+    per = [[e for st in (d.get("steps") or {}).values() for e in st.get("environments") or []]
+           for d in details]
+    return _counted_line(per, "analysis", "Computed in: ", "Computed in several environments: ",
+                         "threads, determinism, precision, device, torch version: what these "
+                         "analyses' numbers depend on besides their spec")
+
+
+def _counted_line(groups: list[list[Any]], noun: str, one: str, several: str,
+                  tip: str) -> html.P | None:
+    """Each distinct summary of the environments in `groups` (one group per run or
+    analysis) with how many groups had it."""
     counts: dict[str, int] = {}
-    for run in runs:
-        env = run.get("environment")
-        if isinstance(env, dict) and env:
-            text = summary(env) or "recorded"
+    for envs in groups:
+        texts = {summary(e) or "recorded" for e in envs if isinstance(e, dict) and e}
+        for text in sorted(texts):
             counts[text] = counts.get(text, 0) + 1
     if not counts:
         return None
-    if len(counts) == 1:
-        (text, n), = counts.items()
-        body = f"{text} ({n} run{'s' * (n != 1)})"
-        label = "Environment: "
-    else:
-        body = "; ".join(f"{t} ({n} run{'s' * (n != 1)})" for t, n in counts.items())
-        label = "Environments differ: "
-    return html.P([html.Strong(label), body], className="section-text env-line",
-                  title="threads, precision, device and instruction set, torch version: "
-                  "what these runs' numbers depend on besides spec and seed")
+    plural = {"run": "runs", "analysis": "analyses"}[noun]
+    body = "; ".join(f"{t} ({n} {noun if n == 1 else plural})" for t, n in counts.items())
+    return html.P([html.Strong(one if len(counts) == 1 else several), body],
+                  className="section-text env-line", title=tip)

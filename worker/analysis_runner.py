@@ -152,7 +152,8 @@ class JobCache:
             self.key, self.loaded = None, set()
             self.job = AnalysisJob(a.run_spec, a.spec, settings.data_dir,
                                    DirectorySnapshotStore(snapshot_dir(settings, a.run_id)),
-                                   device, other_snapshots=other)
+                                   device, other_snapshots=other,
+                                   threads=settings.torch_threads)
             self.key = key
         return self.job
 
@@ -299,7 +300,7 @@ def _store_barriers(factory: sessionmaker[Session], a: Claimed) -> None:
     import math
 
     from worker.analysis_sink import json_safe
-    from worker.engine.geometry.job import interpolation_barrier
+    from worker.engine.geometry.job_prepare import interpolation_barrier
 
     with transaction(factory) as s:
         for step in a.spec.steps or []:

@@ -170,7 +170,9 @@ def _in_process(args: argparse.Namespace, spec: AnalysisSpec) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or args.run_dir / "analyses" / f"{spec.kind}-{spec.bn_mode}-{stamp}"
     try:
-        job = AnalysisJob(run_spec, spec, data_dir, store, args.device, other_store)
+        # Threads as for training: the run's, else LANDSCOPE_TORCH_THREADS, else 1 (threads.py)
+        job = AnalysisJob(run_spec, spec, data_dir, store, args.device, other_store,
+                          threads=get_settings().torch_threads)
         steps = job.steps()
     except DataError as exc:
         print(f"landscope: error: {exc}", file=sys.stderr)

@@ -118,9 +118,13 @@ def analyse(model: nn.Module, loss_fn: str | Callable[[Tensor, Tensor], Tensor],
             step: int | None = None, *, test: tuple[Tensor, Tensor] | None = None,
             snapshots: Mapping[int, Mapping[str, Tensor]] | None = None,
             other: nn.Module | Mapping[str, Tensor] | None = None,
-            device: str | torch.device | None = None, **fields: Any) -> AnalysisResult:
+            device: str | torch.device | None = None, deterministic: bool = False,
+            **fields: Any) -> AnalysisResult:
     """Measure `model` as it is now (see the module docstring); `fields` as in an analysis
-    spec (x, y, directions, bn_mode, eval_samples, batch_size, test_set, spectrum, ...)."""
+    spec (x, y, directions, bn_mode, eval_samples, batch_size, test_set, spectrum, ...).
+    `deterministic`: deterministic kernels for the analysis's work (on a GPU, the same
+    numbers call after call), your process's switches put back afterwards. The environment
+    it ran in is in result.values["environment:<digest>"]."""
     if "steps" in fields:
         raise TypeError("analyse measures the model as it is now: give step=, not steps=")
     step = _step(run, step)
@@ -144,7 +148,7 @@ def analyse(model: nn.Module, loss_fn: str | Callable[[Tensor, Tensor], Tensor],
         net = copy.deepcopy(model)
         job = AnalysisJob.from_model(net, loss, (x, y), spec, store, classify=classify,
                                      test=test_pair, device=device, other_snapshots=other_store,
-                                     norm=_norm_names(model))
+                                     norm=_norm_names(model), deterministic=deterministic)
         job.run_all(sink)
     result = _result(spec, step, sink)
     if run is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.analysis_spec import AnalysisSpec
+from server.analysis_spec import AnalysisSpec, split_environments
 from server.db.models import Analysis, AnalysisPoint, AnalysisValue
 from server.schemas import json_float
 from server.schemas_analyses import AnalysisDetail, AnalysisOut, AnalysisStep, Progress
@@ -85,12 +85,13 @@ def analysis_detail(session: Session, a: Analysis) -> AnalysisDetail:
             return _grid(rows, col, ny, nx) if gridded and wanted else None
 
         y = spec.y_axis()
+        named, envs = split_environments(values.get(step, {}))
         steps[str(step)] = AnalysisStep(
             x=spec.x_axis().values() if nx else None,
             y=y.values() if y is not None and nx else None,
             loss=grid(0, True), acc=grid(1, measured_acc),
             test_loss=grid(2, spec.test_set), test_acc=grid(3, spec.test_set and measured_acc),
-            values=values.get(step, {}),
+            values=named, environments=envs,
         )
     return AnalysisDetail(**analysis_out(a).model_dump(), steps=steps)
 

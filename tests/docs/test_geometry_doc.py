@@ -91,7 +91,7 @@ def _spectrum(run_spec, exp: dict, store, threads: int) -> dict:
     torch.set_num_threads(threads)
     try:
         sink = MemoryAnalysisSink()
-        job = AnalysisJob(run_spec, quick, get_settings().data_dir, store, "cpu")
+        job = AnalysisJob(run_spec, quick, get_settings().data_dir, store, "cpu", threads=threads)
         (step,) = job.steps()
         job.run_all(sink)
     finally:

@@ -230,6 +230,10 @@ def test_upload_round_trip(server):
     np.testing.assert_allclose(got[~np.isnan(got)], plain.loss[~np.isnan(got)], rtol=1e-12)
     assert step["values"]["meta"]["bn_mode"] == "batch"
     assert step["values"]["directions"]["kind"] == "random"
+    # the user's process's numerics, recorded in-process and listed apart by the API
+    (env,) = step["environments"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["dtype"] == "float64"
+    assert not any(k.startswith("environment:") for k in step["values"])
     assert [a["id"] for a in listed["items"]] == [r.analysis_id]
     assert csv.status_code == 200 and csv.text.count("\n") == 10
     # The dashboard's Landscape tab draws it like a worker's analysis.

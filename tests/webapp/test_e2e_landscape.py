@@ -148,6 +148,10 @@ def test_launch_a_surface_from_the_tab_and_see_both_runs_on_one_scale(browser, t
         section = page.locator(".ls-section").first
         section.scroll_into_view_if_needed()
         shots(section, "landscape-surfaces")
+        # what the worker computed them in, once for both (one worker, one environment)
+        env_line = section.locator(".env-line").inner_text()
+        assert env_line.startswith("Computed in: 1 thread · float32") and env_line.endswith(
+            "(2 analyses)"), env_line
 
         # -- turning one surface turns the other (relayoutData -> scene.camera)
         page.evaluate("""() => { const gd = [...document.querySelectorAll('.js-plotly-plot')]

@@ -78,3 +78,22 @@ def test_a_reproduction_figure_says_what_its_runs_trained_under():
     assert texts(two)[0] == "Environments differ: "
     assert "1 thread" in texts(two)[1] and "2 threads" in texts(two)[1]
     assert environments_line([{"environment": None}]) is None
+
+
+def test_a_landscape_section_says_what_its_analyses_were_computed_in():
+    from webapp.environment_view import analyses_environment_line
+
+    det = {**ENV, "deterministic": True}
+    # two analyses: one step each, the second's chunks also on a 2-thread worker
+    details = [{"steps": {"30": {"environments": [det]}}},
+               {"steps": {"30": {"environments": [det, {**det, "torch_threads": 2}]},
+                          "0": {"environments": [det]}}}]
+    line = texts(analyses_environment_line(details))
+    assert line[0] == "Computed in several environments: "
+    assert line[1] == ("1 thread · float64 · deterministic · AMD EPYC (AVX512) · torch "
+                       "2.13.0+cpu (2 analyses); 2 threads · float64 · deterministic · AMD "
+                       "EPYC (AVX512) · torch 2.13.0+cpu (1 analysis)")
+    one = texts(analyses_environment_line(details[:1]))
+    assert one[0] == "Computed in: " and one[1].endswith("(1 analysis)")
+    # analyses stored before environments were recorded: nothing to say
+    assert analyses_environment_line([{"steps": {"30": {"values": {}}}}, {}]) is None

@@ -134,3 +134,28 @@ def test_a_spectrum_and_an_interpolation_barrier(env, make_run):
     ref = env.reference(run_id, interp)
     same_points(env.points(b.id), as_points(ref))
     assert env.values(b.id)[(30, "barrier")] == json_safe(ref.named[30]["barrier"])
+
+
+def test_each_workers_environment_is_recorded_and_the_api_lists_them(env, make_run):
+    """The preparing worker and a chunk worker with another LANDSCOPE_TORCH_THREADS: the step
+    lists both environments (each once, however many chunks), and the run's `deterministic`
+    switch is in every one; the API's detail gives them apart from the values."""
+    from server.services.analysis_views import analysis_detail
+
+    run_id = env.train(make_run, deterministic=True)
+    a = env.create(run_id, **SURFACE)
+    sent: list[tuple] = []
+    prepare(a.id, settings=env.settings, engine=env.engine, worker="w1", device="cpu",
+            send_chunk=lambda *x: sent.append(x[:3]), jobs=JobCache())
+    other = env.settings.model_copy(update={"torch_threads": 2})
+    jobs = JobCache()  # one worker: its job (and its record) reused chunk after chunk
+    for aid, step, i in sent:
+        run_chunk(aid, step, i, settings=other, engine=env.engine, device="cpu", jobs=jobs)
+    assert len(sent) > 1 and env.analysis(a.id).status == "succeeded"
+    with env.factory() as s:
+        detail = analysis_detail(s, s.get(Analysis, a.id))
+    (step,) = detail.steps.values()
+    assert sorted(e["torch_threads"] for e in step.environments) == [1, 2]
+    assert all(e["deterministic"] is True for e in step.environments)
+    assert not any(k.startswith("environment:") for k in step.values)
+    assert step.values["meta"]["threads"] == 1  # the preparing worker's

@@ -13,6 +13,7 @@ from dash import dcc, html
 
 from server.analysis_spec import DIRECTIONS_FOR
 from webapp.components import status_badge
+from webapp.environment_view import analyses_environment_line
 from webapp.figures.geometry import eval_samples
 from webapp.figures.geometry_spectrum import density_figure, spectrum_over_training
 from webapp.figures.geometry_surface import (
@@ -295,6 +296,7 @@ def sections(loaded: Loaded, group_ids: list[int], step: int | None, log: bool, 
         out.append(html.Section([
             html.Div([html.H3(g.label()), html.Div(links, className="ls-links")],
                      className="section-head"),
+            analyses_environment_line([d for _v, d in items]),
             *body,
         ], className="card ls-section", id=f"ls-group-{gid}"))
     return out

@@ -36,10 +36,12 @@ from worker.engine.geometry import job_prepare as jp
 from worker.engine.geometry.evaluate import GridEvaluator, LossSum, eval_subset
 from worker.engine.geometry.group_size import GROUP, choose_group
 from worker.engine.geometry.hessian import network_hvp, spectrum
+from worker.engine.geometry.job_numerics import JobNumerics
 from worker.engine.geometry.sink import AnalysisSink, GridValue
 from worker.engine.models import build_model
 from worker.engine.snapshots import SnapshotStore
 from worker.engine.state import derive_seed, resolve_device
+from worker.engine.threads import resolve_threads
 
 STATE_FORMAT = 1
 StopFn = Callable[[], Any]
@@ -59,7 +61,11 @@ class PreparedStep:
 class AnalysisJob:
     def __init__(self, run_spec: RunSpec, spec: AnalysisSpec, data_dir: Path,
                  snapshots: SnapshotStore, device: str | torch.device | None = None,
-                 other_snapshots: SnapshotStore | None = None) -> None:
+                 other_snapshots: SnapshotStore | None = None,
+                 threads: int | None = None) -> None:
+        """`threads`: the launcher's thread setting (LANDSCOPE_TORCH_THREADS), used when the
+        run's spec sets none, as for training (threads.py); the run's `deterministic` switch
+        holds too (job_numerics.py)."""
         _check_other(spec, other_snapshots)
         device = torch.device(device) if device is not None else resolve_device(run_spec.device)
         # In the run's precision, as the Trainer builds it: a float64 run is analysed in float64.
@@ -70,6 +76,8 @@ class AnalysisJob:
         gen = torch.Generator(device=device)  # replaced by the evaluator's own (noisy BN)
         net = build_model(run_spec, data.in_shape, data.n_outputs, gen).to(device, dtype)
         self.run_spec = run_spec
+        self.numerics = JobNumerics(resolve_threads(run_spec.threads, threads),
+                                    run_spec.deterministic, device, dtype)
         self._setup(spec, net, run_spec.loss, (data.x_train, data.y_train),
                     test=(data.x_test, data.y_test) if spec.test_set else None,
                     classify=data.task == "classification", snapshots=snapshots,
@@ -82,17 +90,21 @@ class AnalysisJob:
                    *, classify: bool, test: tuple[Tensor, Tensor] | None = None,
                    device: str | torch.device | None = None,
                    other_snapshots: SnapshotStore | None = None,
-                   norm: str | None = None) -> AnalysisJob:
+                   norm: str | None = None, deterministic: bool = False) -> AnalysisJob:
         """A job on a network built elsewhere (the SDK: a user's own model) instead of a run
         spec: `net` gives the architecture (its weights come from `snapshots`), `data` the
         set the evaluation subset is drawn from (as a run's training set), `loss` a loss name
-        or a LossSum (evaluate.py). `norm` is only recorded in the meta."""
+        or a LossSum (evaluate.py). `norm` is only recorded in the meta. The caller's
+        process keeps its thread count; `deterministic` turns deterministic kernels on for
+        the job's work (a GPU's spectrum then comes back bit for bit)."""
         _check_other(spec, other_snapshots)
         if spec.test_set and test is None:
             raise ValueError("test_set needs test data")
         device = torch.device(device) if device is not None else next(net.parameters()).device
         job = cls.__new__(cls)
         job.run_spec = None
+        job.numerics = JobNumerics(None, deterministic, device,
+                                   next(net.parameters()).dtype)
         job._setup(spec, net.to(device), loss, data, test=test, classify=classify,
                    snapshots=snapshots, other_snapshots=other_snapshots, device=device,
                    batch_size=spec.batch_size, norm=norm)
@@ -167,7 +179,12 @@ class AnalysisJob:
     # -- prepare -------------------------------------------------------------------------
 
     def prepare(self, step: int, sink: AnalysisSink) -> PreparedStep:
-        """Directions and every non-grid value of `step`, written to sink.values."""
+        """Directions and every non-grid value of `step`, written to sink.values, in the
+        job's numerics (job_numerics.py)."""
+        with self.numerics():
+            return self._prepare(step, sink)
+
+    def _prepare(self, step: int, sink: AnalysisSink) -> PreparedStep:
         spec, d = self.spec, self.spec.directions
         centre = 0 if d.kind == "interpolation" and d.source == "init" else step
         state = self._load(centre)
@@ -175,8 +192,9 @@ class AnalysisJob:
         ev, test_ev = self._evaluators(state)
         self._choose_group(ev, test_ev)
         count = 2 if spec.kind in ("surface", "trajectory") else 1
-        values: dict[str, Any] = {"meta": self.meta,
-                                  "evaluation": {"group": self.group, "vmap": ev.vmap}}
+        values: dict[str, Any] = {"meta": {**self.meta, "threads": torch.get_num_threads()},
+                                  "evaluation": {"group": self.group, "vmap": ev.vmap},
+                                  **self.numerics.record()}
         if spec.kind == "spectrum":
             op, n = network_hvp(ev.loss_fn_of_params(theta), theta)
             values["spectrum"] = spectrum(op, n, spec.spectrum, grad=op.gradient(),
@@ -303,8 +321,14 @@ class AnalysisJob:
 
     def run_chunk(self, step: int, indices: Iterable[int], sink: AnalysisSink,
                   should_stop: StopFn | None = None) -> int:
-        """Evaluate these flat grid indices (see the module docstring); returns how many were
-        written (fewer when should_stop said so, checked before each group)."""
+        """Evaluate these flat grid indices (see the module docstring) in the job's numerics,
+        recording them beside the values; returns how many were written (fewer when
+        should_stop said so, checked before each group)."""
+        with self.numerics():
+            return self._run_chunk(step, indices, sink, should_stop)
+
+    def _run_chunk(self, step: int, indices: Iterable[int], sink: AnalysisSink,
+                   should_stop: StopFn | None) -> int:
         prep = self._require_prepared(step)
         total = self.grid_points()
         wanted = indices if isinstance(indices, range) else set(indices)
@@ -325,8 +349,11 @@ class AnalysisJob:
                     for i, v, t in zip(members, vals, tvals, strict=True) if i in wanted]
             sink.points(step, rows)
             written += len(rows)
+        extra = dict(self.numerics.record()) if written else {}
         if prep.evaluator.fallback is not None:  # vmap gave up: say so beside the values
-            sink.values(step, {"evaluation_fallback": prep.evaluator.fallback})
+            extra["evaluation_fallback"] = prep.evaluator.fallback
+        if extra:
+            sink.values(step, extra)
         return written
 
     def run_all(self, sink: AnalysisSink, progress: ProgressFn | None = None,
@@ -338,7 +365,7 @@ class AnalysisJob:
             if should_stop is not None and should_stop():
                 return False
             losses: dict[int, float] = {}
-            recorder = _Recorder(sink, losses)
+            recorder = jp.Recorder(sink, losses)
             self.prepare(step, recorder)
             done += 1
             for chunk in chunks(n, self.spec.chunk_points):
@@ -350,38 +377,12 @@ class AnalysisJob:
                     return False
             if self.spec.directions.kind == "interpolation" and self.spec.kind == "slice":
                 ends = recorder.named["endpoints"]
-                sink.values(step, {"barrier": interpolation_barrier(self.spec, losses, ends)})
+                sink.values(step, {"barrier": jp.interpolation_barrier(self.spec, losses, ends)})
             if progress is not None:
                 progress(done, total)
             if hasattr(sink, "flush"):  # a file sink writes each finished step
                 sink.flush()
         return True
-
-
-class _Recorder:
-    """Passes everything to the sink and keeps the step's losses for the barrier."""
-
-    def __init__(self, sink: AnalysisSink, losses: dict[int, float]) -> None:
-        self.sink, self.losses = sink, losses
-        self.named: dict[str, Any] = {}
-
-    def points(self, step: int, rows) -> None:
-        self.losses.update((r.index, r.loss) for r in rows)
-        self.sink.points(step, rows)
-
-    def values(self, step: int, values) -> None:
-        self.named.update(values)
-        self.sink.values(step, values)
-
-
-def interpolation_barrier(spec: AnalysisSpec, losses: Mapping[int, float],
-                          endpoints: Mapping[str, Any]) -> float | None:
-    """The barrier of an interpolation slice from its grid losses (flat index -> loss) and its
-    "endpoints" value: for whoever holds every point (run_all, or the server's last chunk)."""
-    xs = spec.x_axis().values()
-    idx = sorted(losses)
-    return jp.barrier([xs[i] for i in idx], [losses[i] for i in idx],
-                      endpoints["a"]["loss"], endpoints["b"]["loss"])
 
 
 def _check_other(spec: AnalysisSpec, other: SnapshotStore | None) -> None:

@@ -33,6 +33,7 @@ from worker.engine.geometry.directions import orthogonalize, random_direction
 from worker.engine.geometry.flat import dot, norm, unflatten
 from worker.engine.geometry.hessian import network_hvp, top_eigen
 from worker.engine.geometry.pca import pca_directions
+from worker.engine.geometry.sink import AnalysisSink
 from worker.engine.state import derive_seed
 
 Params = dict[str, Tensor]
@@ -171,3 +172,30 @@ def meta(norm_name: str | None, spec: AnalysisSpec, *, eval_samples: int, batch_
         "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
         "device": str(device), "threads": torch.get_num_threads(),
     }
+
+
+class Recorder:
+    """Passes everything to the sink and keeps the step's losses for the barrier (run_all:
+    the one process that holds every point of a step)."""
+
+    def __init__(self, sink: AnalysisSink, losses: dict[int, float]) -> None:
+        self.sink, self.losses = sink, losses
+        self.named: dict[str, Any] = {}
+
+    def points(self, step: int, rows) -> None:
+        self.losses.update((r.index, r.loss) for r in rows)
+        self.sink.points(step, rows)
+
+    def values(self, step: int, values) -> None:
+        self.named.update(values)
+        self.sink.values(step, values)
+
+
+def interpolation_barrier(spec: AnalysisSpec, losses: Mapping[int, float],
+                          endpoints: Mapping[str, Any]) -> float | None:
+    """The barrier of an interpolation slice from its grid losses (flat index -> loss) and its
+    "endpoints" value: for whoever holds every point (run_all, or the server's last chunk)."""
+    xs = spec.x_axis().values()
+    idx = sorted(losses)
+    return barrier([xs[i] for i in idx], [losses[i] for i in idx],
+                   endpoints["a"]["loss"], endpoints["b"]["loss"])

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from server.analysis_spec import split_environments
+
 
 @dataclass(frozen=True)
 class GridValue:
@@ -82,7 +84,8 @@ class FileAnalysisSink(MemoryAnalysisSink):
     - points.csv: step,idx,ix,iy,x,y,loss,acc,test_loss,test_acc (one row per grid point,
       in step and index order; empty cells for values not measured; nan/inf as words);
     - analysis.json: {"spec": the AnalysisSpec, "run": what was analysed, "grid": {"x", "y"},
-      "steps": {"<step>": {"values": {...}}}} with non-finite floats as strings.
+      "steps": {"<step>": {"values": {...}, "environments": [...], "points": n}}} with
+      non-finite floats as strings (environments: job_numerics.py).
     Both are rewritten atomically by `flush()` (run_all calls it after each step), so an
     interrupted analysis leaves whole files of the steps it finished.
     """
@@ -98,8 +101,7 @@ class FileAnalysisSink(MemoryAnalysisSink):
         self.dir.mkdir(parents=True, exist_ok=True)
         steps = sorted(set(self.grid) | set(self.named))
         doc = {**self.header, "grid": {"x": self.x, "y": self.y},
-               "steps": {str(s): {"values": self.named.get(s, {}),
-                                  "points": len(self.grid.get(s, {}))} for s in steps}}
+               "steps": {str(s): self._step_doc(s) for s in steps}}
         _atomic_text(self.dir / "analysis.json", json.dumps(jsonable(doc), indent=2) + "\n")
         nx = len(self.x)
         tmp = self.dir / "points.csv.tmp"
@@ -115,6 +117,11 @@ class FileAnalysisSink(MemoryAnalysisSink):
                     out.writerow([s, i, ix, iy, _cell(self.x[ix]), _cell(yv), _cell(r.loss),
                                   _cell(r.acc), _cell(r.test_loss), _cell(r.test_acc)])
         os.replace(tmp, self.dir / "points.csv")
+
+    def _step_doc(self, step: int) -> dict[str, Any]:
+        """A step's values, the environments it was computed in apart (as the API's)."""
+        named, envs = split_environments(self.named.get(step, {}))
+        return {"values": named, "environments": envs, "points": len(self.grid.get(step, {}))}
 
 
 def _atomic_text(path: Path, text: str) -> None:
