@@ -198,4 +198,21 @@ def _determinism_lines(d: Any) -> list[str]:
             f"{', '.join(_f(v, '.4g') for v in r['loss_last'])} | "
             f"{', '.join(_f(v, '.4g') for v in r['loss_min'])} | "
             f"{', '.join(_f(v, '.0f') for v in r['images_per_s'])} |")
+    sp = d.get("spectrum")
+    if sp:
+        c = sp["spec"]["spectrum"]
+        lines += ["", f"The same for an analysis: a Hessian spectrum of the first default run's "
+                  f"last snapshot (top-{c['top_k']} Lanczos in {c['lanczos_steps']} steps, "
+                  f"{c['trace_probes']} Hutchinson probes, {c['slq_vectors']} SLQ vector of "
+                  f"{c['slq_steps']} steps, {sp['spec']['eval_samples']} samples), twice in "
+                  "each run's numerics:", "",
+                  "| kernels | two spectra bit-identical | top eigenvalues | trace | seconds |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name in ("default", "deterministic"):
+            r = sp[name]
+            lines.append(
+                f"| {name} | {'yes' if r['identical'] else 'no'} | "
+                f"{'; '.join(', '.join(_f(v, '.6g') for v in t) for t in r['top'])} | "
+                f"{', '.join(_f(v, '.6g') for v in r['trace'])} | "
+                f"{', '.join(_f(v, '.2f') for v in r['seconds'])} |")
     return lines

@@ -18,7 +18,8 @@ On a lent machine (bench/README.md, "GPU checks" says how to call it through the
    loss read, fp32 and bf16, at batch 128 and 512 (why bf16 was no faster on the H200);
 7. probe: the vmap-batched landscape probe vs the loop of K passes on VGG-16 (issue 15);
 8. determinism: the plain VGG-16 at LR 0.1 trained twice with default kernels and twice with
-   the spec's `deterministic: true`: bit-identical or not, and the cost (bench/_gpu_determinism).
+   the spec's `deterministic: true`: bit-identical or not, and the cost; then a small Hessian
+   spectrum of its snapshot twice in each kind of numerics (bench/_gpu_determinism).
 Sections run in that order (what the others need first, then by importance) while the time
 budget lasts; one that fails is reported with its error and the rest go on, so a lease is not
 lost to one bug. The report (markdown, for bench/RESULTS.md) and the raw JSON go to --out.

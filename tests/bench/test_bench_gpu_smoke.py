@@ -75,6 +75,9 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
         # On a CPU both kinds come back bit for bit: only a GPU can tell them apart
         assert r["identical"] and r["first_differing_step"] is None, kind
         assert r["status"] == ["succeeded"] * 2 and r["environment"]["deterministic"] is on
+        spectra = det["spectrum"][kind]
+        assert spectra["identical"] and len(spectra["top"][0]) == 2, kind
+        assert all(s > 0 for s in spectra["seconds"])
 
 
 def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run):
@@ -83,7 +86,8 @@ def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run)
     for heading in ("GPU checks of issues 12 and 15 (quick)", "### Issue 15", "### Issue 12",
                     "Batched grid evaluation vs the per-point loop", "Landscape probe (K = 4)",
                     "cuDNN autotuning", "Training steps of the VGG-16",
-                    "Determinism: the preset's plain VGG-16"):
+                    "Determinism: the preset's plain VGG-16",
+                    "The same for an analysis: a Hessian spectrum"):
         assert heading in report
     assert "not judged (not a GPU)" in report
     assert "| met |" not in report and "MISSED" not in report
