@@ -147,14 +147,16 @@ def markdown(res: dict[str, Any], machine: dict[str, Any], command: str, scale,
 
 
 def _variant_lines(g: Any) -> list[str]:
-    """The VGG-16 grid paths beside the product's two: what cuDNN autotuning and bf16 would
-    give (not judged: a measurement for choosing the next step)."""
+    """The VGG-16 grid paths beside the product's two: what larger batches, channels-last
+    images, cuDNN autotuning and bf16 would give (not judged: a measurement for choosing the
+    next step)."""
     if _problem(g) or "paired_variants" not in g:
         return []
     lines = ["", f"VGG-16 grid evaluation, {g['points_per_segment']} points per segment x "
              f"{g['reps']} reps, interleaved; beside the product's paths, the loop on 4x "
-             "larger evaluation batches (launch-bound or arithmetic-bound?), cuDNN autotuning "
-             "(benchmark mode) and the loop in bf16 autocast:", "",
+             "larger evaluation batches (launch-bound or arithmetic-bound?), on channels-last "
+             "images (cuDNN's tensor-core layout), cuDNN autotuning (benchmark mode) and the "
+             "loop in bf16 autocast:", "",
              "| path | ms per point | loop / path, paired | max rel diff of the loss vs the "
              "loop |", "| --- | --- | --- | --- |",
              f"| loop | {g['ms_per_point']['loop']:.2f} | 1 | 0 |"]

@@ -228,7 +228,8 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
     """Batched grid evaluation (vmap, the job's K points per call: the GPU default) vs the
     per-point loop, on the same VGG-16, evaluation set and grid slices, interleaved; beside
     them, for choosing what to try next: the loop on 4x larger evaluation batches (a batch
-    changes BatchNorm's statistics, so its values differ), both paths with cuDNN's autotuning
+    changes BatchNorm's statistics, so its values differ), the loop on channels-last images,
+    both paths with cuDNN's autotuning
     and the loop in bf16 autocast (neither is the product's path: they change which kernels,
     or what precision)."""
     job = _job(run_dir, scale, args)
@@ -244,8 +245,13 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
     # by arithmetic, much faster if by launching kernels (what vmap's groups would fix).
     wide = GridEvaluator(job.net, job.loss, job.x, job.y, use_vmap=False, max_batched_points=1,
                          **{**kw, "batch_size": 4 * job.batch_size})
+    # The loop on channels-last images (NHWC): cuDNN's tensor-core convolutions work in that
+    # layout, so NCHW inputs cost a transpose per layer; the values are the same sums.
+    nhwc = GridEvaluator(job.net, job.loss, job.x.contiguous(memory_format=torch.channels_last),
+                         job.y, use_vmap=False, max_batched_points=1, **kw)
     variants = {"loop": (loop, None), "vmap": (vmap, None),
                 f"loop, eval batch {4 * job.batch_size}": (wide, None),
+                "loop, channels last": (nhwc, None),
                 "loop, cudnn autotune": (loop, _cudnn_autotune), "vmap, cudnn autotune":
                 (vmap, _cudnn_autotune)}
     if dev.type == "cuda":
