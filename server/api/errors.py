@@ -67,11 +67,20 @@ def json_safe(value: object, depth: int = 0) -> object:
     return json_safe(encoded, depth)
 
 
+def _our_words(error: dict) -> dict:
+    """A validator's own message as it wrote it: pydantic puts "Value error, " in front of
+    every ValueError a validator raises (the error's type, value_error, still says so)."""
+    msg = error.get("msg")
+    if error.get("type") == "value_error" and isinstance(msg, str):
+        return {**error, "msg": msg.removeprefix("Value error, ")}
+    return error
+
+
 def _request_invalid(_req: Request, exc: Exception) -> JSONResponse:
     """FastAPI's own 422 shape, but always valid JSON: the default handler echoes the input
     as is, and `{"name": NaN}` or a lone surrogate then turned the 422 into a 500."""
     assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
+    errors = [_our_words(e) for e in exc.errors()]
     detail = json_safe(errors[:ECHO_ITEMS])
     if len(errors) > ECHO_ITEMS:  # the rest counted in an error of the same shape (the schema's)
         detail.append({"type": "more_errors", "loc": ["body"], "input": None,

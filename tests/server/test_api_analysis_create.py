@@ -135,6 +135,17 @@ def test_bad_requests_name_the_field(client, arrange, body, code, loc, needle):
         return
     (err,) = [e for e in r.json()["detail"] if e["loc"] == loc] or r.json()["detail"][:1]
     assert err["loc"] == loc and needle in err["msg"], r.json()
+    # a validator's message in its own words, without pydantic's "Value error, " before it
+    assert not err["msg"].startswith("Value error"), err
+
+
+def test_a_validators_message_is_the_validators_own_words(client, arrange):
+    r = client.post(API, json={"run_id": arrange(), "spec": {
+        "kind": "spectrum", "spectrum": {"top_k": 10, "lanczos_steps": 5}}})
+    assert r.status_code == 422, r.text
+    (err,) = r.json()["detail"]
+    assert err["type"] == "value_error" and err["msg"] == "lanczos_steps must be at least top_k"
+    assert err["loc"] == ["body", "spec", "spectrum"]
 
 
 def test_targets_must_exist_and_be_one(client, api_db, arrange):
