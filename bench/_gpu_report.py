@@ -157,13 +157,22 @@ def _variant_lines(g: Any) -> list[str]:
              "larger evaluation batches (launch-bound or arithmetic-bound?), on channels-last "
              "images (cuDNN's tensor-core layout), cuDNN autotuning (benchmark mode) and the "
              "loop in bf16 autocast:", "",
-             "| path | ms per point | loop / path, paired | max rel diff of the loss vs the "
-             "loop |", "| --- | --- | --- | --- |",
-             f"| loop | {g['ms_per_point']['loop']:.2f} | 1 | 0 |"]
+             "| path | ms per point | TFLOP/s | loop / path, paired | max rel diff of the loss "
+             "vs the loop |", "| --- | --- | --- | --- | --- |",
+             f"| loop | {g['ms_per_point']['loop']:.2f} | {_tflops(g, 'loop')} | 1 | 0 |"]
     for name, p in g["paired_variants"].items():
-        lines.append(f"| {name} | {g['ms_per_point'][name]:.2f} | {_spread(p)} | "
-                     f"{g['max_rel_diff_loss'][name]:.1e} |")
+        lines.append(f"| {name} | {g['ms_per_point'][name]:.2f} | {_tflops(g, name)} | "
+                     f"{_spread(p)} | {g['max_rel_diff_loss'][name]:.1e} |")
+    if g.get("flops_per_point"):
+        lines += ["", f"A point costs {g['flops_per_point'] / 1e12:.3g} TFLOP (convolutions and "
+                  "matrix products, torch's FlopCounterMode): TFLOP/s is that over each path's "
+                  "time per point."]
     return lines
+
+
+def _tflops(g: Any, name: str) -> str:
+    v = (g.get("tflops") or {}).get(name)
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _anatomy_lines(a: Any) -> list[str]:

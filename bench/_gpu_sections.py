@@ -278,15 +278,31 @@ def surface_paths(run_dir: Path, scale: Scale, args: argparse.Namespace,
     rel = {name: max(abs(x.loss - y.loss) / max(abs(x.loss), 1e-30)
                      for x, y in zip(last["loop"], last[name], strict=True))
            for name in variants if name != "loop"}
+    flops = point_flops(loop, prep.theta, dirs, slices[0][0])
+    ms = {name: 1e3 * med(v) / per for name, v in t.items()}
     return {"points_per_segment": per, "eval_samples": len(job.x), "reps": scale.grid_reps,
             "eval_batch": job.batch_size, "group": k,
             "fallback": {"vmap": vmap.fallback},
-            "ms_per_point": {name: 1e3 * med(v) / per for name, v in t.items()},
+            "ms_per_point": ms,
+            # the arithmetic a point costs and the rate each path sustained: how far from the
+            # device's peak the grid runs, so how much any path could still gain
+            "flops_per_point": flops,
+            "tflops": {name: flops / (v * 1e-3) / 1e12 for name, v in ms.items()},
             "loop_over_vmap": med(t["loop"]) / med(t["vmap"]),
             "paired": paired(t["loop"], t["vmap"], lambda x, y: x / y),
             "paired_variants": {name: paired(t["loop"], t[name], lambda x, y: x / y)
                                 for name in variants if name != "loop"},
             "max_rel_diff_loss": rel}
+
+
+def point_flops(ev: GridEvaluator, theta: dict, dirs: list, coords: tuple) -> float:
+    """Floating-point operations of one grid point's evaluation (torch's FlopCounterMode:
+    convolutions and matrix products, the arithmetic that bounds the grid)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        ev.evaluate(theta, dirs, [coords])
+    return float(counter.get_total_flops())
 
 
 def mlp_paths(scale: Scale, args: argparse.Namespace, dev: torch.device) -> dict[str, Any]:

@@ -59,6 +59,12 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
     rel = grid["max_rel_diff_loss"]
     assert set(rel) == {"vmap", "loop, eval batch 64", "loop, cudnn autotune",
                         "vmap, cudnn autotune", "loop, channels last"}
+    # the arithmetic of a point: each of the quick evaluation set's images through the 1/8-wide
+    # VGG-16, 2 x the multiply-adds of its 3x3 convolutions (32x32 maps, halved per pool) and
+    # its classifier
+    grid = res["grid_paths_vgg16"]
+    assert grid["flops_per_point"] == grid["eval_samples"] * vgg_flops(0.125)
+    assert set(grid["tflops"]) == {"loop", *rel} and all(v > 0 for v in grid["tflops"].values())
     assert max(v for k, v in rel.items() if "eval batch" not in k) < 1e-5
     assert 0 < rel["loop, eval batch 64"] < 0.5
     assert set(res["grid_paths_mlp"]["norms"]) == {"batch", "none"}
@@ -78,6 +84,23 @@ def test_quick_run_passes_every_section_on_a_cpu(quick_run):
         spectra = det["spectrum"][kind]
         assert spectra["identical"] and len(spectra["top"][0]) == 2, kind
         assert all(s > 0 for s in spectra["seconds"])
+
+
+def vgg_flops(width: float) -> int:
+    """Forward FLOPs of one 32x32 image through CIFAR VGG-16 at `width`, by hand."""
+    from server.spec import VGG_CONFIGS, RunSpec
+
+    widths = iter(RunSpec(model="vgg", vgg_config=16, width=width,
+                          dataset="cifar10").layer_widths())
+    flops, channels, side = 0, 3, 32
+    for c in VGG_CONFIGS[16]:
+        if c == "M":
+            side //= 2
+            continue
+        out = next(widths)
+        flops += 2 * out * channels * 9 * side * side
+        channels = out
+    return flops + 2 * channels * side * side * 10
 
 
 def test_quick_report_names_every_section_and_judges_nothing_on_a_cpu(quick_run):
