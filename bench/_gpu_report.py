@@ -203,12 +203,9 @@ def _determinism_lines(d: Any) -> list[str]:
              "| images/s |", "| --- | --- | --- | --- | --- | --- |"]
     for name in ("default", "deterministic"):
         r = d[name]
-        lines.append(
-            f"| {name} | {'yes' if r['identical'] else 'no'} | "
-            f"{_f(r['first_differing_step'], 'd')} | "
-            f"{', '.join(_f(v, '.4g') for v in r['loss_last'])} | "
-            f"{', '.join(_f(v, '.4g') for v in r['loss_min'])} | "
-            f"{', '.join(_f(v, '.0f') for v in r['images_per_s'])} |")
+        lines.append(_row(name, _yes(r["identical"]), _f(r["first_differing_step"], "d"),
+                          _each(r["loss_last"], ".4g"), _each(r["loss_min"], ".4g"),
+                          _each(r["images_per_s"], ".0f")))
     sp = d.get("spectrum")
     if sp:
         c = sp["spec"]["spectrum"]
@@ -221,9 +218,19 @@ def _determinism_lines(d: Any) -> list[str]:
                   "| --- | --- | --- | --- | --- |"]
         for name in ("default", "deterministic"):
             r = sp[name]
-            lines.append(
-                f"| {name} | {'yes' if r['identical'] else 'no'} | "
-                f"{'; '.join(', '.join(_f(v, '.6g') for v in t) for t in r['top'])} | "
-                f"{', '.join(_f(v, '.6g') for v in r['trace'])} | "
-                f"{', '.join(_f(v, '.2f') for v in r['seconds'])} |")
+            lines.append(_row(name, _yes(r["identical"]),
+                              "; ".join(_each(t, ".6g") for t in r["top"]),
+                              _each(r["trace"], ".6g"), _each(r["seconds"], ".2f")))
     return lines
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _each(values: list, fmt: str) -> str:
+    return ", ".join(_f(v, fmt) for v in values)
