@@ -1,6 +1,7 @@
 """`landscope`: the command line.
 
     landscope train --preset NAME [--set key=value ...] [--vary key=a,b ...] [--out DIR]
+    landscope submit --preset NAME [--set ...] [--vary ...] [--server URL] [--wait]   to a server
     landscope analyse RUN_DIR [--kind surface|slice|trajectory|spectrum] [--out DIR]
     landscope presets [NAME]
     landscope reproduce [--quick] [--api URL] [--no-wait] [--report]   the paper's figures
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         db_cmd,
         presets_cmd,
         reproduce_cmd,
+        submit_cmd,
         sync_cmd,
         train_cmd,
         up_cmd,
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train_cmd.add_parser(sub)
+    submit_cmd.add_parser(sub)
     analyse_cmd.add_parser(sub)
     presets_cmd.add_parser(sub)
     reproduce_cmd.add_parser(sub)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,12 @@ class Api:
     """The few calls `reproduce` makes; `http` may be any httpx.Client on the server (tests
     pass FastAPI's TestClient)."""
 
-    def __init__(self, base: str, token: str | None, http: httpx.Client | None = None) -> None:
+    def __init__(self, base: str, token: str | None, http: httpx.Client | None = None,
+                 url_flag: str = "--api") -> None:
         self.base = base.rstrip("/")
         self.token = token
         self.http = http or httpx.Client(base_url=self.base, timeout=60.0)
+        self.url_flag = url_flag  # the command's option for the server, named in hints
 
     def close(self) -> None:
         self.http.close()
@@ -87,7 +90,7 @@ class Api:
         except httpx.TransportError as exc:
             raise ServerError(
                 f"cannot reach the Landscope server at {self.base} ({exc.__class__.__name__}: "
-                f"{exc}); start one with `landscope up`, or pass --api URL") from None
+                f"{exc}); start one with `landscope up`, or pass {self.url_flag} URL") from None
         if r.status_code == 401:
             raise ServerError("the server wants an API token: pass --token or set "
                               "LANDSCOPE_API_TOKEN")
@@ -96,11 +99,27 @@ class Api:
                 detail = r.json().get("detail") or r.text[:500]
             except ValueError:
                 detail = r.text[:500]
-            raise ServerError(f"{method} {path}: {r.status_code} {detail}")
+            raise ServerError(f"{method} {path}: {r.status_code} {refusal_text(detail)}")
         return r.json() if r.content else None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+
+def refusal_text(detail: Any) -> str:
+    """A refusal's detail for a person: a 422's errors as 'base.steps: at most ...', one per
+    field ("body" left out of the location), anything else as the server wrote it."""
+    if not isinstance(detail, list):
+        return str(detail)
+    out = []
+    for e in detail:
+        if not isinstance(e, dict):
+            out.append(str(e))
+            continue
+        loc = [str(p) for p in e.get("loc") or []]
+        where = ".".join(loc[1:] if loc[:1] == ["body"] else loc)
+        out.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+    return "; ".join(out)
 
 
 def _scale(args: argparse.Namespace) -> R.Scale:
@@ -202,16 +221,19 @@ def submit(api: Api, scale: R.Scale, exps: list[R.Experiment], overrides: dict[s
     return out
 
 
-def wait(api: Api, submitted: list[dict[str, Any]], poll: float) -> tuple[int, int]:
-    """A progress bar over runs finishing, and over the analyses of the experiments whose
-    plans name them (R.needs_analyses), until every run has finished and none of those
-    analyses is queued or running; returns how many runs and how many analyses failed or were
-    cancelled. Each succeeded run gets one analysis per entry of its experiment's list, made in
-    the transaction that records the success (server/services/auto_analyses.py), so a run not
-    finished yet still counts its entries as to come."""
+def wait(api: Api, submitted: list[dict[str, Any]], poll: float,
+         awaits_analyses: Callable[[dict[str, Any]], bool] | None = None) -> tuple[int, int]:
+    """A progress bar over runs finishing, and over the analyses of the experiments
+    `awaits_analyses` names (by default those whose plans read them, R.needs_analyses), until
+    every run has finished and none of those analyses is queued or running; returns how many
+    runs and how many analyses failed or were cancelled. Each succeeded run gets one analysis
+    per entry of its experiment's list, made in the transaction that records the success
+    (server/services/auto_analyses.py), so a run not finished yet still counts its entries as
+    to come."""
     from tqdm import tqdm
 
-    awaited = {e["id"]: len(e.get("analyses") or []) for e in submitted if _reads_analyses(e)}
+    awaits = awaits_analyses or _reads_analyses
+    awaited = {e["id"]: len(e.get("analyses") or []) for e in submitted if awaits(e)}
     bar = tqdm(total=sum(len(e["runs"]) for e in submitted),
                desc="runs and analyses finished" if any(awaited.values()) else "runs finished",
                unit="job", dynamic_ncols=True, file=sys.stderr)

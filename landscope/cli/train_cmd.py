@@ -52,22 +52,31 @@ def _pairs(items: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def plan(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """The runs to make, as (label, RunSpec), with every override validated first."""
+def compose(preset_name: str | None, set_items: list[str], vary_items: list[str]
+            ) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, Any]]:
+    """(base, vary, sets) of --preset, --set and --vary: the preset's base with the --set
+    keys on top; --vary replaces the preset's comparison; a key --set fixes is varied no
+    more. `train` runs them here, `submit` sends them to a server."""
     base: dict[str, Any] = {}
     vary: dict[str, list[Any]] = {}
-    if args.preset:
+    if preset_name:
         try:
-            preset = get_preset(args.preset)
+            preset = get_preset(preset_name)
         except KeyError as exc:
             raise SpecError("--preset", str(exc.args[0])) from None
         base, vary = preset.base, dict(preset.vary)
-    sets = _pairs(args.sets, "--set")
+    sets = _pairs(set_items, "--set")
     base = apply_overrides(base, sets)
-    if args.varies:
-        given = _pairs(args.varies, "--vary")
+    if vary_items:
+        given = _pairs(vary_items, "--vary")
         vary = {k: v if isinstance(v, list) else [v] for k, v in given.items()}
     vary = {k: v for k, v in vary.items() if k not in sets}
+    return base, vary, sets
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The runs to make, as (label, RunSpec), with every override validated first."""
+    base, vary, _sets = compose(args.preset, args.sets, args.varies)
     specs = [build_spec(d) for d in expand_vary(base, vary)]
     labels = [s.name_hint() for s in specs]
     if len(set(labels)) != len(labels):  # e.g. varying a key the label does not show
