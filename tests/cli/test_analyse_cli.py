@@ -65,6 +65,10 @@ def test_a_surface_writes_analysis_json_and_points_csv(run_dir, tmp_path, capsys
     assert doc["grid"]["x"] == spec.x_axis().values()
     meta = doc["steps"]["10"]["values"]["meta"]
     assert (meta["bn_mode"], meta["eval_samples"]) == ("batch", 100)
+    # what it was computed in, apart from the values, as the API gives it
+    (env,) = doc["steps"]["10"]["environments"]
+    assert env["torch_threads"] == meta["threads"] and env["device"] == "cpu"
+    assert not any(k.startswith("environment:") for k in doc["steps"]["10"]["values"])
     assert doc["steps"]["10"]["values"]["directions"]["labels"] == ["d1", "d2"]
     table = rows(out / "points.csv")
     assert len(table) == 50
