@@ -4,7 +4,7 @@
     landscope submit --preset NAME [--set ...] [--vary ...] [--server URL] [--wait]   to a server
     landscope analyse RUN_DIR [--kind surface|slice|trajectory|spectrum] [--out DIR]
     landscope presets [NAME]
-    landscope reproduce [--quick] [--api URL] [--no-wait] [--report]   the paper's figures
+    landscope reproduce [--quick] [--server URL] [--no-wait] [--report]  the paper's figures
     landscope sync DIR [--server URL] [--token T]   upload an offline run, a spool
     landscope data download cifar10 [--data-dir DIR]
     landscope up [--host H] [--port P] [--device D]     API + dashboard + one worker

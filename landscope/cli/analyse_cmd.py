@@ -243,7 +243,7 @@ def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
         raise SpecError("--server", f"expected an http:// or https:// URL, got {args.server!r}")
     settings = get_settings()
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    api = Api(args.server, token, http, url_flag="--server")
+    api = Api(args.server, token, http)
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "dry_run": args.dry_run}
     body["run_id" if args.run_id is not None else "experiment_id"] = \
         args.run_id if args.run_id is not None else args.experiment

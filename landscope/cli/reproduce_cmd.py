@@ -1,6 +1,6 @@
 """`landscope reproduce`: submit the paper's figures to a running server, wait, report.
 
-    landscope reproduce [--quick | --scale quick|cpu|paper] [--api URL] [--token T]
+    landscope reproduce [--quick | --scale quick|cpu|paper] [--server URL] [--token T]
                         [--only KEY,...] [--device D] [--set KEY=VALUE ...] [--no-wait]
     landscope reproduce --report [--scale S] [--out FILE.md]
 
@@ -49,7 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "the full deep linear network and VGG at reduced scale; paper: everything "
                    "at the paper's scale (VGG-16 on CIFAR-10: a GPU and the archive)")
     p.add_argument("--quick", action="store_true", help="the same as --scale quick")
-    p.add_argument("--api", help="the server (default http://127.0.0.1:<LANDSCOPE_PORT>)")
+    p.add_argument("--server", "--api", dest="api",
+                   help="the server (default http://127.0.0.1:<LANDSCOPE_PORT>; --api is its "
+                   "older name)")
     p.add_argument("--token", help="API token for submitting (default LANDSCOPE_API_TOKEN)")
     p.add_argument("--only", metavar="KEY,...",
                    help=f"these experiments only: {', '.join(R.EXPERIMENTS)}")
@@ -73,12 +75,10 @@ class Api:
     """The few calls `reproduce` makes; `http` may be any httpx.Client on the server (tests
     pass FastAPI's TestClient)."""
 
-    def __init__(self, base: str, token: str | None, http: httpx.Client | None = None,
-                 url_flag: str = "--api") -> None:
+    def __init__(self, base: str, token: str | None, http: httpx.Client | None = None) -> None:
         self.base = base.rstrip("/")
         self.token = token
         self.http = http or httpx.Client(base_url=self.base, timeout=60.0)
-        self.url_flag = url_flag  # the command's option for the server, named in hints
 
     def close(self) -> None:
         self.http.close()
@@ -90,7 +90,7 @@ class Api:
         except httpx.TransportError as exc:
             raise ServerError(
                 f"cannot reach the Landscope server at {self.base} ({exc.__class__.__name__}: "
-                f"{exc}); start one with `landscope up`, or pass {self.url_flag} URL") from None
+                f"{exc}); start one with `landscope up`, or pass --server URL") from None
         if r.status_code == 401:
             raise ServerError("the server wants an API token: pass --token or set "
                               "LANDSCOPE_API_TOKEN")
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     base = args.api or f"http://127.0.0.1:{settings.port}"
     if not base.startswith(("http://", "https://")):
-        raise SpecError("--api", f"expected an http:// or https:// URL, got {base!r}")
+        raise SpecError("--server", f"expected an http:// or https:// URL, got {base!r}")
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
     api = Api(base, token)
     try:

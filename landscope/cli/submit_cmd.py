@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, http=None) -> int:
     if not server.startswith(("http://", "https://")):
         raise SpecError("--server", f"expected an http:// or https:// URL, got {server!r}")
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    api = Api(server, token, http, url_flag="--server")
+    api = Api(server, token, http)
     try:
         if args.dry_run:
             print(cost_text(api.request("POST", "/experiments/cost", json=body)))

@@ -48,7 +48,8 @@ def test_an_unreachable_server_names_landscope_up_without_importing_torch(tmp_pa
 @pytest.mark.parametrize("argv,needle", [
     (["--only", "dln-ics,nope"], "--only: unknown experiment(s) nope"),
     (["--quick", "--scale", "paper"], "--quick: contradicts --scale paper"),
-    (["--api", "127.0.0.1:8000"], "--api: expected an http:// or https:// URL"),
+    (["--api", "127.0.0.1:8000"], "--server: expected an http:// or https:// URL"),
+    (["--server", "127.0.0.1:8000"], "--server: expected an http:// or https:// URL"),
     (["--only", "mlp-landscape", "--scale", "paper"], "unknown experiment(s) mlp-landscape"),
 ])
 def test_bad_input_exits_2(tmp_path, argv, needle):
