@@ -39,7 +39,9 @@ class AnalysisStep:
     """What one analysed step holds. `x`/`y` are the axes (y None for a slice; both None for a
     spectrum); the grids are None when not measured (acc: not a classification; test_*: the
     spec did not ask for the test set). `values`: the non-grid results (spectrum, trajectory,
-    directions...), non-finite strings turned back into floats."""
+    directions...), non-finite strings turned back into floats. `environments`: each distinct
+    environment the step was computed in (threads, determinism, precision, device, versions:
+    docs/geometry.md, "Numerics"); empty for an analysis stored before they were recorded."""
 
     step: int
     x: np.ndarray | None
@@ -50,6 +52,7 @@ class AnalysisStep:
     test_acc: np.ndarray | None
     measured: np.ndarray | None  # True where a point is stored (the loss grid's mask)
     values: dict[str, Any] = field(default_factory=dict)
+    environments: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, step: int, d: dict[str, Any]) -> AnalysisStep:
@@ -59,7 +62,8 @@ class AnalysisStep:
                    y=np.asarray(y, dtype=np.float64) if y is not None else None,
                    loss=_grid(d.get("loss")), acc=_grid(d.get("acc")),
                    test_loss=_grid(d.get("test_loss")), test_acc=_grid(d.get("test_acc")),
-                   measured=_mask(d.get("loss")), values=decode(d.get("values") or {}))
+                   measured=_mask(d.get("loss")), values=decode(d.get("values") or {}),
+                   environments=list(d.get("environments") or []))
 
 
 @dataclass

@@ -91,7 +91,8 @@ def sparse(engine: Engine, run_id: int) -> None:
 
 def surface(engine: Engine, api: str, run_id: int) -> int:
     """A 3 x 2 surface at step 40 through the API; five of its six points stored (one NaN,
-    one +inf), a spectrum value with a NaN trace; marked succeeded as its worker would."""
+    one +inf), a spectrum value with a NaN trace and an environment record; marked succeeded
+    as its worker would."""
     spec = {"kind": "surface", "steps": [40], "x": {"lo": -1, "hi": 1, "points": 3},
             "y": {"lo": 0, "hi": 1, "points": 2}}
     resp = httpx.post(f"{api}/api/v1/analyses", json={"run_id": run_id, "spec": spec})
@@ -101,7 +102,9 @@ def surface(engine: Engine, api: str, run_id: int) -> int:
     sink.points(40, [GridValue(0, 1.5, 0.25), GridValue(1, math.nan, 0.5),
                      GridValue(2, math.inf, 0.0), GridValue(3, 0.125, 1.0),
                      GridValue(5, 3.0, 0.75)])  # index 4 (ix 1, iy 1) never measured
-    sink.values(40, {"spectrum": {"top_eigenvalues": [3.5, 1.0], "trace": math.nan}})
+    sink.values(40, {"spectrum": {"top_eigenvalues": [3.5, 1.0], "trace": math.nan},
+                     # as a worker records the environment it computed in (job_numerics.py)
+                     "environment:0123456789ab": {"torch_threads": 2, "deterministic": True}})
     with engine.begin() as conn:
         conn.execute(update(Analysis).where(Analysis.id == a["id"]).values(status="succeeded"))
     return a["id"]

@@ -238,6 +238,8 @@ def test_an_analysis_as_grids_and_a_tidy_frame(world, client):
     assert s.acc[1, 2] == 0.75 and s.test_loss is None
     assert s.values["spectrum"]["top_eigenvalues"] == [3.5, 1.0]
     assert math.isnan(s.values["spectrum"]["trace"])
+    assert s.environments == [{"torch_threads": 2, "deterministic": True}]
+    assert list(s.values) == ["spectrum"]  # the record is not among the results
     df = a.frame()
     assert len(df) == 5 and (df.step == 40).all()
     row = df[(df.ix == 2) & (df.iy == 1)].iloc[0]
