@@ -96,7 +96,7 @@ NUMBER_FIELDS = {"width": "width", "depth": "depth", "steps": "steps",
                  "eval_every": "eval_every", "stride": STRIDE_KEYS[0],
                  "sharpness": "probes.sharpness.every", "momentum": "momentum",
                  "weight_decay": "weight_decay", "snapshot_every": "snapshots.every"}
-# What 0 means, said with the field's constraint: it switches these off.
+# What 0 means in these fields, said after the constraint (it switches the first three off).
 OFF_FIELDS = {"stride": " (0 = off)", "sharpness": " (0 = off)", "eval_every": " (0 = off)",
               "snapshot_every": " (0 = the first and last step only)"}
 # Fields a server limit (GET /limits) bounds directly, tighter than the spec: (limit, what
