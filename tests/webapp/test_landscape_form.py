@@ -50,6 +50,25 @@ def test_the_form_builds_the_analysis_spec():
     assert sp["eval_samples"] == 2048
 
 
+def test_the_direction_seed_and_the_options_reach_the_spec():
+    spec = form.spec_of("surface", "", "random", "5", "batch", "512",
+                        [form.TEST_SET, form.KEEP_1D], " 7 ")
+    assert spec["directions"] == {"kind": "random", "keep_1d": True, "seed": 7}
+    assert spec["test_set"] is True
+    # a spectrum has no grid and no test set to evaluate, but its probe vectors take the seed
+    sp = form.spec_of("spectrum", "", "random", "", "batch", "512", [form.TEST_SET], "3")
+    assert sp["directions"] == {"seed": 3} and "test_set" not in sp
+    # empty: the spec's own seed, shared by the experiment's analyses (nothing sent)
+    assert "seed" not in form.spec_of("slice", "", "random", "5", "batch", "", [], "")[
+        "directions"]
+
+
+@pytest.mark.parametrize("typed", ["-1", "1.5", "seven", str(2**63)])
+def test_a_seed_outside_the_specs_bounds_is_an_error_at_its_field(typed):
+    got = form.read("surface", "", "random", "5", "batch", "", [], typed)
+    assert got.spec is None and got.errors == {"seed": "a whole number from 0 to 2^63 - 1"}
+
+
 def test_the_bounds_are_the_servers():
     assert (Axis.model_fields["points"].metadata[0].ge, MAX_GRID) == form.POINTS
     assert form.SAMPLES == (1, MAX_SAMPLES)
@@ -134,24 +153,24 @@ def test_a_bad_field_gets_its_error_no_cost_and_no_launch(api, snapshotted):
     message, count, lines = ln.launch(api.client, exp, 0, *form_of(samples="0"))
     assert message.className == "error" and count is no_update
     assert message.children.startswith("Not launched. Evaluation samples: 1 to ")
-    assert lines == ["", "", f"1 to {MAX_SAMPLES:,} samples, not 0"]
+    assert lines == ["", "", f"1 to {MAX_SAMPLES:,} samples, not 0", ""]
     assert api.client.analyses(experiment_id=exp) == []  # nothing was created
 
 
 def test_the_servers_refusal_is_shown_at_the_field_it_is_about(api, snapshotted):
     exp, _ids = snapshotted
     cost, lines = ln.preview(api.client, exp, *form_of(steps="15"))
-    assert "no snapshot at step(s) 15" in lines[0] and lines[1:] == ["", ""]
+    assert "no snapshot at step(s) 15" in lines[0] and lines[1:] == ["", "", ""]
     assert "Cannot cost this analysis. Steps: " in text_of(cost)
     message, count, lines = ln.launch(api.client, exp, 0, *form_of(steps="15"))
     assert "Steps: run" in message.children and count is no_update
     assert "no snapshot at step(s) 15" in lines[0]
     # a good form clears the lines, and the empty fields launch the defaults they state
     cost, lines = ln.preview(api.client, exp, *form_of(points="", samples=""))
-    assert lines == ["", "", ""] and "882" in text_of(cost)  # 2 runs x 21 x 21
+    assert lines == ["", "", "", ""] and "882" in text_of(cost)  # 2 runs x 21 x 21
     message, count, lines = ln.launch(api.client, exp, 0, *form_of(points="", samples=""))
     assert message.startswith("Launched 2 analyses") and count == 1
-    assert lines == ["", "", ""]
+    assert lines == ["", "", "", ""]
 
 
 def test_launch_goes_by_the_fields_as_they_are_when_clicked(api, snapshotted):
@@ -164,16 +183,23 @@ def test_launch_goes_by_the_fields_as_they_are_when_clicked(api, snapshotted):
               and "ls-message.children" in key]
     assert len(wiring) == 1 and [i["id"] for i in wiring[0]["inputs"]] == ["ls-typed"]
     typed = {"n": 1, "steps": "30", "points": "1000", "samples": "512"}
-    out = launch(typed, "surface", "random", "batch", {"experiment": exp}, 0,
-                             None)
+    out = launch(typed, "surface", "random", "batch", [], {"experiment": exp}, 0, None)
     assert out[0].children.startswith("Not launched. Grid points per axis: 1 to ")
     typed["points"] = "3"
-    out = launch(typed, "surface", "random", "batch", {"experiment": exp}, 0,
-                             None)
+    out = launch(typed, "surface", "random", "batch", [], {"experiment": exp}, 0, None)
     assert out[0].startswith("Launched 2 analyses") and out[1] == 1
     made = api.client.analyses(experiment_id=exp)
     assert {(tuple(a["spec"]["steps"]), a["spec"]["x"]["points"], a["spec"]["eval_samples"])
             for a in made} == {((30,), 3, 512)}
+    # the seed typed at the click and the options ticked: another direction pair, moving the
+    # 1-D parameters too
+    typed["seed"] = "5"
+    out = launch(typed, "surface", "random", "batch", [form.KEEP_1D], {"experiment": exp}, 1,
+                 None)
+    assert out[0].startswith("Launched 2 analyses") and out[1] == 2
+    newer = [a for a in api.client.analyses(experiment_id=exp) if a not in made]
+    assert {(a["spec"]["directions"]["seed"], a["spec"]["directions"]["keep_1d"])
+            for a in newer} == {(5, True)}
 
 
 def test_a_server_limit_is_shown_at_the_field_that_drives_it(api_with_limits):
@@ -185,7 +211,7 @@ def test_a_server_limit_is_shown_at_the_field_that_drives_it(api_with_limits):
     assert lines[0] == "" and lines[2] == "" and "100" in lines[1]
     assert "Cannot cost this analysis. Grid points per axis: " in text_of(cost)
     cost, lines = ln.preview(api.client, exp, *form_of(points="7"))  # 49 points: allowed
-    assert lines == ["", "", ""] and "98" in text_of(cost)
+    assert lines == ["", "", "", ""] and "98" in text_of(cost)
 
 
 def test_a_missing_token_says_where_to_enter_it(api_with_limits):

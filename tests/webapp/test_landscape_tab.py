@@ -195,7 +195,7 @@ def test_cost_launch_list_and_figures_through_the_api(api, snapshotted):
     cost, lines = launching.preview(api.client, exp, *FORM)
     text = " ".join(str(c.children) for c in walk(cost) if isinstance(c, html.Td))
     assert "100" in text and "of 256 samples" in text  # 2 runs x 2 steps x 25 points
-    assert lines == ["", "", ""]
+    assert lines == ["", "", "", ""]
     assert api.client.analyses(experiment_id=exp) == []  # a dry run creates nothing
 
     message, count, lines = launching.launch(api.client, exp, 0, *FORM)

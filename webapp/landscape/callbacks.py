@@ -45,7 +45,8 @@ from webapp.landscape.layout import (
     sections,
 )
 
-FORM = ["ls-kind", "ls-steps", "ls-dir", "ls-points", "ls-bn", "ls-samples"]
+FORM = ["ls-kind", "ls-steps", "ls-dir", "ls-points", "ls-bn", "ls-samples", "ls-options",
+        "ls-seed"]
 
 # Load Dash's full plotly.js bundle (same version as the cartesian one) once, then say so.
 LOAD_FULL_PLOTLY = """function(tab) {
@@ -225,10 +226,11 @@ def register(app: Dash, client: ApiClient) -> dict:
                     for f in OWN_LINE],
                   Input("ls-typed", "data"), State("ls-kind", "value"),
                   State("ls-dir", "value"), State("ls-bn", "value"),
+                  State("ls-options", "value"),
                   State("ls-source", "data"), State("ls-launched", "data"),
                   State("token", "value"), prevent_initial_call=True)
-    def cb_launch(typed, kind, direction, bn, source, launched, token):
-        form = typed_form(typed, kind, direction, bn)
+    def cb_launch(typed, kind, direction, bn, options, source, launched, token):
+        form = typed_form(typed, kind, direction, bn, options)
         message, count, lines = launch(client, _exp(source), launched, *form, token=token)
         return message, count, False, *lines
 

@@ -27,6 +27,7 @@ from server.analysis_spec import (
     MAX_STEPS_PER_ANALYSIS,
     AnalysisSpec,
     Axis,
+    Directions,
 )
 from webapp.client import ApiError
 from webapp.form_errors import errors_by_field
@@ -35,12 +36,16 @@ from webapp.form_numbers import field_bounds
 FORM = "form"  # an error about no single field
 # The fields that have an error line of their own (ls-<name>-error); errors about the others
 # (kind, directions, BN mode: choices that cannot be wrong alone) go to the cost panel.
-OWN_LINE = ("steps", "points", "samples")
+OWN_LINE = ("steps", "points", "samples", "seed")
 LABELS = {"kind": "Kind", "steps": "Steps", "dir": "Directions",
-          "points": "Grid points per axis", "bn": "BN mode", "samples": "Evaluation samples"}
+          "points": "Grid points per axis", "bn": "BN mode", "samples": "Evaluation samples",
+          "seed": "Direction seed", "options": "Options"}
+# The Options checklist's values: evaluate on the test set too; move 1-D parameters too.
+TEST_SET, KEEP_1D = "test_set", "keep_1d"
 # Spec key (first part of a 422's loc under body.spec) -> the form field that sets it.
 SPEC_FIELD = {"kind": "kind", "steps": "steps", "directions": "dir", "x": "points",
-              "y": "points", "bn_mode": "bn", "eval_samples": "samples"}
+              "y": "points", "bn_mode": "bn", "eval_samples": "samples",
+              "test_set": "options"}
 
 
 def bounds(info: FieldInfo) -> tuple[int, int]:
@@ -50,6 +55,7 @@ def bounds(info: FieldInfo) -> tuple[int, int]:
 
 
 POINTS = bounds(Axis.model_fields["points"])
+SEED_BOUNDS = field_bounds(Directions.model_fields["seed"])
 SAMPLES = bounds(AnalysisSpec.model_fields["eval_samples"])
 DEFAULT_SAMPLES: int = AnalysisSpec.model_fields["eval_samples"].default
 
@@ -90,6 +96,19 @@ def whole(value: Any, lo: int, hi: int, unit: str) -> int | None:
     return n
 
 
+def parse_seed(text: Any) -> int | None:
+    """The direction seed: a whole number within the spec's bounds; empty -> None (the
+    spec's default, one seed for the experiment)."""
+    value = "" if text is None else str(text).strip()
+    if not value:
+        return None
+    b = SEED_BOUNDS
+    n = int(value) if value.isascii() and value.isdigit() else None
+    if n is None or n < b.lo or n > b.hi or (b.hi_strict and n == b.hi):
+        raise ValueError(f"a whole number from {b.lo:,.0f} to 2^63 - 1")
+    return n
+
+
 def parse_steps(text: Any) -> list[int] | None:
     """'0, 400 800' -> [0, 400, 800]; empty -> None (the last saved step)."""
     parts = [p for p in re.split(r"[,\s;]+", str(text or "").strip()) if p]
@@ -115,10 +134,12 @@ class Read:
 
 
 def read(kind: str | None, steps: Any, direction: str | None, points: Any, bn: str | None,
-         samples: Any) -> Read:
+         samples: Any, options: list[str] | None = None, seed: Any = None) -> Read:
     """Every field parsed (all their errors at once, not the first), then the spec checked
-    as the server checks it."""
+    as the server checks it. `options`: the Options checklist (TEST_SET, KEEP_1D); `seed`:
+    the direction seed as typed (empty: the spec's, shared by the experiment's analyses)."""
     kind = kind or "surface"
+    options = options or []
     errors: dict[str, str] = {}
     spec: dict[str, Any] = {"kind": kind, "bn_mode": bn or "batch"}
 
@@ -130,8 +151,13 @@ def read(kind: str | None, steps: Any, direction: str | None, points: Any, bn: s
             return None
 
     spec["steps"] = take("steps", parse_steps, steps)
+    seed_n = take("seed", parse_seed, seed)
     if kind != "spectrum":  # a spectrum has no directions and no grid: the fields are unused
         spec["directions"] = {"kind": direction or "random"}
+        if KEEP_1D in options:
+            spec["directions"]["keep_1d"] = True
+        if TEST_SET in options:
+            spec["test_set"] = True
         n = take("points", whole, points, *POINTS, "points")
         if n is not None:
             axis: dict[str, Any] = {"points": n}
@@ -140,6 +166,8 @@ def read(kind: str | None, steps: Any, direction: str | None, points: Any, bn: s
             spec["x"] = axis
             if kind in ("surface", "trajectory"):
                 spec["y"] = dict(axis)
+    if seed_n is not None:  # a spectrum's probe vectors are drawn from it too
+        spec.setdefault("directions", {})["seed"] = seed_n
     n = take("samples", whole, samples, *SAMPLES, "samples")
     if n is not None:
         spec["eval_samples"] = n
@@ -167,6 +195,10 @@ def field_of(loc: tuple[str | int, ...] | list[str | int]) -> str:
     parts = [str(p) for p in loc]
     if parts[:2] != ["body", "spec"] or len(parts) < 3:
         return FORM
+    if parts[2:4] == ["directions", "seed"]:
+        return "seed"
+    if parts[2:4] == ["directions", "keep_1d"]:
+        return "options"
     return SPEC_FIELD.get(parts[2], FORM)
 
 

@@ -21,7 +21,7 @@ READ_TYPED = """function(n) {
     var read = function(id) { var el = document.getElementById(id);
                               return el ? el.value : null; };
     return {n: n, steps: read('ls-steps'), points: read('ls-points'),
-            samples: read('ls-samples')};
+            samples: read('ls-samples'), seed: read('ls-seed')};
 }"""
 
 
@@ -101,7 +101,8 @@ def launch(client: ApiClient, experiment_id: int, launched: int, *form: Any,
 
 
 def typed_form(typed: dict[str, Any] | None, kind: str | None, direction: str | None,
-               bn: str | None) -> tuple:
+               bn: str | None, options: list[str] | None = None) -> tuple:
     """The form's fields in FORM order, the text ones as READ_TYPED found them."""
     t = typed or {}
-    return kind, t.get("steps"), direction, t.get("points"), bn, t.get("samples")
+    return (kind, t.get("steps"), direction, t.get("points"), bn, t.get("samples"), options,
+            t.get("seed"))

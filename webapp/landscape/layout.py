@@ -23,7 +23,14 @@ from webapp.figures.geometry_surface import (
     trajectory_figure,
 )
 from webapp.landscape.data import Group, Loaded
-from webapp.landscape.form import DEFAULT_SAMPLES, POINTS, SAMPLES, default_points
+from webapp.landscape.form import (
+    DEFAULT_SAMPLES,
+    KEEP_1D,
+    POINTS,
+    SAMPLES,
+    TEST_SET,
+    default_points,
+)
 from webapp.style import STATUS_COLORS
 
 KIND_OPTIONS = [{"label": "2D surface", "value": "surface"},
@@ -104,6 +111,14 @@ def launch_form() -> html.Div:
                    _text_input("samples", str(DEFAULT_SAMPLES), f"{DEFAULT_SAMPLES:,}"),
                    f"a seeded subset of the training set, the same for every run; "
                    f"{SAMPLES[0]:,} to {SAMPLES[1]:,}; empty: {DEFAULT_SAMPLES:,}", "samples"),
+            _field("Direction seed", _text_input("seed", None, "0"),
+                   "every run of the experiment gets the same directions from it; another "
+                   "seed, another random pair (a spectrum: other probe vectors). Empty: 0",
+                   "seed"),
+            _field("Options", dcc.Checklist(id="ls-options", value=[], options=[
+                {"label": " also on the test set", "value": TEST_SET},
+                {"label": " move biases and norm γ, β too (zeroed by default)",
+                 "value": KEEP_1D}])),
         ], className="ls-form-grid"),
         html.Div(id="ls-cost", className="ls-cost"),
         html.Div([html.Button("Launch", id="ls-launch", className="btn btn-primary"),
