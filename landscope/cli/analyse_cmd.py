@@ -232,7 +232,7 @@ def _summary(sink, steps: list[int]) -> None:
 # -- against a server ------------------------------------------------------------------------
 
 def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
-    from landscope.cli.reproduce_cmd import Api, ServerError
+    from landscope.cli.reproduce_cmd import Api
 
     if (args.run_id is None) == (args.experiment is None):
         raise SpecError("--run", "with --server give --run ID or --experiment ID")
@@ -243,33 +243,29 @@ def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
         raise SpecError("--server", f"expected an http:// or https:// URL, got {args.server!r}")
     settings = get_settings()
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    api = Api(args.server, token, http)
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "dry_run": args.dry_run}
     body["run_id" if args.run_id is not None else "experiment_id"] = \
         args.run_id if args.run_id is not None else args.experiment
-    try:
-        created = api.request("POST", "/analyses", json=body)
-        print(f"cost: {json.dumps(created.get('cost'))}")
-        ids = [a["id"] for a in created["analyses"]]
-        if args.dry_run:
-            return 0
-        print(f"analyses {ids} queued on {api.base}")
-        if not args.wait:
-            return 0
-        details = [_follow(api, i, args.quiet) for i in ids]
-        if args.out is not None:
-            save_details(api, details, args.out)
-        failed = [d["id"] for d in details if d["status"] != "succeeded"]
-        if failed:
-            print(f"landscope: analyses {failed} did not succeed", file=sys.stderr)
-            return 1
+    return Api(args.server, token, http).talk(lambda api: _submit(api, args, body))
+
+
+def _submit(api, args: argparse.Namespace, body: dict[str, Any]) -> int:
+    created = api.request("POST", "/analyses", json=body)
+    print(f"cost: {json.dumps(created.get('cost'))}")
+    ids = [a["id"] for a in created["analyses"]]
+    if args.dry_run:
         return 0
-    except ServerError as exc:
-        print(f"landscope: error: {exc}", file=sys.stderr)
+    print(f"analyses {ids} queued on {api.base}")
+    if not args.wait:
+        return 0
+    details = [_follow(api, i, args.quiet) for i in ids]
+    if args.out is not None:
+        save_details(api, details, args.out)
+    failed = [d["id"] for d in details if d["status"] != "succeeded"]
+    if failed:
+        print(f"landscope: analyses {failed} did not succeed", file=sys.stderr)
         return 1
-    finally:
-        if http is None:  # a client passed in belongs to the caller
-            api.close()
+    return 0
 
 
 def save_details(api, details: list[dict], out: Path) -> None:

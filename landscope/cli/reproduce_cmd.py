@@ -78,10 +78,23 @@ class Api:
     def __init__(self, base: str, token: str | None, http: httpx.Client | None = None) -> None:
         self.base = base.rstrip("/")
         self.token = token
+        self.owned = http is None  # a client passed in belongs to the caller
         self.http = http or httpx.Client(base_url=self.base, timeout=60.0)
 
     def close(self) -> None:
         self.http.close()
+
+    def talk(self, work: Callable[[Api], int]) -> int:
+        """`work(self)`'s exit status; a ServerError said on stderr and exit status 1; the
+        client closed afterwards unless it was the caller's."""
+        try:
+            return work(self)
+        except ServerError as exc:
+            print(f"landscope: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if self.owned:
+                self.close()
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

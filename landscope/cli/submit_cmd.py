@@ -23,7 +23,7 @@ import argparse
 import sys
 from typing import Any
 
-from landscope.cli.reproduce_cmd import Api, ServerError, list_analyses, wait
+from landscope.cli.reproduce_cmd import Api, list_analyses, wait
 from landscope.cli.train_cmd import compose
 from server.presets import get_preset
 from server.settings import get_settings
@@ -94,33 +94,29 @@ def run(args: argparse.Namespace, http=None) -> int:
     if not server.startswith(("http://", "https://")):
         raise SpecError("--server", f"expected an http:// or https:// URL, got {server!r}")
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    api = Api(server, token, http)
+    return Api(server, token, http).talk(lambda api: _send(api, args, body, n_runs))
+
+
+def _send(api: Api, args: argparse.Namespace, body: dict[str, Any], n_runs: int) -> int:
+    if args.dry_run:
+        print(cost_text(api.request("POST", "/experiments/cost", json=body)))
+        return 0
+    made = api.request("POST", "/experiments", json=body)
+    print(created_text(made, api.base))
+    if len(made["runs"]) != n_runs:  # the server's expansion is this command's
+        print(f"landscope: warning: the server made {len(made['runs'])} runs where "
+              f"{n_runs} were planned here", file=sys.stderr)
+    if not args.wait:
+        return 0
     try:
-        if args.dry_run:
-            print(cost_text(api.request("POST", "/experiments/cost", json=body)))
-            return 0
-        made = api.request("POST", "/experiments", json=body)
-        print(created_text(made, api.base))
-        if len(made["runs"]) != n_runs:  # the server's expansion is this command's
-            print(f"landscope: warning: the server made {len(made['runs'])} runs where "
-                  f"{n_runs} were planned here", file=sys.stderr)
-        if not args.wait:
-            return 0
-        try:
-            bad_runs, bad_analyses = wait(api, [made], args.poll, lambda _e: True)
-        except KeyboardInterrupt:
-            print(f"\nlandscope: the runs go on on the server: {api.base}/experiments/"
-                  f"{made['id']}", file=sys.stderr)
-            raise
-        detail = api.get(f"/experiments/{made['id']}")
-        print(outcome_text(detail, list_analyses(api, made["id"])))
-        return 1 if bad_runs or bad_analyses else 0
-    except ServerError as exc:
-        print(f"landscope: error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        if http is None:  # a client passed in belongs to the caller
-            api.close()
+        bad_runs, bad_analyses = wait(api, [made], args.poll, lambda _e: True)
+    except KeyboardInterrupt:
+        print(f"\nlandscope: the runs go on on the server: {api.base}/experiments/"
+              f"{made['id']}", file=sys.stderr)
+        raise
+    detail = api.get(f"/experiments/{made['id']}")
+    print(outcome_text(detail, list_analyses(api, made["id"])))
+    return 1 if bad_runs or bad_analyses else 0
 
 
 def created_text(made: dict[str, Any], base: str) -> str:
