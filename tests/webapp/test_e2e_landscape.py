@@ -197,6 +197,13 @@ def test_launch_a_surface_from_the_tab_and_see_both_runs_on_one_scale(browser, t
         assert page.evaluate("window.lsDensities()[0].layout.title.text").count("BN mode") == 1
         spectrum = page.locator(".ls-section").last
         spectrum.scroll_into_view_if_needed()
+        # the numbers beside the figures: one row per run, both at the step the page shows
+        page.wait_for_function("document.querySelectorAll('.spectrum-table tbody tr').length"
+                               " === 2", timeout=600_000)
+        rows = [r.split("\t") for r in
+                spectrum.locator(".spectrum-table tbody tr").all_inner_texts()]
+        assert [len(r) for r in rows] == [6, 6], rows
+        assert rows[0][1] == rows[1][1] and int(rows[0][1]) in (0, EVERY, STEPS), rows
         page.wait_for_timeout(300)
         shots(spectrum, "landscape-spectra")
         assert errors == [], errors

@@ -31,6 +31,7 @@ from webapp.landscape.form import (
     TEST_SET,
     default_points,
 )
+from webapp.landscape.spectrum_table import spectrum_table
 from webapp.style import STATUS_COLORS
 
 KIND_OPTIONS = [{"label": "2D surface", "value": "surface"},
@@ -299,6 +300,10 @@ def sections(loaded: Loaded, group_ids: list[int], step: int | None, log: bool, 
                     graph(key, figure_for(key, loaded, step, log, camera, metric), fmt)
                     for key in (key_of(gid, "contour", v.id), key_of(gid, "surface", v.id))
                 ], className="ls-pair"))
+        elif g.kind == "spectrum":
+            table = spectrum_table(items, step)
+            if table is not None:
+                body.append(table)
         elif g.kind == "trajectory":
             body.append(html.Div([
                 graph(key_of(gid, "trajectory", v.id),
