@@ -1,6 +1,7 @@
 """Walking a page's Dash components in tests: every component, by id, the ids, the text.
 Shared by the page and form tests (test_pages, test_new_experiment, test_missing_pages,
-test_landscape_tab, test_landscape_form, test_experiment_delete)."""
+test_landscape_tab, test_landscape_form, test_experiment_delete, test_environment_view,
+test_spectrum_table)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,15 @@ def text(node: Any) -> str:
     if isinstance(node, list | tuple):
         return " ".join(text(n) for n in node)
     return text(getattr(node, "children", None))
+
+
+def texts(component: Any) -> list[str]:
+    """Every string in a component tree, one list item each, depth first."""
+    if isinstance(component, str):
+        return [component]
+    children = getattr(component, "children", None)
+    if children is None:
+        return []
+    if not isinstance(children, list | tuple):
+        children = [children]
+    return [t for c in children for t in texts(c)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dash import html
 
 from server.spec import RunSpec
+from tests.webapp.layout_walk import texts
 from webapp.compare.layout import run_strip
 from webapp.environment_view import environment_block, summary
 from webapp.runsets import build_views
@@ -18,18 +19,6 @@ ENV = {"torch_threads": 1, "interop_threads": 2, "deterministic": False,
        "isa": "AVX512", "mkl_cbwr": "COMPATIBLE", "os": "Linux", "versions": {"python": "3.11.7",
                                                    "torch": "2.13.0+cpu", "numpy": "2.4.6",
                                                    "landscope": "0.1.0"}}
-
-
-def texts(component) -> list[str]:
-    """Every string in a component tree, depth first."""
-    if isinstance(component, str):
-        return [component]
-    children = getattr(component, "children", None)
-    if children is None:
-        return []
-    if not isinstance(children, list | tuple):
-        children = [children]
-    return [t for c in children for t in texts(c)]
 
 
 def test_the_summary_names_threads_precision_machine_and_torch():

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from tests.webapp.landscape_data import analysis_json, spectrum_values
+from tests.webapp.layout_walk import texts
 from webapp.landscape.spectrum_table import medians, spectrum_rows, spectrum_table
 from webapp.runsets import build_views
 
@@ -26,17 +27,6 @@ def seeded(run_json):
 def detail(aid: int, rid: int, top, trace, stderr, share, steps=(100,)):
     return analysis_json(aid, rid, kind="spectrum", steps=steps, values={
         s: spectrum_values(top, trace, stderr, share=share) for s in steps})
-
-
-def texts(component) -> list[str]:
-    if isinstance(component, str):
-        return [component]
-    children = getattr(component, "children", None)
-    if children is None:
-        return []
-    if not isinstance(children, list | tuple):
-        children = [children]
-    return [t for c in children for t in texts(c)]
 
 
 def test_each_run_at_the_shown_step_then_each_normalisations_median(seeded):
