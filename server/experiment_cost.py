@@ -128,3 +128,13 @@ def _total(per_run: list[dict[str, Any]]) -> dict[str, Any]:
         "snapshot_bytes": _sum([r["snapshots"]["bytes"] for r in per_run]),
         "seconds": _sum([r["seconds"] for r in per_run]),
     }
+
+
+def duration_text(seconds: float | None) -> str:
+    """An estimate's seconds in words ('4.4 s', '74 s', '12 min', '2.5 h'; '?' unknown), as
+    the New experiment page's cost box and `landscope submit --dry-run` say them."""
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -9,6 +9,7 @@ from typing import Any
 
 from dash import html
 
+from server.experiment_cost import duration_text
 from webapp import formspec
 
 
@@ -32,14 +33,6 @@ def estimate_table(estimates: list[dict[str, Any]]) -> html.Table:
                        html.Tbody(rows)], className="cost-table estimate-table")
 
 
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    if s < 90:
-        return f"{s:.2g} s" if s < 10 else f"{s:.0f} s"
-    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
-
-
 def _bytes(b: float | None) -> str:
     if b is None:
         return "?"
@@ -58,7 +51,7 @@ def _analyses_cell(kinds: str, passes: float | None, hvps: float | None,
     """What runs by default, over its forward passes, HVPs and time: one cell, so that the
     table fits the side column (seven columns made the page wider than a 1400 px window)."""
     return [kinds, html.Br(), html.Span(
-        f"{_count(passes)} passes · {_count(hvps)} HVPs · {_seconds(seconds)}",
+        f"{_count(passes)} passes · {_count(hvps)} HVPs · {duration_text(seconds)}",
         className="muted")]
 
 
@@ -71,7 +64,7 @@ def server_cost(answer: dict[str, Any] | str) -> html.Div:
     for r in answer["runs"][:16]:
         done = r["analyses"]
         rows.append(html.Tr([
-            html.Td(r["name"]), html.Td(_seconds(r["training"]["seconds"])),
+            html.Td(r["name"]), html.Td(duration_text(r["training"]["seconds"])),
             html.Td(_analyses_cell(", ".join(a["kind"] for a in done) or "none",
                                    _total_of(done, "forward_passes"),
                                    _total_of(done, "hvps"), _total_of(done, "seconds"))),
@@ -79,7 +72,7 @@ def server_cost(answer: dict[str, Any] | str) -> html.Div:
         ]))
     t = answer["total"]
     rows.append(html.Tr([
-        html.Th(f"all {t['runs']} runs"), html.Th(_seconds(t["training_seconds"])),
+        html.Th(f"all {t['runs']} runs"), html.Th(duration_text(t["training_seconds"])),
         html.Th(_analyses_cell(f"{t['analyses']} analyses", t["analysis_forward_passes"],
                                t["analysis_hvps"], t["analysis_seconds"])),
         html.Th(f"{t['snapshots']} · {_bytes(t['snapshot_bytes'])}"),
@@ -92,7 +85,7 @@ def server_cost(answer: dict[str, Any] | str) -> html.Div:
             html.Th(["analyses", html.Br(), html.Span("passes · HVPs · time", className="muted")]),
             html.Th("snapshots · disk")])),
             html.Tbody(rows)], className="cost-table server-cost-table"),
-        html.P([html.Strong(_seconds(t["seconds"]), id="new-cost-seconds"),
+        html.P([html.Strong(duration_text(t["seconds"]), id="new-cost-seconds"),
                 f" of {'/'.join(sorted(device))} time in all, one run after another (an order "
                 "of magnitude: an assumed rate per device); ",
                 html.Strong(_bytes(t["snapshot_bytes"]), id="new-cost-disk"),

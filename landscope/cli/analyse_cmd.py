@@ -232,21 +232,18 @@ def _summary(sink, steps: list[int]) -> None:
 # -- against a server ------------------------------------------------------------------------
 
 def _on_server(args: argparse.Namespace, spec: AnalysisSpec, http=None) -> int:
-    from landscope.cli.reproduce_cmd import Api
+    from landscope.cli.reproduce_cmd import connect
 
     if (args.run_id is None) == (args.experiment is None):
         raise SpecError("--run", "with --server give --run ID or --experiment ID")
     if args.other is not None:
         raise SpecError("--other", "is for a run folder; on a server set "
                                    "--set directions.other_run=ID")
-    if not args.server.startswith(("http://", "https://")):
-        raise SpecError("--server", f"expected an http:// or https:// URL, got {args.server!r}")
-    settings = get_settings()
-    token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
+    api = connect(args.server, args.token, http)
     body: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "dry_run": args.dry_run}
     body["run_id" if args.run_id is not None else "experiment_id"] = \
         args.run_id if args.run_id is not None else args.experiment
-    return Api(args.server, token, http).talk(lambda api: _submit(api, args, body))
+    return api.talk(lambda api: _submit(api, args, body))
 
 
 def _submit(api, args: argparse.Namespace, body: dict[str, Any]) -> int:

@@ -119,6 +119,21 @@ class Api:
         return self.request("GET", path, params=params)
 
 
+def token_of(given: str | None) -> str | None:
+    """--token, else LANDSCOPE_API_TOKEN, else none."""
+    settings = get_settings()
+    return given or (settings.api_token.get_secret_value() if settings.api_token else None)
+
+
+def connect(url: str | None, token: str | None, http: httpx.Client | None = None) -> Api:
+    """An Api on --server (default: this machine's LANDSCOPE_PORT) with --token (default:
+    LANDSCOPE_API_TOKEN); SpecError for a URL that is not http(s)."""
+    base = url or f"http://127.0.0.1:{get_settings().port}"
+    if not base.startswith(("http://", "https://")):
+        raise SpecError("--server", f"expected an http:// or https:// URL, got {base!r}")
+    return Api(base, token_of(token), http)
+
+
 def refusal_text(detail: Any) -> str:
     """A refusal's detail for a person: a 422's errors as 'base.steps: at most ...', one per
     field ("body" left out of the location), anything else as the server wrote it."""
@@ -178,12 +193,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args, scale, exps)
     if args.poll <= 0:
         raise SpecError("--poll", "must be a positive number of seconds")
-    settings = get_settings()
-    base = args.api or f"http://127.0.0.1:{settings.port}"
-    if not base.startswith(("http://", "https://")):
-        raise SpecError("--server", f"expected an http:// or https:// URL, got {base!r}")
-    token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    api = Api(base, token)
+    api = connect(args.api, args.token)
     try:
         api.get("/health")  # fails fast, with the hint, when nothing listens there
         if args.report:

@@ -23,13 +23,11 @@ import argparse
 import sys
 from typing import Any
 
-from landscope.cli.reproduce_cmd import Api, list_analyses, wait
+from landscope.cli.reproduce_cmd import Api, connect, list_analyses, wait
 from landscope.cli.train_cmd import compose
+from server.experiment_cost import duration_text
 from server.presets import get_preset
-from server.settings import get_settings
 from server.spec import RunSpec, SpecError, apply_overrides, build_spec, expand_vary, flatten
-
-FAILED = ("failed", "cancelled")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -89,12 +87,8 @@ def run(args: argparse.Namespace, http=None) -> int:
     if args.dry_run and args.wait:
         raise SpecError("--wait", "a dry run creates nothing to wait for")
     body, n_runs = body_of(args)
-    settings = get_settings()
-    server = args.server or f"http://127.0.0.1:{settings.port}"
-    if not server.startswith(("http://", "https://")):
-        raise SpecError("--server", f"expected an http:// or https:// URL, got {server!r}")
-    token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
-    return Api(server, token, http).talk(lambda api: _send(api, args, body, n_runs))
+    api = connect(args.server, args.token, http)
+    return api.talk(lambda api: _send(api, args, body, n_runs))
 
 
 def _send(api: Api, args: argparse.Namespace, body: dict[str, Any], n_runs: int) -> int:
@@ -134,20 +128,20 @@ def cost_text(cost: dict[str, Any]) -> str:
     t = cost["total"]
     parts = [f"{t.get('runs', 0)} run(s)",
              f"training {_num(t.get('training_cost_steps'))} step units"
-             f" (~{_secs(t.get('training_seconds'))})"]
+             f" (~{duration_text(t.get('training_seconds'))})"]
     if t.get("analyses"):
-        parts.append(f"{t['analyses']} analyses (~{_secs(t.get('analysis_seconds'))})")
+        parts.append(f"{t['analyses']} analyses (~{duration_text(t.get('analysis_seconds'))})")
     if t.get("snapshots"):
         parts.append(f"{t['snapshots']} snapshots, {_num(t.get('snapshot_bytes'))} bytes")
-    return "cost: " + "; ".join(parts) + f"; ~{_secs(t.get('seconds'))} of device time in all"
+    total = duration_text(t.get("seconds"))
+    return "cost: " + "; ".join(parts) + f"; ~{total} of device time in all"
 
 
 def outcome_text(detail: dict[str, Any], analyses: list[dict[str, Any]]) -> str:
     lines = [f"experiment {detail['id']} {detail['name']!r}:"]
     for r in detail["runs"]:
-        loss = r.get("last_loss")
-        loss_text = "" if loss is None else f"  last loss {loss:.4g}" \
-            if isinstance(loss, float) else f"  last loss {loss}"
+        loss = r.get("last_loss")  # a float, a non-finite one's string, or None
+        loss_text = "" if loss is None else f"  last loss {_g(loss)}"
         lines.append(f"  run {r['id']}  {r['name']}: {r['status']} at step {r['step']}/"
                      f"{r['total']}{loss_text}")
     for a in analyses:
@@ -159,7 +153,5 @@ def _num(v: Any) -> str:
     return "?" if v is None else f"{v:,.0f}"
 
 
-def _secs(v: Any) -> str:
-    if v is None:
-        return "? s"
-    return f"{v:.0f} s" if v < 90 else f"{v / 60:.0f} min" if v < 5400 else f"{v / 3600:.1f} h"
+def _g(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -193,8 +193,7 @@ class AnalysisJob:
         self._choose_group(ev, test_ev)
         count = 2 if spec.kind in ("surface", "trajectory") else 1
         values: dict[str, Any] = {"meta": {**self.meta, "threads": torch.get_num_threads()},
-                                  "evaluation": {"group": self.group, "vmap": ev.vmap},
-                                  **self.numerics.record()}
+                                  "evaluation": {"group": self.group, "vmap": ev.vmap}}
         if spec.kind == "spectrum":
             op, n = network_hvp(ev.loss_fn_of_params(theta), theta)
             values["spectrum"] = spectrum(op, n, spec.spectrum, grad=op.gradient(),
@@ -227,7 +226,7 @@ class AnalysisJob:
                                 "labels": dirs.labels, "centre_step": centre, **dirs.info}
         prep = PreparedStep(step, centre, theta, dirs, ev, test_ev)
         self._prepared[step] = prep
-        sink.values(step, values)
+        sink.values(step, {**values, **self.numerics.record(step)})
         return prep
 
     def _choose_group(self, ev: GridEvaluator, test_ev: GridEvaluator | None) -> None:
@@ -349,7 +348,7 @@ class AnalysisJob:
                     for i, v, t in zip(members, vals, tvals, strict=True) if i in wanted]
             sink.points(step, rows)
             written += len(rows)
-        extra = dict(self.numerics.record()) if written else {}
+        extra = self.numerics.record(step) if written else {}
         if prep.evaluator.fallback is not None:  # vmap gave up: say so beside the values
             extra["evaluation_fallback"] = prep.evaluator.fallback
         if extra:

@@ -45,6 +45,7 @@ class JobNumerics:
         self.threads, self.deterministic = threads, deterministic
         self.device, self.dtype = device, dtype
         self._env: dict[str, Any] | None = None
+        self._recorded: set[int] = set()  # steps whose sink has this job's record
 
     def __call__(self) -> contextlib.ExitStack:
         """The job's numerics in force inside (`with numerics(): ...`)."""
@@ -62,7 +63,12 @@ class JobNumerics:
                 self._env = environment(self.device, self.dtype)
         return self._env
 
-    def record(self) -> dict[str, Any]:
-        """{"environment:<digest>": environment}: the value a step's sink gets."""
+    def record(self, step: int) -> dict[str, Any]:
+        """{"environment:<digest>": environment}, the value step `step`'s sink gets: once per
+        step and job (a worker keeps its job for chunk after chunk; the sink would keep the
+        first write anyway, so a second is only a wasted insert)."""
+        if step in self._recorded:
+            return {}
+        self._recorded.add(step)
         env = self.environment()
         return {environment_key(env): env}

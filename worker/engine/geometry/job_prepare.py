@@ -170,7 +170,7 @@ def meta(norm_name: str | None, spec: AnalysisSpec, *, eval_samples: int, batch_
                        "source": d.source if d.kind == "interpolation" else None,
                        "other_run": d.other_run},
         "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
-        "device": str(device), "threads": torch.get_num_threads(),
+        "device": str(device),  # "threads": added by prepare, in the job's numerics
     }
 
 
