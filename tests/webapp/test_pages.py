@@ -14,6 +14,7 @@ from dash.exceptions import PreventUpdate
 from sqlalchemy.orm import Session
 
 from server.db.models import WorkerRecord, utcnow
+from server.experiment_cost import duration_text
 from server.queue import worker_queues
 from tests.support.synthetic import create_experiment
 from tests.webapp.layout_walk import components
@@ -349,7 +350,7 @@ def test_the_form_shows_the_servers_cost_of_training_default_analyses_and_snapsh
     assert f"{total['analysis_forward_passes']:,.0f}" in row
     assert f"{total['analysis_hvps']:,.0f}" in row
     cost = new_experiment_cost
-    assert _text(_find(box, "new-cost-seconds")) == cost._seconds(total["seconds"])
+    assert _text(_find(box, "new-cost-seconds")) == duration_text(total["seconds"])
     assert _text(_find(box, "new-cost-disk")) == cost._bytes(total["snapshot_bytes"])
     assert total["snapshot_bytes"] > 0 and "MiB" in _text(_find(box, "new-cost-disk"))
     # A form the server refuses (a layer over its max_width, which only the server computes)
